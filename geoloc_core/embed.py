@@ -1,0 +1,320 @@
+"""Image encoders by name, and photos -> L2-normalised float32 embeddings (+ patch tokens), cached.
+
+The default encoder is DINOv2 ViT-S/14 as an open_clip `VisionTransformer`, its weights made by the
+install step (`geoloc install-weights`, see weights.py). Any open_clip model name works too, with a
+local checkpoint or a pretrained tag already in the local cache: nothing is downloaded at run time.
+
+Embeddings are cached in one SQLite file per encoder, keyed by the photo's content hash: a photo
+that changes is embedded again, an unchanged one never is, and two processes can share the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .images import ImageDecodeError, decode_image
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_ENCODER = "dinov2-vits14"
+
+
+def model_dir() -> Path:
+    """Where installed weights live: $GEOLOC_MODEL_DIR, else `models/` beside the package."""
+    return Path(os.environ.get("GEOLOC_MODEL_DIR", Path(__file__).resolve().parents[1] / "models"))
+
+
+def cache_dir() -> Path:
+    """Where embedding caches live: $GEOLOC_CACHE_DIR, else `.cache/` beside the package."""
+    return Path(os.environ.get("GEOLOC_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache"))
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """An open_clip VisionTransformer configuration plus how to feed it; data, not code."""
+
+    name: str
+    tower: dict  # keyword arguments of open_clip.transformer.VisionTransformer
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ln_eps: float = 1e-5
+    weights_file: str | None = None  # default checkpoint, relative to model_dir()
+
+
+DINOV2_VITS14 = EncoderSpec(
+    name="dinov2-vits14",
+    tower=dict(image_size=224, patch_size=14, width=384, layers=12, heads=6, mlp_ratio=4.0, ls_init_value=1.0,
+               output_dim=384, no_ln_pre=True, pool_type="tok"),
+    ln_eps=1e-6,
+    weights_file="dinov2_vits14.safetensors",
+)
+
+ENCODERS: dict[str, EncoderSpec] = {DINOV2_VITS14.name: DINOV2_VITS14}
+
+
+def register_encoder(spec: EncoderSpec) -> None:
+    ENCODERS[spec.name] = spec
+
+
+def list_encoders() -> list[str]:
+    import open_clip
+
+    return sorted(ENCODERS) + open_clip.list_models()
+
+
+def build_vision_tower(spec: EncoderSpec) -> torch.nn.Module:
+    """An untrained tower for `spec` (no I/O)."""
+    from open_clip.transformer import LayerNorm, VisionTransformer
+
+    return VisionTransformer(**spec.tower, norm_layer=functools.partial(LayerNorm, eps=spec.ln_eps))
+
+
+@dataclass
+class Encoder:
+    """A loaded image tower: `model(pixels) -> (pooled (B, D), patch tokens (B, P, Dp))`."""
+
+    name: str
+    key: str  # identifies the weights: the cache and every artefact are keyed by it
+    model: torch.nn.Module
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    image_size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = pixels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            pooled, tokens = self.model(pixels)
+        return pooled.float(), tokens.float()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = None, pretrained: str | None = None,
+                 device: str = "auto") -> Encoder:
+    """Load an encoder by registry name or open_clip model name.
+
+    Args:
+        name: a registered name (`dinov2-vits14`, the default) or any `open_clip.list_models()` name.
+        checkpoint: a local weights file (safetensors, or a torch state dict loaded with
+            weights_only=True); for registered encoders it defaults to the installed weights.
+        pretrained: an open_clip pretrained tag, used only if its weights are already cached locally.
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+    """
+    dev = resolve_device(device)
+    if name in ENCODERS:
+        spec = ENCODERS[name]
+        path = Path(checkpoint) if checkpoint else (model_dir() / spec.weights_file if spec.weights_file else None)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"weights for encoder {name!r} not found at {path}; run `bash scripts/setup.sh` (or "
+                "`geoloc install-weights`) or pass --checkpoint FILE"
+            )
+        model = build_vision_tower(spec)
+        model.load_state_dict(load_state_dict(path))
+        image_size, mean, std = spec.tower["image_size"], spec.mean, spec.std
+        key = f"{name}-{file_digest(path)}"
+    else:
+        model, image_size, mean, std, key = _load_open_clip(name, checkpoint, pretrained)
+    if not hasattr(model, "output_tokens"):
+        raise ValueError(f"encoder {name!r} has no patch-token output (open_clip timm towers do not)")
+    model.output_tokens = True
+    model.eval().to(dev)
+    return Encoder(name=name, key=f"{key}-{image_size}px", model=model, preprocess=make_preprocess(image_size, mean, std),
+                   image_size=image_size, device=dev)
+
+
+def _load_open_clip(name: str, checkpoint, pretrained):
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise KeyError(f"unknown encoder {name!r}; registered: {sorted(ENCODERS)}, or an open_clip model name")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing pretrained tag must fail, not download
+    source = str(checkpoint) if checkpoint else pretrained
+    try:
+        clip = open_clip.create_model(name, pretrained=source, weights_only=True)
+    except Exception as exc:
+        raise FileNotFoundError(f"could not load open_clip {name!r} with {source!r} offline ({exc}); pass --checkpoint FILE") from exc
+    cfg = clip.visual.preprocess_cfg
+    size = cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    key = f"{name}-{file_digest(Path(checkpoint)) if checkpoint else (pretrained or 'random')}"
+    return clip.visual, size, tuple(cfg["mean"]), tuple(cfg["std"]), key
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file or a torch state dict, never executing pickled code."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+
+
+def file_digest(path: Path, n: int = 12) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def make_preprocess(image_size: int, mean, std) -> Callable[[Image.Image], torch.Tensor]:
+    """Shorter side to `image_size` (bicubic), centre crop, normalise: open_clip's eval transform."""
+    import open_clip
+
+    return open_clip.image_transform(image_size, is_train=False, mean=mean, std=std)
+
+
+@dataclass
+class Embeddings:
+    """`emb` (N, D) float32 unit rows; `patches` (N, P, Dp) float16 or None; `failed` index -> reason."""
+
+    emb: np.ndarray
+    patches: np.ndarray | None
+    failed: dict[int, str]
+
+    @property
+    def ok(self) -> np.ndarray:
+        mask = np.ones(len(self.emb), dtype=bool)
+        mask[list(self.failed)] = False
+        return mask
+
+
+class EmbeddingCache:
+    """content sha1 -> (embedding, patch tokens) for one encoder key, in SQLite (atomic, multi-process)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=120)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (sha1 TEXT PRIMARY KEY, dim INTEGER, vec BLOB, "
+                         "patch_shape TEXT, patches BLOB)")
+
+    @classmethod
+    def for_encoder(cls, encoder: Encoder, root: Path | None = None) -> EmbeddingCache:
+        return cls((root or cache_dir()) / "embeddings" / f"{encoder.key}.sqlite")
+
+    def get(self, sha1s: Sequence[str], patches: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        found = {}
+        for start in range(0, len(sha1s), 500):
+            chunk = list(sha1s[start:start + 500])
+            rows = self._db.execute(f"SELECT sha1, vec, patch_shape, patches FROM emb WHERE sha1 IN ({','.join('?' * len(chunk))})", chunk)
+            for sha1, vec, shape, blob in rows:
+                if patches and blob is None:
+                    continue
+                pt = np.frombuffer(blob, np.float16).reshape([int(s) for s in shape.split(",")]) if patches else None
+                found[sha1] = (np.frombuffer(vec, np.float32), pt)
+        return found
+
+    def put(self, sha1s: Sequence[str], emb: np.ndarray, patches: np.ndarray | None) -> None:
+        rows = [(s, emb.shape[1], emb[i].astype(np.float32).tobytes(),
+                 None if patches is None else ",".join(map(str, patches.shape[1:])),
+                 None if patches is None else patches[i].astype(np.float16).tobytes()) for i, s in enumerate(sha1s)]
+        with self._db:  # one transaction per batch: all rows or none
+            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] | None = None, batch_size: int = 32,
+                 patches: bool = False, cache: EmbeddingCache | None = None, workers: int = 4,
+                 progress: bool = True) -> Embeddings:
+    """Embed photos in batches; decoding runs in threads one batch ahead of the model.
+
+    Args:
+        paths: image files.
+        encoder: from load_encoder.
+        sha1s: content hashes (PhotoTable.frame["sha1"]); computed from the bytes when None.
+        batch_size: images per forward pass.
+        patches: also return the patch tokens (float16), for GeM / VLAD aggregation.
+        cache: looked up first and filled with what was computed.
+        workers: decoding threads.
+
+    Returns:
+        Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
+    """
+    n = len(paths)
+    sha1s = list(sha1s) if sha1s is not None else [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
+    cached = cache.get(sha1s, patches) if cache is not None else {}
+    todo = [i for i in range(n) if sha1s[i] not in cached]
+    log.info("embedding %d photos with %s (%d cached)", n, encoder.key, n - len(todo))
+
+    vecs: dict[int, np.ndarray] = {i: cached[sha1s[i]][0] for i in range(n) if sha1s[i] in cached}
+    toks: dict[int, np.ndarray] = {i: cached[sha1s[i]][1] for i in range(n) if sha1s[i] in cached and patches}
+    failed: dict[int, str] = {}
+    bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
+    for idx, pixels, errors in _decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
+        failed |= errors
+        if len(idx):
+            pooled, tokens = encoder.forward(pixels)
+            emb = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+            pt = tokens.half().cpu().numpy() if patches else None
+            for j, i in enumerate(idx):
+                vecs[i] = emb[j]
+                if patches:
+                    toks[i] = pt[j]
+            if cache is not None:
+                cache.put([sha1s[i] for i in idx], emb, pt)
+        bar.update(len(idx) + len(errors))
+    bar.close()
+
+    dim = next(iter(vecs.values())).shape[0] if vecs else 0
+    out = np.zeros((n, dim), np.float32)
+    for i, v in vecs.items():
+        out[i] = v
+    patch_out = None
+    if patches and toks:
+        shape = next(iter(toks.values())).shape
+        patch_out = np.zeros((n, *shape), np.float16)
+        for i, t in toks.items():
+            patch_out[i] = t
+    for i, reason in failed.items():
+        log.warning("could not embed %s: %s", paths[i], reason)
+    return Embeddings(emb=out, patches=patch_out, failed=failed)
+
+
+def _load_pixels(path: Path, encoder: Encoder) -> torch.Tensor | str:
+    try:
+        return encoder.preprocess(decode_image(Path(path).read_bytes(), min_side=encoder.image_size))
+    except (ImageDecodeError, OSError) as exc:
+        return str(exc)
+
+
+def _decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
+                     workers: int) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
+    """Yield (ids, pixels (B, 3, S, S), {id: error}); the next batch decodes while this one runs."""
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def submit(s: int) -> list[Future]:
+            return [pool.submit(_load_pixels, p, encoder) for p in paths[s:s + batch_size]]
+
+        pending = submit(0) if len(paths) else []
+        for k, s in enumerate(starts):
+            current, pending = pending, (submit(starts[k + 1]) if k + 1 < len(starts) else [])
+            results = [f.result() for f in current]
+            good = [(ids[s + j], r) for j, r in enumerate(results) if isinstance(r, torch.Tensor)]
+            errors = {ids[s + j]: r for j, r in enumerate(results) if isinstance(r, str)}
+            pixels = torch.stack([r for _, r in good]) if good else torch.empty(0)
+            yield [i for i, _ in good], pixels, errors

@@ -1,0 +1,34 @@
+"""Metrics as flat dicts with stable keys: `acc`, `macro_f1`, `median_km`, `acc@25km`, ...
+
+Distance accuracies count a prediction as within t km when its great-circle error is <= t (the
+convention of the Im2GPS / GeoCLIP evaluation code). The 0.1 and 0.5 km thresholds are there for
+campus-scale data, where 1 km already covers everything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from .geo import haversine_km
+
+THRESHOLDS_KM = (0.1, 0.5, 1.0, 25.0, 200.0, 750.0, 2500.0)
+
+
+def threshold_key(km: float) -> str:
+    return f"acc@{km:g}km"
+
+
+def distance_metrics(pred_lat_deg, pred_lon_deg, true_lat_deg, true_lon_deg,
+                     thresholds_km: tuple[float, ...] = THRESHOLDS_KM) -> dict[str, float]:
+    """Median / mean error in km and the share of predictions within each threshold (<=)."""
+    err = haversine_km(pred_lat_deg, pred_lon_deg, true_lat_deg, true_lon_deg)
+    out = {"median_km": float(np.median(err)), "mean_km": float(np.mean(err))}
+    out |= {threshold_key(t): float(np.mean(err <= t)) for t in thresholds_km}
+    return out
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the regions present in truth or prediction), as in the paper's Table 1."""
+    return {"acc": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}

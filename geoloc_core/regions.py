@@ -1,0 +1,104 @@
+"""Feature-weighted proximity graph -> Louvain regions, their summaries and polygons.
+
+The graph's nodes are sites (distinct photo locations), its edges a proximity graph over them, each
+weighted by the cosine similarity of the two sites' image features (the mean of their photos'
+unit embeddings). Louvain cuts it into regions whose photos look alike and lie together.
+
+Negative similarities: modularity is defined for non-negative weights (a negative degree breaks
+Louvain's gain), so `negative="clip"` (default) sets them to 0, which keeps an edge between two
+dissimilar sites from pulling them together while leaving the contrast among the positive ones
+intact; `negative="shift"` maps cosine to (1 + cos) / 2 instead, keeping every edge but flattening
+that contrast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import shapely
+
+from .geo import LocalProjection, spherical_mean
+
+NEGATIVE_MODES = ("clip", "shift")
+
+
+def site_embeddings(emb: np.ndarray, site_of_photo: np.ndarray, n_sites: int) -> np.ndarray:
+    """(N, D) unit photo embeddings -> (S, D) unit site embeddings (normalised mean per site)."""
+    sums = np.zeros((n_sites, emb.shape[1]), np.float64)
+    np.add.at(sums, site_of_photo, emb)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+def edge_weights(node_emb: np.ndarray, edges: np.ndarray, negative: str = "clip") -> np.ndarray:
+    """(E,) float64 weights from the cosine similarity of each edge's two unit node embeddings."""
+    cos = np.einsum("ij,ij->i", node_emb[edges[:, 0]].astype(np.float64), node_emb[edges[:, 1]].astype(np.float64))
+    if negative == "clip":
+        return np.clip(cos, 0.0, None)
+    if negative == "shift":
+        return (1.0 + cos) / 2.0
+    raise ValueError(f"negative={negative!r}; choose from {NEGATIVE_MODES}")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Louvain's result: `labels` (n_nodes,) int64 in 0..K-1, largest region first.
+
+    `modularity` is the standard Q (resolution 1) whatever resolution Louvain ran at, so figures
+    stay comparable across resolutions.
+    """
+
+    labels: np.ndarray
+    modularity: float
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+
+def louvain_regions(n_nodes: int, edges: np.ndarray, weights: np.ndarray, resolution: float = 1.0, seed: int = 0) -> Partition:
+    """Louvain communities (networkx) of the weighted graph, labelled by size so the numbering is stable."""
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n_nodes))
+    graph.add_weighted_edges_from(zip(edges[:, 0].tolist(), edges[:, 1].tolist(), weights.tolist()))
+    communities = nx.community.louvain_communities(graph, weight="weight", resolution=resolution, seed=seed)
+    communities = sorted(communities, key=lambda c: (-len(c), min(c)))
+    labels = np.empty(n_nodes, np.int64)
+    for k, members in enumerate(communities):
+        labels[list(members)] = k
+    modularity = nx.community.modularity(graph, communities, weight="weight") if graph.size(weight="weight") else 0.0
+    return Partition(labels=labels, modularity=float(modularity))
+
+
+def region_table(labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -> pd.DataFrame:
+    """Per region: photo count and centroid (spherical mean of its photos), one row per label 0..K-1."""
+    rows = []
+    for k in range(int(labels.max()) + 1 if len(labels) else 0):
+        m = labels == k
+        lat, lon = spherical_mean(lat_deg[m], lon_deg[m]) if m.any() else (np.nan, np.nan)
+        rows.append({"region": k, "n_photos": int(m.sum()), "lat_deg": lat, "lon_deg": lon})
+    return pd.DataFrame(rows, columns=["region", "n_photos", "lat_deg", "lon_deg"])
+
+
+def region_polygons(site_xy_m: np.ndarray, site_labels: np.ndarray, projection: LocalProjection,
+                    margin: float = 0.05) -> gpd.GeoDataFrame:
+    """Regions as polygons in EPSG:4326: each site's Voronoi cell, merged by region.
+
+    The cells are clipped to the sites' convex hull grown by `margin` of its extent, so the polygons
+    tile the area the photos cover and a test location falls in the region of its nearest site.
+    """
+    points = shapely.multipoints(site_xy_m)
+    extent = float(np.ptp(site_xy_m, axis=0).max()) if len(site_xy_m) > 1 else 1.0
+    area = shapely.convex_hull(points).buffer(max(extent * margin, 1.0))
+    if len(site_xy_m) >= 3 and np.linalg.matrix_rank(site_xy_m - site_xy_m.mean(axis=0)) == 2:
+        cells = shapely.get_parts(shapely.voronoi_polygons(points, extend_to=area, ordered=True))
+        cells = shapely.intersection(cells, area)
+    else:  # one or two sites, or a line of them: no Voronoi diagram worth the name
+        cells = shapely.intersection(shapely.buffer(shapely.points(site_xy_m), max(extent, 1.0)), area)
+    frame = gpd.GeoDataFrame({"region": site_labels, "geometry": cells}, crs=projection.crs)
+    merged = frame.dissolve(by="region", as_index=False)
+    return merged.to_crs("EPSG:4326")

@@ -1,0 +1,110 @@
+"""Run directories: every artefact written atomically, metrics appended one JSON line at a time.
+
+A run directory holds `config.json`, the artefacts of each stage and `metrics.jsonl`. Each file is
+written to a temporary sibling and renamed over the target, so a reader (the app, a resumed run, a
+second process) sees the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are meant to be shared
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True)
+    return write_bytes(path, (text + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    return write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one record to `metrics.jsonl` with a single write, so concurrent readers see whole lines."""
+    line = json.dumps({"time": time.time(), **to_jsonable(record)}, sort_keys=True) + "\n"
+    path = Path(run_dir) / METRICS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All complete records of `metrics.jsonl`; a torn last line (a killed writer) is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, tuples and numpy scalars -> plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

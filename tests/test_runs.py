@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from geoloc_core import runs
+from geoloc_core.config import GraphConfig, PipelineConfig
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a.npy"
+    runs.write_npy(target, np.arange(3))
+
+    def explode(f):
+        f.write(b"partial")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        runs.atomic_write(target, explode)
+    assert runs.read_npy(target).tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_metrics_reader_skips_a_torn_last_line(tmp_path):
+    runs.append_metrics(tmp_path, {"stage": "x", "value": np.float32(0.5)})
+    with open(tmp_path / runs.METRICS, "a") as f:
+        f.write('{"stage": "y", "val')
+    records = runs.read_metrics(tmp_path)
+    assert len(records) == 1 and records[0]["value"] == 0.5 and "time" in records[0]
+
+
+def test_pipeline_config_round_trips_through_json(tmp_path):
+    cfg = PipelineConfig(graph=GraphConfig(kinds=("gg",), test_frac=0.3))
+    runs.write_json(tmp_path / "config.json", cfg)
+    assert PipelineConfig.from_dict(runs.read_json(tmp_path / "config.json")) == cfg
