@@ -12,7 +12,8 @@ from .config import DEFAULT_DATA, EmbedConfig, EvalConfig, GraphConfig, IngestCo
 
 log = logging.getLogger("geoloc")
 
-SUMMARY_COLUMNS = ("graph", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "median_km", "acc@1km", "acc@25km", "oracle_median_km")
+SUMMARY_COLUMNS = ("graph", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "majority_acc", "median_km", "acc@1km",
+                   "acc@25km", "oracle_median_km")
 
 
 def main(argv: list[str] | None = None) -> int:

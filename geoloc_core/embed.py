@@ -146,7 +146,6 @@ def _load_open_clip(name: str, checkpoint, pretrained):
 
     if name not in open_clip.list_models():
         raise KeyError(f"unknown encoder {name!r}; registered: {sorted(ENCODERS)}, or an open_clip model name")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing pretrained tag must fail, not download
     source = str(checkpoint) if checkpoint else pretrained
     try:
         clip = open_clip.create_model(name, pretrained=source, weights_only=True)

@@ -172,17 +172,17 @@ def _scan_folder(root: Path, report: IngestReport) -> pd.DataFrame:
 
 def _check_rows(root: Path, rows: pd.DataFrame, report: IngestReport, workers: int, from_exif: bool) -> pd.DataFrame:
     root_resolved = root.resolve()
+    paths, lats, lons = rows["path"].tolist(), rows["lat_deg"].tolist(), rows["lon_deg"].tolist()
 
     def check(i: int) -> tuple[str, float, float] | str:
-        row = rows.iloc[i]
-        return _check_photo(root_resolved, row["path"], row["lat_deg"], row["lon_deg"], from_exif)
+        return _check_photo(root_resolved, paths[i], lats[i], lons[i], from_exif)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo", disable=len(rows) < 200))
 
     keep, seen_paths, seen_hashes = [], set(), {}
     for i, result in enumerate(results):
-        rel = rows["path"].iat[i]
+        rel = paths[i]
         if isinstance(result, str):
             report.rejected.append(Rejection(rel, result))
             continue

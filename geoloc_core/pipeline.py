@@ -157,7 +157,8 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...]) -> dict
     """The "w/o" rows: a linear probe on the frozen embeddings, graded on the held-out locations.
 
     Location error predicts the centroid of the predicted region; `oracle_median_km` is the error
-    of the true region's centroid, the floor that the regions' size alone sets.
+    of the true region's centroid, the floor that the regions' size alone sets; `majority_acc` is
+    what always answering the largest training region scores.
     """
     run_dir = Path(run_dir)
     table = load_photo_table(run_dir)
@@ -175,6 +176,7 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...]) -> dict
         metrics = classification_metrics(labels[is_test], pred)
         metrics |= distance_metrics(lat_c[pred], lon_c[pred], true_lat, true_lon)
         metrics["oracle_median_km"] = distance_metrics(lat_c[labels[is_test]], lon_c[labels[is_test]], true_lat, true_lon)["median_km"]
+        metrics["majority_acc"] = float(np.mean(labels[is_test] == np.bincount(labels[~is_test]).argmax()))
         metrics |= {"n_regions": int(len(summary)), "n_test": int(is_test.sum()), "n_train": int((~is_test).sum())}
         results[kind] = metrics
         runs.append_metrics(run_dir, {"stage": "evaluate", "graph": kind, "method": "w/o", **metrics})

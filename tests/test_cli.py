@@ -35,7 +35,7 @@ def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny
     records = runs.read_metrics(run)
     evals = [r for r in records if r["stage"] == "evaluate"]
     assert [r["graph"] for r in evals] == ["dt", "gg", "rng"]
-    assert all(0 <= r["acc"] <= 1 and r["median_km"] >= 0 and r["n_test"] == 10 for r in evals)
+    assert all(0 <= r["acc"] <= 1 and 0 < r["majority_acc"] <= 1 and r["median_km"] >= 0 and r["n_test"] == 10 for r in evals)
     cfg = PipelineConfig.from_dict(runs.read_json(run / "config.json"))
     assert cfg.embed.model == TINY.name and cfg.graph.test_frac == 0.25
 
