@@ -52,7 +52,7 @@ def onnx_to_open_clip_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     pos_patch_name = first_input["/backbone/embeddings/Reshape_1"]  # the 37x37 grid before its Resize
 
     def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, dtype=np.float32))
+        return torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # a fresh, writable, C-ordered copy
 
     def linear(prefix: str) -> np.ndarray:  # ONNX MatMul computes x @ W, nn.Linear computes x @ W.T
         return init[consumer_weight[f"{prefix}/MatMul"]].T
