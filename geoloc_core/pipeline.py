@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from . import runs
 from .classify import fit_linear_probe
@@ -32,7 +31,7 @@ from .evaluate import classification_metrics, distance_metrics
 from .geo import LocalProjection
 from .graphs import build_graph, unique_sites
 from .ingest import IngestReport, Rejection, load_photo_table, load_photos, save_photo_table
-from .regions import edge_weights, louvain_regions, region_polygons, region_table, site_embeddings
+from .regions import SiteGraph, region_polygons, region_table
 from .splits import grouped_split
 
 log = logging.getLogger(__name__)
@@ -118,36 +117,41 @@ def load_split(run_dir: Path) -> tuple[LocalProjection, np.ndarray]:
     return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
 
 
+def load_site_graph(run_dir: Path, kind: str) -> SiteGraph:
+    """The graph stage's artefacts for one graph kind."""
+    run_dir = Path(run_dir)
+    sites = pd.read_csv(run_dir / "sites.csv")
+    return SiteGraph(site_of_photo=runs.read_npy(run_dir / "site_of_photo.npy"), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
+                     train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=runs.read_npy(run_dir / f"graph_{kind}.npy"),
+                     is_test=load_split(run_dir)[1])
+
+
+def write_regions(out_dir: Path, name: str, table, graph: SiteGraph, labels: np.ndarray, projection: LocalProjection) -> pd.DataFrame:
+    """`{name}.csv` (region per photo), `{name}_summary.csv` and `{name}.geojson`; returns the summary."""
+    out_dir = Path(out_dir)
+    train = ~graph.is_test
+    runs.write_csv(out_dir / f"{name}.csv", pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test}))
+    summary = region_table(labels[train], table.lat_deg[train], table.lon_deg[train])
+    runs.write_csv(out_dir / f"{name}_summary.csv", summary)
+    site_labels = np.zeros(len(graph.site_xy_m), np.int64)
+    site_labels[graph.site_of_photo] = labels
+    polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection)
+    runs.write_bytes(out_dir / f"{name}.geojson", polygons.merge(summary, on="region").to_json().encode())
+    return summary
+
+
 def run_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...]) -> dict[str, dict]:
     """Weight each graph by feature similarity, cut it with Louvain, label every photo, draw the regions."""
     run_dir = Path(run_dir)
     table = load_photo_table(run_dir)
     emb = runs.read_npy(run_dir / "embeddings.npy")
-    projection, is_test = load_split(run_dir)
-    sites = pd.read_csv(run_dir / "sites.csv")
-    site_of_photo = runs.read_npy(run_dir / "site_of_photo.npy")
-    train_sites = np.flatnonzero(sites["train"].to_numpy())
-    # site features from training photos only: a held-out photo never shapes a region
-    node_emb = site_embeddings(emb[~is_test], site_of_photo[~is_test], len(sites))[train_sites]
-    site_xy = sites[["x_m", "y_m"]].to_numpy()
-    local_of_site = np.full(len(sites), -1)
-    local_of_site[train_sites] = np.arange(len(train_sites))
-    nearest_train = cKDTree(site_xy[train_sites]).query(site_xy)[1]  # local index of each site's nearest training site
+    projection, _ = load_split(run_dir)
     results = {}
     for kind in kinds:
-        edges = runs.read_npy(run_dir / f"graph_{kind}.npy")
-        local_edges = local_of_site[edges]  # graphs hold global site ids; Louvain sees the training sites only
-        partition = louvain_regions(len(train_sites), local_edges, edge_weights(node_emb, local_edges, cfg.negative),
-                                    cfg.resolution, cfg.seed)
-        site_label = partition.labels[nearest_train]  # held-out sites take their nearest training site's region
-        photo_label = site_label[site_of_photo]
-        runs.write_csv(run_dir / f"regions_{kind}.csv", pd.DataFrame({"path": table.frame["path"], "region": photo_label, "test": is_test}))
-        summary = region_table(photo_label[~is_test], table.lat_deg[~is_test], table.lon_deg[~is_test])
-        runs.write_csv(run_dir / f"regions_{kind}_summary.csv", summary)
-        polygons = region_polygons(site_xy[train_sites], partition.labels, projection)
-        polygons = polygons.merge(summary, on="region")
-        runs.write_bytes(run_dir / f"regions_{kind}.geojson", polygons.to_json().encode())
-        results[kind] = {"n_edges": int(len(edges)), "n_regions": int(len(summary)), "modularity": partition.modularity}
+        graph = load_site_graph(run_dir, kind)
+        labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
+        summary = write_regions(run_dir, f"regions_{kind}", table, graph, labels, projection)
+        results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity}
         runs.append_metrics(run_dir, {"stage": "regions", "graph": kind, **results[kind]})
     record_config(run_dir, "regions", cfg)
     return results

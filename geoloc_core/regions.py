@@ -20,6 +20,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import shapely
+from scipy.spatial import cKDTree
 
 from .geo import LocalProjection, spherical_mean
 
@@ -72,6 +73,40 @@ def louvain_regions(n_nodes: int, edges: np.ndarray, weights: np.ndarray, resolu
         labels[list(members)] = k
     modularity = nx.community.modularity(graph, communities, weight="weight") if graph.size(weight="weight") else 0.0
     return Partition(labels=labels, modularity=float(modularity))
+
+
+@dataclass(frozen=True)
+class SiteGraph:
+    """A proximity graph over the training sites, and how every photo maps onto it.
+
+    Attributes:
+        site_of_photo: (N,) site index of each photo.
+        site_xy_m: (S, 2) site positions in the local metric plane.
+        train_sites: (S_train,) indices of the sites with at least one training photo.
+        edges: (E, 2) graph edges between training sites, in global site indices.
+        is_test: (N,) True for held-out photos.
+    """
+
+    site_of_photo: np.ndarray
+    site_xy_m: np.ndarray
+    train_sites: np.ndarray
+    edges: np.ndarray
+    is_test: np.ndarray
+
+    def partition(self, emb: np.ndarray, negative: str = "clip", resolution: float = 1.0, seed: int = 0) -> tuple[np.ndarray, Partition]:
+        """(N, D) photo embeddings -> ((N,) region of every photo, Louvain partition of the training sites).
+
+        Only training photos shape the site features; a held-out photo takes the region of its
+        nearest training site (the Voronoi cell it lies in).
+        """
+        train = ~self.is_test
+        node_emb = site_embeddings(emb[train], self.site_of_photo[train], len(self.site_xy_m))[self.train_sites]
+        local = np.full(len(self.site_xy_m), -1)
+        local[self.train_sites] = np.arange(len(self.train_sites))
+        local_edges = local[self.edges]
+        partition = louvain_regions(len(self.train_sites), local_edges, edge_weights(node_emb, local_edges, negative), resolution, seed)
+        nearest = cKDTree(self.site_xy_m[self.train_sites]).query(self.site_xy_m)[1]
+        return partition.labels[nearest][self.site_of_photo], partition
 
 
 def region_table(labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -> pd.DataFrame:
