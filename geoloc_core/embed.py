@@ -264,7 +264,7 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
     toks: dict[int, np.ndarray] = {i: cached[sha1s[i]][1] for i in range(n) if sha1s[i] in cached and patches}
     failed: dict[int, str] = {}
     bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
-    for idx, pixels, errors in _decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
+    for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
         failed |= errors
         if len(idx):
             pooled, tokens = encoder.forward(pixels)
@@ -301,7 +301,7 @@ def _load_pixels(path: Path, encoder: Encoder) -> torch.Tensor | str:
         return str(exc)
 
 
-def _decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
+def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
                      workers: int) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
     """Yield (ids, pixels (B, 3, S, S), {id: error}); the next batch decodes while this one runs."""
     starts = range(0, len(paths), batch_size)

@@ -22,6 +22,7 @@ import pandas as pd
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+STATUS = "status.json"
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -91,6 +92,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def write_status(run_dir: Path, state: str, **extra: Any) -> None:
+    """`status.json`: running / done / failed, the pid and any detail, for a page that polls the run."""
+    write_json(Path(run_dir) / STATUS, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / STATUS
+    return read_json(path) if path.exists() else None
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -120,3 +120,14 @@ def isolated_cache(tmp_path: Path, monkeypatch) -> Path:
     """Embedding caches in a fresh folder, so a test sees its own cache only."""
     monkeypatch.setenv("GEOLOC_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny_run(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path) -> Path:
+    """A finished `geoloc run` over the 40-photo manifest set with the tiny ViT."""
+    from geoloc_core.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", "--model", TINY.name,
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    return run

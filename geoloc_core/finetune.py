@@ -1,0 +1,315 @@
+"""Iterative fine-tuning over proximity-graph regions (Fushimi & Koike 2025): w/o, FT1, FT2, FT3 ...
+
+Round 0 ("w/o") cuts regions from the pretrained features and grades a linear probe on them.
+Round r >= 1 fine-tunes the ViT to classify the training photos into the regions of round r - 1,
+grades it on the held-out photos, re-embeds every photo with the fine-tuned model, re-weights the
+graph and cuts it again: those regions are round r + 1's classes. The backbone carries over from
+round to round; the head is new each round, since the regions change.
+
+Only the last `unfrozen_blocks` blocks train, so the frozen prefix runs once per photo for the whole
+run (cached on disk, memory-mapped) and each epoch costs k blocks. On a GPU the same loop runs under
+bf16 autocast.
+
+Resumable: after every epoch `checkpoints/last.pt` (state dicts and the epoch's record, loaded with
+weights_only=True) is replaced atomically, then the record is appended to `metrics.jsonl`; a killed
+run restarts from the last checkpoint, replays any record it lost, and draws the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import runs
+from .classify import fit_linear_probe
+from .config import EmbedConfig, FinetuneConfig, PipelineConfig, RegionConfig
+from .embed import Encoder, decoded_batches, load_encoder, resolve_device
+from .evaluate import classification_metrics, distance_metrics
+from .ingest import PhotoTable, load_photo_table
+from .pipeline import load_site_graph, load_split, write_regions
+from .regions import SiteGraph, region_table
+from .towers import Suffix, prefix_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    """One row of the method: round 0 is "w/o", round r is FTr.
+
+    `labels` are the regions this round's classifier was trained and graded on; `next_labels` the
+    regions cut from this round's embeddings, which the next round learns.
+    """
+
+    round: int
+    name: str
+    metrics: dict
+    labels: np.ndarray
+    emb: np.ndarray
+    next_labels: np.ndarray
+    next_modularity: float
+    epochs: list[dict] = field(default_factory=list)
+
+
+def round_name(r: int) -> str:
+    return "w/o" if r == 0 else f"FT{r}"
+
+
+class CosineHead(nn.Module):
+    """logits = scale * cos(embedding, class weight).
+
+    The graph is weighted by cosine similarity of unit embeddings, so the head trains exactly that
+    geometry: photos of one region are pulled towards one direction, which the next cut then sees.
+    """
+
+    def __init__(self, dim: int, n_classes: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) / dim**0.5)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(self.weight, dim=-1).T
+
+
+class RegionClassifier(nn.Module):
+    """The trainable suffix of the ViT with one cosine head per label set (one, or several for CPlaNet)."""
+
+    def __init__(self, suffix: Suffix, n_classes: list[int], dim: int, seed: int):
+        super().__init__()
+        self.suffix = suffix
+        torch.manual_seed(seed)
+        self.heads = nn.ModuleList(CosineHead(dim, n) for n in n_classes)
+
+    def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        pooled = self.suffix(tokens)
+        return [head(pooled) for head in self.heads]
+
+
+def cached_prefix_tokens(run_dir: Path, encoder: Encoder, table: PhotoTable, unfrozen_blocks: int,
+                         batch_size: int = 16) -> np.ndarray:
+    """(N, T, D) float16 tokens entering the first unfrozen block, computed once and memory-mapped."""
+    path = Path(run_dir) / f"prefix_{encoder.key}_k{unfrozen_blocks}.npy"
+    if path.exists():
+        return runs.read_npy(path, mmap=True)
+    paths = table.abs_paths()
+    chunks, start = [], time.perf_counter()
+    bar = tqdm(total=len(paths), desc=f"prefix (first {len(encoder.model.transformer.resblocks) - unfrozen_blocks} blocks)", unit="img")
+    for idx, pixels, errors in decoded_batches(paths, range(len(paths)), encoder, batch_size, workers=4):
+        if errors:
+            raise ValueError(f"photos became unreadable since ingest: {errors}")
+        with torch.no_grad(), _autocast(encoder.device):
+            chunks.append(prefix_tokens(encoder.model, pixels.to(encoder.device), unfrozen_blocks).half().cpu().numpy())
+        bar.update(len(idx))
+    bar.close()
+    log.info("prefix tokens: %.1f img/s", len(paths) / (time.perf_counter() - start))
+    runs.write_npy(path, np.concatenate(chunks))
+    return runs.read_npy(path, mmap=True)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _batch(tokens: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    order = np.argsort(idx)  # memmaps read fastest in file order
+    rows = torch.from_numpy(np.asarray(tokens[idx[order]], dtype=np.float32))
+    return rows[np.argsort(order)].to(device, non_blocking=True)
+
+
+def train_epoch(model: RegionClassifier, optimizer: torch.optim.Optimizer, tokens: np.ndarray, idx: np.ndarray,
+                label_sets: list[np.ndarray], batch_size: int, generator: torch.Generator, device: torch.device) -> dict:
+    """One pass over `idx` in a seeded order; returns loss, training accuracy (first head) and img/s."""
+    model.train()
+    perm = idx[torch.randperm(len(idx), generator=generator).numpy()]
+    total_loss, correct, start = 0.0, 0, time.perf_counter()
+    for s in range(0, len(perm), batch_size):
+        b = perm[s:s + batch_size]
+        x = _batch(tokens, b, device)
+        targets = [torch.as_tensor(labels[b], device=device) for labels in label_sets]
+        with _autocast(device):
+            logits = model(x)
+            loss = sum(nn.functional.cross_entropy(lg.float(), t) for lg, t in zip(logits, targets))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(b)
+        correct += int((logits[0].argmax(1) == targets[0]).sum())
+    seconds = time.perf_counter() - start
+    return {"loss": total_loss / len(perm), "train_acc": correct / len(perm), "train_img_per_s": len(perm) / seconds}
+
+
+@torch.no_grad()
+def predict_log_probs(model: RegionClassifier, tokens: np.ndarray, idx: np.ndarray, batch_size: int,
+                      device: torch.device) -> list[np.ndarray]:
+    """Per head, (len(idx), n_classes) log-probabilities."""
+    model.eval()
+    outs: list[list[np.ndarray]] = [[] for _ in model.heads]
+    for s in range(0, len(idx), batch_size * 2):
+        with _autocast(device):
+            logits = model(_batch(tokens, idx[s:s + batch_size * 2], device))
+        for k, lg in enumerate(logits):
+            outs[k].append(torch.log_softmax(lg.float(), dim=1).cpu().numpy())
+    return [np.concatenate(o) for o in outs]
+
+
+@torch.no_grad()
+def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """(N, D) unit embeddings of every photo through the (fine-tuned) suffix."""
+    suffix.eval()
+    out = []
+    for s in range(0, len(tokens), batch_size * 2):
+        with _autocast(device):
+            pooled = suffix(_batch(tokens, np.arange(s, min(s + batch_size * 2, len(tokens))), device))
+        out.append(nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def make_optimizer(model: RegionClassifier, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    backbone = [p for p in model.suffix.parameters() if p.requires_grad]
+    groups = [{"params": list(model.heads.parameters()), "lr": cfg.head_lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def location_metrics(labels_pred: np.ndarray, labels_train: np.ndarray, table: PhotoTable, is_test: np.ndarray) -> dict:
+    """km errors of predicting each held-out photo at its predicted region's centroid (of training photos)."""
+    summary = region_table(labels_train, table.lat_deg[~is_test], table.lon_deg[~is_test])
+    lat_c, lon_c = summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
+    return distance_metrics(lat_c[labels_pred], lon_c[labels_pred], table.lat_deg[is_test], table.lon_deg[is_test])
+
+
+class FinetuneContext:
+    """What every round reads: the photos, the split, the site graph, the tokens and the encoder."""
+
+    def __init__(self, run_dir: Path, cfg: FinetuneConfig):
+        self.run_dir = Path(run_dir)
+        self.pipeline = PipelineConfig.from_dict(runs.read_json(self.run_dir / runs.CONFIG))
+        self.table = load_photo_table(self.run_dir)
+        self.graph: SiteGraph = load_site_graph(self.run_dir, cfg.graph)
+        self.projection, self.is_test = load_split(self.run_dir)
+        self.train_idx, self.test_idx = np.flatnonzero(~self.is_test), np.flatnonzero(self.is_test)
+        embed_cfg: EmbedConfig = self.pipeline.embed
+        self.device = resolve_device(cfg.device)
+        self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device))
+        self.tokens = cached_prefix_tokens(self.run_dir, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size)
+        self.groups = self.table.frame["group"].to_numpy()
+
+    def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
+        m = classification_metrics(labels[self.test_idx], pred_test)
+        return m | location_metrics(pred_test, labels[self.train_idx], self.table, self.is_test)
+
+
+def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,
+                    regions: RegionConfig | None = None) -> Iterator[RoundResult]:
+    """Yield w/o, FT1, ..., FT{cfg.rounds} for the run in `run_dir` (after `geoloc run` or its stages).
+
+    Writes into `out_dir` (default `run_dir/finetune_{graph}`): `config.json`, `metrics.jsonl`,
+    `checkpoints/` and, per round k, `regions_r{k}.*` (the regions cut from round k's features) and
+    `embeddings_r{k}.npy`. If `out_dir` holds a checkpoint, the run resumes from it and yields only
+    the rounds it had not finished.
+    """
+    out = Path(out_dir or Path(run_dir) / f"finetune_{cfg.graph}")
+    state = load_checkpoint(out)
+    if state is not None:
+        saved = FinetuneConfig(**{**runs.read_json(out / runs.CONFIG)["finetune"], "device": cfg.device})
+        if saved != cfg:
+            raise ValueError(f"{out} was started with {saved}; resume it with that config")
+    ctx = FinetuneContext(run_dir, cfg)
+    regions = regions or ctx.pipeline.regions
+    runs.write_json(out / runs.CONFIG, {"finetune": cfg, "regions": regions, "run_dir": str(run_dir)})
+    cut = lambda emb: ctx.graph.partition(emb, regions.negative, regions.resolution, regions.seed)  # noqa: E731
+
+    if state is None:
+        result = _round_zero(ctx, out, cut)
+        yield result
+        state = {"round": 1, "epoch": -1, "labels": torch.from_numpy(result.next_labels), "suffix": {}}
+    else:
+        _replay_lost_record(out, state["record"])
+    suffix = Suffix(ctx.encoder.model, cfg.unfrozen_blocks).to(ctx.device)
+    if state["suffix"]:
+        suffix.load_state_dict(state["suffix"])
+    labels = state["labels"].numpy()
+    for r in range(int(state["round"]), cfg.rounds + 1):
+        mid_round = state if int(state["round"]) == r and int(state["epoch"]) >= 0 else None
+        result = _finetune_round(ctx, cfg, out, r, suffix, labels, cut, mid_round)
+        labels = result.next_labels
+        yield result
+
+
+def load_checkpoint(out: Path) -> dict | None:
+    path = Path(out) / "checkpoints" / "last.pt"
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def _save_checkpoint(out: Path, state: dict, name: str = "last.pt") -> None:
+    runs.atomic_write(Path(out) / "checkpoints" / name, lambda f: torch.save(state, f))
+
+
+def _replay_lost_record(out: Path, record: dict) -> None:
+    """A kill between checkpoint and metrics append loses one record; the checkpoint still has it."""
+    key = lambda r: (r.get("kind"), r.get("round"), r.get("epoch"))  # noqa: E731
+    if not any(key(r) == key(record) for r in runs.read_metrics(out)):
+        runs.append_metrics(out, record)
+
+
+def _round_zero(ctx: FinetuneContext, out: Path, cut) -> RoundResult:
+    emb = runs.read_npy(ctx.run_dir / "embeddings.npy")
+    labels, partition = cut(emb)
+    probe = fit_linear_probe(emb[ctx.train_idx], labels[ctx.train_idx], ctx.groups[ctx.train_idx])
+    metrics = ctx.grade(probe.predict(emb[ctx.test_idx]), labels) | {"n_regions": partition.n_regions, "modularity": partition.modularity}
+    _write_round_outputs(ctx, out, 0, labels, emb)
+    record = {"kind": "round", "round": 0, "name": "w/o", **metrics}
+    _save_checkpoint(out, {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
+    runs.append_metrics(out, record)
+    return RoundResult(0, "w/o", metrics, labels, emb, labels, partition.modularity)
+
+
+def _write_round_outputs(ctx: FinetuneContext, out: Path, r: int, next_labels: np.ndarray, emb: np.ndarray) -> None:
+    runs.write_npy(out / f"embeddings_r{r}.npy", emb)
+    write_regions(out, f"regions_r{r}", ctx.table, ctx.graph, next_labels, ctx.projection)
+
+
+def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: Path, r: int, suffix: Suffix, labels: np.ndarray, cut,
+                    mid_round: dict | None) -> RoundResult:
+    n_regions = int(labels.max()) + 1
+    model = RegionClassifier(suffix, [n_regions], ctx.encoder.model.proj.shape[1], seed=cfg.seed + r).to(ctx.device)
+    optimizer = make_optimizer(model, cfg)
+    start_epoch = 0
+    if mid_round is not None:
+        model.load_state_dict(mid_round["model"])
+        optimizer.load_state_dict(mid_round["optimizer"])
+        start_epoch = int(mid_round["epoch"]) + 1
+    for epoch in range(start_epoch, cfg.epochs):
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 1000 + epoch)
+        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, [labels], cfg.batch_size, generator, ctx.device)
+        pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
+        record = {"kind": "epoch", "round": r, "name": round_name(r), "epoch": epoch, "n_regions": n_regions,
+                  **record, **classification_metrics(labels[ctx.test_idx], pred)}
+        _save_checkpoint(out, {"round": r, "epoch": epoch, "labels": torch.from_numpy(labels), "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "suffix": {}, "record": record})
+        runs.append_metrics(out, record)
+        log.info("%s epoch %d: loss %.3f, train acc %.3f, test acc %.3f, %.1f img/s", round_name(r), epoch,
+                 record["loss"], record["train_acc"], record["acc"], record["train_img_per_s"])
+    pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
+    metrics = ctx.grade(pred, labels) | {"n_regions": n_regions}
+    emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device)
+    next_labels, partition = cut(emb)
+    _write_round_outputs(ctx, out, r, next_labels, emb)
+    record = {"kind": "round", "round": r, "name": round_name(r), **metrics,
+              "next_n_regions": partition.n_regions, "next_modularity": partition.modularity}
+    _save_checkpoint(out, {"suffix": model.suffix.state_dict(), "head": model.heads[0].state_dict(),
+                           "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels)}, name=f"round{r}.pt")
+    _save_checkpoint(out, {"round": r + 1, "epoch": -1, "labels": torch.from_numpy(next_labels),
+                           "suffix": model.suffix.state_dict(), "record": record})
+    runs.append_metrics(out, record)
+    return RoundResult(r, round_name(r), metrics, labels, emb, next_labels, partition.modularity,
+                       [e for e in runs.read_metrics(out) if e.get("kind") == "epoch" and e["round"] == r])

@@ -1,0 +1,50 @@
+import numpy as np
+import pandas as pd
+
+from geoloc_core.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
+from geoloc_core.config import FinetuneConfig
+from geoloc_core.experiment import run_experiment
+
+
+def world(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    lat, lon = 45 + rng.random(n), 15 + 2 * rng.random(n)
+    xy = np.column_stack([(lon - 16) * 78_000, (lat - 45.5) * 111_000])
+    return lat, lon, xy, rng.random(n) < 0.8
+
+
+def test_mesh_matches_the_target_count_and_cells_are_squareish():
+    lat, lon, xy, train = world()
+    for target in (4, 9, 25):
+        labels, cell_deg = mesh_labels(lat, lon, xy, train, target)
+        assert abs(labels[train].max() + 1 - target) <= max(1, target // 5)
+        assert set(labels[~train]) <= set(labels[train])  # held-out photos fall in trained cells
+    same_cell = labels[:, None] == labels[None]
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    assert d[same_cell].max() < 2 * cell_deg * 111_000 * 1.5  # no cell wider than ~its diagonal
+
+
+def test_cplanet_cells_are_intersections_and_combination_picks_the_agreed_cell():
+    lat, lon, xy, train = world(1)
+    parts, cells = cplanet_partitions(xy, train, target=12)
+    assert len(parts) == 3
+    combos = cell_combos(parts, cells, train)
+    keys = np.stack(parts, axis=1)
+    assert (combos[cells[train]] == keys[train]).all()
+    assert len(np.unique(keys[train], axis=0)) == cells.max() + 1
+    # heads that each put all mass on one cell's regions must pick that cell
+    target_cell = 3
+    log_probs = [np.log(np.where(np.arange(p.max() + 1) == combos[target_cell, i], 0.97, 0.03 / p.max()))[None]
+                 for i, p in enumerate(parts)]
+    assert combine_log_probs(log_probs, combos).tolist() == [target_cell]
+
+
+def test_experiment_table_has_every_row(tiny_run, tmp_path):
+    cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
+    table = run_experiment(tiny_run, cfg, out_dir=tmp_path / "exp")
+    methods = list(zip(table["graph"], table["method"]))
+    assert methods == [("dt", "w/o"), ("dt", "FT1"), ("gg", "w/o"), ("gg", "FT1"), ("rng", "w/o"), ("rng", "FT1"), ("", "Mesh"), ("", "CPlaNet")]
+    assert table[["acc", "macro_f1", "median_km", "n_regions"]].notna().all().all()
+    assert pd.read_csv(tmp_path / "exp" / "table.csv").shape[0] == 8
+    md = (tmp_path / "exp" / "table.md").read_text()
+    assert md.startswith("| graph | method | acc |") and "CPlaNet" in md
