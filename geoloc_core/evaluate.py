@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from .geo import haversine_km
+from .regions import region_table
 
 THRESHOLDS_KM = (0.1, 0.5, 1.0, 25.0, 200.0, 750.0, 2500.0)
 
@@ -32,3 +33,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
     """Accuracy and macro-F1 (over the regions present in truth or prediction), as in the paper's Table 1."""
     return {"acc": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+def centroid_errors(pred: np.ndarray, train_labels: np.ndarray, train_lat_deg: np.ndarray, train_lon_deg: np.ndarray,
+                    true_lat_deg: np.ndarray, true_lon_deg: np.ndarray) -> dict[str, float]:
+    """distance_metrics of predicting each photo at the centroid of its predicted region's training photos."""
+    summary = region_table(train_labels, train_lat_deg, train_lon_deg)
+    lat_c, lon_c = summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
+    return distance_metrics(lat_c[pred], lon_c[pred], true_lat_deg, true_lon_deg)

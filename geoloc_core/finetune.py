@@ -17,6 +17,7 @@ run restarts from the last checkpoint, replays any record it lost, and draws the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -32,10 +33,10 @@ from . import runs
 from .classify import fit_linear_probe
 from .config import EmbedConfig, FinetuneConfig, PipelineConfig, RegionConfig
 from .embed import Encoder, decoded_batches, load_encoder, resolve_device
-from .evaluate import classification_metrics, distance_metrics
+from .evaluate import centroid_errors, classification_metrics
 from .ingest import PhotoTable, load_photo_table
 from .pipeline import load_site_graph, load_split, write_regions
-from .regions import SiteGraph, region_table
+from .regions import SiteGraph
 from .towers import Suffix, prefix_tokens
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class RegionClassifier(nn.Module):
 def cached_prefix_tokens(run_dir: Path, encoder: Encoder, table: PhotoTable, unfrozen_blocks: int,
                          batch_size: int = 16) -> np.ndarray:
     """(N, T, D) float16 tokens entering the first unfrozen block, computed once and memory-mapped."""
-    path = Path(run_dir) / f"prefix_{encoder.key}_k{unfrozen_blocks}.npy"
+    photos = hashlib.sha1("".join(table.frame["sha1"]).encode()).hexdigest()[:12]  # a re-ingested run gets new tokens
+    path = Path(run_dir) / f"prefix_{encoder.key}_k{unfrozen_blocks}_{photos}.npy"
     if path.exists():
         return runs.read_npy(path, mmap=True)
     paths = table.abs_paths()
@@ -180,13 +182,6 @@ def make_optimizer(model: RegionClassifier, cfg: FinetuneConfig) -> torch.optim.
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def location_metrics(labels_pred: np.ndarray, labels_train: np.ndarray, table: PhotoTable, is_test: np.ndarray) -> dict:
-    """km errors of predicting each held-out photo at its predicted region's centroid (of training photos)."""
-    summary = region_table(labels_train, table.lat_deg[~is_test], table.lon_deg[~is_test])
-    lat_c, lon_c = summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
-    return distance_metrics(lat_c[labels_pred], lon_c[labels_pred], table.lat_deg[is_test], table.lon_deg[is_test])
-
-
 class FinetuneContext:
     """What every round reads: the photos, the split, the site graph, the tokens and the encoder."""
 
@@ -204,8 +199,8 @@ class FinetuneContext:
         self.groups = self.table.frame["group"].to_numpy()
 
     def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
-        m = classification_metrics(labels[self.test_idx], pred_test)
-        return m | location_metrics(pred_test, labels[self.train_idx], self.table, self.is_test)
+        lat, lon, train, test = self.table.lat_deg, self.table.lon_deg, self.train_idx, self.test_idx
+        return classification_metrics(labels[test], pred_test) | centroid_errors(pred_test, labels[train], lat[train], lon[train], lat[test], lon[test])
 
 
 def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,
