@@ -68,6 +68,7 @@ def _embed_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--model", default=EmbedConfig.model, help="encoder name (default: %(default)s)")
     c.add_argument("--checkpoint", default=None, help="local weights file")
     c.add_argument("--pretrained", default=None, help="open_clip pretrained tag (must be cached locally)")
+    c.add_argument("--image-size", type=int, default=None, help="input side in px (default: the encoder's, 224)")
     c.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size)
     c.add_argument("--device", default=EmbedConfig.device)
     c.add_argument("--patches", action="store_true", help="also store patch tokens for GeM / VLAD")
@@ -113,6 +114,7 @@ def _config(a: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
         ingest=IngestConfig(data=str(get("data", DEFAULT_DATA)), manifest=get("manifest", None), workers=get("workers", IngestConfig.workers)),
         embed=EmbedConfig(model=get("model", EmbedConfig.model), checkpoint=get("checkpoint", None), pretrained=get("pretrained", None),
+                          image_size=get("image_size", None),
                           batch_size=get("batch_size", EmbedConfig.batch_size), device=get("device", EmbedConfig.device),
                           patches=get("patches", False)),
         graph=GraphConfig(kinds=tuple(k.strip() for k in get("graphs", ",".join(GraphConfig.kinds)).split(",") if k.strip()),

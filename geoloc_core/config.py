@@ -22,6 +22,7 @@ class EmbedConfig:
     model: str = "dinov2-vits14"  # registered encoder or open_clip model name
     checkpoint: str | None = None  # local weights file; None = the installed default
     pretrained: str | None = None  # open_clip pretrained tag, only if already cached locally
+    image_size: int | None = None  # input side in px for registered encoders (position grid resized); None = native
     batch_size: int = 16  # images per forward pass (16 is fastest per image on 2 CPU cores)
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     patches: bool = False  # also store patch tokens (float16) for GeM / VLAD

@@ -107,8 +107,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
 
 
+def resize_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1 + g*g, D) class + patch position embeddings -> (1 + grid*grid, D), patch part resized bicubically."""
+    cls, patches = pos[:1], pos[1:]
+    side = int(round(len(patches) ** 0.5))
+    if side == grid:
+        return pos
+    x = patches.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(grid, grid), mode="bicubic", align_corners=False)
+    return torch.cat([cls, x.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)])
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = None, pretrained: str | None = None,
-                 device: str = "auto") -> Encoder:
+                 device: str = "auto", image_size: int | None = None) -> Encoder:
     """Load an encoder by registry name or open_clip model name.
 
     Args:
@@ -117,6 +128,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
             weights_only=True); for registered encoders it defaults to the installed weights.
         pretrained: an open_clip pretrained tag, used only if its weights are already cached locally.
         device: "auto" (CUDA when present), "cpu" or "cuda".
+        image_size: input side in pixels for registered encoders (a multiple of the patch size); the
+            learned position grid is resized to it. None keeps the encoder's own size.
     """
     dev = resolve_device(device)
     if name in ENCODERS:
@@ -127,11 +140,18 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
                 f"weights for encoder {name!r} not found at {path}; run `bash scripts/setup.sh` (or "
                 "`geoloc install-weights`) or pass --checkpoint FILE"
             )
-        model = build_vision_tower(spec)
-        model.load_state_dict(load_state_dict(path))
-        image_size, mean, std = spec.tower["image_size"], spec.mean, spec.std
+        image_size = image_size or spec.tower["image_size"]
+        if image_size % spec.tower["patch_size"]:
+            raise ValueError(f"image_size {image_size} is not a multiple of the patch size {spec.tower['patch_size']}")
+        model = build_vision_tower(EncoderSpec(**{**vars(spec), "tower": {**spec.tower, "image_size": image_size}}))
+        state = load_state_dict(path)
+        state["positional_embedding"] = resize_positions(state["positional_embedding"], image_size // spec.tower["patch_size"])
+        model.load_state_dict(state)
+        mean, std = spec.mean, spec.std
         key = f"{name}-{file_digest(path)}"
     else:
+        if image_size is not None:
+            raise ValueError("image_size applies to registered encoders; open_clip models keep their own")
         model, image_size, mean, std, key = _load_open_clip(name, checkpoint, pretrained)
     if not hasattr(model, "output_tokens"):
         raise ValueError(f"encoder {name!r} has no patch-token output (open_clip timm towers do not)")

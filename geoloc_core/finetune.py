@@ -194,7 +194,7 @@ class FinetuneContext:
         self.train_idx, self.test_idx = np.flatnonzero(~self.is_test), np.flatnonzero(self.is_test)
         embed_cfg: EmbedConfig = self.pipeline.embed
         self.device = resolve_device(cfg.device)
-        self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device))
+        self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device), embed_cfg.image_size)
         self.tokens = cached_prefix_tokens(self.run_dir, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size)
         self.groups = self.table.frame["group"].to_numpy()
 

@@ -57,7 +57,7 @@ def run_ingest(run_dir: Path, cfg: IngestConfig) -> IngestReport:
 def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     """Embed the accepted photos; any that fail to decode now move to rejected.csv."""
     table = load_photo_table(run_dir)
-    encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device)
+    encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
     cache = EmbeddingCache.for_encoder(encoder)
     try:
         result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(), batch_size=cfg.batch_size,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .embed import DINOV2_VITS14, build_vision_tower, resize_positions
 from .runs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ def onnx_to_open_clip_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     conv_bias = init["backbone.embeddings.patch_embeddings.projection.bias"]
     sd["conv1.weight"] = t(init["backbone.embeddings.patch_embeddings.projection.weight"])
     sd["class_embedding"] = t(init["backbone.embeddings.cls_token"].reshape(WIDTH))
-    pos_cls = init[pos_cls_name].reshape(1, WIDTH)
-    pos_patch = _resize_pos_embed(init[pos_patch_name].reshape(-1, WIDTH), IMAGE_SIZE // PATCH)
-    # open_clip's patch conv has no bias: fold DINOv2's into every patch position instead
-    sd["positional_embedding"] = t(np.concatenate([pos_cls, pos_patch + conv_bias], axis=0))
+    native = t(np.concatenate([init[pos_cls_name].reshape(1, WIDTH), init[pos_patch_name].reshape(-1, WIDTH)]))
+    pos = resize_positions(native, IMAGE_SIZE // PATCH)  # as the ONNX graph's Resize: bicubic, half-pixel, a=-0.75
+    pos[1:] += t(conv_bias)  # open_clip's patch conv has no bias: fold DINOv2's into every patch position
+    sd["positional_embedding"] = pos
     for i in range(LAYERS):
         src, dst = f"backbone.encoder.layer.{i}", f"transformer.resblocks.{i}"
         node = f"/backbone/encoder/layer.{i}"
@@ -86,14 +87,6 @@ def onnx_to_open_clip_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _resize_pos_embed(pos: np.ndarray, grid: int) -> np.ndarray:
-    """(S*S, D) -> (grid*grid, D), bicubic as the ONNX graph's own Resize (half-pixel, a=-0.75)."""
-    side = int(round(len(pos) ** 0.5))
-    x = torch.from_numpy(pos.astype(np.float32)).reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    x = torch.nn.functional.interpolate(x, size=(grid, grid), mode="bicubic", align_corners=False)
-    return x.permute(0, 2, 3, 1).reshape(grid * grid, -1).numpy()
-
-
 def onnx_backbone_tokens(onnx_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
     """Run the ONNX graph up to the backbone's final LayerNorm: (B, 3, 224, 224) -> (B, 257, 384)."""
     import onnx
@@ -107,8 +100,6 @@ def onnx_backbone_tokens(onnx_bytes: bytes, pixels: np.ndarray) -> np.ndarray:
 
 def check_parity(onnx_bytes: bytes, state_dict: dict[str, torch.Tensor], seed: int = 0) -> float:
     """Largest |difference| between our open_clip tower's tokens and the ONNX backbone's, same input."""
-    from .embed import DINOV2_VITS14, build_vision_tower
-
     pixels = np.random.default_rng(seed).standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
     expected = onnx_backbone_tokens(onnx_bytes, pixels)
     tower = build_vision_tower(DINOV2_VITS14)

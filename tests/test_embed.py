@@ -91,3 +91,13 @@ def test_real_dinov2_sees_one_place_in_its_four_headings():
     off_diag = ~np.eye(24, dtype=bool)
     assert sim[same & off_diag].mean() > sim[~same].mean() + 0.02
     assert sim[off_diag].max() < 0.999  # random or collapsed weights give ~1.0 everywhere
+
+
+def test_image_size_resizes_the_position_grid(tiny_checkpoint, exif_folder):
+    base = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu")
+    big = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu", image_size=64)
+    assert big.image_size == 64 and big.key != base.key
+    out = embed_images(sorted(exif_folder.glob("*.jpg"))[:2], big, patches=True, progress=False)
+    assert out.emb.shape == (2, 16) and out.patches.shape == (2, 64, 32)  # (64/8)^2 patches
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        load_encoder(TINY.name, checkpoint=tiny_checkpoint, image_size=60)
