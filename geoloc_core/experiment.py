@@ -26,7 +26,7 @@ from .towers import Suffix
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["graph", "method", "acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km"]
+COLUMNS = ["graph", "method", "acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km"]
 
 
 def round_rows(ft_dir: Path, graph: str) -> list[dict]:
