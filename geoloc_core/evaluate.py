@@ -41,3 +41,11 @@ def centroid_errors(pred: np.ndarray, train_labels: np.ndarray, train_lat_deg: n
     summary = region_table(train_labels, train_lat_deg, train_lon_deg)
     lat_c, lon_c = summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
     return distance_metrics(lat_c[pred], lon_c[pred], true_lat_deg, true_lon_deg)
+
+
+def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
+                true_lon_deg: np.ndarray, radius_km: float = 0.025, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Share of queries with a database photo within `radius_km` (<=) among their top K: `R@K` (VPR's 25 m default)."""
+    d = haversine_km(db_lat_deg[ids], db_lon_deg[ids], true_lat_deg[:, None], true_lon_deg[:, None])
+    hit = np.cumsum(d <= radius_km, axis=1) > 0
+    return {f"R@{k}": float(hit[:, min(k, ids.shape[1]) - 1].mean()) for k in ks}

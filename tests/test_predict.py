@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY
+from geoloc_core.cli import main
+from geoloc_core.evaluate import recall_at_k
+from geoloc_core.predict import build_predictor, evaluate_retrieval, load_predictor, predict, save_predictor, vote
+
+
+def test_vote_prefers_a_group_of_agreeing_neighbours_over_one_strong_outlier():
+    sims = np.array([[0.9, 0.8, 0.8, 0.8]])
+    lat = np.array([[10.0, 45.0, 45.001, 45.002]])
+    lon = np.array([[10.0, 16.0, 16.001, 16.002]])
+    top1 = vote(sims, lat, lon, 0.0)
+    grouped = vote(sims, lat, lon, 1.0)
+    assert top1[0][0] == pytest.approx(10.0) and grouped[0][0] == pytest.approx(45.001, abs=1e-4)
+
+
+def test_recall_at_k_by_hand():
+    db_lat, db_lon = np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0002, 1.0])  # 0.0002° lon ~ 22 m
+    ids = np.array([[2, 1, 0], [2, 2, 2]])
+    r = recall_at_k(ids, db_lat, db_lon, np.array([0.0, 0.0]), np.array([0.0, 0.0]), radius_km=0.025, ks=(1, 2, 3))
+    assert r == {"R@1": 0.0, "R@2": 0.5, "R@3": 0.5}
+
+
+def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny_run, exif_folder, tmp_path):
+    predictor = build_predictor(tiny_run, "cls", k=5)
+    assert predictor.radius_km > 0 and predictor.bandwidth_km >= 0 and len(predictor.db) == 40
+    save_predictor(predictor, tmp_path / "pred")
+    loaded = load_predictor(tmp_path / "pred", tiny_run, device="cpu")
+    db_paths = [loaded.db["path"].iat[i] for i in (0, 7)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"nope")
+    gps_photo = sorted(exif_folder.glob("*.jpg"))[0]
+    preds, failed = predict([*db_paths, broken, gps_photo], loaded)
+    assert list(failed) == [str(broken)] and "not an image" in failed[str(broken)]
+    for p, path in zip(preds[:2], db_paths):
+        assert p.neighbours[0].path == path and p.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
+        assert p.true_lat_deg is None and p.region is not None
+    exif = preds[2]
+    assert exif.true_lat_deg is not None and exif.error_km > 1  # truth shown, not used: Zagreb is far from the db
+    assert all(n.dist_km >= 0 for n in exif.neighbours) and len(exif.neighbours) == 5
+
+
+def test_cli_predict_writes_csv_and_geojson(tiny_run, exif_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(exif_folder), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--device", "cpu"]) == 0
+    frame = pd.read_csv(out / "predictions.csv")
+    assert len(frame) == 24 and frame["error_km"].notna().all()
+    assert len(json.loads(frame["neighbours"][0])) == 3
+    geo = json.loads((out / "predictions.geojson").read_text())
+    assert len(geo["features"]) == 24 and geo["features"][0]["geometry"]["type"] == "Point"
+    assert "EXIF truth" in capsys.readouterr().out
+
+
+def test_retrieval_table_for_every_descriptor(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model", TINY.name,
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
+    rows = evaluate_retrieval(run, ("cls", "gem", "vlad"), k=5)
+    assert [r["method"] for r in rows] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote",
+                                            "kNN-VLAD top-1", "kNN-VLAD vote"]
+    assert all({"median_km", "acc@25km", "R@1", "R@5", "R@10"} <= set(r) for r in rows)
+    assert all(r["R@1"] <= r["R@5"] <= r["R@10"] for r in rows)
