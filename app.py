@@ -1,13 +1,16 @@
-"""geoloc's Streamlit app. The pages (Predict, Regions, Train, Evaluate, Data) come with the app issue;
-until then this entry point shows the regions and figures of the command line's runs."""
+"""geoloc's Streamlit app: navigation and the shared run picker, nothing else.
 
-from pathlib import Path
+    .venv/bin/streamlit run app.py
+"""
 
 import streamlit as st
 
+from pages.common import choose_run
+
 st.set_page_config(page_title="geoloc", layout="wide")
-st.title("geoloc")
-st.write("Image geolocation over proximity-graph regions. Build a run first: `.venv/bin/geoloc run` (see README).")
-for run in sorted(Path("runs").glob("*/metrics.jsonl")):
-    st.subheader(run.parent.name)
-    st.code(run.read_text()[-4000:], language="json")
+choose_run()
+st.navigation([
+    st.Page("pages/predict.py", title="Predict", icon="📍", default=True),
+    st.Page("pages/regions.py", title="Regions", icon="🗺️"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
+]).run()

@@ -1,0 +1,111 @@
+"""Map and chart objects for the app: built here, shown by the pages. No Streamlit in this module.
+
+Maps are pydeck layers over an offline background (Natural Earth country outlines, shipped with
+geopandas 0.14), so they draw without tiles and never hang on a machine without internet; pydeck
+layers keep thousands of points smooth.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+
+from .predict import Prediction
+
+
+def palette(n: int) -> list[list[int]]:
+    """n well-separated RGB colours (golden-angle hues), stable for a given label."""
+    return [[int(255 * c) for c in colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.95)] for k in range(max(n, 1))]
+
+
+@lru_cache(maxsize=1)
+def world_outlines() -> dict:
+    """Natural Earth 1:110m countries as GeoJSON, read from geopandas' bundled copy (offline)."""
+    import geopandas as gpd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return json.loads(gpd.read_file(gpd.datasets.get_path("naturalearth_lowres"))[["name", "geometry"]].to_json())
+
+
+def _background() -> pdk.Layer:
+    return pdk.Layer("GeoJsonLayer", world_outlines(), stroked=True, filled=True, get_fill_color=[238, 236, 230],
+                     get_line_color=[150, 150, 150], line_width_min_pixels=1, pickable=False)
+
+
+def _view(lat: np.ndarray, lon: np.ndarray) -> pdk.ViewState:
+    span = max(float(np.ptp(lat)) if len(lat) else 1.0, float(np.ptp(lon)) if len(lon) else 1.0, 1e-3)
+    zoom = float(np.clip(np.log2(360 / span) - 0.5, 1, 18))
+    return pdk.ViewState(latitude=float(np.mean(lat)), longitude=float(np.mean(lon)), zoom=zoom)
+
+
+def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.DataFrame | None = None) -> pdk.Deck:
+    """Photos coloured by region over the region polygons, optionally with the graph's edges.
+
+    Args:
+        photos: columns lat_deg, lon_deg, region (and anything else shown in the tooltip, e.g. path).
+        polygons: region GeoJSON (features with a `region` property).
+        edges: columns lat0, lon0, lat1, lon1.
+    """
+    colours = palette(int(photos["region"].max()) + 1 if len(photos) else 1)
+    photos = photos.assign(color=[colours[int(r) % len(colours)] for r in photos["region"]])
+    layers = [_background()]
+    if polygons is not None:
+        polygons = json.loads(json.dumps(polygons))
+        for feature in polygons["features"]:
+            feature["properties"]["color"] = colours[int(feature["properties"]["region"]) % len(colours)] + [70]
+        layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=True, get_fill_color="properties.color",
+                                get_line_color=[60, 60, 60], line_width_min_pixels=1, pickable=True))
+    if edges is not None and len(edges):
+        layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
+                                get_color=[80, 80, 80, 120], get_width=1))
+    layers.append(pdk.Layer("ScatterplotLayer", photos, get_position=["lon_deg", "lat_deg"], get_fill_color="color",
+                            get_radius=4, radius_units="pixels", pickable=True))
+    return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=None,
+                    tooltip={"text": "region {region}\n{path}"})
+
+
+def prediction_deck(pred: Prediction, region_polygon: dict | None = None) -> pdk.Deck:
+    """A prediction: its uncertainty circle, region, neighbours (with thumbnails in the tooltip) and EXIF truth."""
+    neighbours = pd.DataFrame([vars(n) for n in pred.neighbours])
+    lat = [pred.lat_deg, *neighbours["lat_deg"]] + ([pred.true_lat_deg] if pred.true_lat_deg is not None else [])
+    lon = [pred.lon_deg, *neighbours["lon_deg"]] + ([pred.true_lon_deg] if pred.true_lon_deg is not None else [])
+    layers = [_background()]
+    if region_polygon is not None:
+        layers.append(pdk.Layer("GeoJsonLayer", region_polygon, filled=True, get_fill_color=[70, 130, 180, 50],
+                                get_line_color=[70, 130, 180], line_width_min_pixels=2))
+    centre = pd.DataFrame([{"lat_deg": pred.lat_deg, "lon_deg": pred.lon_deg, "radius_m": pred.radius_km * 1000,
+                            "label": f"prediction (±{pred.radius_km:.2f} km at {pred.coverage:.0%})"}])
+    layers.append(pdk.Layer("ScatterplotLayer", centre, get_position=["lon_deg", "lat_deg"], get_radius="radius_m",
+                            filled=True, get_fill_color=[220, 60, 60, 40], stroked=True, get_line_color=[220, 60, 60],
+                            line_width_min_pixels=2))
+    neighbours = neighbours.assign(label=[f"sim {s:.3f}, {d:.2f} km" for s, d in zip(neighbours["similarity"], neighbours["dist_km"])])
+    layers.append(pdk.Layer("ScatterplotLayer", neighbours, get_position=["lon_deg", "lat_deg"], get_fill_color=[40, 110, 200],
+                            get_radius=6, radius_units="pixels", pickable=True))
+    points = [centre.assign(color=[[220, 60, 60]])]
+    if pred.true_lat_deg is not None:
+        points.append(pd.DataFrame([{"lat_deg": pred.true_lat_deg, "lon_deg": pred.true_lon_deg, "color": [30, 160, 60],
+                                     "label": f"EXIF truth, {pred.error_km:.2f} km away"}]))
+    layers.append(pdk.Layer("ScatterplotLayer", pd.concat(points), get_position=["lon_deg", "lat_deg"], get_fill_color="color",
+                            get_radius=8, radius_units="pixels", pickable=True))
+    return pdk.Deck(layers=layers, initial_view_state=_view(np.array(lat), np.array(lon)), map_style=None,
+                    tooltip={"text": "{label}"})
+
+
+def experiment_figure(table: pd.DataFrame):
+    """Accuracy and median km per row of an experiment table, as a plotly figure with two panels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = [f"{g} {m}".strip() for g, m in zip(table["graph"].fillna(""), table["method"])]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (held-out)", "median error, km"))
+    fig.add_trace(go.Bar(x=names, y=table["acc"], name="acc"), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=table["median_km"], name="median km"), row=1, col=2)
+    fig.update_layout(showlegend=False, height=380, margin=dict(t=40, b=10))
+    return fig

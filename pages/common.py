@@ -1,0 +1,85 @@
+"""What every page shares: the run being looked at and cached loaders over its artefacts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from geoloc_core import runs
+from geoloc_core.predict import build_predictor, load_predictor, save_predictor
+
+RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
+
+
+def choose_run() -> None:
+    """Sidebar: pick a run directory (one `geoloc run` made); remembered in the session."""
+    found = sorted(str(p.parent) for p in RUNS.glob("*/photos.csv"))
+    default = os.environ.get("GEOLOC_RUN")
+    options = ([default] if default and default not in found else []) + found
+    if not options:
+        st.sidebar.warning("No run yet: `.venv/bin/geoloc run` builds one from ../shared/data/croatia-streetview.")
+        st.session_state["run_dir"] = None
+        return
+    st.session_state["run_dir"] = st.sidebar.selectbox("Run", options, index=options.index(default) if default in options else 0)
+
+
+def run_dir() -> Path | None:
+    value = st.session_state.get("run_dir")
+    return Path(value) if value else None
+
+
+@st.cache_data(show_spinner=False)
+def photos(run: str) -> pd.DataFrame:
+    frame = pd.read_csv(Path(run) / "photos.csv", dtype={"path": str, "group": str}, keep_default_na=False)
+    return frame[["path", "lat_deg", "lon_deg", "group"]]
+
+
+@st.cache_resource(show_spinner="Building the retrieval index once for this run ...")
+def predictor(run: str, descriptor: str):
+    """Shared by every session (read-only): the index and encoder are loaded once per run and descriptor."""
+    store = Path(run) / f"predictor_{descriptor}"
+    if not (store / "predictor.json").exists():
+        save_predictor(build_predictor(run, descriptor), store)
+    return load_predictor(store, run)
+
+
+def iterations(run: Path, graph: str) -> dict[str, Path]:
+    """{"w/o": regions csv, "FT1": ..., ...} for one graph: the run's own regions, then any fine-tuning rounds."""
+    found = {"w/o": run / f"regions_{graph}.csv"} if (run / f"regions_{graph}.csv").exists() else {}
+    for ft in (run / f"finetune_{graph}", run / "experiment" / f"finetune_{graph}"):
+        for csv in sorted(ft.glob("regions_r*.csv"), key=lambda p: int(p.stem.split("_r")[1].split("_")[0])):
+            if csv.stem.endswith("_summary"):
+                continue
+            k = int(csv.stem.split("_r")[1])
+            found[f"after FT{k}" if k else "w/o (fine-tuning run)"] = csv
+    return found
+
+
+def read_regions(csv: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """(per-photo regions, polygons GeoJSON, per-region summary) written beside each other."""
+    return (pd.read_csv(csv, keep_default_na=False), json.loads(csv.with_suffix(".geojson").read_text()),
+            pd.read_csv(csv.with_name(csv.stem + "_summary.csv")))
+
+
+def graph_edges(run: Path, graph: str) -> pd.DataFrame:
+    """The graph's edges as coordinate pairs, for drawing."""
+    sites = pd.read_csv(run / "sites.csv")
+    e = runs.read_npy(run / f"graph_{graph}.npy")
+    lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
+    return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
+
+
+def changed_regions(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) True where a photo's region differs between two labelings, after matching labels by overlap."""
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = np.zeros((a.max() + 1, b.max() + 1), np.int64)
+    np.add.at(overlap, (a, b), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    match = dict(zip(rows, cols))
+    return np.array([match.get(x, -1) != y for x, y in zip(a, b)])

@@ -1,0 +1,43 @@
+"""Regions: the Louvain regions per graph and per iteration, on a map, and what changed between two."""
+
+import streamlit as st
+
+from geoloc_core import viz
+from pages.common import changed_regions, graph_edges, iterations, photos, read_regions, run_dir
+
+st.header("Regions")
+run = run_dir()
+if run is None:
+    st.stop()
+graphs = [g for g in ("dt", "gg", "rng") if (run / f"graph_{g}.npy").exists()]
+if not graphs:
+    st.info("This run has no graphs yet: `geoloc graph` and `geoloc regions` make them.")
+    st.stop()
+left, mid, right = st.columns(3)
+graph = left.selectbox("Graph", graphs, format_func=str.upper)
+options = iterations(run, graph)
+iteration = mid.selectbox("Iteration", list(options))
+show_edges = right.toggle("Show graph edges", value=False)
+
+labels, polygons, summary = read_regions(options[iteration])
+table = photos(str(run)).merge(labels[["path", "region", "test"]], on="path")
+st.pydeck_chart(viz.regions_deck(table, polygons, graph_edges(run, graph) if show_edges else None), height=560)
+st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location.")
+
+with st.expander("Regions table", expanded=True):
+    st.dataframe(summary.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon"}),
+                 hide_index=True, width="stretch")
+st.download_button("Download regions GeoJSON", options[iteration].with_suffix(".geojson").read_bytes(),
+                   file_name=f"regions_{graph}_{iteration.replace(' ', '_').replace('/', '')}.geojson", mime="application/geo+json")
+
+if len(options) > 1:
+    st.subheader("Compare two iterations")
+    a_name, b_name = st.columns(2)
+    first = a_name.selectbox("From", list(options), index=0)
+    second = b_name.selectbox("To", list(options), index=len(options) - 1)
+    a, b = read_regions(options[first])[0], read_regions(options[second])[0]
+    moved = changed_regions(a["region"].to_numpy(), b["region"].to_numpy())
+    st.metric("Photos that changed region", f"{int(moved.sum())} of {len(moved)}")
+    moved_photos = photos(str(run)).merge(b[["path", "region"]], on="path")[moved]
+    if len(moved_photos):
+        st.pydeck_chart(viz.regions_deck(moved_photos), height=400)

@@ -1,0 +1,56 @@
+"""The app as a user meets it, through streamlit.testing (AppTest) over a tiny finished run."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from geoloc_core.config import FinetuneConfig
+from geoloc_core.finetune import finetune_rounds
+from pages.common import changed_regions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def page(path: str, run: Path) -> AppTest:
+    at = AppTest.from_file(str(REPO / path), default_timeout=120)
+    at.session_state["run_dir"] = str(run)
+    return at.run()
+
+
+def test_app_opens_on_the_predict_page_with_the_run_picker(tiny_run, monkeypatch):
+    monkeypatch.setenv("GEOLOC_RUN", str(tiny_run))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.sidebar.selectbox[0].value == str(tiny_run)
+    assert "Where was this photo taken?" in at.header[0].value
+
+
+def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
+    list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
+    at = page("pages/regions.py", tiny_run)
+    assert not at.exception
+    graph, iteration = at.selectbox[0], at.selectbox[1]
+    assert graph.options == ["DT", "GG", "RNG"] and iteration.options == ["w/o", "w/o (fine-tuning run)", "after FT1"]
+    layers_before = len(at.get("deck_gl_json_chart")[0].proto.json)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception and len(at.get("deck_gl_json_chart")[0].proto.json) > layers_before  # edges drawn
+    at.selectbox[1].set_value("after FT1").run()
+    assert not at.exception and "Photos that changed region" in [m.label for m in at.metric]
+    at.selectbox[0].set_value("rng").run()
+    assert not at.exception and at.selectbox[1].options == ["w/o"]
+
+
+def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
+    at = page("pages/evaluate.py", tiny_run)
+    assert not at.exception
+    assert any("w/o" in s.value for s in at.subheader)
+    assert len(at.dataframe) == 1  # no experiment yet: only the run's own rows
+
+
+def test_changed_regions_ignores_renumbering():
+    a = np.array([0, 0, 1, 1, 2])
+    b = np.array([2, 2, 0, 0, 1])  # the same partition, renumbered
+    assert not changed_regions(a, b).any()
+    assert changed_regions(a, np.array([2, 2, 0, 1, 1])).tolist() == [False, False, False, True, False]
