@@ -80,6 +80,7 @@ class Predictor:
     radius_km: float
     coverage: float
     k: int
+    graph: str = "dt"  # whose w/o regions label the predictions
     encoder: Encoder | None = None
 
 
@@ -142,7 +143,7 @@ def build_predictor(run_dir: Path, descriptor: str = "cls", graph: str = "dt", k
     index = build_index(desc)
     bandwidth, radius = calibrate(desc, db, index, k, coverage)
     log.info("predictor %s over %d photos: bandwidth %.3f km, %d%% radius %.3f km", descriptor, len(db), bandwidth, coverage * 100, radius)
-    return Predictor(descriptor, index, db, vocabulary, bandwidth, radius, coverage, k)
+    return Predictor(descriptor, index, db, vocabulary, bandwidth, radius, coverage, k, graph)
 
 
 def save_predictor(predictor: Predictor, out: Path) -> None:
@@ -152,7 +153,8 @@ def save_predictor(predictor: Predictor, out: Path) -> None:
     if predictor.vocabulary is not None:
         runs.write_npy(out / "vocabulary.npy", predictor.vocabulary)
     runs.write_json(out / "predictor.json", {"descriptor": predictor.descriptor, "bandwidth_km": predictor.bandwidth_km,
-                                             "radius_km": predictor.radius_km, "coverage": predictor.coverage, "k": predictor.k})
+                                             "radius_km": predictor.radius_km, "coverage": predictor.coverage, "k": predictor.k,
+                                             "graph": predictor.graph})
 
 
 def load_predictor(out: Path, run_dir: Path, device: str = "auto") -> Predictor:
@@ -162,7 +164,7 @@ def load_predictor(out: Path, run_dir: Path, device: str = "auto") -> Predictor:
     embed_cfg = PipelineConfig.from_dict(runs.read_json(Path(run_dir) / runs.CONFIG)).embed
     vocabulary = runs.read_npy(out / "vocabulary.npy") if (out / "vocabulary.npy").exists() else None
     return Predictor(meta["descriptor"], load_index(out / "index.faiss"), pd.read_csv(out / "db.csv", dtype={"group": str}), vocabulary,
-                     meta["bandwidth_km"], meta["radius_km"], meta["coverage"], meta["k"],
+                     meta["bandwidth_km"], meta["radius_km"], meta["coverage"], meta["k"], meta["graph"],
                      load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, device, embed_cfg.image_size))
 
 

@@ -48,6 +48,16 @@ def predictor(run: str, descriptor: str):
     return load_predictor(store, run)
 
 
+@st.cache_data(show_spinner=False)
+def region_polygon(run: str, graph: str, region: int | None) -> dict | None:
+    """One region's polygon (GeoJSON) from the run's w/o regions, the ones predictions are labelled with."""
+    path = Path(run) / f"regions_{graph}.geojson"
+    if region is None or not path.exists():
+        return None
+    features = [f for f in json.loads(path.read_text())["features"] if f["properties"]["region"] == region]
+    return {"type": "FeatureCollection", "features": features}
+
+
 def iterations(run: Path, graph: str) -> dict[str, Path]:
     """{"w/o": regions csv, "FT1": ..., ...} for one graph: the run's own regions, then any fine-tuning rounds."""
     found = {"w/o": run / f"regions_{graph}.csv"} if (run / f"regions_{graph}.csv").exists() else {}

@@ -7,7 +7,7 @@ import streamlit as st
 
 from geoloc_core import viz
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import predictor, run_dir
+from pages.common import predictor, region_polygon, run_dir
 
 st.header("Where was this photo taken?")
 run = run_dir()
@@ -47,7 +47,7 @@ for p, up in shown:
     facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · region **{p.region}**")
     if p.error_km is not None:
         facts.success(f"EXIF GPS says {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: the prediction is {p.error_km:.2f} km off.")
-    st.pydeck_chart(viz.prediction_deck(p), height=420)
+    st.pydeck_chart(viz.prediction_deck(p, region_polygon(str(run), model.graph, p.region)), height=420)
     gallery = st.columns(5)
     for col, n in zip(gallery * 2, p.neighbours):
         col.image(n.path, caption=f"sim {n.similarity:.3f} · {n.dist_km:.1f} km", width="stretch")
