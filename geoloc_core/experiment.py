@@ -89,7 +89,12 @@ def to_markdown(table: pd.DataFrame) -> str:
     cols = [c for c in COLUMNS if c in table]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table[cols].iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) and c != "median_km" else (f"{v:.1f}" if c == "median_km" else str(v))
-                 for c, v in row.items()]
+        cells = [_cell(c, v) for c, v in row.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value) -> str:
+    if column == "median_km" and isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 else f"{value:.3f}"  # km at country scale, metres show at campus scale
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
