@@ -49,3 +49,12 @@ def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray,
     d = haversine_km(db_lat_deg[ids], db_lon_deg[ids], true_lat_deg[:, None], true_lon_deg[:, None])
     hit = np.cumsum(d <= radius_km, axis=1) > 0
     return {f"R@{k}": float(hit[:, min(k, ids.shape[1]) - 1].mean()) for k in ks}
+
+
+def region_metrics(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
+                   is_test: np.ndarray) -> dict[str, float]:
+    """How a region classifier does on the held-out photos: accuracy, macro-F1, and the km errors of
+    answering the predicted region's centroid (from its training photos)."""
+    train = ~is_test
+    return classification_metrics(labels[is_test], pred_test) | centroid_errors(
+        pred_test, labels[train], lat_deg[train], lon_deg[train], lat_deg[is_test], lon_deg[is_test])

@@ -33,7 +33,7 @@ from . import runs
 from .classify import fit_linear_probe
 from .config import EmbedConfig, FinetuneConfig, PipelineConfig, RegionConfig
 from .embed import Encoder, decoded_batches, load_encoder, resolve_device
-from .evaluate import centroid_errors, classification_metrics
+from .evaluate import classification_metrics, region_metrics
 from .ingest import PhotoTable, load_photo_table
 from .pipeline import load_site_graph, load_split, write_regions
 from .regions import SiteGraph
@@ -199,8 +199,7 @@ class FinetuneContext:
         self.groups = self.table.frame["group"].to_numpy()
 
     def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
-        lat, lon, train, test = self.table.lat_deg, self.table.lon_deg, self.train_idx, self.test_idx
-        return classification_metrics(labels[test], pred_test) | centroid_errors(pred_test, labels[train], lat[train], lon[train], lat[test], lon[test])
+        return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
 
 
 def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,

@@ -27,7 +27,7 @@ from . import runs
 from .classify import fit_linear_probe
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images, load_encoder
-from .evaluate import centroid_errors, classification_metrics
+from .evaluate import region_metrics
 from .geo import LocalProjection
 from .graphs import build_graph, unique_sites
 from .ingest import IngestReport, Rejection, load_photo_table, load_photos, save_photo_table
@@ -174,10 +174,8 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...]) -> dict
         labels = pd.read_csv(run_dir / f"regions_{kind}.csv")["region"].to_numpy()
         probe = fit_linear_probe(emb[~is_test], labels[~is_test], groups[~is_test], seed=cfg.seed)
         pred = probe.predict(emb[is_test])
-        lat, lon = table.lat_deg, table.lon_deg
-        train_at = (labels[~is_test], lat[~is_test], lon[~is_test])
-        metrics = classification_metrics(labels[is_test], pred) | centroid_errors(pred, *train_at, lat[is_test], lon[is_test])
-        metrics["oracle_median_km"] = centroid_errors(labels[is_test], *train_at, lat[is_test], lon[is_test])["median_km"]
+        metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
+        metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
         metrics["majority_acc"] = float(np.mean(labels[is_test] == np.bincount(labels[~is_test]).argmax()))
         metrics |= {"n_regions": int(labels.max()) + 1, "n_test": int(is_test.sum()), "n_train": int((~is_test).sum())}
         results[kind] = metrics
