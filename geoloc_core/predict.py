@@ -16,6 +16,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import geopandas as gpd
@@ -82,6 +83,14 @@ class Predictor:
     k: int
     graph: str = "dt"  # whose w/o regions label the predictions
     encoder: Encoder | None = None
+
+    @cached_property
+    def _db_tree(self) -> cKDTree:
+        return cKDTree(latlon_to_xyz(self.db["lat_deg"].to_numpy(), self.db["lon_deg"].to_numpy()))
+
+    def region_at(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        """(M,) region of the database photo nearest each location (-1 where the run has no regions)."""
+        return self.db["region"].to_numpy()[self._db_tree.query(latlon_to_xyz(lat_deg, lon_deg))[1]]
 
 
 def vote(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float) -> tuple[np.ndarray, np.ndarray]:
@@ -187,9 +196,7 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tu
         return [], failed
     desc = describe(predictor.descriptor, out.emb[ok], None if out.patches is None else out.patches[ok], predictor.vocabulary)
     p_lat, p_lon, sims, ids = locate(predictor, desc)
-    site_tree = cKDTree(latlon_to_xyz(predictor.db["lat_deg"].to_numpy(), predictor.db["lon_deg"].to_numpy()))
-    nearest = site_tree.query(latlon_to_xyz(p_lat, p_lon))[1]
-    regions = predictor.db["region"].to_numpy()[nearest]
+    regions = predictor.region_at(p_lat, p_lon)
     n_lat, n_lon = _neighbour_coords(predictor, ids)
     dists = haversine_km(p_lat[:, None], p_lon[:, None], n_lat, n_lon)
     preds = []
