@@ -10,8 +10,10 @@ that changes is embedded again, an unchanged one never is, and two processes can
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -77,6 +79,29 @@ def list_encoders() -> list[str]:
     return sorted(ENCODERS) + open_clip.list_models()
 
 
+def spec_to_metadata(spec: EncoderSpec) -> dict[str, str]:
+    """safetensors metadata that lets a checkpoint describe its own tower (see spec_from_checkpoint)."""
+    return {"geoloc_encoder_spec": json.dumps(dataclasses.asdict(spec))}
+
+
+def spec_from_checkpoint(path: Path) -> EncoderSpec | None:
+    """The EncoderSpec a safetensors checkpoint carries in its metadata, if any.
+
+    So a checkpoint of a tower this process has never registered (another process's, a user's)
+    loads by name with --checkpoint alone.
+    """
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("geoloc_encoder_spec")
+    if raw is None:
+        return None
+    d = json.loads(raw)
+    return EncoderSpec(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+
 def build_vision_tower(spec: EncoderSpec) -> torch.nn.Module:
     """An untrained tower for `spec` (no I/O)."""
     from open_clip.transformer import LayerNorm, VisionTransformer
@@ -132,6 +157,10 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
             learned position grid is resized to it. None keeps the encoder's own size.
     """
     dev = resolve_device(device)
+    if name not in ENCODERS and checkpoint is not None:
+        described = spec_from_checkpoint(Path(checkpoint))
+        if described is not None and described.name == name:
+            register_encoder(described)
     if name in ENCODERS:
         spec = ENCODERS[name]
         path = Path(checkpoint) if checkpoint else (model_dir() / spec.weights_file if spec.weights_file else None)

@@ -12,7 +12,7 @@ import torch
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from geoloc_core.embed import EncoderSpec, build_vision_tower, register_encoder
+from geoloc_core.embed import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -111,7 +111,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     register_encoder(TINY)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_file(build_vision_tower(TINY).state_dict(), path)
+    save_file(build_vision_tower(TINY).state_dict(), path, metadata=spec_to_metadata(TINY))
     return path
 
 

@@ -101,3 +101,13 @@ def test_image_size_resizes_the_position_grid(tiny_checkpoint, exif_folder):
     assert out.emb.shape == (2, 16) and out.patches.shape == (2, 64, 32)  # (64/8)^2 patches
     with pytest.raises(ValueError, match="multiple of the patch size"):
         load_encoder(TINY.name, checkpoint=tiny_checkpoint, image_size=60)
+
+
+def test_a_self_describing_checkpoint_loads_in_a_process_that_never_registered_it(tiny_checkpoint):
+    import subprocess
+    import sys
+
+    code = (f"from geoloc_core.embed import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
+            "device='cpu'); print(e.image_size, e.model.proj.shape[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["32", "16"]
