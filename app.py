@@ -12,5 +12,6 @@ choose_run()
 st.navigation([
     st.Page("pages/predict.py", title="Predict", icon="📍", default=True),
     st.Page("pages/regions.py", title="Regions", icon="🗺️"),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
     st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
 ]).run()

@@ -104,6 +104,26 @@ def read_status(run_dir: Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
+def job_state(run_dir: Path) -> str | None:
+    """running / done / failed / stopped (said running, but its process is gone: killed), or None."""
+    status = read_status(run_dir)
+    if status is None:
+        return None
+    if status["state"] == "running" and not _alive(int(status["pid"])):
+        return "stopped"
+    return status["state"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths, tuples and numpy scalars -> plain JSON types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

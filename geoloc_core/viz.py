@@ -109,3 +109,19 @@ def experiment_figure(table: pd.DataFrame):
     fig.add_trace(go.Bar(x=names, y=table["median_km"], name="median km"), row=1, col=2)
     fig.update_layout(showlegend=False, height=380, margin=dict(t=40, b=10))
     return fig
+
+
+def training_figure(records: list[dict]):
+    """Loss, accuracies and region count per epoch of a fine-tuning run (its metrics.jsonl records)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    x = [f"{r['name']}.{r['epoch'] + 1}" for r in epochs]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy / macro-F1 (held-out)", "regions"))
+    fig.add_trace(go.Scatter(x=x, y=[r["loss"] for r in epochs], name="loss", mode="lines+markers"), row=1, col=1)
+    for key, name in (("train_acc", "train acc"), ("acc", "held-out acc"), ("macro_f1", "held-out macro-F1")):
+        fig.add_trace(go.Scatter(x=x, y=[r[key] for r in epochs], name=name, mode="lines+markers"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=x, y=[r["n_regions"] for r in epochs], name="regions", mode="lines+markers"), row=1, col=3)
+    fig.update_layout(height=360, margin=dict(t=40, b=10), legend=dict(orientation="h"))
+    return fig

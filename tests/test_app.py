@@ -54,3 +54,40 @@ def test_changed_regions_ignores_renumbering():
     b = np.array([2, 2, 0, 0, 1])  # the same partition, renumbered
     assert not changed_regions(a, b).any()
     assert changed_regions(a, np.array([2, 2, 0, 1, 1])).tolist() == [False, False, False, True, False]
+
+
+def test_train_page_starts_a_real_run_in_its_own_process_and_reattaches(tiny_run):
+    import time
+
+    from geoloc_core import runs
+
+    at = page("pages/train.py", tiny_run)
+    assert not at.exception
+    at.number_input[0].set_value(1)  # rounds
+    at.number_input[1].set_value(1)  # epochs
+    at.number_input[2].set_value(1)  # unfrozen blocks
+    at.button[0].click().run()
+    assert not at.exception and "Started" in at.success[0].value
+    out = tiny_run / "finetune_dt"
+    deadline = time.time() + 180
+    while runs.job_state(out) in (None, "running") and time.time() < deadline:
+        time.sleep(1)
+    assert runs.job_state(out) == "done", (tiny_run / "finetune_dt.log").read_text()[-2000:]
+    again = page("pages/train.py", tiny_run)  # a reload re-attaches to what is on disk
+    assert not again.exception
+    assert any("finetune_dt" in m.value and "done" in m.value for m in again.markdown)
+    assert [r["name"] for r in runs.read_metrics(out) if r["kind"] == "round"] == ["w/o", "FT1"]
+
+
+def test_job_state_sees_a_killed_process(tmp_path):
+    import subprocess
+    import sys
+
+    from geoloc_core import runs
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    runs.write_json(tmp_path / runs.STATUS, {"state": "running", "pid": child.pid})
+    assert runs.job_state(tmp_path) == "running"
+    child.kill()
+    child.wait()
+    assert runs.job_state(tmp_path) == "stopped"
