@@ -14,4 +14,5 @@ st.navigation([
     st.Page("pages/regions.py", title="Regions", icon="🗺️"),
     st.Page("pages/train.py", title="Train", icon="🏋️"),
     st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
+    st.Page("pages/data.py", title="Data", icon="🗂️"),
 ]).run()

@@ -164,7 +164,15 @@ def _cmd_evaluate(a) -> None:
 
 
 def _cmd_run(a) -> None:
-    rows = pipeline.run_all(a.run, _config(a))
+    from .runs import write_status
+
+    write_status(a.run, "running")
+    try:
+        rows = pipeline.run_all(a.run, _config(a))
+    except BaseException as exc:
+        write_status(a.run, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    write_status(a.run, "done")
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     _print_table(rows)
 

@@ -91,3 +91,17 @@ def test_job_state_sees_a_killed_process(tmp_path):
     child.kill()
     child.wait()
     assert runs.job_state(tmp_path) == "stopped"
+
+
+def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run):
+    import pandas as pd
+
+    pd.DataFrame([{"path": "bad.jpg", "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
+    at = page("pages/data.py", tiny_run)
+    assert not at.exception
+    assert [m.value for m in at.metric][:2] == ["40", "0"]  # ingest.json counts
+    assert at.dataframe[0].value["reason"].tolist() == ["not an image (no known image format)"]
+    at.text_input[0].set_value("/no/such/folder")
+    at.text_input[1].set_value("x")
+    at.button[0].click().run()
+    assert "no such folder" in at.error[0].value
