@@ -33,6 +33,18 @@ def run_dir() -> Path | None:
     return Path(value) if value else None
 
 
+def run_with_graphs() -> tuple[Path, list[str]]:
+    """The chosen run and the proximity graphs it has built; stops the page with a hint otherwise."""
+    run = run_dir()
+    if run is None:
+        st.stop()
+    graphs = [g for g in ("dt", "gg", "rng") if (run / f"graph_{g}.npy").exists()]
+    if not graphs:
+        st.info("This run has no graphs yet: `geoloc run` (or `geoloc graph` and `geoloc regions`) makes them.")
+        st.stop()
+    return run, graphs
+
+
 @st.cache_data(show_spinner=False)
 def photos(run: str) -> pd.DataFrame:
     frame = pd.read_csv(Path(run) / "photos.csv", dtype={"path": str, "group": str}, keep_default_na=False)

@@ -3,16 +3,10 @@
 import streamlit as st
 
 from geoloc_core import viz
-from pages.common import changed_regions, graph_edges, iterations, photos, read_regions, run_dir
+from pages.common import changed_regions, graph_edges, iterations, photos, read_regions, run_with_graphs
 
 st.header("Regions")
-run = run_dir()
-if run is None:
-    st.stop()
-graphs = [g for g in ("dt", "gg", "rng") if (run / f"graph_{g}.npy").exists()]
-if not graphs:
-    st.info("This run has no graphs yet: `geoloc graph` and `geoloc regions` make them.")
-    st.stop()
+run, graphs = run_with_graphs()
 left, mid, right = st.columns(3)
 graph = left.selectbox("Graph", graphs, format_func=str.upper)
 options = iterations(run, graph)

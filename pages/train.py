@@ -9,16 +9,10 @@ import streamlit as st
 
 from geoloc_core import runs, viz
 from geoloc_core.config import FinetuneConfig
-from pages.common import run_dir
+from pages.common import run_with_graphs
 
 st.header("Train")
-run = run_dir()
-if run is None:
-    st.stop()
-graphs = [g for g in ("dt", "gg", "rng") if (run / f"graph_{g}.npy").exists()]
-if not graphs:
-    st.info("This run has no graphs yet: `geoloc run` makes them.")
-    st.stop()
+run, graphs = run_with_graphs()
 
 with st.form("start"):
     d = FinetuneConfig()
