@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .classify import fit_linear_probe
 from .config import EmbedConfig, FinetuneConfig, PipelineConfig, RegionConfig
-from .embed import Encoder, decoded_batches, load_encoder, resolve_device
+from .embed import Encoder, autocast, decoded_batches, load_encoder, resolve_device
 from .evaluate import classification_metrics, region_metrics
 from .ingest import PhotoTable, load_photo_table
 from .pipeline import load_site_graph, load_split, write_regions
@@ -107,17 +107,13 @@ def cached_prefix_tokens(run_dir: Path, encoder: Encoder, table: PhotoTable, unf
     for idx, pixels, errors in decoded_batches(paths, range(len(paths)), encoder, batch_size, workers=4):
         if errors:
             raise ValueError(f"photos became unreadable since ingest: {errors}")
-        with torch.no_grad(), _autocast(encoder.device):
+        with torch.no_grad(), autocast(encoder.device):
             chunks.append(prefix_tokens(encoder.model, pixels.to(encoder.device), unfrozen_blocks).half().cpu().numpy())
         bar.update(len(idx))
     bar.close()
     log.info("prefix tokens: %.1f img/s", len(paths) / (time.perf_counter() - start))
     runs.write_npy(path, np.concatenate(chunks))
     return runs.read_npy(path, mmap=True)
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _batch(tokens: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -136,7 +132,7 @@ def train_epoch(model: RegionClassifier, optimizer: torch.optim.Optimizer, token
         b = perm[s:s + batch_size]
         x = _batch(tokens, b, device)
         targets = [torch.as_tensor(labels[b], device=device) for labels in label_sets]
-        with _autocast(device):
+        with autocast(device):
             logits = model(x)
             loss = sum(nn.functional.cross_entropy(lg.float(), t) for lg, t in zip(logits, targets))
         optimizer.zero_grad(set_to_none=True)
@@ -155,7 +151,7 @@ def predict_log_probs(model: RegionClassifier, tokens: np.ndarray, idx: np.ndarr
     model.eval()
     outs: list[list[np.ndarray]] = [[] for _ in model.heads]
     for s in range(0, len(idx), batch_size * 2):
-        with _autocast(device):
+        with autocast(device):
             logits = model(_batch(tokens, idx[s:s + batch_size * 2], device))
         for k, lg in enumerate(logits):
             outs[k].append(torch.log_softmax(lg.float(), dim=1).cpu().numpy())
@@ -168,7 +164,7 @@ def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: to
     suffix.eval()
     out = []
     for s in range(0, len(tokens), batch_size * 2):
-        with _autocast(device):
+        with autocast(device):
             pooled = suffix(_batch(tokens, np.arange(s, min(s + batch_size * 2, len(tokens))), device))
         out.append(nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
