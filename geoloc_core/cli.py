@@ -213,13 +213,10 @@ def _cmd_experiment(a) -> None:
 
 def _cmd_predict(a) -> None:
     from .ingest import IMAGE_SUFFIXES
-    from .predict import build_predictor, load_predictor, predict, predictions_frame, predictions_geojson, save_predictor
+    from .predict import open_predictor, predict, predictions_frame, predictions_geojson
     from .runs import write_bytes, write_csv
 
-    store = a.run / f"predictor_{a.descriptor}"
-    if not (store / "predictor.json").exists():
-        save_predictor(build_predictor(a.run, a.descriptor, k=a.k, coverage=a.coverage), store)
-    predictor = load_predictor(store, a.run, a.device)
+    predictor = open_predictor(a.run, a.descriptor, a.device, k=a.k, coverage=a.coverage)
     files = [f for p in a.photos for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
     preds, failed = predict(files, predictor)
     write_csv(a.out / "predictions.csv", predictions_frame(preds))

@@ -177,6 +177,14 @@ def load_predictor(out: Path, run_dir: Path, device: str = "auto") -> Predictor:
                      load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, device, embed_cfg.image_size))
 
 
+def open_predictor(run_dir: Path, descriptor: str = "cls", device: str = "auto", **build: object) -> Predictor:
+    """The run's saved predictor (`RUN/predictor_{descriptor}`), built and saved first if there is none."""
+    store = Path(run_dir) / f"predictor_{descriptor}"
+    if not (store / "predictor.json").exists():
+        save_predictor(build_predictor(run_dir, descriptor, **build), store)
+    return load_predictor(store, run_dir, device)
+
+
 def locate(predictor: Predictor, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(M, D) query descriptors -> (lat (M,), lon (M,), sims (M, k), ids (M, k))."""
     sims, ids = search(predictor.index, desc, predictor.k)

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core import runs
-from geoloc_core.predict import build_predictor, load_predictor, save_predictor
+from geoloc_core.predict import open_predictor
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
 
@@ -54,10 +54,7 @@ def photos(run: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner="Building the retrieval index once for this run ...")
 def predictor(run: str, descriptor: str):
     """Shared by every session (read-only): the index and encoder are loaded once per run and descriptor."""
-    store = Path(run) / f"predictor_{descriptor}"
-    if not (store / "predictor.json").exists():
-        save_predictor(build_predictor(run, descriptor), store)
-    return load_predictor(store, run)
+    return open_predictor(run, descriptor)
 
 
 @st.cache_data(show_spinner=False)
