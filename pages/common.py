@@ -71,11 +71,9 @@ def iterations(run: Path, graph: str) -> dict[str, Path]:
     """{"w/o": regions csv, "FT1": ..., ...} for one graph: the run's own regions, then any fine-tuning rounds."""
     found = {"w/o": run / f"regions_{graph}.csv"} if (run / f"regions_{graph}.csv").exists() else {}
     for ft in (run / f"finetune_{graph}", run / "experiment" / f"finetune_{graph}"):
-        for csv in sorted(ft.glob("regions_r*.csv"), key=lambda p: int(p.stem.split("_r")[1].split("_")[0])):
-            if csv.stem.endswith("_summary"):
-                continue
-            k = int(csv.stem.split("_r")[1])
-            found[f"after FT{k}" if k else "w/o (fine-tuning run)"] = csv
+        rounds = {int(p.stem.removeprefix("regions_r")): p.with_suffix(".csv") for p in ft.glob("regions_r*.geojson")}
+        for k in sorted(rounds):
+            found[f"after FT{k}" if k else "w/o (fine-tuning run)"] = rounds[k]
     return found
 
 
