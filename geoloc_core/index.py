@@ -1,8 +1,10 @@
 """Nearest-neighbour search over unit descriptors with faiss (inner product = cosine similarity).
 
 Exact search (`IndexFlatIP`) up to `HNSW_THRESHOLD` vectors, where it costs well under a
-millisecond per query; an HNSW graph beyond it, where exact search grows linearly. Indexes are
-saved as faiss's own serialisation (no pickle), atomically.
+millisecond per query; an HNSW graph beyond it, where exact search grows linearly. IVF (k-means
+lists trained on a sample) builds several times faster than HNSW and is there for databases that
+are rebuilt often; `benchmarks/bench_predict.py` measures both at 10^6. Indexes are saved as
+faiss's own serialisation (no pickle), atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from .runs import write_bytes
 HNSW_THRESHOLD = 200_000
 HNSW_M = 32  # graph degree: recall vs memory
 HNSW_EF_SEARCH = 128  # search breadth: recall vs latency
+IVF_NPROBE = 32  # inverted lists visited per query: recall vs latency
+IVF_TRAIN_SAMPLE = 100_000  # k-means on a sample: training cost stays flat as the database grows
 
 
 def build_index(vectors: np.ndarray, kind: str = "auto") -> faiss.Index:
@@ -29,8 +33,14 @@ def build_index(vectors: np.ndarray, kind: str = "auto") -> faiss.Index:
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif kind == "ivf":
+        n_lists = int(4 * np.sqrt(len(vectors)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(vectors), size=min(IVF_TRAIN_SAMPLE, len(vectors)), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = IVF_NPROBE
     else:
-        raise ValueError(f"unknown index kind {kind!r}; choose auto, flat or hnsw")
+        raise ValueError(f"unknown index kind {kind!r}; choose auto, flat, hnsw or ivf")
     index.add(vectors)
     return index
 
@@ -49,4 +59,6 @@ def load_index(path: Path) -> faiss.Index:
     index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif isinstance(index, faiss.IndexIVF):
+        index.nprobe = IVF_NPROBE
     return index

@@ -20,11 +20,15 @@ def test_flat_search_equals_brute_force_and_round_trips(tmp_path):
     assert (search(again, q, 10)[1] == ids).all()
 
 
-def test_hnsw_recall_against_exact():
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_recall_against_exact_survives_a_round_trip(kind, tmp_path):
     rng = np.random.default_rng(1)
-    db, q = unit(rng.normal(size=(20_000, 32))), unit(rng.normal(size=(200, 32)))
+    centres = rng.normal(size=(200, 32))  # clustered, like photo embeddings
+    db = unit(centres[rng.integers(200, size=20_000)] + rng.normal(scale=0.3, size=(20_000, 32)))
+    q = unit(centres[rng.integers(200, size=200)] + rng.normal(scale=0.3, size=(200, 32)))
     exact = search(build_index(db, "flat"), q, 10)[1]
-    approx = search(build_index(db, "hnsw"), q, 10)[1]
+    index = load_index(save_index(build_index(db, kind), tmp_path / "index.faiss"))
+    approx = search(index, q, 10)[1]
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.95
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import TINY
 from geoloc_core.cli import main
 from geoloc_core.evaluate import recall_at_k
-from geoloc_core.predict import build_predictor, evaluate_retrieval, load_predictor, predict, save_predictor, vote
+from geoloc_core.compare import compare_methods
+from geoloc_core.predict import SOURCES, build_predictor, candidates, load_predictor, predict, save_predictor, vote
 
 
 def test_vote_prefers_a_group_of_agreeing_neighbours_over_one_strong_outlier():
@@ -31,6 +32,9 @@ def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny
     assert predictor.radius_km > 0 and predictor.bandwidth_km >= 0 and len(predictor.db) == 40
     save_predictor(predictor, tmp_path / "pred")
     loaded = load_predictor(tmp_path / "pred", tiny_run, device="cpu")
+    assert loaded.verifier is not None and loaded.sources == predictor.sources
+    probe = predictor.db[["lat_deg", "lon_deg"]].to_numpy()[:3]
+    assert np.allclose(loaded.verifier.gps_codes(*probe.T), predictor.verifier.gps_codes(*probe.T), atol=1e-6)
     db_paths = [loaded.db["path"].iat[i] for i in (0, 7)]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"nope")
@@ -56,12 +60,50 @@ def test_cli_predict_writes_csv_and_geojson(tiny_run, exif_folder, tmp_path, cap
     assert "EXIF truth" in capsys.readouterr().out
 
 
-def test_retrieval_table_for_every_descriptor(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
+def test_candidates_come_from_each_source_and_the_verifier_picks_one_of_them(tiny_run):
+    from dataclasses import replace
+
+    predictor = build_predictor(tiny_run, "cls", k=5)
+    emb = np.load(tiny_run / "embeddings.npy")[:6]
+    sims, ids = predictor.index.search(emb, 5)
+    n_regions = len(predictor.region_centroids[0])
+    widths = {"top1": 1, "clusters": 5, "gallery": min(10, len(predictor.sites)), "regions": n_regions}
+    for source in SOURCES:
+        c_lat, c_lon = candidates(replace(predictor, sources=(source,)), emb, sims, ids)
+        assert c_lat.shape == c_lon.shape == (6, widths[source]), source
+    c_lat, _ = candidates(replace(predictor, sources=SOURCES), emb, sims, ids)
+    assert c_lat.shape[1] == sum(widths.values())
+    top1 = predictor.db["lat_deg"].to_numpy()[ids[:, 0]]
+    from geoloc_core.predict import locate
+    assert np.allclose(locate(replace(predictor, sources=("top1",)), emb, emb)[0], top1)
+
+
+def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
     run = tmp_path / "run"
     assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model", TINY.name,
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
-    rows = evaluate_retrieval(run, ("cls", "gem", "vlad"), k=5)
-    assert [r["method"] for r in rows] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote",
-                                            "kNN-VLAD top-1", "kNN-VLAD vote"]
-    assert all({"median_km", "acc@25km", "R@1", "R@5", "R@10"} <= set(r) for r in rows)
-    assert all(r["R@1"] <= r["R@5"] <= r["R@10"] for r in rows)
+    rows = compare_methods(run, ("cls", "gem", "vlad"), k=5)
+    methods = [r["method"] for r in rows]
+    assert methods[:6] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote", "kNN-VLAD top-1", "kNN-VLAD vote"]
+    assert methods[6:8] == ["region centroid (DT w/o)", "regression (lat/lon MLP)"]
+    assert "verified: top1+clusters+gallery" in methods and "verified: regions" in methods
+    assert all({"median_km", "acc@25km", "acc@2500km"} <= set(r) for r in rows)
+    retrieval = [r for r in rows if "R@1" in r]
+    assert all(r["R@1"] <= r["R@5"] <= r["R@10"] for r in retrieval)
+    test_photos = 8  # 2 of 8 locations held out, 4 photos each
+    assert all(r["acc@2500km"] * test_photos == pytest.approx(round(r["acc@2500km"] * test_photos)) for r in rows)
+
+
+def test_saved_predictor_is_reused_until_the_run_is_re_embedded(tiny_run):
+    from geoloc_core.predict import open_predictor
+
+    first = open_predictor(tiny_run, "cls", device="cpu")
+    meta = tiny_run / "predictor_cls" / "predictor.json"
+    stamp = meta.read_text()
+    open_predictor(tiny_run, "cls", device="cpu")
+    assert meta.read_text() == stamp  # loaded, not rebuilt
+    emb = np.load(tiny_run / "embeddings.npy")
+    np.save(tiny_run / "embeddings.npy", emb[::-1].copy())  # as if re-embedded by another model
+    again = open_predictor(tiny_run, "cls", device="cpu")
+    assert json.loads(meta.read_text())["inputs"] != json.loads(stamp)["inputs"]
+    assert first.verifier is not None and again.verifier is not None

@@ -1,0 +1,108 @@
+"""Prediction costs, each beside a reference measured in the same run.
+
+    .venv/bin/python benchmarks/bench_predict.py [--run runs/default] [--photos 30] [--index-size 1000000]
+
+- one photo end to end (`predict([path])`: read, decode, embed, search, candidates, verify), p50
+  and p90 over distinct photos, beside its embed step alone (decode + forward of that photo): the
+  share of the time the model takes, and what everything else costs;
+- the faiss index at scale: N x 384 unit vectors drawn around real ViT features (each a real vector
+  plus Gaussian noise): once around the run's patch tokens with light noise (a photo collection's
+  clustered neighbourhoods), once around its photo embeddings with noise as large as the vectors
+  (neighbours barely closer than strangers: a stress case). Top-10 search one query at a time per
+  index kind and search breadth, with recall@10 against exact search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geoloc_core import runs  # noqa: E402
+from geoloc_core.images import decode_image  # noqa: E402
+from geoloc_core.index import build_index, search  # noqa: E402
+from geoloc_core.predict import open_predictor, predict  # noqa: E402
+
+
+def bench_latency(run: Path, n: int) -> None:
+    predictor = open_predictor(run, "cls", device="cpu")
+    enc = predictor.encoder
+    paths = [Path(p) for p in predictor.db["path"].iloc[:: max(1, len(predictor.db) // (n + 1))][: n + 1]]
+    predict([paths[0]], predictor)  # warm-up: threads, allocator, first-call costs
+    total, embed = [], []
+    for p in paths[1:]:
+        start = time.perf_counter()
+        preds, failed = predict([p], predictor)
+        total.append(time.perf_counter() - start)
+        assert preds and not failed
+        start = time.perf_counter()
+        enc.forward(enc.preprocess(decode_image(p.read_bytes(), enc.image_size))[None])
+        embed.append(time.perf_counter() - start)
+    t50, e50 = np.median(total) * 1e3, np.median(embed) * 1e3
+    print(f"one photo  {len(total)} photos, {enc.key}, verifier {'on' if predictor.verifier else 'off'}, sources "
+          f"{'+'.join(predictor.sources)}: end to end p50 {t50:.1f} ms (target <= 150), p90 {np.quantile(total, 0.9) * 1e3:.1f} ms; "
+          f"embed step p50 {e50:.1f} ms = {e50 / t50:.1%} of it (target >= 90 %), other {t50 - e50:.1f} ms")
+
+
+def realistic_vectors(seeds: np.ndarray, n: int, noise: float, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, seeds.shape[1]), np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        x = seeds[rng.integers(len(seeds), size=m)] + rng.normal(scale=noise / np.sqrt(seeds.shape[1]), size=(m, seeds.shape[1]))
+        out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def bench_index(name: str, seeds: np.ndarray, n: int, noise: float, n_queries: int = 500, k: int = 10) -> None:
+    db = realistic_vectors(seeds, n, noise)
+    queries = realistic_vectors(seeds, n_queries, noise, seed=1)
+    exact = build_index(db, "flat")
+    start = time.perf_counter()
+    sims, truth = search(exact, queries, k)
+    flat_ms = (time.perf_counter() - start) / n_queries * 1e3
+    print(f"index      {name}: {n:,} x {db.shape[1]} (noise {noise}; a query's top-1 cosine, median {np.median(sims[:, 0]):.3f}), "
+          f"{n_queries} queries one at a time, top-{k}; exact flat search, batched: {flat_ms:.2f} ms/query")
+    for kind, knob, values in (("hnsw", "efSearch", (64, 128, 256, 512)), ("ivf", "nprobe", (16, 32, 64, 128))):
+        start = time.perf_counter()
+        index = build_index(db, kind)
+        print(f"           {kind} built in {time.perf_counter() - start:.1f} s")
+        for v in values:
+            if kind == "hnsw":
+                index.hnsw.efSearch = v
+            else:
+                index.nprobe = v
+            start = time.perf_counter()
+            ids = np.vstack([search(index, q[None], k)[1] for q in queries])
+            per_query = (time.perf_counter() - start) / n_queries * 1e3
+            recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth)])
+            print(f"             {knob} {v:4d}: {per_query:6.3f} ms/query (target <= 5), recall@{k} {recall:.3f} (target >= 0.95)")
+        del index
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=Path("runs/default"))
+    ap.add_argument("--photos", type=int, default=30)
+    ap.add_argument("--index-size", type=int, default=1_000_000)
+    a = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, faiss {faiss.__version__}, "
+          f"{faiss.omp_get_max_threads()} faiss threads")
+    bench_latency(a.run, a.photos)
+    emb = runs.read_npy(a.run / "embeddings.npy")
+    if (a.run / "patches.npy").exists():  # real ViT features with real local structure, unit length
+        tokens = runs.read_npy(a.run / "patches.npy", mmap=True).reshape(-1, emb.shape[1])[::4].astype(np.float32)
+        bench_index("patch tokens of the run's photos", tokens / np.linalg.norm(tokens, axis=1, keepdims=True), a.index_size, 0.25)
+    bench_index("photo embeddings, heavy noise", emb, a.index_size, 1.0)
+
+
+if __name__ == "__main__":
+    main()
