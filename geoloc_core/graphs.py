@@ -1,13 +1,17 @@
 """Proximity graphs over points in a metric plane: Delaunay (DT), Gabriel (GG), relative neighbourhood (RNG).
 
 All three are returned as (E, 2) int64 arrays of undirected edges with i < j, sorted. RNG ⊆ GG ⊆ DT,
-so each is computed by filtering the one before:
-- DT from scipy's Qhull, read straight from its vertex-neighbour CSR (no per-triangle dedup).
+and all three come from one pass over Qhull's triangles:
+- DT: each triangle's sides, a side shared by two triangles kept by the one with the lower index
+  (Qhull's neighbour table says which), so no edge list is ever deduplicated.
 - GG: a DT edge pq is Gabriel iff no point lies in the closed disc with diameter pq. For a Delaunay
   edge it suffices to test the vertices opposite pq in its (one or two) triangles: the edge is
   Gabriel iff both opposite angles are acute (Matula & Sokal 1980).
-- RNG: pq is kept iff no third point r has max(|pr|, |qr|) < |pq| (the open lune is empty). The lune
-  lies inside the disc of radius (√3/2)|pq| about the midpoint, so a k-d tree finds every candidate.
+- RNG: pq is kept iff no third point r has max(|pr|, |qr|) < |pq| (the open lune is empty). A side
+  strictly longest in one of its triangles fails at once (the third vertex is in its lune: the
+  Urquhart test); the rest are checked against every point of the disc of radius (√3/2)|pq| about
+  the midpoint, which holds the lune (one vectorised k-d tree query; the rare disc holding more
+  points is searched whole).
 
 Points must be distinct: callers merge photos taken at one spot into one site first (see
 `unique_sites`), which is also what keeps Qhull from silently dropping duplicates.
@@ -15,10 +19,16 @@ Points must be distinct: callers merge photos taken at one spot into one site fi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import Delaunay, QhullError, cKDTree
+
+
+LUNE_CHUNK = 100_000  # edges per lune-test chunk
 
 
 def unique_sites(xy: np.ndarray, decimals: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -30,26 +40,61 @@ def unique_sites(xy: np.ndarray, decimals: int = 3) -> tuple[np.ndarray, np.ndar
 
 def delaunay_edges(xy: np.ndarray) -> np.ndarray:
     """(N, 2) distinct points -> (E, 2) int64 Delaunay edges. Collinear input gives the path along the line."""
-    return _dt_edges(xy, _triangulate(xy))
+    return _triangle_edges(xy).dt
 
 
 def gabriel_edges(xy: np.ndarray) -> np.ndarray:
     """(N, 2) distinct points -> (E, 2) int64 Gabriel edges."""
-    tri = _triangulate(xy)
-    return _gg_edges(xy, tri, _dt_edges(xy, tri))
+    return _triangle_edges(xy).gg
 
 
 def rng_edges(xy: np.ndarray) -> np.ndarray:
     """(N, 2) distinct points -> (E, 2) int64 relative-neighbourhood edges."""
-    return _rng_edges(xy, gabriel_edges(xy))
+    return proximity_graphs(xy)["rng"]
 
 
 def proximity_graphs(xy: np.ndarray) -> dict[str, np.ndarray]:
     """All three graphs from one triangulation: {"dt", "gg", "rng"} -> (E, 2) int64."""
+    edges = _triangle_edges(xy)
+    return {"dt": edges.dt, "gg": edges.gg, "rng": _rng_edges(xy, edges.gg[~edges.urquhart_blocked[edges.gabriel]])}
+
+
+@dataclass(frozen=True)
+class _TriangleEdges:
+    """Every Delaunay edge once, sorted, with what its one or two triangles say about it."""
+
+    dt: np.ndarray  # (E, 2)
+    gabriel: np.ndarray  # (E,) bool: both opposite angles acute
+    urquhart_blocked: np.ndarray  # (E,) bool: strictly the longest side of a triangle, so its third vertex is in the lune
+
+    @property
+    def gg(self) -> np.ndarray:
+        return self.dt[self.gabriel]
+
+
+def _triangle_edges(xy: np.ndarray) -> _TriangleEdges:
+    """Edges straight from Qhull's triangles and their neighbour table: each edge is kept by the triangle
+    with the lower index (or its only one, on the hull), so there is nothing to deduplicate."""
+    xy = np.asarray(xy, np.float64)
     tri = _triangulate(xy)
-    dt = _dt_edges(xy, tri)
-    gg = _gg_edges(xy, tri, dt)
-    return {"dt": dt, "gg": gg, "rng": _rng_edges(xy, gg)}
+    if tri is None:
+        path = _collinear_path(xy)
+        return _TriangleEdges(path, np.ones(len(path), bool), np.zeros(len(path), bool))  # on a line every edge is Gabriel
+    simplices, neighbours = tri.simplices.astype(np.int64), tri.neighbors.astype(np.int64)
+    corners = xy[simplices]  # (T, 3, 2); side i is opposite vertex i
+    nxt, prv = corners[:, [1, 2, 0]], corners[:, [2, 0, 1]]
+    obtuse = np.einsum("tic,tic->ti", nxt - corners, prv - corners) <= 0  # angle at vertex i >= 90°
+    side = np.einsum("tic,tic->ti", nxt - prv, nxt - prv)  # squared length of side i
+    longest = (side > side[:, [1, 2, 0]]) & (side > side[:, [2, 0, 1]])
+    t, i = np.nonzero((neighbours == -1) | (neighbours > np.arange(len(simplices))[:, None]))
+    u = neighbours[t, i]
+    inner = u >= 0
+    j = np.argmax(neighbours[np.where(inner, u, 0)] == t[:, None], axis=1)  # the same side, seen from triangle u
+    blocked_gg = obtuse[t, i] | (inner & obtuse[np.where(inner, u, 0), j])
+    blocked_urq = longest[t, i] | (inner & longest[np.where(inner, u, 0), j])
+    ends = np.sort(np.column_stack([simplices[t, (i + 1) % 3], simplices[t, (i + 2) % 3]]), axis=1)
+    order = np.argsort(_edge_keys(ends, len(xy)))
+    return _TriangleEdges(ends[order], ~blocked_gg[order], blocked_urq[order])
 
 
 def _triangulate(xy: np.ndarray) -> Delaunay | None:
@@ -62,43 +107,40 @@ def _triangulate(xy: np.ndarray) -> Delaunay | None:
         return None
 
 
-def _dt_edges(xy: np.ndarray, tri: Delaunay | None) -> np.ndarray:
-    if tri is None:
-        return _collinear_path(np.asarray(xy, np.float64))
-    indptr, indices = tri.vertex_neighbor_vertices
-    src = np.repeat(np.arange(len(xy), dtype=np.int64), np.diff(indptr))
-    edges = np.column_stack([src, indices.astype(np.int64)])
-    return _canonical(edges[edges[:, 0] < edges[:, 1]])
-
-
-def _gg_edges(xy: np.ndarray, tri: Delaunay | None, dt_edges: np.ndarray) -> np.ndarray:
-    if tri is None:
-        return dt_edges  # a path along a line: every edge is Gabriel
-    xy = np.asarray(xy, np.float64)
-    simplices = tri.simplices.astype(np.int64)
-    # each triangle (a, b, c) contributes edge (b, c) opposite a, (c, a) opposite b, (a, b) opposite c
-    opp = simplices.reshape(-1)
-    ends = simplices[:, [1, 2, 2, 0, 0, 1]].reshape(-1, 2)
-    cos_num = np.einsum("ij,ij->i", xy[ends[:, 0]] - xy[opp], xy[ends[:, 1]] - xy[opp])
-    blocked = ends[cos_num <= 0]  # angle at the opposite vertex >= 90°: that vertex is in the closed disc
-    keep = ~np.isin(_edge_keys(dt_edges, len(xy)), _edge_keys(np.sort(blocked, axis=1), len(xy)))
-    return dt_edges[keep]
-
-
-def _rng_edges(xy: np.ndarray, gg_edges: np.ndarray) -> np.ndarray:
+def _rng_edges(xy: np.ndarray, gg_edges: np.ndarray, k: int = 8) -> np.ndarray:
+    """The candidate edges whose lune is empty. Each is tested against the k points nearest its midpoint,
+    and against its whole bounding disc where that holds more than k points."""
     if len(gg_edges) == 0:
         return gg_edges
     xy = np.asarray(xy, np.float64)
     p, q = xy[gg_edges[:, 0]], xy[gg_edges[:, 1]]
-    length = np.linalg.norm(p - q, axis=1)
-    hits = cKDTree(xy).query_ball_point((p + q) / 2, r=length * (np.sqrt(3) / 2) * (1 + 1e-9), return_sorted=False)
-    counts = np.fromiter((len(h) for h in hits), np.int64, len(hits))
-    edge_of = np.repeat(np.arange(len(gg_edges)), counts)
-    r = np.fromiter((i for h in hits for i in h), np.int64, counts.sum())
-    in_lune = np.maximum(np.linalg.norm(xy[r] - p[edge_of], axis=1), np.linalg.norm(xy[r] - q[edge_of], axis=1)) < length[edge_of]
-    blocked = np.zeros(len(gg_edges), bool)
-    blocked[edge_of[in_lune]] = True
+    length2 = np.einsum("ec,ec->e", q - p, q - p)  # computed as _in_lune does, so p and q never test inside
+    mid, radius = (p + q) / 2, np.sqrt(length2) * (np.sqrt(3) / 2) * (1 + 1e-9)
+    tree = cKDTree(xy)
+    k = min(k, len(xy))
+    dist, near = tree.query(mid, k=k, workers=-1 if len(mid) > LUNE_CHUNK else 1)
+    near, inside = near.reshape(len(mid), k), dist.reshape(len(mid), k) <= radius[:, None]
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy releases the GIL; cache-sized chunks also run faster
+        chunks = [slice(s, s + LUNE_CHUNK) for s in range(0, len(p), LUNE_CHUNK)]
+        blocked = np.concatenate(list(pool.map(lambda c: _in_lune(xy, near[c], inside[c], p[c], q[c], length2[c]), chunks)))
+    overflow = np.flatnonzero(inside[:, -1])  # the disc may hold more than k points: test all of them
+    if len(overflow):
+        hits = tree.query_ball_point(mid[overflow], r=radius[overflow], return_sorted=False, workers=-1)
+        width = max(len(h) for h in hits)
+        more = np.zeros((len(overflow), width), np.int64)
+        valid = np.zeros((len(overflow), width), bool)
+        for row, h in enumerate(hits):
+            more[row, :len(h)], valid[row, :len(h)] = h, True
+        blocked[overflow] = _in_lune(xy, more, valid, p[overflow], q[overflow], length2[overflow])
     return gg_edges[~blocked]
+
+
+def _in_lune(xy: np.ndarray, cand: np.ndarray, valid: np.ndarray, p: np.ndarray, q: np.ndarray, length2: np.ndarray) -> np.ndarray:
+    """(E,) whether any valid candidate r of each edge has max(|pr|², |qr|²) < |pq|² (p and q themselves never do)."""
+    r = xy[np.where(valid, cand, 0)]
+    dp, dq = r - p[:, None], r - q[:, None]
+    far2 = np.maximum(np.einsum("ekc,ekc->ek", dp, dp), np.einsum("ekc,ekc->ek", dq, dq))
+    return (valid & (far2 < length2[:, None])).any(axis=1)
 
 
 GRAPH_BUILDERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -124,8 +166,10 @@ def _collinear_path(xy: np.ndarray) -> np.ndarray:
 
 
 def _canonical(edges: np.ndarray) -> np.ndarray:
-    edges = np.sort(edges, axis=1)
-    return edges[np.lexsort((edges[:, 1], edges[:, 0]))]
+    """Rows (i, j) with i < j, sorted: one int64 key sort instead of a two-column lexsort."""
+    n = int(edges.max()) + 1 if len(edges) else 1
+    keys = np.sort(_edge_keys(np.sort(edges, axis=1), n))
+    return np.column_stack([keys // n, keys % n])
 
 
 def _edge_keys(edges: np.ndarray, n: int) -> np.ndarray:

@@ -79,3 +79,23 @@ def test_region_polygons_tile_the_area_and_contain_their_sites():
     union = shapely.union_all(polys.geometry.to_numpy())
     assert abs(union.area - sum(g.area for g in polys.geometry)) < 1e-9  # no overlaps
     assert json.loads(polys.to_json())["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+
+
+def test_igraph_backend_matches_networkx_modularity_on_a_feature_weighted_delaunay_graph():
+    rng = np.random.default_rng(5)
+    xy = rng.random((3000, 2)) * 1e4
+    emb = np.column_stack([np.sin(xy[:, 0] / 1500), np.cos(xy[:, 1] / 1500), rng.normal(scale=0.3, size=(3000, 6))])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    edges = delaunay_edges(xy)
+    weights = edge_weights(emb, edges)
+    reference = louvain_regions(len(xy), edges, weights, backend="networkx")
+    fast = louvain_regions(len(xy), edges, weights, backend="igraph")
+    assert fast.modularity == pytest.approx(reference.modularity, rel=0.01)
+    graph = nx.Graph()
+    graph.add_weighted_edges_from(zip(edges[:, 0], edges[:, 1], weights))
+    communities = [set(np.flatnonzero(fast.labels == k)) for k in range(fast.n_regions)]
+    assert fast.modularity == pytest.approx(nx.community.modularity(graph, communities), abs=1e-9)
+    assert (louvain_regions(len(xy), edges, weights, backend="igraph").labels == fast.labels).all()  # seeded
+    assert np.all(np.diff(np.bincount(fast.labels)) <= 0)  # largest region first
+    with pytest.raises(ValueError, match="unknown Louvain backend"):
+        louvain_regions(len(xy), edges, weights, backend="leiden-magic")
