@@ -88,6 +88,8 @@ def _embed_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--checkpoint", default=None, help="local weights file")
     c.add_argument("--pretrained", default=None, help="open_clip pretrained tag (must be cached locally)")
     c.add_argument("--image-size", type=int, default=None, help="input side in px (default: the encoder's, 224)")
+    c.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="embed on Ray: a cluster address (auto, ray://head:10001), or none to start Ray here")
     c.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size)
     c.add_argument("--device", default=EmbedConfig.device)
     c.add_argument("--patches", action="store_true", help="also store patch tokens for GeM / VLAD")
@@ -135,7 +137,7 @@ def _config(a: argparse.Namespace) -> PipelineConfig:
         embed=EmbedConfig(model=get("model", EmbedConfig.model), checkpoint=get("checkpoint", None), pretrained=get("pretrained", None),
                           image_size=get("image_size", None),
                           batch_size=get("batch_size", EmbedConfig.batch_size), device=get("device", EmbedConfig.device),
-                          patches=get("patches", False)),
+                          patches=get("patches", False), ray=get("ray", None)),
         graph=GraphConfig(kinds=tuple(k.strip() for k in get("graphs", ",".join(GraphConfig.kinds)).split(",") if k.strip()),
                           test_frac=get("test_frac", GraphConfig.test_frac), split_seed=get("split_seed", GraphConfig.split_seed)),
         regions=RegionConfig(resolution=get("resolution", 1.0), seed=get("seed", 0), negative=get("negative", "clip")),

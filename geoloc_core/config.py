@@ -27,6 +27,7 @@ class EmbedConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     patches: bool = False  # also store patch tokens (float16) for GeM / VLAD
     workers: int = 4  # decoding threads, one batch ahead of the model
+    ray: str | None = None  # Ray address ("local" starts one here, "auto", "ray://head:10001"); None = this process
 
 
 @dataclass(frozen=True)

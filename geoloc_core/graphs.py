@@ -120,9 +120,13 @@ def _rng_edges(xy: np.ndarray, gg_edges: np.ndarray, k: int = 8) -> np.ndarray:
     k = min(k, len(xy))
     dist, near = tree.query(mid, k=k, workers=-1 if len(mid) > LUNE_CHUNK else 1)
     near, inside = near.reshape(len(mid), k), dist.reshape(len(mid), k) <= radius[:, None]
-    with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy releases the GIL; cache-sized chunks also run faster
-        chunks = [slice(s, s + LUNE_CHUNK) for s in range(0, len(p), LUNE_CHUNK)]
-        blocked = np.concatenate(list(pool.map(lambda c: _in_lune(xy, near[c], inside[c], p[c], q[c], length2[c]), chunks)))
+    chunks = [slice(s, s + LUNE_CHUNK) for s in range(0, len(p), LUNE_CHUNK)]
+    test = lambda c: _in_lune(xy, near[c], inside[c], p[c], q[c], length2[c])  # noqa: E731
+    if len(chunks) == 1:
+        blocked = test(chunks[0])
+    else:
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # numpy releases the GIL; cache-sized chunks also run faster
+            blocked = np.concatenate(list(pool.map(test, chunks)))
     overflow = np.flatnonzero(inside[:, -1])  # the disc may hold more than k points: test all of them
     if len(overflow):
         hits = tree.query_ball_point(mid[overflow], r=radius[overflow], return_sorted=False, workers=-1)

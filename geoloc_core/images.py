@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 _JPEG_EOI = b"\xff\xd9"
+MAX_PIXELS = 200_000_000  # declared width x height beyond which a file is refused before decoding (a 50 MP photo is fine)
 
 
 class ImageDecodeError(ValueError):
@@ -45,6 +46,9 @@ def _open_and_load(data: bytes, min_side: int | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageDecodeError(f"image too large ({image.width} x {image.height} = {image.width * image.height / 1e6:.0f} "
+                                       f"megapixels declared; the limit is {MAX_PIXELS / 1e6:.0f})")
             if min_side:
                 image.draft("RGB", (min_side, min_side))
             image.load()

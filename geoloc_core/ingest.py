@@ -163,11 +163,22 @@ def _scan_folder(root: Path, report: IngestReport) -> pd.DataFrame:
             if name.startswith("."):
                 continue
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if not _utf8(rel):  # a CSV, a JSON or a table cannot hold it; name it readably and say what to do
+                shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                report.rejected.append(Rejection(shown, "file name is not valid UTF-8 (rename the file)"))
+            elif Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(rel)
             else:
                 report.rejected.append(Rejection(rel, f"not an image file type ({Path(name).suffix or 'no suffix'})"))
     return pd.DataFrame({"path": paths, "lat_deg": np.nan, "lon_deg": np.nan})
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as surrogate escapes
+        return False
+    return True
 
 
 def _check_rows(root: Path, rows: pd.DataFrame, report: IngestReport, workers: int, from_exif: bool) -> pd.DataFrame:

@@ -58,12 +58,17 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     """Embed the accepted photos; any that fail to decode now move to rejected.csv."""
     table = load_photo_table(run_dir)
     encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
-    cache = EmbeddingCache.for_encoder(encoder)
-    try:
-        result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(), batch_size=cfg.batch_size,
-                              patches=cfg.patches, cache=cache, workers=cfg.workers)
-    finally:
-        cache.close()
+    if cfg.ray is not None:
+        from .distributed import embed_with_ray
+
+        result = embed_with_ray(table.abs_paths(), cfg, Path(run_dir) / "shards" / encoder.key, cfg.ray)
+    else:
+        cache = EmbeddingCache.for_encoder(encoder)
+        try:
+            result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(), batch_size=cfg.batch_size,
+                                  patches=cfg.patches, cache=cache, workers=cfg.workers)
+        finally:
+            cache.close()
     ok = result.ok
     if result.failed:
         _reject_more(run_dir, table, {table.frame["path"].iat[i]: r for i, r in result.failed.items()})

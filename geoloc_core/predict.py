@@ -283,14 +283,15 @@ def _inputs_digest(run_dir: Path) -> str:
     return h.hexdigest()
 
 
-def open_predictor(run_dir: Path, descriptor: str = "cls", device: str = "auto", **build: object) -> Predictor:
-    """The run's saved predictor (`RUN/predictor_{descriptor}`), (re)built first if there is none or the
-    run's photos or embeddings changed since it was saved."""
-    store = Path(run_dir) / f"predictor_{descriptor}"
+def open_predictor(run_dir: Path, descriptor: str = "cls", device: str = "auto", database: str = "all",
+                   **build: object) -> Predictor:
+    """The run's saved predictor (`RUN/predictor_{descriptor}`, `..._train` without the held-out
+    locations), (re)built first if there is none or the run's photos or embeddings changed since."""
+    store = Path(run_dir) / (f"predictor_{descriptor}" + ("" if database == "all" else f"_{database}"))
     digest = _inputs_digest(run_dir)
     saved = runs.read_json(store / "predictor.json") if (store / "predictor.json").exists() else {}
     if saved.get("inputs") != digest:
-        save_predictor(build_predictor(run_dir, descriptor, **build), store, inputs=digest)
+        save_predictor(build_predictor(run_dir, descriptor, database=database, **build), store, inputs=digest)
     return load_predictor(store, run_dir, device)
 
 

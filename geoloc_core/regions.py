@@ -37,14 +37,19 @@ def site_embeddings(emb: np.ndarray, site_of_photo: np.ndarray, n_sites: int, ch
                                 shape=(n_sites, len(site_of_photo)))
     sums = np.zeros((n_sites, emb.shape[1]), np.float32)
     for s in range(0, len(site_of_photo), chunk):  # a memory-mapped float16 file is read a slice at a time
-        sums += members[:, s:s + chunk] @ np.asarray(emb[s:s + chunk], np.float32)
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return sums / np.where(norms > 0, norms, 1)
+        part = members[:, s:s + chunk].tocsr()
+        touched = np.flatnonzero(np.diff(part.indptr))  # only the sites this slice's photos belong to
+        sums[touched] += part[touched] @ np.asarray(emb[s:s + chunk], np.float32)
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), np.finfo(np.float32).tiny)  # in place: (S, D) is large
+    return sums
 
 
-def edge_weights(node_emb: np.ndarray, edges: np.ndarray, negative: str = "clip") -> np.ndarray:
+def edge_weights(node_emb: np.ndarray, edges: np.ndarray, negative: str = "clip", chunk: int = 16_384) -> np.ndarray:
     """(E,) float64 weights from the cosine similarity of each edge's two unit node embeddings."""
-    cos = np.einsum("ij,ij->i", node_emb[edges[:, 0]].astype(np.float64), node_emb[edges[:, 1]].astype(np.float64))
+    cos = np.empty(len(edges), np.float64)
+    for s in range(0, len(edges), chunk):  # two (E, D) gathers at once would be gigabytes at 10^6 sites
+        a, b = node_emb[edges[s:s + chunk, 0]].astype(np.float64), node_emb[edges[s:s + chunk, 1]].astype(np.float64)
+        cos[s:s + chunk] = np.einsum("ij,ij->i", a, b)
     if negative == "clip":
         return np.clip(cos, 0.0, None)
     if negative == "shift":

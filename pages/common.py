@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core import runs
+from geoloc_core.ingest import load_photo_table
+from geoloc_core.pipeline import load_split
 from geoloc_core.predict import open_predictor
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
@@ -51,10 +53,23 @@ def photos(run: str) -> pd.DataFrame:
     return frame[["path", "lat_deg", "lon_deg", "group"]]
 
 
-@st.cache_resource(show_spinner="Building the retrieval index once for this run ...")
+@st.cache_resource(show_spinner="Loading the predictor once for this run ...")
 def predictor(run: str, descriptor: str):
-    """Shared by every session (read-only): the index and encoder are loaded once per run and descriptor."""
-    return open_predictor(run, descriptor)
+    """Shared by every session (read-only): index, verifier and encoder are loaded once per run and descriptor.
+
+    Its database leaves out the run's held-out locations, so their photos are honest examples.
+    """
+    return open_predictor(run, descriptor, database="train")
+
+
+@st.cache_data(show_spinner=False)
+def held_out_photos(run: str) -> pd.DataFrame:
+    """The run's held-out photos (name, absolute path, lat_deg, lon_deg): examples the predictor has never seen."""
+    table = load_photo_table(Path(run))
+    _, is_test = load_split(Path(run))
+    return pd.DataFrame({"name": table.frame["path"][is_test].to_numpy(),
+                         "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if t],
+                         "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
 
 
 @st.cache_data(show_spinner=False)

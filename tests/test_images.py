@@ -34,9 +34,12 @@ def test_transparent_pixels_become_white():
 
 
 def test_decompression_bomb_is_refused_by_name(monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(ImageDecodeError, match="image too large"):
+    import geoloc_core.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 5000)
+    with pytest.raises(ImageDecodeError, match=r"image too large \(100 x 100 = 0 megapixels declared"):
         decode_image(jpeg_bytes((1, 2, 3), size=(100, 100)))
+    assert decode_image(jpeg_bytes((1, 2, 3), size=(70, 70))).size == (70, 70)
 
 
 def test_large_jpeg_is_decoded_at_a_reduced_scale():

@@ -48,45 +48,6 @@ def test_manifest_header_variants(tmp_path, header, extra):
     assert table.lat_deg.tolist() == [45.5, -33.9] and table.lon_deg.tolist() == [16.1, 151.2]
 
 
-def test_every_bad_file_is_named_with_its_reason_and_the_good_ones_kept(tmp_path):
-    root = tmp_path / "data"
-    root.mkdir()
-    good = jpeg_bytes(textured(0))
-    whole = jpeg_bytes(textured(9, size=(256, 256)), quality=95)
-    files = {
-        "good.jpg": good,
-        "good2.jpg": jpeg_bytes(textured(1)),
-        "copy_of_good.jpg": good,
-        "empty.jpg": b"",
-        "text.jpg": b"this is not a picture",
-        "half.jpg": whole[: len(whole) // 2],
-        "no_end_marker.jpg": jpeg_bytes(textured(3))[:-2],
-        "nan.jpg": jpeg_bytes(textured(4)), "range.jpg": jpeg_bytes(textured(5)), "null.jpg": jpeg_bytes(textured(6)),
-    }
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    (tmp_path / "outside.jpg").write_bytes(jpeg_bytes(textured(7)))
-    rows = [("good.jpg", 45.1, 15.1), ("good2.jpg", 45.2, 15.2), ("copy_of_good.jpg", 45.3, 15.3),
-            ("good.jpg", 45.1, 15.1), ("empty.jpg", 1, 1), ("text.jpg", 1, 1), ("half.jpg", 1, 1),
-            ("no_end_marker.jpg", 45.4, 15.4), ("nan.jpg", "nan", 3), ("range.jpg", 95, 3), ("null.jpg", 0, 0),
-            ("missing.jpg", 1, 1), ("../outside.jpg", 1, 1)]
-    pd.DataFrame(rows, columns=["path", "lat", "lon"]).to_csv(root / "manifest.csv", index=False)
-    table, report = load_photos(root)
-    assert sorted(table.frame["path"]) == ["good.jpg", "good2.jpg", "no_end_marker.jpg"]
-    reasons = {r.path: r.reason for r in report.rejected}
-    assert reasons["copy_of_good.jpg"].startswith("duplicate file (same content as good.jpg")
-    assert "duplicate row" in [r.reason for r in report.rejected if r.path == "good.jpg"][0]
-    assert reasons["empty.jpg"] == "empty file (0 bytes)"
-    assert reasons["text.jpg"].startswith("not an image")
-    assert reasons["half.jpg"].startswith("truncated image")
-    assert "not a number" in reasons["nan.jpg"]
-    assert "out of range" in reasons["range.jpg"]
-    assert "null-island" in reasons["null.jpg"]
-    assert reasons["missing.jpg"] == "file not found"
-    assert reasons["../outside.jpg"].startswith("path outside the dataset root")
-    assert report.n_candidates == len(rows) and report.n_accepted == 3
-
-
 def test_folder_scan_reports_wrong_types_and_missing_gps(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "nogps.jpg").write_bytes(jpeg_bytes(textured(1)))
