@@ -246,11 +246,12 @@ def _cmd_compare(a) -> None:
     from .compare import compare_methods
     from .runs import write_csv
 
-    rows = compare_methods(a.run, tuple(d.strip() for d in a.descriptors.split(",")), recall_radius_km=a.recall_radius_km)
+    rows, predictions = compare_methods(a.run, tuple(d.strip() for d in a.descriptors.split(",")), recall_radius_km=a.recall_radius_km)
     write_csv(a.run / "compare.csv", pd.DataFrame(rows))
+    write_csv(a.run / "compare_predictions.csv", predictions)
     _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
                         "radius_km@90"))
-    print(f"-> {a.run / 'compare.csv'}")
+    print(f"-> {a.run / 'compare.csv'}, {a.run / 'compare_predictions.csv'} (the verified prediction per held-out photo)")
 
 
 def _cmd_tiles(a) -> None:

@@ -21,11 +21,12 @@ from . import runs
 from .classify import fit_linear_probe
 from .descriptors import describe
 from .evaluate import centroid_errors, distance_metrics, recall_at_k
+from .geo import haversine_km
 from .ingest import load_photo_table
 from .locators import LocatorConfig, fit_regressor
 from .pipeline import load_split
-from .predict import DEFAULT_SOURCES, SOURCES, Predictor, _neighbour_coords, build_predictor, locate, vote
 from .index import search
+from .predict import DEFAULT_SOURCES, SOURCES, Predictor, _neighbour_coords, build_predictor, locate, vote
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ def source_variants(sources: tuple[str, ...] = DEFAULT_SOURCES) -> dict[str, tup
 
 
 def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem", "vlad"), k: int = 10,
-                    recall_radius_km: float = 0.025, locator: LocatorConfig = LocatorConfig(), graph: str = "dt") -> list[dict]:
-    """One row per method (see the module docstring), graded on the run's held-out photos."""
+                    recall_radius_km: float = 0.025, locator: LocatorConfig = LocatorConfig(),
+                    graph: str = "dt") -> tuple[list[dict], pd.DataFrame]:
+    """One row per method (see the module docstring), graded on the run's held-out photos, and the
+    default verified predictor's prediction for each of those photos (for the error map)."""
     run_dir = Path(run_dir)
     table = load_photo_table(run_dir)
     _, is_test = load_split(run_dir)
@@ -83,4 +86,8 @@ def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem",
         p_lat, p_lon, _, ids = locate(replace(verified, sources=sources), emb[test], emb[test])
         row(f"verified: {name}", p_lat, p_lon, verified, ids,
             **{"radius_km@90": verified.radius_km} if sources == verified.sources else {})
-    return rows
+        if sources == verified.sources:
+            predictions = pd.DataFrame({"path": table.frame["path"].to_numpy()[test], "lat_deg": p_lat, "lon_deg": p_lon,
+                                        "true_lat_deg": truth[0], "true_lon_deg": truth[1],
+                                        "error_km": haversine_km(p_lat, p_lon, *truth)})
+    return rows, predictions

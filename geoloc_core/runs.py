@@ -60,7 +60,13 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
 
 
-def read_npy(path: Path, mmap: bool = False) -> np.ndarray:
+MMAP_BYTES = 256 * 2**20  # arrays larger than this are memory-mapped (read-only) rather than loaded
+
+
+def read_npy(path: Path, mmap: bool | None = None) -> np.ndarray:
+    """An array saved by write_npy; memory-mapped when `mmap` says so or, by default, past MMAP_BYTES."""
+    if mmap is None:
+        mmap = Path(path).stat().st_size > MMAP_BYTES
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 

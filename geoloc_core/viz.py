@@ -1,22 +1,50 @@
 """Map and chart objects for the app: built here, shown by the pages. No Streamlit in this module.
 
-Maps are pydeck layers over an offline background (Natural Earth country outlines, shipped with
-geopandas 0.14), so they draw without tiles and never hang on a machine without internet; pydeck
-layers keep thousands of points smooth.
+Maps are pydeck layers (which keep thousands of points smooth) over a tile base map when the tile
+server answers (`tiles_reachable`), else over an offline background: Natural Earth country outlines
+shipped with geopandas 0.14. A machine without internet gets the outlines at once, never a hang.
 """
 
 from __future__ import annotations
 
+import base64
 import colorsys
+import io
 import json
+import urllib.request
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydeck as pdk
 
+from .images import ImageDecodeError, decode_image
 from .predict import Prediction
+
+TILE_STYLE = "https://basemaps.cartocdn.com/gl/positron-gl-style/style.json"  # CARTO Positron, what pydeck's "light" uses
+
+
+def tiles_reachable(timeout_s: float = 1.5) -> bool:
+    """Whether the tile server answers within `timeout_s` (callers cache this; it is a network round trip)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(TILE_STYLE, method="HEAD"), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def thumbnail_uri(path: str, side: int = 96) -> str:
+    """A small JPEG of a photo as a data URI, for tooltips and tables ("" if it cannot be read)."""
+    try:
+        image = decode_image(Path(path).read_bytes(), min_side=side)
+    except (OSError, ImageDecodeError):
+        return ""
+    image.thumbnail((side, side))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def palette(n: int) -> list[list[int]]:
@@ -34,9 +62,12 @@ def world_outlines() -> dict:
         return json.loads(gpd.read_file(gpd.datasets.get_path("naturalearth_lowres"))[["name", "geometry"]].to_json())
 
 
-def _background() -> pdk.Layer:
-    return pdk.Layer("GeoJsonLayer", world_outlines(), stroked=True, filled=True, get_fill_color=[238, 236, 230],
-                     get_line_color=[150, 150, 150], line_width_min_pixels=1, pickable=False)
+def _base(online: bool) -> tuple[list[pdk.Layer], str | None]:
+    """(background layers, map style): tiles when online, the offline outlines otherwise."""
+    if online:
+        return [], TILE_STYLE
+    return [pdk.Layer("GeoJsonLayer", world_outlines(), stroked=True, filled=True, get_fill_color=[238, 236, 230],
+                      get_line_color=[150, 150, 150], line_width_min_pixels=1, pickable=False)], None
 
 
 def _view(lat: np.ndarray, lon: np.ndarray) -> pdk.ViewState:
@@ -45,17 +76,19 @@ def _view(lat: np.ndarray, lon: np.ndarray) -> pdk.ViewState:
     return pdk.ViewState(latitude=float(np.mean(lat)), longitude=float(np.mean(lon)), zoom=zoom)
 
 
-def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.DataFrame | None = None) -> pdk.Deck:
+def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.DataFrame | None = None,
+                 online: bool = False) -> pdk.Deck:
     """Photos coloured by region over the region polygons, optionally with the graph's edges.
 
     Args:
         photos: columns lat_deg, lon_deg, region (and anything else shown in the tooltip, e.g. path).
         polygons: region GeoJSON (features with a `region` property).
         edges: columns lat0, lon0, lat1, lon1.
+        online: draw over tiles (see `tiles_reachable`) instead of the offline outlines.
     """
     colours = palette(int(photos["region"].max()) + 1 if len(photos) else 1)
     photos = photos.assign(color=[colours[int(r) % len(colours)] for r in photos["region"]])
-    layers = [_background()]
+    layers, style = _base(online)
     if polygons is not None:
         polygons = json.loads(json.dumps(polygons))
         for feature in polygons["features"]:
@@ -66,17 +99,17 @@ def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.D
         layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
                                 get_color=[80, 80, 80, 120], get_width=1))
     layers.append(pdk.Layer("ScatterplotLayer", photos, get_position=["lon_deg", "lat_deg"], get_fill_color="color",
-                            get_radius=4, radius_units="pixels", pickable=True))
-    return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=None,
+                            get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
+    return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=style,
                     tooltip={"text": "region {region}\n{path}"})
 
 
-def prediction_deck(pred: Prediction, region_polygon: dict | None = None) -> pdk.Deck:
-    """A prediction: its uncertainty circle, region, neighbours (with thumbnails in the tooltip) and EXIF truth."""
+def prediction_deck(pred: Prediction, region_polygon: dict | None = None, online: bool = False) -> pdk.Deck:
+    """A prediction: its uncertainty circle, region, neighbours (a thumbnail in each one's tooltip) and the truth."""
     neighbours = pd.DataFrame([vars(n) for n in pred.neighbours])
     lat = [pred.lat_deg, *neighbours["lat_deg"]] + ([pred.true_lat_deg] if pred.true_lat_deg is not None else [])
     lon = [pred.lon_deg, *neighbours["lon_deg"]] + ([pred.true_lon_deg] if pred.true_lon_deg is not None else [])
-    layers = [_background()]
+    layers, style = _base(online)
     if region_polygon is not None:
         layers.append(pdk.Layer("GeoJsonLayer", region_polygon, filled=True, get_fill_color=[70, 130, 180, 50],
                                 get_line_color=[70, 130, 180], line_width_min_pixels=2))
@@ -85,17 +118,33 @@ def prediction_deck(pred: Prediction, region_polygon: dict | None = None) -> pdk
     layers.append(pdk.Layer("ScatterplotLayer", centre, get_position=["lon_deg", "lat_deg"], get_radius="radius_m",
                             filled=True, get_fill_color=[220, 60, 60, 40], stroked=True, get_line_color=[220, 60, 60],
                             line_width_min_pixels=2))
-    neighbours = neighbours.assign(label=[f"sim {s:.3f}, {d:.2f} km" for s, d in zip(neighbours["similarity"], neighbours["dist_km"])])
+    neighbours = neighbours.assign(label=[f"sim {s:.3f}, {d:.2f} km" for s, d in zip(neighbours["similarity"], neighbours["dist_km"])],
+                                   thumb=[thumbnail_uri(p) for p in neighbours["path"]])
     layers.append(pdk.Layer("ScatterplotLayer", neighbours, get_position=["lon_deg", "lat_deg"], get_fill_color=[40, 110, 200],
-                            get_radius=6, radius_units="pixels", pickable=True))
-    points = [centre.assign(color=[[220, 60, 60]])]
+                            get_radius=1, radius_min_pixels=6, radius_max_pixels=6, pickable=True))
+    points = [centre.assign(color=[[220, 60, 60]], thumb="")]
     if pred.true_lat_deg is not None:
         points.append(pd.DataFrame([{"lat_deg": pred.true_lat_deg, "lon_deg": pred.true_lon_deg, "color": [30, 160, 60],
-                                     "label": f"EXIF truth, {pred.error_km:.2f} km away"}]))
+                                     "label": f"truth, {pred.error_km:.2f} km away", "thumb": ""}]))
     layers.append(pdk.Layer("ScatterplotLayer", pd.concat(points), get_position=["lon_deg", "lat_deg"], get_fill_color="color",
-                            get_radius=8, radius_units="pixels", pickable=True))
-    return pdk.Deck(layers=layers, initial_view_state=_view(np.array(lat), np.array(lon)), map_style=None,
-                    tooltip={"text": "{label}"})
+                            get_radius=1, radius_min_pixels=8, radius_max_pixels=8, pickable=True))
+    return pdk.Deck(layers=layers, initial_view_state=_view(np.array(lat), np.array(lon)), map_style=style,
+                    tooltip={"html": "<img src='{thumb}' style='max-width:96px'/><br/>{label}"})
+
+
+def error_deck(frame: pd.DataFrame, online: bool = False) -> pdk.Deck:
+    """Held-out photos: a line from each true location to its prediction, green (close) to red (1000+ km)."""
+    err = np.log10(np.clip(frame["error_km"].to_numpy(), 0.01, 1000)) / 5 + 0.4  # 0.01 km -> 0, 1000 km -> 1
+    frame = frame.assign(color=[[int(255 * e), int(200 * (1 - e)), 60, 200] for e in err],
+                         label=[f"{p}: {e:.2f} km" for p, e in zip(frame["path"], frame["error_km"])])
+    layers, style = _base(online)
+    layers += [pdk.Layer("LineLayer", frame, get_source_position=["true_lon_deg", "true_lat_deg"],
+                         get_target_position=["lon_deg", "lat_deg"], get_color="color", get_width=2, pickable=True),
+               pdk.Layer("ScatterplotLayer", frame, get_position=["true_lon_deg", "true_lat_deg"], get_fill_color=[30, 160, 60],
+                         get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True)]
+    lat = np.concatenate([frame["lat_deg"], frame["true_lat_deg"]])
+    lon = np.concatenate([frame["lon_deg"], frame["true_lon_deg"]])
+    return pdk.Deck(layers=layers, initial_view_state=_view(lat, lon), map_style=style, tooltip={"text": "{label}"})
 
 
 def experiment_figure(table: pd.DataFrame):

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from geoloc_core import runs
+from geoloc_core import runs, viz
 from geoloc_core.ingest import load_photo_table
 from geoloc_core.pipeline import load_split
+from geoloc_core.places import region_places
 from geoloc_core.predict import open_predictor
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
@@ -70,6 +71,27 @@ def held_out_photos(run: str) -> pd.DataFrame:
     return pd.DataFrame({"name": table.frame["path"][is_test].to_numpy(),
                          "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if t],
                          "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def basemap_online() -> bool:
+    """Whether tiles can be had (checked once per 10 minutes; offline machines get the outline map at once)."""
+    return viz.tiles_reachable()
+
+
+@st.cache_data(show_spinner="Naming places and making thumbnails ...")
+def region_details(run: str, csv: str, thumbs: int = 3) -> pd.DataFrame:
+    """Per region of one partition (`csv`): the top places of its photos (offline geocoder) and a few thumbnails."""
+    table = load_photo_table(Path(run))
+    frame = table.frame[["path", "lat_deg", "lon_deg"]].assign(abs_path=[str(p) for p in table.abs_paths()])
+    frame = frame.merge(pd.read_csv(csv, keep_default_na=False)[["path", "region"]], on="path")
+    places = region_places(frame["region"].to_numpy(), frame["lat_deg"].to_numpy(), frame["lon_deg"].to_numpy())
+    rows = []
+    for region, members in frame.groupby("region"):
+        picks = members["abs_path"].iloc[np.linspace(0, len(members) - 1, min(thumbs, len(members))).astype(int)]
+        rows.append({"region": region, "places": places[int(region)],
+                     **{f"photo {i + 1}": viz.thumbnail_uri(p) for i, p in enumerate(picks)}})
+    return pd.DataFrame(rows)
 
 
 @st.cache_data(show_spinner=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core import runs, viz
-from pages.common import RUNS, photos, run_dir
+from pages.common import RUNS, basemap_online, photos, run_dir
 
 st.header("Data")
 with st.form("new"):
@@ -53,7 +53,7 @@ st.caption(f"Source: {meta['root']}")
 for warning in meta.get("warnings", []):
     st.warning(warning)
 table = photos(str(run))
-st.pydeck_chart(viz.regions_deck(table.assign(region=0)), height=460)
+st.pydeck_chart(viz.regions_deck(table.assign(region=0), online=basemap_online()), height=460)
 rejected = pd.read_csv(run / "rejected.csv", keep_default_na=False)
 if len(rejected):
     st.subheader("Rejected files and why")

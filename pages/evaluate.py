@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core import runs, viz
-from pages.common import run_dir
+from pages.common import basemap_online, run_dir
 
 st.header("Evaluate")
 run = run_dir()
@@ -24,3 +24,14 @@ evals = [r for r in runs.read_metrics(run) if r.get("stage") == "evaluate"]
 if evals:
     st.subheader("w/o (pretrained features), from `geoloc run`")
     st.dataframe(pd.DataFrame(evals).drop(columns=["time", "stage"]).drop_duplicates("graph", keep="last"), hide_index=True, width="stretch")
+
+predictions_csv = run / "compare_predictions.csv"
+if predictions_csv.exists():
+    st.subheader("Error map: held-out photos, truth (green) to the verified prediction")
+    errors = pd.read_csv(predictions_csv, keep_default_na=False)
+    st.pydeck_chart(viz.error_deck(errors, online=basemap_online()), height=480)
+    st.caption(f"{len(errors)} held-out photos; median error {errors['error_km'].median():.2f} km. Lines run green (close) to red (1,000+ km).")
+compare_csv = run / "compare.csv"
+if compare_csv.exists():
+    st.subheader("Locating photos: every method on the held-out locations (`geoloc compare`)")
+    st.dataframe(pd.read_csv(compare_csv), hide_index=True, width="stretch")

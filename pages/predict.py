@@ -8,7 +8,7 @@ import streamlit as st
 
 from geoloc_core import viz
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import held_out_photos, predictor, region_polygon, run_dir
+from pages.common import basemap_online, held_out_photos, predictor, region_polygon, run_dir
 
 st.header("Where was this photo taken?")
 run = run_dir()
@@ -58,7 +58,7 @@ for p, image in zip(preds, images):
     if p.error_km is not None:
         facts.success(f"The truth (EXIF GPS or the run's record) is {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: "
                       f"the prediction is {p.error_km:.2f} km off.")
-    st.pydeck_chart(viz.prediction_deck(p, region_polygon(str(run), model.graph, p.region)), height=420)
+    st.pydeck_chart(viz.prediction_deck(p, region_polygon(str(run), model.graph, p.region), online=basemap_online()), height=420)
     gallery = st.columns(5)
     for col, n in zip(gallery * 2, p.neighbours):
         col.image(n.path, caption=f"sim {n.similarity:.3f} · {n.dist_km:.1f} km", width="stretch")

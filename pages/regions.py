@@ -3,7 +3,7 @@
 import streamlit as st
 
 from geoloc_core import viz
-from pages.common import changed_regions, graph_edges, iterations, photos, read_regions, run_with_graphs
+from pages.common import basemap_online, changed_regions, graph_edges, iterations, photos, read_regions, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
@@ -15,12 +15,16 @@ show_edges = right.toggle("Show graph edges", value=False)
 
 labels, polygons, summary = read_regions(options[iteration])
 table = photos(str(run)).merge(labels[["path", "region", "test"]], on="path")
-st.pydeck_chart(viz.regions_deck(table, polygons, graph_edges(run, graph) if show_edges else None), height=560)
+online = basemap_online()
+st.pydeck_chart(viz.regions_deck(table, polygons, graph_edges(run, graph) if show_edges else None, online=online), height=560)
 st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location.")
 
 with st.expander("Regions table", expanded=True):
-    st.dataframe(summary.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon"}),
-                 hide_index=True, width="stretch")
+    details = summary.merge(region_details(str(run), str(options[iteration])), on="region", how="left")
+    thumbs = {c: st.column_config.ImageColumn(c) for c in details if c.startswith("photo ")}
+    st.dataframe(details.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon"}),
+                 hide_index=True, width="stretch", column_config=thumbs)
+    st.caption("Places: the nearest town (GeoNames, 1,000+ people, offline) of each photo, most frequent first, with counts.")
 st.download_button("Download regions GeoJSON", options[iteration].with_suffix(".geojson").read_bytes(),
                    file_name=f"regions_{graph}_{iteration.replace(' ', '_').replace('/', '')}.geojson", mime="application/geo+json")
 
@@ -34,4 +38,4 @@ if len(options) > 1:
     st.metric("Photos that changed region", f"{int(moved.sum())} of {len(moved)}")
     moved_photos = photos(str(run)).merge(b[["path", "region"]], on="path")[moved]
     if len(moved_photos):
-        st.pydeck_chart(viz.regions_deck(moved_photos), height=400)
+        st.pydeck_chart(viz.regions_deck(moved_photos, online=online), height=400)

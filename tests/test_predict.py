@@ -82,7 +82,8 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
     run = tmp_path / "run"
     assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model", TINY.name,
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
-    rows = compare_methods(run, ("cls", "gem", "vlad"), k=5)
+    rows, predictions = compare_methods(run, ("cls", "gem", "vlad"), k=5)
+    assert len(predictions) == 10 and (predictions["error_km"] >= 0).all()  # 5 of 20 locations held out, 2 photos each
     methods = [r["method"] for r in rows]
     assert methods[:6] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote", "kNN-VLAD top-1", "kNN-VLAD vote"]
     assert methods[6:8] == ["region centroid (DT w/o)", "regression (lat/lon MLP)"]
@@ -90,7 +91,7 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
     assert all({"median_km", "acc@25km", "acc@2500km"} <= set(r) for r in rows)
     retrieval = [r for r in rows if "R@1" in r]
     assert all(r["R@1"] <= r["R@5"] <= r["R@10"] for r in retrieval)
-    test_photos = 8  # 2 of 8 locations held out, 4 photos each
+    test_photos = 10
     assert all(r["acc@2500km"] * test_photos == pytest.approx(round(r["acc@2500km"] * test_photos)) for r in rows)
 
 

@@ -31,3 +31,15 @@ def test_pipeline_config_round_trips_through_json(tmp_path):
     cfg = PipelineConfig(graph=GraphConfig(kinds=("gg",), test_frac=0.3))
     runs.write_json(tmp_path / "config.json", cfg)
     assert PipelineConfig.from_dict(runs.read_json(tmp_path / "config.json")) == cfg
+
+
+def test_large_arrays_are_memory_mapped_small_ones_loaded(tmp_path, monkeypatch):
+    import numpy as np
+
+    from geoloc_core import runs
+
+    runs.write_npy(tmp_path / "a.npy", np.arange(1000, dtype=np.float32))
+    assert not isinstance(runs.read_npy(tmp_path / "a.npy"), np.memmap)
+    monkeypatch.setattr(runs, "MMAP_BYTES", 100)
+    mapped = runs.read_npy(tmp_path / "a.npy")
+    assert isinstance(mapped, np.memmap) and mapped[999] == 999 and not mapped.flags.writeable

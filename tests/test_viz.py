@@ -20,6 +20,8 @@ def test_regions_deck_draws_background_polygons_edges_and_photos():
     assert json.loads(deck.to_json()).get("mapStyle") in (None, "")  # offline: no tile style
     assert len(viz.world_outlines()["features"]) == 177
     assert polygons["features"][0]["properties"] == {"region": 0}  # the caller's GeoJSON is left untouched
+    for layer in json.loads(deck.to_json())["layers"]:  # pydeck turns a string prop into an expression ("@@=pixels")
+        assert not any(isinstance(v, str) and v.startswith("@@=") for k, v in layer.items() if not k.startswith("get")), layer
 
 
 def test_prediction_deck_shows_radius_region_neighbours_and_truth():
@@ -28,7 +30,33 @@ def test_prediction_deck_shows_radius_region_neighbours_and_truth():
     spec = json.loads(deck.to_json())
     assert layer_types(deck) == ["GeoJsonLayer", "GeoJsonLayer", "ScatterplotLayer", "ScatterplotLayer", "ScatterplotLayer"]
     assert spec["layers"][2]["data"][0]["radius_m"] == 12500.0
-    assert "EXIF truth" in json.dumps(spec["layers"][4]["data"])
+    assert "truth, " in json.dumps(spec["layers"][4]["data"])
+    assert spec["layers"][3]["data"][0]["thumb"] == ""  # n.jpg does not exist: no thumbnail, no error
+
+
+def test_tiles_when_reachable_outlines_when_not(monkeypatch, tmp_path):
+    photos = pd.DataFrame({"lat_deg": [45.0], "lon_deg": [16.0], "region": [0], "path": ["a"]})
+    online = json.loads(viz.regions_deck(photos, online=True).to_json())
+    assert online["mapStyle"] == viz.TILE_STYLE and [la["@@type"] for la in online["layers"]] == ["ScatterplotLayer"]
+    import time
+
+    monkeypatch.setattr(viz, "TILE_STYLE", "http://127.0.0.1:9/style.json")  # nothing listens there: a closed network
+    start = time.perf_counter()
+    assert viz.tiles_reachable(timeout_s=1.0) is False
+    assert time.perf_counter() - start < 5  # answered, not hung
+
+
+def test_error_deck_colours_lines_by_error_and_thumbnails_are_data_uris(tmp_path):
+    frame = pd.DataFrame({"path": ["a", "b"], "lat_deg": [45.0, 44.0], "lon_deg": [16.0, 15.0], "true_lat_deg": [45.0, 46.0],
+                          "true_lon_deg": [16.001, 18.0], "error_km": [0.08, 330.0]})
+    spec = json.loads(viz.error_deck(frame).to_json())
+    near, far = spec["layers"][1]["data"]
+    assert near["color"][1] > far["color"][1] and far["color"][0] > near["color"][0]  # green near, red far
+    from PIL import Image
+
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(tmp_path / "p.jpg")
+    uri = viz.thumbnail_uri(str(tmp_path / "p.jpg"))
+    assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 5000
 
 
 def test_palette_is_distinct():

@@ -1,0 +1,87 @@
+"""The app in a real browser: Playwright drives Debian's headless Chromium against `streamlit run`.
+
+Skipped where there is no Chromium (`apt install chromium`; CI has none). Screenshots of every
+page go to $GEOLOC_SCREENSHOTS (docs/screenshots for the README) or a temporary folder; point
+$GEOLOC_BROWSER_RUN at a real run (runs/croatia) for those, otherwise the tiny test run is used.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import shared
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)")
+REPO = Path(__file__).resolve().parents[1]
+PAGES = ("predict", "regions", "train", "evaluate", "data")
+
+
+@pytest.fixture
+def app_url(request, tmp_path):
+    run = os.environ.get("GEOLOC_BROWSER_RUN") or str(request.getfixturevalue("tiny_run"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GEOLOC_RUN": str(Path(run).resolve()), "GEOLOC_RUNS": str(tmp_path / "no_other_runs")}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser.new_page(viewport={"width": 1400, "height": 2000})
+        browser.close()
+
+
+def _idle(page) -> None:
+    """Until Streamlit stops running the script (its status widget disappears)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=240_000)
+
+
+def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_path):
+    shots = Path(os.environ.get("GEOLOC_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(app_url)
+    page.get_by_text("Where was this photo taken?").wait_for(timeout=120_000)
+    photo = shared("exif-samples") / "images" / "DSCN0010.jpg"  # Tuscany, with EXIF GPS
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("Predicted location").wait_for(timeout=240_000)
+    _idle(page)
+    page.locator("[data-testid='stDeckGlJsonChart']").first.wait_for(timeout=60_000)  # the map (its bundle loads lazily)
+    assert page.locator("[data-testid='stImage']").count() >= 1 + 5  # the photo and the neighbour gallery
+    assert page.get_by_text("km off").count() >= 1  # EXIF truth with its error
+    page.wait_for_timeout(4000)
+    page.screenshot(path=str(shots / "predict.png"), full_page=True)
+    for name in PAGES[1:]:
+        page.goto(f"{app_url}/{name}")
+        _idle(page)
+        page.wait_for_timeout(4000)  # lazily loaded maps, charts and tables draw after the script ends
+        assert page.locator("[data-testid='stException']").count() == 0, name
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{n}.png" for n in PAGES)
