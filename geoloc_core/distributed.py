@@ -68,8 +68,9 @@ def embed_with_ray(paths: list[Path], cfg: EmbedConfig, shard_dir: Path, address
     log.info("embedding %d photos on Ray: %d workers (%s each) -> %s", len(paths), n_workers, per_worker, shard_dir)
     (ray.data.from_pandas(frame)
         .repartition(max(1, min(len(paths) // (4 * cfg.batch_size), 1000)))
-        .map_batches(EmbedWorker, fn_constructor_kwargs={"cfg": cfg, "threads": int(per_worker["num_cpus"])}, batch_format="pandas", batch_size=4 * cfg.batch_size,
-                     compute=ray.data.ActorPoolStrategy(size=n_workers), **per_worker)
+        .map_batches(EmbedWorker, fn_constructor_kwargs={"cfg": cfg, "threads": int(per_worker["num_cpus"])},
+                     batch_format="pandas", batch_size=4 * cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=n_workers),
+                     **per_worker)
         .write_parquet(str(shard_dir)))
     return read_shards(shard_dir, len(paths))
 

@@ -47,12 +47,18 @@ def assert_nothing_torn(folder: Path) -> int:
     return checked
 
 
-def _kill_and_resume(cmd: list[str], out: Path, env: dict, typical_s: float, rng: random.Random) -> tuple[int, int]:
-    """Start `cmd`, SIGKILL it after a random delay, check `out`, repeat KILLS times; then run it to the end."""
+def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: dict, seed: int) -> tuple[Path, Path, int, int]:
+    """Run the command once undisturbed into tmp_path/reference; then into tmp_path/killed, SIGKILLed after a
+    random delay (up to the undisturbed run's time), checked for torn files, restarted, KILLS times; then
+    to the end. Returns both folders, the kills that landed and the artefacts checked."""
+    start = time.perf_counter()
+    subprocess.run(_cmd(*args, out_flag, str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
+    typical, rng = time.perf_counter() - start, random.Random(seed)
+    out, cmd = tmp_path / "killed", _cmd(*args, out_flag, str(tmp_path / "killed"))
     kills, checked = 0, 0
     for _ in range(KILLS):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, typical_s))
+        time.sleep(rng.uniform(0.2, typical))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
@@ -60,7 +66,7 @@ def _kill_and_resume(cmd: list[str], out: Path, env: dict, typical_s: float, rng
         if out.exists():
             checked += assert_nothing_torn(out)
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
-    return kills, checked
+    return tmp_path / "reference", out, kills, checked
 
 
 @pytest.fixture
@@ -71,13 +77,9 @@ def env(isolated_cache):
 def test_finetuning_survives_ten_kills_and_ends_as_an_uninterrupted_run(tiny_run, env, tmp_path):
     args = ["finetune", "--run", str(tiny_run), "--rounds", "2", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8",
             "--device", "cpu"]
-    start = time.perf_counter()
-    subprocess.run(_cmd(*args, "--out", str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
-    typical = time.perf_counter() - start
-    out = tmp_path / "killed"
-    kills, checked = _kill_and_resume(_cmd(*args, "--out", str(out)), out, env, typical, random.Random(0))
+    reference, killed, kills, checked = reference_and_killed(args, "--out", tmp_path, env, seed=0)
     assert kills >= 3 and checked > 0
-    ref, got = (runs.read_metrics(tmp_path / name) for name in ("reference", "killed"))
+    ref, got = runs.read_metrics(reference), runs.read_metrics(killed)
     key = lambda r: (r["kind"], r["round"], r.get("epoch"))  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, ref))  # every record once: nothing lost, nothing twice
     for a, b in zip(sorted(ref, key=key), sorted(got, key=key)):
@@ -86,18 +88,14 @@ def test_finetuning_survives_ten_kills_and_ends_as_an_uninterrupted_run(tiny_run
                 assert b[metric] == pytest.approx(a[metric], abs=1e-6), (key(a), metric)
     for r in range(3):
         name = f"regions_r{r}.csv"
-        assert pd.read_csv(tmp_path / "killed" / name).equals(pd.read_csv(tmp_path / "reference" / name))
+        assert pd.read_csv(killed / name).equals(pd.read_csv(reference / name))
 
 
 def test_the_pipeline_survives_kills_at_every_stage(manifest_folder, tiny_checkpoint, env, tmp_path):
     args = ["run", str(manifest_folder), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
             "--test-frac", "0.25"]
-    start = time.perf_counter()
-    subprocess.run(_cmd(*args, "--run", str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
-    typical = time.perf_counter() - start
-    out = tmp_path / "killed"
-    kills, _ = _kill_and_resume(_cmd(*args, "--run", str(out)), out, env, typical, random.Random(1))
+    reference, out, kills, _ = reference_and_killed(args, "--run", tmp_path, env, seed=1)
     assert kills >= 3
     for name in ("photos.csv", "regions_dt.csv", "regions_gg.csv", "regions_rng.csv"):
-        assert pd.read_csv(out / name).equals(pd.read_csv(tmp_path / "reference" / name)), name
-    assert np.allclose(np.load(out / "embeddings.npy"), np.load(tmp_path / "reference" / "embeddings.npy"))
+        assert pd.read_csv(out / name).equals(pd.read_csv(reference / name)), name
+    assert np.allclose(np.load(out / "embeddings.npy"), np.load(reference / "embeddings.npy"))
