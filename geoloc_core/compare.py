@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import runs
 from .classify import fit_linear_probe
 from .descriptors import describe
 from .evaluate import centroid_errors, distance_metrics, recall_at_k
 from .geo import haversine_km
+from .index import search
 from .ingest import load_photo_table
 from .locators import LocatorConfig, fit_regressor
-from .pipeline import load_split
-from .index import search
+from .pipeline import load_embeddings, load_split
 from .predict import DEFAULT_SOURCES, SOURCES, Predictor, _neighbour_coords, build_predictor, locate, vote
 
 log = logging.getLogger(__name__)
@@ -50,8 +49,7 @@ def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem",
     run_dir = Path(run_dir)
     table = load_photo_table(run_dir)
     _, is_test = load_split(run_dir)
-    emb = runs.read_npy(run_dir / "embeddings.npy")
-    patches = runs.read_npy(run_dir / "patches.npy", mmap=True) if (run_dir / "patches.npy").exists() else None
+    emb, patches = load_embeddings(run_dir)
     test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
     lat, lon = table.lat_deg, table.lon_deg
     truth = (lat[test], lon[test])

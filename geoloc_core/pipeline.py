@@ -122,6 +122,12 @@ def load_split(run_dir: Path) -> tuple[LocalProjection, np.ndarray]:
     return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
 
 
+def load_embeddings(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The run's unit photo embeddings, and its patch tokens (memory-mapped) if it kept them, else None."""
+    patches = Path(run_dir) / "patches.npy"
+    return runs.read_npy(Path(run_dir) / "embeddings.npy"), runs.read_npy(patches, mmap=True) if patches.exists() else None
+
+
 def load_site_graph(run_dir: Path, kind: str) -> SiteGraph:
     """The graph stage's artefacts for one graph kind."""
     run_dir = Path(run_dir)

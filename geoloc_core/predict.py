@@ -42,7 +42,7 @@ from .geo import haversine_km, latlon_to_xyz, xyz_to_latlon
 from .index import build_index, load_index, save_index, search
 from .ingest import PhotoTable, load_photo_table
 from .locators import GpsVerifier, LocatorConfig, fit_verifier, load_locator, locator_meta, save_locator
-from .pipeline import load_split
+from .pipeline import load_embeddings, load_split
 from .regions import region_table
 from .splits import grouped_split
 
@@ -201,8 +201,7 @@ def _database(run_dir: Path, database: str) -> tuple[PhotoTable, np.ndarray, np.
     table = load_photo_table(run_dir)
     _, is_test = load_split(run_dir)
     keep = np.ones(len(table), bool) if database == "all" else ~is_test
-    emb = runs.read_npy(run_dir / "embeddings.npy")
-    patches = runs.read_npy(run_dir / "patches.npy", mmap=True) if (run_dir / "patches.npy").exists() else None
+    emb, patches = load_embeddings(run_dir)
     return table, keep, emb[keep], None if patches is None else patches[np.flatnonzero(keep)]
 
 

@@ -129,8 +129,8 @@ def modularity(n_nodes: int, edges: np.ndarray, weights: np.ndarray, labels: np.
     if total == 0:
         return 0.0
     strength = np.bincount(edges[:, 0], weights, n_nodes) + np.bincount(edges[:, 1], weights, n_nodes)
-    inside = np.bincount(labels[edges[:, 0]][labels[edges[:, 0]] == labels[edges[:, 1]]],
-                         weights[labels[edges[:, 0]] == labels[edges[:, 1]]], labels.max() + 1)
+    same = labels[edges[:, 0]] == labels[edges[:, 1]]
+    inside = np.bincount(labels[edges[same, 0]], weights[same], labels.max() + 1)
     degree = np.bincount(labels, strength, labels.max() + 1)
     return float((inside / total - (degree / (2 * total)) ** 2).sum())
 

@@ -24,6 +24,7 @@ from .evaluate import recall_at_k
 from .geo import LocalProjection
 from .index import build_index, search
 from .ingest import load_photo_table
+from .pipeline import load_embeddings
 
 _PIXEL_SCALE, _TIEPOINT, _GEOKEYS = 33550, 33922, 34735
 _PROJECTED_CRS_KEY, _GEOGRAPHIC_CRS_KEY = 3072, 2048
@@ -96,8 +97,7 @@ def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, .
     if radius_km is None:  # half the median spacing of the locations (groups), not of the photos
         xy = pd.DataFrame(LocalProjection.centred_on(lat, lon).to_xy_m(lat, lon)).groupby(table.frame["group"].to_numpy()).mean()
         radius_km = float(np.median(cKDTree(xy.to_numpy()).query(xy.to_numpy(), 2)[0][:, 1]) / 2000)
-    emb = runs.read_npy(run_dir / "embeddings.npy")
-    patches = runs.read_npy(run_dir / "patches.npy", mmap=True) if (run_dir / "patches.npy").exists() else None
+    emb, patches = load_embeddings(run_dir)
     rows = []
     for name in descriptors:
         per_value = []

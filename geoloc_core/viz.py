@@ -11,6 +11,8 @@ import base64
 import colorsys
 import io
 import json
+import logging
+import os
 import urllib.request
 import warnings
 from functools import lru_cache
@@ -23,15 +25,24 @@ import pydeck as pdk
 from .images import ImageDecodeError, decode_image
 from .predict import Prediction
 
+log = logging.getLogger(__name__)
+
 TILE_STYLE = "https://basemaps.cartocdn.com/gl/positron-gl-style/style.json"  # CARTO Positron, what pydeck's "light" uses
 
 
 def tiles_reachable(timeout_s: float = 1.5) -> bool:
-    """Whether the tile server answers within `timeout_s` (callers cache this; it is a network round trip)."""
+    """Whether the tile server answers within `timeout_s` (callers cache this; it is a network round trip).
+
+    GEOLOC_TILES=off skips the probe on machines known to be offline. A failed probe is logged
+    with its reason and the maps fall back to the offline outlines; it never raises.
+    """
+    if os.environ.get("GEOLOC_TILES", "").lower() in ("off", "0", "no"):
+        return False
     try:
         with urllib.request.urlopen(urllib.request.Request(TILE_STYLE, method="HEAD"), timeout=timeout_s):
             return True
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        log.info("tile server %s not reachable (%s): maps draw over offline country outlines", TILE_STYLE, exc)
         return False
 
 

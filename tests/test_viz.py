@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from geoloc_core import viz
 from geoloc_core.predict import Neighbour, Prediction
@@ -44,6 +45,9 @@ def test_tiles_when_reachable_outlines_when_not(monkeypatch, tmp_path):
     start = time.perf_counter()
     assert viz.tiles_reachable(timeout_s=1.0) is False
     assert time.perf_counter() - start < 5  # answered, not hung
+    monkeypatch.setenv("GEOLOC_TILES", "off")
+    monkeypatch.setattr(viz.urllib.request, "urlopen", lambda *a, **k: pytest.fail("probed the network although told not to"))
+    assert viz.tiles_reachable() is False
 
 
 def test_error_deck_colours_lines_by_error_and_thumbnails_are_data_uris(tmp_path):
