@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--descriptor", default="cls", choices=("cls", "gem", "vlad"), help="gem / vlad need `embed --patches`")
     pr.add_argument("--k", type=int, default=10, help="neighbours retrieved")
     pr.add_argument("--coverage", type=float, default=0.9, help="share of calibration photos the radius must hold")
+    pr.add_argument("--region-from", default="classifier", choices=("classifier", "nearest"),
+                    help="the latest fine-tuning round's classifier (where the run has one; costs its blocks once more) "
+                         "or the w/o region of the database photo nearest the prediction")
     pr.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     pr.add_argument("--device", default="auto")
     rt = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K", ())
@@ -227,7 +230,7 @@ def _cmd_predict(a) -> None:
     from .predict import open_predictor, predict, predictions_frame, predictions_geojson
     from .runs import write_bytes, write_csv
 
-    predictor = open_predictor(a.run, a.descriptor, a.device, k=a.k, coverage=a.coverage)
+    predictor = open_predictor(a.run, a.descriptor, a.device, region_head=a.region_from == "classifier", k=a.k, coverage=a.coverage)
     files = [f for p in a.photos for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
     preds, failed = predict(files, predictor)
     write_csv(a.out / "predictions.csv", predictions_frame(preds))
@@ -237,7 +240,8 @@ def _cmd_predict(a) -> None:
         print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{truth}")
     for path, reason in failed.items():
         print(f"  could not read {path}: {reason}")
-    print(f"{len(preds)} predictions -> {a.out / 'predictions.csv'}, {a.out / 'predictions.geojson'}")
+    print(f"{len(preds)} predictions -> {a.out / 'predictions.csv'}, {a.out / 'predictions.geojson'}; "
+          f"regions: {predictor.region_source} ({predictor.regions})")
 
 
 def _cmd_compare(a) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageDecodeError, decode_image
+from .towers import finish_forward, prefix_tokens
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,24 @@ class Encoder:
         with autocast(self.device):
             pooled, tokens = self.model(pixels)
         return pooled.float(), tokens.float()
+
+    @torch.no_grad()
+    def forward_with(self, pixels: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` plus `head` run on the tokens entering the tower's last `head.unfrozen_blocks` blocks, in one pass."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        with autocast(self.device):
+            prefix = prefix_tokens(self.model, pixels, head.unfrozen_blocks)
+            pooled, tokens = finish_forward(self.model, prefix, head.unfrozen_blocks)
+            out = head(prefix)
+        return pooled.float(), tokens.float(), out.float()
+
+
+class Head(Protocol):
+    """A model on a tower's intermediate tokens, e.g. a fine-tuned region classifier (region_head.RegionHead)."""
+
+    unfrozen_blocks: int
+
+    def __call__(self, prefix: torch.Tensor) -> torch.Tensor: ...
 
 
 def autocast(device: torch.device):
@@ -240,11 +260,13 @@ def make_preprocess(image_size: int, mean, std) -> Callable[[Image.Image], torch
 
 @dataclass
 class Embeddings:
-    """`emb` (N, D) float32 unit rows; `patches` (N, P, Dp) float16 or None; `failed` index -> reason."""
+    """`emb` (N, D) float32 unit rows; `patches` (N, P, Dp) float16 or None; `failed` index -> reason;
+    `head_out` (N, C) float32, a head's outputs, or None."""
 
     emb: np.ndarray
     patches: np.ndarray | None
     failed: dict[int, str]
+    head_out: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -293,7 +315,7 @@ class EmbeddingCache:
 
 def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] | None = None, batch_size: int = 32,
                  patches: bool = False, cache: EmbeddingCache | None = None, workers: int = 4,
-                 progress: bool = True) -> Embeddings:
+                 progress: bool = True, head: Head | None = None) -> Embeddings:
     """Embed photos in batches; decoding runs in threads one batch ahead of the model.
 
     Args:
@@ -304,10 +326,13 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         patches: also return the patch tokens (float16), for GeM / VLAD aggregation.
         cache: looked up first and filled with what was computed.
         workers: decoding threads.
+        head: also run on every photo in the same forward pass (`Encoder.forward_with`); needs no cache.
 
     Returns:
         Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
     """
+    if head is not None and cache is not None:
+        raise ValueError("a head runs in the forward pass, which a cached photo skips: pass no cache with a head")
     n = len(paths)
     hits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     if cache is not None:  # without one, nothing needs the (whole-file) hashes
@@ -319,12 +344,17 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
 
     vecs: dict[int, np.ndarray] = {i: hit[0] for i, hit in hits.items()}
     toks: dict[int, np.ndarray] = {i: hit[1] for i, hit in hits.items()} if patches else {}
+    outs: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
     bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
     for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
         failed |= errors
         if len(idx):
-            pooled, tokens = encoder.forward(pixels)
+            if head is None:
+                pooled, tokens = encoder.forward(pixels)
+            else:
+                pooled, tokens, out = encoder.forward_with(pixels, head)
+                outs |= dict(zip(idx, out.cpu().numpy()))
             emb = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
             pt = tokens.half().cpu().numpy() if patches else None
             for j, i in enumerate(idx):
@@ -336,19 +366,21 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         bar.update(len(idx) + len(errors))
     bar.close()
 
-    dim = next(iter(vecs.values())).shape[0] if vecs else 0
-    out = np.zeros((n, dim), np.float32)
-    for i, v in vecs.items():
-        out[i] = v
-    patch_out = None
-    if patches and toks:
-        shape = next(iter(toks.values())).shape
-        patch_out = np.zeros((n, *shape), np.float16)
-        for i, t in toks.items():
-            patch_out[i] = t
     for i, reason in failed.items():
         log.warning("could not embed %s: %s", paths[i], reason)
-    return Embeddings(emb=out, patches=patch_out, failed=failed)
+    emb = _rows(vecs, n, np.float32)
+    return Embeddings(emb=np.zeros((n, 0), np.float32) if emb is None else emb, patches=_rows(toks, n, np.float16),
+                      failed=failed, head_out=_rows(outs, n, np.float32))
+
+
+def _rows(rows: dict[int, np.ndarray], n: int, dtype) -> np.ndarray | None:
+    """{index: row} -> (n, *row shape), zeros at the missing indices (failed photos); None without rows."""
+    if not rows:
+        return None
+    out = np.zeros((n, *next(iter(rows.values())).shape), dtype)
+    for i, row in rows.items():
+        out[i] = row
+    return out
 
 
 def _load_pixels(path: Path, encoder: Encoder) -> torch.Tensor | str:

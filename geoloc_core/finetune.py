@@ -297,7 +297,8 @@ def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: Path, r: int
     record = {"kind": "round", "round": r, "name": round_name(r), **metrics,
               "next_n_regions": partition.n_regions, "next_modularity": partition.modularity}
     _save_checkpoint(out, {"suffix": model.suffix.state_dict(), "head": model.heads[0].state_dict(),
-                           "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels)}, name=f"round{r}.pt")
+                           "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels),
+                           "encoder": ctx.encoder.key}, name=f"round{r}.pt")
     _save_checkpoint(out, {"round": r + 1, "epoch": -1, "labels": torch.from_numpy(next_labels),
                            "suffix": model.suffix.state_dict(), "record": record})
     runs.append_metrics(out, record)

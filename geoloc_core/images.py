@@ -4,6 +4,9 @@ Pillow refuses a JPEG whose last bytes (the end-of-image marker) are missing, wh
 interrupted copies produce; the picture itself is whole. We retry such a file with the marker
 restored and accept it only if its bottom rows carry picture data: a file cut in half decodes to a
 flat grey lower part and is rejected as truncated.
+
+iPhone photos come as HEIC: pillow-heif registers it with Pillow here, so every stage that decodes
+through this module (ingest, EXIF GPS, embedding, predict) reads HEIC/HEIF like a JPEG.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import io
 import warnings
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps
+
+pillow_heif.register_heif_opener()
 
 _JPEG_EOI = b"\xff\xd9"
 MAX_PIXELS = 200_000_000  # declared width x height beyond which a file is refused before decoding (a 50 MP photo is fine)
@@ -55,10 +61,21 @@ def _open_and_load(data: bytes, min_side: int | None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
+        if data[4:8] == b"ftyp":  # an ISO media file (HEIC, AVIF, MP4) that Pillow's HEIF opener turned down
+            raise ImageDecodeError(f"corrupt or unsupported HEIF/ISO media file ({_heif_error(data)})") from exc
         raise ImageDecodeError("not an image (no known image format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt image ({exc})") from exc
     return image
+
+
+def _heif_error(data: bytes) -> str:
+    """libheif's own reason, which Pillow's UnidentifiedImageError hides."""
+    try:
+        pillow_heif.open_heif(io.BytesIO(data)).to_pillow()
+    except (ValueError, RuntimeError) as exc:
+        return str(exc).strip()
+    return "not a still image"
 
 
 def _bottom_rows_flat(image: Image.Image) -> bool:

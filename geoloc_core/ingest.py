@@ -34,7 +34,7 @@ from .runs import read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"})
 MANIFEST_NAME = "manifest.csv"
 _PATH_COLUMNS = ("path", "img_file", "img_id", "image", "image_path", "file", "filename")
 _LAT_COLUMNS = ("lat", "latitude", "lat_deg")

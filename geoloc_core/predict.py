@@ -14,6 +14,9 @@ database alone. Locating a photo is G3's retrieve-then-verify:
 others, never from its own location). `radius_km`, the uncertainty a prediction reports, is the
 `coverage` quantile of errors on database locations held out of a calibration verifier's training
 ("the true location is within radius_km for 90 % of calibration photos").
+The predicted region comes from the latest fine-tuning round's classifier (`region_head`), run in the
+photo's embedding pass, where the run has one; otherwise it is the w/o region of the database photo
+nearest the predicted location.
 A photo's EXIF GPS, where it has one, is reported beside the prediction as the truth, never used.
 """
 
@@ -43,6 +46,7 @@ from .index import build_index, load_index, save_index, search
 from .ingest import PhotoTable, load_photo_table
 from .locators import GpsVerifier, LocatorConfig, fit_verifier, load_locator, locator_meta, save_locator
 from .pipeline import load_embeddings, load_split
+from .region_head import RegionHead, latest_round, load_region_head
 from .regions import region_table
 from .splits import grouped_split
 
@@ -76,6 +80,7 @@ class Prediction:
     neighbours: list[Neighbour] = field(default_factory=list)
     true_lat_deg: float | None = None  # from the photo's EXIF GPS, shown, never used
     true_lon_deg: float | None = None
+    region_prob: float | None = None  # the classifier's probability of `region`; None for the nearest-photo region
 
     @property
     def error_km(self) -> float | None:
@@ -100,6 +105,12 @@ class Predictor:
     verifier: GpsVerifier | None = None
     sources: tuple[str, ...] = DEFAULT_SOURCES
     encoder: Encoder | None = None
+    region_head: RegionHead | None = None
+    regions: Path | None = None  # the regions CSV (polygons in the .geojson beside it) that `Prediction.region` numbers
+
+    @property
+    def region_source(self) -> str:
+        return f"{self.graph.upper()} {self.region_head.name}" if self.region_head else f"{self.graph.upper()} w/o, nearest photo"
 
     @cached_property
     def _db_tree(self) -> cKDTree:
@@ -259,17 +270,21 @@ def save_predictor(predictor: Predictor, out: Path, inputs: str | None = None) -
                                              "graph": predictor.graph, "sources": list(predictor.sources), "inputs": inputs})
 
 
-def load_predictor(out: Path, run_dir: Path, device: str = "auto") -> Predictor:
-    """A saved predictor with the run's encoder, ready to `predict` new photos."""
-    out = Path(out)
+def load_predictor(out: Path, run_dir: Path, device: str = "auto", region_head: bool = True) -> Predictor:
+    """A saved predictor with the run's encoder, ready to `predict` new photos, and (with `region_head`)
+    the latest fine-tuning round's region classifier for its graph, if the run has one."""
+    out, run_dir = Path(out), Path(run_dir)
     meta = runs.read_json(out / "predictor.json")
     embed_cfg = PipelineConfig.from_dict(runs.read_json(Path(run_dir) / runs.CONFIG)).embed
     vocabulary = runs.read_npy(out / "vocabulary.npy") if (out / "vocabulary.npy").exists() else None
     verifier = load_locator(out / "verifier.safetensors") if (out / "verifier.safetensors").exists() else None
+    encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, device, embed_cfg.image_size)
+    checkpoint = latest_round(run_dir, meta["graph"]) if region_head else None
+    head = load_region_head(checkpoint, encoder) if checkpoint else None
+    regions = head.regions if head else run_dir / f"regions_{meta['graph']}.csv"
     return Predictor(meta["descriptor"], load_index(out / "index.faiss"), pd.read_csv(out / "db.csv", dtype={"group": str}), vocabulary,
                      meta["bandwidth_km"], meta["radius_km"], meta["coverage"], meta["k"], meta["graph"], verifier,
-                     tuple(meta["sources"]), load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, device,
-                                                          embed_cfg.image_size))
+                     tuple(meta["sources"]), encoder, head, regions if regions.exists() else None)
 
 
 def _inputs_digest(run_dir: Path) -> str:
@@ -283,7 +298,7 @@ def _inputs_digest(run_dir: Path) -> str:
 
 
 def open_predictor(run_dir: Path, descriptor: str = "cls", device: str = "auto", database: str = "all",
-                   **build: object) -> Predictor:
+                   region_head: bool = True, **build: object) -> Predictor:
     """The run's saved predictor (`RUN/predictor_{descriptor}`, `..._train` without the held-out
     locations), (re)built first if there is none or the run's photos or embeddings changed since."""
     store = Path(run_dir) / (f"predictor_{descriptor}" + ("" if database == "all" else f"_{database}"))
@@ -291,21 +306,26 @@ def open_predictor(run_dir: Path, descriptor: str = "cls", device: str = "auto",
     saved = runs.read_json(store / "predictor.json") if (store / "predictor.json").exists() else {}
     if saved.get("inputs") != digest:
         save_predictor(build_predictor(run_dir, descriptor, database=database, **build), store, inputs=digest)
-    return load_predictor(store, run_dir, device)
+    return load_predictor(store, run_dir, device, region_head)
 
 
 def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tuple[list[Prediction], dict[str, str]]:
     """Predict each photo; returns the predictions and {path: reason} for photos that could not be read."""
     paths = [Path(p) for p in paths]
     need_patches = predictor.descriptor != "cls"
-    out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20)
+    out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20,
+                       head=predictor.region_head)
     ok = np.flatnonzero(out.ok)
     failed = {str(paths[i]): reason for i, reason in out.failed.items()}
     if not len(ok):
         return [], failed
     desc = describe(predictor.descriptor, out.emb[ok], None if out.patches is None else out.patches[ok], predictor.vocabulary)
     p_lat, p_lon, sims, ids = locate(predictor, desc, out.emb[ok])
-    regions = predictor.region_at(p_lat, p_lon)
+    if predictor.region_head is not None:
+        log_probs = out.head_out[ok]
+        regions, region_probs = log_probs.argmax(1), np.exp(log_probs.max(1))
+    else:
+        regions, region_probs = predictor.region_at(p_lat, p_lon), np.full(len(ok), np.nan)
     n_lat, n_lon = _neighbour_coords(predictor, ids)
     dists = haversine_km(p_lat[:, None], p_lon[:, None], n_lat, n_lon)
     preds = []
@@ -314,7 +334,8 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tu
         neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]), float(sims[row, c]), float(dists[row, c]))
                       for c, j in enumerate(ids[row])]
         preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km, predictor.coverage,
-                                int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth))
+                                int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth,
+                                region_prob=None if np.isnan(region_probs[row]) else float(region_probs[row])))
     return preds, failed
 
 
@@ -330,7 +351,8 @@ def predictions_frame(preds: list[Prediction]) -> pd.DataFrame:
     """One row per prediction, its top-k neighbours as a JSON list: the CSV export."""
     return pd.DataFrame([{
         "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "radius_km": p.radius_km, "coverage": p.coverage,
-        "region": p.region, "true_lat_deg": p.true_lat_deg, "true_lon_deg": p.true_lon_deg, "error_km": p.error_km,
+        "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg, "true_lon_deg": p.true_lon_deg,
+        "error_km": p.error_km,
         "neighbours": json.dumps([vars(n) for n in p.neighbours]),
     } for p in preds])
 

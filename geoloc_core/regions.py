@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from scipy import sparse
+from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .geo import LocalProjection, spherical_mean
@@ -167,6 +168,25 @@ class SiteGraph:
         partition = louvain_regions(len(self.train_sites), local_edges, edge_weights(node_emb, local_edges, negative), resolution, seed)
         nearest = cKDTree(self.site_xy_m[self.train_sites]).query(self.site_xy_m)[1]
         return partition.labels[nearest][self.site_of_photo], partition
+
+
+def match_labels(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Renumbering of `labels` onto `reference`'s numbers: (labels.max() + 1,) new number per label.
+
+    Two partitions of the same photos (two iterations) number their regions independently. Matching
+    each region to the one it shares most photos with (Hungarian, one to one) lets both maps use
+    one colour per region and makes `mapping[labels] != reference` the photos that changed region.
+    A region with no counterpart gets a number `reference` does not use.
+    """
+    overlap = np.zeros((reference.max() + 1, labels.max() + 1), np.int64)
+    np.add.at(overlap, (reference, labels), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    shared = overlap[rows, cols] > 0
+    mapping = np.full(labels.max() + 1, -1)
+    mapping[cols[shared]] = rows[shared]
+    unmatched = mapping < 0
+    mapping[unmatched] = reference.max() + 1 + np.arange(unmatched.sum())
+    return mapping
 
 
 def region_table(labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -> pd.DataFrame:

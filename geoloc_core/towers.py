@@ -22,6 +22,16 @@ def prefix_tokens(tower: nn.Module, pixels: torch.Tensor, unfrozen_blocks: int) 
     return x
 
 
+def finish_forward(tower: nn.Module, tokens: torch.Tensor, unfrozen_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`prefix_tokens`' output -> the tower's own (pooled, patch tokens): the two together are `tower(pixels)`."""
+    blocks = tower.transformer.resblocks
+    x = tokens
+    for block in blocks[len(blocks) - unfrozen_blocks:]:
+        x = block(x)
+    pooled, patches = tower._pool(x)
+    return (pooled @ tower.proj if tower.proj is not None else pooled), patches
+
+
 class Suffix(nn.Module):
     """The last k blocks, the final norm and projection of a tower: (B, T, D) tokens -> (B, D_out) pooled.
 

@@ -88,7 +88,7 @@ def _view(lat: np.ndarray, lon: np.ndarray) -> pdk.ViewState:
 
 
 def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.DataFrame | None = None,
-                 online: bool = False) -> pdk.Deck:
+                 online: bool = False, ringed: np.ndarray | None = None) -> pdk.Deck:
     """Photos coloured by region over the region polygons, optionally with the graph's edges.
 
     Args:
@@ -96,6 +96,7 @@ def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.D
         polygons: region GeoJSON (features with a `region` property).
         edges: columns lat0, lon0, lat1, lon1.
         online: draw over tiles (see `tiles_reachable`) instead of the offline outlines.
+        ringed: (len(photos),) bool, photos to circle in black (e.g. those that changed region).
     """
     colours = palette(int(photos["region"].max()) + 1 if len(photos) else 1)
     photos = photos.assign(color=[colours[int(r) % len(colours)] for r in photos["region"]])
@@ -111,8 +112,20 @@ def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.D
                                 get_color=[80, 80, 80, 120], get_width=1))
     layers.append(pdk.Layer("ScatterplotLayer", photos, get_position=["lon_deg", "lat_deg"], get_fill_color="color",
                             get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
+    if ringed is not None and ringed.any():
+        layers.append(pdk.Layer("ScatterplotLayer", photos[ringed], get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
+                                get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1, radius_min_pixels=8,
+                                radius_max_pixels=8))
     return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=style,
                     tooltip={"text": "region {region}\n{path}"})
+
+
+def renumbered(polygons: dict, mapping: np.ndarray) -> dict:
+    """Region GeoJSON with each feature's `region` replaced by `mapping[region]` (see regions.match_labels)."""
+    out = json.loads(json.dumps(polygons))
+    for feature in out["features"]:
+        feature["properties"]["region"] = int(mapping[int(feature["properties"]["region"])])
+    return out
 
 
 def prediction_deck(pred: Prediction, region_polygon: dict | None = None, online: bool = False) -> pdk.Deck:

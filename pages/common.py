@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from geoloc_core import runs, viz
+from geoloc_core.images import ImageDecodeError, decode_image
 from geoloc_core.ingest import load_photo_table
 from geoloc_core.pipeline import load_split
 from geoloc_core.places import region_places
 from geoloc_core.predict import open_predictor
+from geoloc_core.region_head import round_checkpoints
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
 
@@ -55,12 +58,18 @@ def photos(run: str) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner="Loading the predictor once for this run ...")
-def predictor(run: str, descriptor: str):
-    """Shared by every session (read-only): index, verifier and encoder are loaded once per run and descriptor.
+def predictor(run: str, descriptor: str, region_head: bool, classifiers: tuple[str, ...]):
+    """Shared by every session (read-only): index, verifier, encoder and region classifier are loaded once per run and choice,
+    and again when a fine-tuning round adds a classifier (`classifiers`, see `classifier_versions`).
 
     Its database leaves out the run's held-out locations, so their photos are honest examples.
     """
-    return open_predictor(run, descriptor, database="train")
+    return open_predictor(run, descriptor, database="train", region_head=region_head)
+
+
+def classifier_versions(run: Path) -> tuple[str, ...]:
+    """The run's fine-tuning round checkpoints with the time each was written: what the predicted region can come from."""
+    return tuple(f"{p}@{p.stat().st_mtime_ns}" for p in round_checkpoints(run))
 
 
 @st.cache_data(show_spinner=False)
@@ -71,6 +80,18 @@ def held_out_photos(run: str) -> pd.DataFrame:
     return pd.DataFrame({"name": table.frame["path"][is_test].to_numpy(),
                          "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if t],
                          "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
+
+
+@st.cache_data(show_spinner=False, max_entries=1000)
+def preview(path: str, side: int = 320) -> Image.Image | None:
+    """A photo upright and in RGB at about `side` px, which a browser shows whatever the file's format (HEIC included);
+    None if it cannot be read (e.g. a database photo moved away since the run)."""
+    try:
+        image = decode_image(Path(path).read_bytes(), min_side=side)
+    except (OSError, ImageDecodeError):
+        return None
+    image.thumbnail((side * 2, side * 2))
+    return image
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -95,10 +116,10 @@ def region_details(run: str, csv: str, thumbs: int = 3) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
-def region_polygon(run: str, graph: str, region: int | None) -> dict | None:
-    """One region's polygon (GeoJSON) from the run's w/o regions, the ones predictions are labelled with."""
-    path = Path(run) / f"regions_{graph}.geojson"
-    if region is None or not path.exists():
+def region_polygon(regions_csv: Path | None, region: int | None) -> dict | None:
+    """One region's polygon (GeoJSON) from the regions a predictor labels with (`Predictor.regions`)."""
+    path = regions_csv.with_suffix(".geojson") if regions_csv else None
+    if region is None or path is None or not path.exists():
         return None
     features = [f for f in json.loads(path.read_text())["features"] if f["properties"]["region"] == region]
     return {"type": "FeatureCollection", "features": features}
@@ -126,14 +147,3 @@ def graph_edges(run: Path, graph: str) -> pd.DataFrame:
     e = runs.read_npy(run / f"graph_{graph}.npy")
     lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
     return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
-
-
-def changed_regions(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) True where a photo's region differs between two labelings, after matching labels by overlap."""
-    from scipy.optimize import linear_sum_assignment
-
-    overlap = np.zeros((a.max() + 1, b.max() + 1), np.int64)
-    np.add.at(overlap, (a, b), 1)
-    rows, cols = linear_sum_assignment(-overlap)
-    match = dict(zip(rows, cols))
-    return np.array([match.get(x, -1) != y for x, y in zip(a, b)])

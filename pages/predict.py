@@ -7,15 +7,20 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
+from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import basemap_online, held_out_photos, predictor, region_polygon, run_dir
+from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, preview, region_polygon, run_dir
 
 st.header("Where was this photo taken?")
 run = run_dir()
 if run is None:
     st.stop()
 descriptor = st.sidebar.selectbox("Descriptor", ["cls", "gem", "vlad"] if (run / "patches.npy").exists() else ["cls"])
-uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF)", type=["jpg", "jpeg", "png", "webp", "tif", "tiff"], accept_multiple_files=True)
+use_head = st.sidebar.toggle("Region from the fine-tuned classifier", value=True,
+                             help="The latest fine-tuning round's classifier, where this run has one (its blocks run once more "
+                                  "per photo); off: the w/o region of the database photo nearest the prediction.")
+uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
+                           accept_multiple_files=True)
 examples = held_out_photos(str(run))
 picked = st.multiselect("... or try photos of this run's held-out locations (never in the predictor's database)",
                         examples["name"].tolist(), max_selections=10)
@@ -23,22 +28,22 @@ if not uploads and not picked:
     st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
     st.stop()
 
-model = predictor(str(run), descriptor)
+model = predictor(str(run), descriptor, use_head, classifier_versions(run) if use_head else ())
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
-    shown_as, image_of = {}, {}
+    shown_as = {}
     for i, up in enumerate(uploads):
         path = Path(tmp) / f"{i:04d}_{Path(up.name).name}"
         path.write_bytes(up.getvalue())
-        shown_as[str(path)], image_of[str(path)] = up.name, up.getvalue()
+        shown_as[str(path)] = up.name
     truth = {}
     for name in picked:
         row = examples[examples["name"] == name].iloc[0]
-        shown_as[row["path"]], image_of[row["path"]] = name, row["path"]
+        shown_as[row["path"]] = name
         truth[row["path"]] = (float(row["lat_deg"]), float(row["lon_deg"]))
     preds, failed = predict([Path(p) for p in shown_as], model)
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
-    images = [image_of[p.path] for p in preds]
+    images = [preview(p.path, 640) for p in preds]
     for p in preds:
         if p.path in truth:  # a held-out photo's recorded location is its truth
             p.true_lat_deg, p.true_lon_deg = truth[p.path]
@@ -54,11 +59,18 @@ for p, image in zip(preds, images):
     photo, facts = st.columns([1, 2])
     photo.image(image, width="stretch")
     facts.metric("Predicted location", f"{p.lat_deg:.5f}, {p.lon_deg:.5f}")
-    facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · region **{p.region}**")
+    certainty = f", p = {p.region_prob:.2f}" if p.region_prob is not None else ""
+    facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · "
+                f"region **{p.region}** ({model.region_source}{certainty})")
     if p.error_km is not None:
         facts.success(f"The truth (EXIF GPS or the run's record) is {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: "
                       f"the prediction is {p.error_km:.2f} km off.")
-    st.pydeck_chart(viz.prediction_deck(p, region_polygon(str(run), model.graph, p.region), online=basemap_online()), height=420)
+    st.pydeck_chart(viz.prediction_deck(p, region_polygon(model.regions, p.region), online=basemap_online()), height=420)
     gallery = st.columns(5)
     for col, n in zip(gallery * 2, p.neighbours):
-        col.image(n.path, caption=f"sim {n.similarity:.3f} · {n.dist_km:.1f} km", width="stretch")
+        caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"
+        thumb = preview(n.path)
+        if thumb is None:
+            col.warning(f"{Path(n.path).name} unreadable · {caption}")
+        else:
+            col.image(thumb, caption=caption, width="stretch")

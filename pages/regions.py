@@ -3,7 +3,8 @@
 import streamlit as st
 
 from geoloc_core import viz
-from pages.common import basemap_online, changed_regions, graph_edges, iterations, photos, read_regions, region_details, run_with_graphs
+from geoloc_core.regions import match_labels
+from pages.common import basemap_online, graph_edges, iterations, photos, read_regions, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
@@ -30,12 +31,21 @@ st.download_button("Download regions GeoJSON", options[iteration].with_suffix(".
 
 if len(options) > 1:
     st.subheader("Compare two iterations")
-    a_name, b_name = st.columns(2)
-    first = a_name.selectbox("From", list(options), index=0)
-    second = b_name.selectbox("To", list(options), index=len(options) - 1)
-    a, b = read_regions(options[first])[0], read_regions(options[second])[0]
-    moved = changed_regions(a["region"].to_numpy(), b["region"].to_numpy())
+    pick_a, pick_b = st.columns(2)
+    first = pick_a.selectbox("From", list(options), index=0)
+    second = pick_b.selectbox("To", list(options), index=len(options) - 1)
+    (a, a_polygons, _), (b, b_polygons, _) = read_regions(options[first]), read_regions(options[second])
+    pair = photos(str(run)).merge(a[["path", "region"]], on="path").merge(b[["path", "region"]], on="path", suffixes=("_a", "_b"))
+    mapping = match_labels(pair["region_a"].to_numpy(), pair["region_b"].to_numpy())
+    pair["region_b"] = mapping[pair["region_b"].to_numpy()]
+    moved = (pair["region_a"] != pair["region_b"]).to_numpy()
     st.metric("Photos that changed region", f"{int(moved.sum())} of {len(moved)}")
-    moved_photos = photos(str(run)).merge(b[["path", "region"]], on="path")[moved]
-    if len(moved_photos):
-        st.pydeck_chart(viz.regions_deck(moved_photos, online=online), height=400)
+    st.caption(f"{second}'s regions are renumbered to match {first}'s by shared photos, so a region keeps its colour; "
+               "circled photos changed region.")
+    map_a, map_b = st.columns(2)
+    map_a.pydeck_chart(viz.regions_deck(pair.assign(region=pair["region_a"]), a_polygons, online=online, ringed=moved), height=420)
+    map_b.pydeck_chart(viz.regions_deck(pair.assign(region=pair["region_b"]), viz.renumbered(b_polygons, mapping), online=online,
+                                        ringed=moved), height=420)
+    if moved.any():
+        st.dataframe(pair.loc[moved, ["path", "region_a", "region_b"]].rename(columns={"region_a": first, "region_b": second}),
+                     hide_index=True, width="stretch")

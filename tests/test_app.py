@@ -1,13 +1,15 @@
 """The app as a user meets it, through streamlit.testing (AppTest) over a tiny finished run."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from geoloc_core.config import FinetuneConfig
 from geoloc_core.finetune import finetune_rounds
-from pages.common import changed_regions
+from geoloc_core.regions import match_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +28,23 @@ def test_app_opens_on_the_predict_page_with_the_run_picker(tiny_run, monkeypatch
     assert "Where was this photo taken?" in at.header[0].value
 
 
+def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_nearest_photo(tiny_run):
+    list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
+    at = page("pages/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:2]).run()
+    assert not at.exception and len(at.subheader) == 2
+    region_lines = [m.value for m in at.markdown if "region **" in m.value]
+    assert len(region_lines) == 2 and all("(DT FT1 classifier, p = " in line for line in region_lines)
+    polygons = json.loads((tiny_run / "finetune_dt" / "regions_r0.geojson").read_text())["features"]
+    for deck in at.get("deck_gl_json_chart"):  # the predicted region's polygon, from the classifier's own regions
+        [drawn] = [layer["data"]["features"] for layer in json.loads(deck.proto.json)["layers"]
+                   if layer["@@type"] == "GeoJsonLayer" and layer.get("lineWidthMinPixels") == 2]
+        assert drawn[0]["geometry"] in [f["geometry"] for f in polygons]
+    at.sidebar.toggle[0].set_value(False).run()
+    assert not at.exception
+    assert all("(DT w/o, nearest photo)" in m.value for m in at.markdown if "region **" in m.value)
+
+
 def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
     at = page("pages/regions.py", tiny_run)
@@ -35,8 +54,20 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     layers_before = len(at.get("deck_gl_json_chart")[0].proto.json)
     at.toggle[0].set_value(True).run()
     assert not at.exception and len(at.get("deck_gl_json_chart")[0].proto.json) > layers_before  # edges drawn
+    a = pd.read_csv(tiny_run / "regions_dt.csv")["region"].to_numpy()
+    ft1 = pd.read_csv(tiny_run / "finetune_dt" / "regions_r1.csv")
+    b = (ft1["region"].to_numpy() + 1) % (a.max() + 1)  # FT1 renumbered its regions ...
+    b[:3] = (b[:3] + 1) % (a.max() + 1)  # ... and moved three photos
+    ft1.assign(region=b).to_csv(tiny_run / "finetune_dt" / "regions_r1.csv", index=False)
     at.selectbox[1].set_value("after FT1").run()
-    assert not at.exception and "Photos that changed region" in [m.label for m in at.metric]
+    assert not at.exception
+    [changed] = [m for m in at.metric if m.label == "Photos that changed region"]
+    n_moved = int((match_labels(a, b)[b] != a).sum())
+    assert changed.value == f"{n_moved} of 40" and 0 < n_moved < 10  # the renumbering is not mistaken for moves
+    decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
+    assert len(decks) == 3  # the chosen iteration, then From and To side by side
+    rings = [sum(not layer.get("filled", True) for layer in deck["layers"]) for deck in decks[1:]]
+    assert rings == ([1, 1] if n_moved else [0, 0])  # the photos that moved are circled on both maps
     at.selectbox[0].set_value("rng").run()
     assert not at.exception and at.selectbox[1].options == ["w/o"]
 
@@ -48,11 +79,13 @@ def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
     assert len(at.dataframe) == 1  # no experiment yet: only the run's own rows
 
 
-def test_changed_regions_ignores_renumbering():
+def test_match_labels_ignores_renumbering_and_numbers_new_regions_freshly():
     a = np.array([0, 0, 1, 1, 2])
     b = np.array([2, 2, 0, 0, 1])  # the same partition, renumbered
-    assert not changed_regions(a, b).any()
-    assert changed_regions(a, np.array([2, 2, 0, 1, 1])).tolist() == [False, False, False, True, False]
+    assert (match_labels(a, b)[b] == a).all()
+    a, split = np.array([0, 0, 1, 1, 1, 2]), np.array([1, 1, 0, 0, 3, 2])  # region 1 of `a` split in two
+    mapping = match_labels(a, split)
+    assert (mapping[split] != a).tolist() == [False, False, False, False, True, False] and mapping[3] == 3  # a fresh number
 
 
 def test_train_page_starts_a_real_run_in_its_own_process_and_reattaches(tiny_run):

@@ -15,6 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+import geoloc_core.images  # noqa: F401 (registers HEIF with Pillow)
 
 from conftest import shared
 
@@ -59,8 +62,11 @@ def page():
 
 
 def _idle(page) -> None:
-    """Until Streamlit stops running the script (its status widget disappears)."""
-    page.wait_for_timeout(500)
+    """Until Streamlit stops running the script (its status widget, once shown, disappears)."""
+    try:
+        page.locator("[data-testid='stStatusWidget']").wait_for(state="visible", timeout=5000)
+    except sync_api.TimeoutError:
+        pass  # the script was done before the widget could be seen
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=240_000)
 
 
@@ -70,12 +76,18 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
     page.goto(app_url)
     page.get_by_text("Where was this photo taken?").wait_for(timeout=120_000)
     photo = shared("exif-samples") / "images" / "DSCN0010.jpg"  # Tuscany, with EXIF GPS
-    page.locator("input[type=file]").set_input_files(str(photo))
-    page.get_by_text("Predicted location").wait_for(timeout=240_000)
+    jpeg = Image.open(photo)
+    heic = tmp_path / "DSCN0010_as_iphone.heic"  # the same photo as a phone would save it, EXIF GPS kept
+    jpeg.save(heic, "HEIF", exif=jpeg.getexif().tobytes(), quality=85)
+    page.locator("input[type=file]").set_input_files([str(photo), str(heic)])
+    page.get_by_text("Predicted location").nth(1).wait_for(timeout=240_000)
     _idle(page)
     page.locator("[data-testid='stDeckGlJsonChart']").first.wait_for(timeout=60_000)  # the map (its bundle loads lazily)
-    assert page.locator("[data-testid='stImage']").count() >= 1 + 5  # the photo and the neighbour gallery
-    assert page.get_by_text("km off").count() >= 1  # EXIF truth with its error
+    assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 2
+    assert page.locator("[data-testid='stImage']").count() >= 2 * (1 + 5)  # each photo and its neighbour gallery
+    assert page.get_by_text("km off").count() >= 2  # EXIF truth with its error, the HEIC's too
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=60_000)  # every picture, the HEIC included, decoded by the browser
     page.wait_for_timeout(4000)
     page.screenshot(path=str(shots / "predict.png"), full_page=True)
     for name in PAGES[1:]:
@@ -83,5 +95,7 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
         _idle(page)
         page.wait_for_timeout(4000)  # lazily loaded maps, charts and tables draw after the script ends
         assert page.locator("[data-testid='stException']").count() == 0, name
+        if name == "regions" and page.get_by_text("Compare two iterations").count():
+            assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 3  # the iteration, then two side by side
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{n}.png" for n in PAGES)

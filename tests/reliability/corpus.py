@@ -67,6 +67,10 @@ def exif_corpus(root: Path) -> dict[str, str | None]:
     for o in range(1, 9):  # every EXIF orientation, each at its own place
         put(f"orientation_{o}.jpg", _gps_jpeg(o, "N", _dms(45 + o / 10), "E", _dms(15 + o / 10), orientation=o), None)
     put("south_west.jpg", _gps_jpeg(20, "S", _dms(33.87), "W", _dms(70.67)), None)
+    phone = Image.open(io.BytesIO(_gps_jpeg(29, "N", _dms(43.51), "E", _dms(16.44), orientation=6)))
+    heic = _encode(phone, "HEIF", exif=phone.getexif().tobytes(), quality=80)  # an iPhone's format, rotated, with GPS
+    put("iphone.heic", heic, None)
+    put("truncated.heic", heic[: len(heic) // 2], "corrupt or unsupported HEIF")
     put("zero_denominator.jpg", _gps_jpeg(21, "N", (IFDRational(45, 0), IFDRational(0, 1), IFDRational(0, 1)), "E", _dms(15)),
         "zero denominator")
     put("missing_ref.jpg", _gps_jpeg(22, None, _dms(45.5), "E", _dms(15.5)), "reference is 'missing'")

@@ -7,6 +7,7 @@ import pandas as pd
 from conftest import TINY
 from corpus import exif_corpus, manifest_corpus
 from geoloc_core.cli import main
+from geoloc_core.images import decode_image
 from geoloc_core.ingest import load_photos
 
 
@@ -30,6 +31,9 @@ def test_exif_folder_corpus(tmp_path):
     assert len(expected) >= 20
     row = table.frame.set_index("path").loc["south_west.jpg"]
     assert row["lat_deg"] < -33 and row["lon_deg"] < -70  # S and W refs honoured
+    heic = table.frame.set_index("path").loc["iphone.heic"]
+    assert abs(heic["lat_deg"] - 43.51) < 1e-4 and abs(heic["lon_deg"] - 16.44) < 1e-4  # GPS read from the HEIC's EXIF
+    assert decode_image((tmp_path / "photos" / "iphone.heic").read_bytes()).size == (40, 56)  # turned upright (orientation 6)
 
 
 def test_manifest_corpus(tmp_path):

@@ -1,0 +1,89 @@
+"""The predicted region from the latest fine-tuning round's classifier, computed inside the embedding pass."""
+
+import numpy as np
+import pytest
+import torch
+
+from geoloc_core import finetune as ft
+from geoloc_core.config import FinetuneConfig
+from geoloc_core.embed import load_encoder
+from geoloc_core.ingest import load_photo_table
+from geoloc_core.pipeline import load_split
+from geoloc_core.predict import open_predictor, predict, predictions_frame
+from geoloc_core.region_head import latest_round, load_region_head
+
+CFG = FinetuneConfig(graph="dt", rounds=2, epochs=3, unfrozen_blocks=1, batch_size=8, device="cpu")
+
+
+@pytest.fixture
+def finetuned_run(tiny_run):
+    list(ft.finetune_rounds(tiny_run, CFG))
+    return tiny_run
+
+
+def test_forward_with_a_head_gives_the_plain_forward_and_the_head_on_the_same_pass(tiny_run):
+    encoder = load_encoder(*_encoder_args(tiny_run))
+    pixels = torch.randn(3, 3, 32, 32)
+    calls = []
+
+    class Probe:
+        unfrozen_blocks = 1
+
+        def __call__(self, prefix):
+            calls.append(prefix.shape)
+            return prefix[:, 0, :4]
+
+    pooled, tokens = encoder.forward(pixels)
+    pooled2, tokens2, out = encoder.forward_with(pixels, Probe())
+    assert torch.allclose(pooled, pooled2, atol=1e-6) and torch.allclose(tokens, tokens2, atol=1e-6)
+    assert calls == [(3, 17, 32)] and out.shape == (3, 4)  # the tokens entering the last block: class + 16 patches
+
+
+def test_predicted_region_is_the_latest_rounds_classifier_as_fine_tuning_graded_it(finetuned_run):
+    checkpoint = latest_round(finetuned_run, "dt")
+    assert checkpoint == finetuned_run / "finetune_dt" / "checkpoints" / "round2.pt"
+    predictor = open_predictor(finetuned_run, database="train", device="cpu")
+    assert predictor.region_head.round == 2 and predictor.regions == finetuned_run / "finetune_dt" / "regions_r1.csv"
+    assert predictor.region_source == "DT FT2 classifier"
+
+    table = load_photo_table(finetuned_run)
+    _, is_test = load_split(finetuned_run)
+    held = np.flatnonzero(is_test)
+    preds, failed = predict([table.abs_paths()[i] for i in held], predictor)
+    assert not failed and len(preds) == len(held)
+
+    # the same classifier on fine-tuning's own (float16-cached) tokens of those photos
+    encoder = predictor.encoder
+    tokens = ft.cached_prefix_tokens(finetuned_run, encoder, table, CFG.unfrozen_blocks)
+    head = predictor.region_head
+    with torch.no_grad():
+        expected = head(torch.from_numpy(np.asarray(tokens[held], np.float32))).numpy()
+    assert [p.region for p in preds] == expected.argmax(1).tolist()
+    assert np.allclose([p.region_prob for p in preds], np.exp(expected.max(1)), atol=1e-2)
+    assert predictions_frame(preds)["region_prob"].between(0, 1).all()
+
+
+def test_without_the_head_the_region_is_the_nearest_photos_wo_region(finetuned_run):
+    predictor = open_predictor(finetuned_run, device="cpu", region_head=False)
+    assert predictor.region_head is None and predictor.regions == finetuned_run / "regions_dt.csv"
+    path = predictor.db["path"].iat[3]
+    [pred], _ = predict([path], predictor)
+    assert pred.region == predictor.db["region"].iat[3] and pred.region_prob is None
+
+
+def test_a_checkpoint_of_another_encoder_is_refused(finetuned_run, tmp_path):
+    checkpoint = latest_round(finetuned_run, "dt")
+    state = torch.load(checkpoint, weights_only=True)
+    forged = checkpoint.with_name("round9.pt")
+    torch.save({**state, "encoder": "someone-else-32px"}, forged)
+    assert latest_round(finetuned_run, "dt") == forged
+    with pytest.raises(ValueError, match="someone-else"):
+        load_region_head(forged, load_encoder(*_encoder_args(finetuned_run)))
+
+
+def _encoder_args(run):
+    from geoloc_core import runs
+    from geoloc_core.config import PipelineConfig
+
+    cfg = PipelineConfig.from_dict(runs.read_json(run / runs.CONFIG)).embed
+    return cfg.model, cfg.checkpoint, cfg.pretrained, "cpu", cfg.image_size
