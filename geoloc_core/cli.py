@@ -237,7 +237,8 @@ def _cmd_predict(a) -> None:
     write_bytes(a.out / "predictions.geojson", predictions_geojson(preds).encode())
     for p in preds:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
-        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{truth}")
+        certainty = f" (p {p.region_prob:.2f})" if p.region_prob is not None else ""
+        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{certainty}{truth}")
     for path, reason in failed.items():
         print(f"  could not read {path}: {reason}")
     print(f"{len(preds)} predictions -> {a.out / 'predictions.csv'}, {a.out / 'predictions.geojson'}; "

@@ -11,7 +11,7 @@ Artefacts:
     split.json, sites.csv, site_of_photo.npy    projection, held-out flags, distinct locations
     graph_{kind}.npy (E, 2) int64               proximity graph over the training sites
     regions_{kind}.csv                          region of every photo (held-out ones by nearest site)
-    regions_{kind}_summary.csv, .geojson        per-region counts, centroids, polygons
+    regions_{kind}_summary.csv, .geojson        per-region counts, centroids, areas, polygons
 """
 
 from __future__ import annotations
@@ -142,12 +142,13 @@ def write_regions(out_dir: Path, name: str, table, graph: SiteGraph, labels: np.
     out_dir = Path(out_dir)
     train = ~graph.is_test
     runs.write_csv(out_dir / f"{name}.csv", pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test}))
-    summary = region_table(labels[train], table.lat_deg[train], table.lon_deg[train])
-    runs.write_csv(out_dir / f"{name}_summary.csv", summary)
     site_labels = np.zeros(len(graph.site_xy_m), np.int64)
     site_labels[graph.site_of_photo] = labels
     polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection)
-    runs.write_bytes(out_dir / f"{name}.geojson", polygons.merge(summary, on="region").to_json().encode())
+    summary = region_table(labels[train], table.lat_deg[train], table.lon_deg[train])
+    summary = summary.merge(polygons[["region", "area_km2"]], on="region")
+    runs.write_csv(out_dir / f"{name}_summary.csv", summary)
+    runs.write_bytes(out_dir / f"{name}.geojson", polygons[["region", "geometry"]].merge(summary, on="region").to_json().encode())
     return summary
 
 

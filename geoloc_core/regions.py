@@ -215,5 +215,11 @@ def region_polygons(site_xy_m: np.ndarray, site_labels: np.ndarray, projection: 
     else:  # one or two sites, or a line of them: no Voronoi diagram worth the name
         cells = shapely.intersection(shapely.buffer(shapely.points(site_xy_m), max(extent, 1.0)), area)
     frame = gpd.GeoDataFrame({"region": site_labels, "geometry": cells}, crs=projection.crs)
-    merged = frame.dissolve(by="region", as_index=False)
-    return merged.to_crs("EPSG:4326")
+    merged = frame.dissolve(by="region", as_index=False).to_crs("EPSG:4326")
+    return merged.assign(area_km2=region_areas_km2(merged))
+
+
+def region_areas_km2(polygons: gpd.GeoDataFrame) -> np.ndarray:
+    """Each polygon's area in km², measured in a Lambert azimuthal equal-area plane (areas true everywhere)."""
+    lon0, lat0 = np.asarray(polygons.total_bounds).reshape(2, 2).mean(axis=0)
+    return (polygons.to_crs(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m +no_defs").area / 1e6).to_numpy()

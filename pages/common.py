@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -18,6 +19,7 @@ from geoloc_core.pipeline import load_split
 from geoloc_core.places import region_places
 from geoloc_core.predict import open_predictor
 from geoloc_core.region_head import round_checkpoints
+from geoloc_core.regions import region_areas_km2
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
 
@@ -137,8 +139,12 @@ def iterations(run: Path, graph: str) -> dict[str, Path]:
 
 def read_regions(csv: Path) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """(per-photo regions, polygons GeoJSON, per-region summary) written beside each other."""
-    return (pd.read_csv(csv, keep_default_na=False), json.loads(csv.with_suffix(".geojson").read_text()),
-            pd.read_csv(csv.with_name(csv.stem + "_summary.csv")))
+    polygons = json.loads(csv.with_suffix(".geojson").read_text())
+    summary = pd.read_csv(csv.with_name(csv.stem + "_summary.csv"))
+    if "area_km2" not in summary:  # written before regions recorded their areas
+        frame = gpd.GeoDataFrame.from_features(polygons["features"], crs="EPSG:4326")
+        summary = summary.merge(pd.DataFrame({"region": frame["region"], "area_km2": region_areas_km2(frame)}), on="region", how="left")
+    return pd.read_csv(csv, keep_default_na=False), polygons, summary
 
 
 def graph_edges(run: Path, graph: str) -> pd.DataFrame:

@@ -22,9 +22,11 @@ st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photo
 
 with st.expander("Regions table", expanded=True):
     details = summary.merge(region_details(str(run), str(options[iteration])), on="region", how="left")
-    thumbs = {c: st.column_config.ImageColumn(c) for c in details if c.startswith("photo ")}
-    st.dataframe(details.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon"}),
-                 hide_index=True, width="stretch", column_config=thumbs)
+    columns = {c: st.column_config.ImageColumn(c) for c in details if c.startswith("photo ")}
+    columns["area (km²)"] = st.column_config.NumberColumn(format="%.1f")
+    st.dataframe(details.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon",
+                                         "area_km2": "area (km²)"}),
+                 hide_index=True, width="stretch", column_config=columns)
     st.caption("Places: the nearest town (GeoNames, 1,000+ people, offline) of each photo, most frequent first, with counts.")
 st.download_button("Download regions GeoJSON", options[iteration].with_suffix(".geojson").read_bytes(),
                    file_name=f"regions_{graph}_{iteration.replace(' ', '_').replace('/', '')}.geojson", mime="application/geo+json")

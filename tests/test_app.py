@@ -51,6 +51,9 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     assert not at.exception
     graph, iteration = at.selectbox[0], at.selectbox[1]
     assert graph.options == ["DT", "GG", "RNG"] and iteration.options == ["w/o", "w/o (fine-tuning run)", "after FT1"]
+    regions_table = at.dataframe[0].value
+    assert {"training photos", "area (km²)", "places", "photo 1"} <= set(regions_table.columns)
+    assert (regions_table["area (km²)"] > 0).all() and regions_table["photo 1"].str.startswith("data:image/jpeg").all()
     layers_before = len(at.get("deck_gl_json_chart")[0].proto.json)
     at.toggle[0].set_value(True).run()
     assert not at.exception and len(at.get("deck_gl_json_chart")[0].proto.json) > layers_before  # edges drawn

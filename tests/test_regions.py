@@ -4,6 +4,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import shapely
+from pyproj import Geod
 
 from geoloc_core.geo import LocalProjection
 from geoloc_core.graphs import delaunay_edges
@@ -78,6 +79,8 @@ def test_region_polygons_tile_the_area_and_contain_their_sites():
         assert inside.all()
     union = shapely.union_all(polys.geometry.to_numpy())
     assert abs(union.area - sum(g.area for g in polys.geometry)) < 1e-9  # no overlaps
+    geodesic_km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(union)[0]) / 1e6  # ~ 1 degree squared at 45 N
+    assert polys["area_km2"].sum() == pytest.approx(geodesic_km2, rel=1e-3) and 8000 < geodesic_km2 < 12000
     assert json.loads(polys.to_json())["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")
 
 
