@@ -8,9 +8,12 @@ second process) sees the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,11 +28,20 @@ METRICS = "metrics.jsonl"
 STATUS = "status.json"
 
 
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # temp files are named after their host and process
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place."""
+    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place.
+
+    The temporary file is named after its writer (host and process). A writer killed mid-write
+    (SIGKILL, power loss) leaves its file behind; the next write of the same artefact removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in stale_temps(path):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -41,6 +53,23 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def stale_temps(path: Path) -> list[Path]:
+    """Temporary files of earlier writes of `path` whose writer, a process on this host, has died."""
+    prefix = f".{path.name}.{_HOST}-"
+    return [tmp for tmp in Path(path).parent.glob(f"{glob.escape(prefix)}*.tmp")
+            if (pid := tmp.name[len(prefix):].partition(".")[0]).isdigit() and not _alive(int(pid))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

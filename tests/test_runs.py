@@ -1,3 +1,8 @@
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -17,6 +22,24 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         runs.atomic_write(target, explode)
     assert runs.read_npy(target).tolist() == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_a_write_killed_with_sigkill_leaves_a_temp_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "a.npy"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from geoloc_core import runs\n"
+        "def hang(f):\n    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        f"runs.atomic_write(__import__('pathlib').Path({str(target)!r}), hang)")], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    [orphan] = [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    alive = tmp_path / f".a.npy.{orphan.name.split('.')[3].split('-')[0]}-{os.getpid()}.x.tmp"  # a live writer's file
+    other = tmp_path / ".b.npy.0-1.x.tmp"  # another artefact's
+    alive.write_bytes(b""), other.write_bytes(b"")
+    assert runs.stale_temps(target) == [orphan]
+    runs.write_npy(target, np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "a.npy"])
 
 
 def test_metrics_reader_skips_a_torn_last_line(tmp_path):

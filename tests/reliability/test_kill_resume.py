@@ -27,7 +27,7 @@ def _cmd(*args: str) -> list[str]:
 
 def assert_nothing_torn(folder: Path) -> int:
     """Every artefact under `folder` loads; returns how many were checked. Hidden *.tmp files are the
-    remains of writes the kill interrupted: never under an artefact's name."""
+    remains of writes the kill interrupted: never under an artefact's name, and gone once it is written."""
     checked = 0
     for path in folder.rglob("*"):
         if not path.is_file() or path.name.startswith("."):
@@ -50,7 +50,7 @@ def assert_nothing_torn(folder: Path) -> int:
 def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: dict, seed: int) -> tuple[Path, Path, int, int]:
     """Run the command once undisturbed into tmp_path/reference; then into tmp_path/killed, SIGKILLed after a
     random delay (up to the undisturbed run's time), checked for torn files, restarted, KILLS times; then
-    to the end. Returns both folders, the kills that landed and the artefacts checked."""
+    to the end, with no temporary file left. Returns both folders, the kills that landed and the artefacts checked."""
     start = time.perf_counter()
     subprocess.run(_cmd(*args, out_flag, str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
     typical, rng = time.perf_counter() - start, random.Random(seed)
@@ -66,6 +66,7 @@ def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: di
         if out.exists():
             checked += assert_nothing_torn(out)
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    assert not list(out.rglob(".*.tmp"))  # what the kills left mid-write was swept when the artefact was written again
     return tmp_path / "reference", out, kills, checked
 
 
