@@ -84,16 +84,21 @@ def held_out_photos(run: str) -> pd.DataFrame:
                          "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
 
 
-@st.cache_data(show_spinner=False, max_entries=1000)
-def preview(path: str, side: int = 320) -> Image.Image | None:
-    """A photo upright and in RGB at about `side` px, which a browser shows whatever the file's format (HEIC included);
+def upright(path: str, side: int) -> Image.Image | None:
+    """A photo upright and in RGB, at most `side` px, which a browser shows whatever the file's format (HEIC included);
     None if it cannot be read (e.g. a database photo moved away since the run)."""
     try:
         image = decode_image(Path(path).read_bytes(), min_side=side)
     except (OSError, ImageDecodeError):
         return None
-    image.thumbnail((side * 2, side * 2))
+    image.thumbnail((side, side))
     return image
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def thumbnail(path: str, side: int = 320) -> Image.Image | None:
+    """`upright` for database photos, cached: the same neighbours come back prediction after prediction."""
+    return upright(path, side)
 
 
 @st.cache_data(ttl=600, show_spinner=False)

@@ -9,7 +9,7 @@ import streamlit as st
 from geoloc_core import viz
 from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, preview, region_polygon, run_dir
+from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, region_polygon, run_dir, thumbnail, upright
 
 st.header("Where was this photo taken?")
 run = run_dir()
@@ -43,7 +43,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
     preds, failed = predict([Path(p) for p in shown_as], model)
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
-    images = [preview(p.path, 640) for p in preds]
+    images = [upright(p.path, 800) for p in preds]
     for p in preds:
         if p.path in truth:  # a held-out photo's recorded location is its truth
             p.true_lat_deg, p.true_lon_deg = truth[p.path]
@@ -69,7 +69,7 @@ for p, image in zip(preds, images):
     gallery = st.columns(5)
     for col, n in zip(gallery * 2, p.neighbours):
         caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"
-        thumb = preview(n.path)
+        thumb = thumbnail(n.path)
         if thumb is None:
             col.warning(f"{Path(n.path).name} unreadable · {caption}")
         else:
