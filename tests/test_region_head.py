@@ -1,11 +1,13 @@
 """The predicted region from the latest fine-tuning round's classifier, computed inside the embedding pass."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from geoloc_core import finetune as ft
-from geoloc_core.config import FinetuneConfig
+from geoloc_core import runs
+from geoloc_core.config import FinetuneConfig, PipelineConfig
 from geoloc_core.embed import load_encoder
 from geoloc_core.ingest import load_photo_table
 from geoloc_core.pipeline import load_split
@@ -61,6 +63,10 @@ def test_predicted_region_is_the_latest_rounds_classifier_as_fine_tuning_graded_
     assert [p.region for p in preds] == expected.argmax(1).tolist()
     assert np.allclose([p.region_prob for p in preds], np.exp(expected.max(1)), atol=1e-2)
     assert predictions_frame(preds)["region_prob"].between(0, 1).all()
+    # and it is the classifier fine-tuning graded: the FT2 accuracy it recorded, on the regions it learned
+    labels = pd.read_csv(predictor.regions)["region"].to_numpy()[held]
+    [record] = [r for r in runs.read_metrics(finetuned_run / "finetune_dt") if r["kind"] == "round" and r["round"] == 2]
+    assert np.mean([p.region for p in preds] == labels) == pytest.approx(record["acc"], abs=1.01 / len(held))
 
 
 def test_without_the_head_the_region_is_the_nearest_photos_wo_region(finetuned_run):
@@ -71,7 +77,7 @@ def test_without_the_head_the_region_is_the_nearest_photos_wo_region(finetuned_r
     assert pred.region == predictor.db["region"].iat[3] and pred.region_prob is None
 
 
-def test_a_checkpoint_of_another_encoder_is_refused(finetuned_run, tmp_path):
+def test_a_checkpoint_of_another_encoder_is_refused(finetuned_run):
     checkpoint = latest_round(finetuned_run, "dt")
     state = torch.load(checkpoint, weights_only=True)
     forged = checkpoint.with_name("round9.pt")
@@ -82,8 +88,5 @@ def test_a_checkpoint_of_another_encoder_is_refused(finetuned_run, tmp_path):
 
 
 def _encoder_args(run):
-    from geoloc_core import runs
-    from geoloc_core.config import PipelineConfig
-
     cfg = PipelineConfig.from_dict(runs.read_json(run / runs.CONFIG)).embed
     return cfg.model, cfg.checkpoint, cfg.pretrained, "cpu", cfg.image_size
