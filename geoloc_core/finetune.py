@@ -198,6 +198,12 @@ class FinetuneContext:
         return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
 
 
+def finetune_dirs(run_dir: Path, graph: str = "*") -> list[Path]:
+    """The run's fine-tuning folders for `graph` (a glob): `geoloc finetune`'s `finetune_{graph}`, then `geoloc experiment`'s."""
+    run_dir = Path(run_dir)
+    return [p for p in (*sorted(run_dir.glob(f"finetune_{graph}")), *sorted(run_dir.glob(f"experiment/finetune_{graph}"))) if p.is_dir()]
+
+
 def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,
                     regions: RegionConfig | None = None) -> Iterator[RoundResult]:
     """Yield w/o, FT1, ..., FT{cfg.rounds} for the run in `run_dir` (after `geoloc run` or its stages).

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .embed import Encoder
-from .finetune import CosineHead
+from .finetune import CosineHead, finetune_dirs
 from .towers import Suffix
 
 
@@ -38,9 +38,8 @@ class RegionHead:
 
 def round_checkpoints(run_dir: Path, graph: str = "*") -> list[Path]:
     """Every round checkpoint of the run's fine-tuning runs for `graph` (a glob), by `geoloc finetune` or `geoloc experiment`."""
-    pattern = f"finetune_{graph}/checkpoints/round*.pt"
-    found = [*Path(run_dir).glob(pattern), *Path(run_dir).glob(f"experiment/{pattern}")]
-    return sorted(p for p in found if p.stem.removeprefix("round").isdigit())
+    return sorted(p for d in finetune_dirs(run_dir, graph) for p in (d / "checkpoints").glob("round*.pt")
+                  if p.stem.removeprefix("round").isdigit())
 
 
 def latest_round(run_dir: Path, graph: str) -> Path | None:

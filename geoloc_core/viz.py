@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import colorsys
+import http.client
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydeck as pdk
+from PIL import Image
 
 from .images import ImageDecodeError, decode_image
 from .predict import Prediction
@@ -41,18 +43,27 @@ def tiles_reachable(timeout_s: float = 1.5) -> bool:
     try:
         with urllib.request.urlopen(urllib.request.Request(TILE_STYLE, method="HEAD"), timeout=timeout_s):
             return True
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: a reply cut short or garbled by a proxy
         log.info("tile server %s not reachable (%s): maps draw over offline country outlines", TILE_STYLE, exc)
         return False
 
 
-def thumbnail_uri(path: str, side: int = 96) -> str:
-    """A small JPEG of a photo as a data URI, for tooltips and tables ("" if it cannot be read)."""
+def upright(path: str, side: int) -> Image.Image | None:
+    """A photo upright and in RGB, at most `side` px, which a browser shows whatever the file's format (HEIC included);
+    None if it cannot be read (e.g. a database photo moved away since the run)."""
     try:
         image = decode_image(Path(path).read_bytes(), min_side=side)
     except (OSError, ImageDecodeError):
-        return ""
+        return None
     image.thumbnail((side, side))
+    return image
+
+
+def thumbnail_uri(path: str, side: int = 96) -> str:
+    """A small JPEG of a photo as a data URI, for tooltips and tables ("" if it cannot be read)."""
+    image = upright(path, side)
+    if image is None:
+        return ""
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -13,7 +13,7 @@ import streamlit as st
 from PIL import Image
 
 from geoloc_core import runs, viz
-from geoloc_core.images import ImageDecodeError, decode_image
+from geoloc_core.finetune import finetune_dirs
 from geoloc_core.ingest import load_photo_table
 from geoloc_core.pipeline import load_split
 from geoloc_core.places import region_places
@@ -84,21 +84,10 @@ def held_out_photos(run: str) -> pd.DataFrame:
                          "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
 
 
-def upright(path: str, side: int) -> Image.Image | None:
-    """A photo upright and in RGB, at most `side` px, which a browser shows whatever the file's format (HEIC included);
-    None if it cannot be read (e.g. a database photo moved away since the run)."""
-    try:
-        image = decode_image(Path(path).read_bytes(), min_side=side)
-    except (OSError, ImageDecodeError):
-        return None
-    image.thumbnail((side, side))
-    return image
-
-
 @st.cache_data(show_spinner=False, max_entries=500)
 def thumbnail(path: str, side: int = 320) -> Image.Image | None:
-    """`upright` for database photos, cached: the same neighbours come back prediction after prediction."""
-    return upright(path, side)
+    """`viz.upright` for database photos, cached: the same neighbours come back prediction after prediction."""
+    return viz.upright(path, side)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -135,7 +124,7 @@ def region_polygon(regions_csv: Path | None, region: int | None) -> dict | None:
 def iterations(run: Path, graph: str) -> dict[str, Path]:
     """{"w/o": regions csv, "FT1": ..., ...} for one graph: the run's own regions, then any fine-tuning rounds."""
     found = {"w/o": run / f"regions_{graph}.csv"} if (run / f"regions_{graph}.csv").exists() else {}
-    for ft in (run / f"finetune_{graph}", run / "experiment" / f"finetune_{graph}"):
+    for ft in finetune_dirs(run, graph):
         rounds = {int(p.stem.removeprefix("regions_r")): p.with_suffix(".csv") for p in ft.glob("regions_r*.geojson")}
         for k in sorted(rounds):
             found[f"after FT{k}" if k else "w/o (fine-tuning run)"] = rounds[k]

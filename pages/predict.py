@@ -9,7 +9,7 @@ import streamlit as st
 from geoloc_core import viz
 from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, region_polygon, run_dir, thumbnail, upright
+from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, region_polygon, run_dir, thumbnail
 
 st.header("Where was this photo taken?")
 run = run_dir()
@@ -43,7 +43,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
     preds, failed = predict([Path(p) for p in shown_as], model)
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
-    images = [upright(p.path, 800) for p in preds]
+    images = [viz.upright(p.path, 800) for p in preds]
     for p in preds:
         if p.path in truth:  # a held-out photo's recorded location is its truth
             p.true_lat_deg, p.true_lon_deg = truth[p.path]

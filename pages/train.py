@@ -9,6 +9,7 @@ import streamlit as st
 
 from geoloc_core import runs, viz
 from geoloc_core.config import FinetuneConfig
+from geoloc_core.finetune import finetune_dirs
 from pages.common import run_with_graphs
 
 st.header("Train")
@@ -35,7 +36,7 @@ if started:
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         st.success("Started" + (" (resuming the run already in that folder)" if resume[0] == "--resume" else "") + ".")
 
-watched = [p for p in sorted(run.glob("finetune_*")) + sorted((run / "experiment").glob("finetune_*")) if p.is_dir()]
+watched = finetune_dirs(run)
 if not watched:
     st.stop()
 target = st.selectbox("Watch", watched, index=watched.index(out) if out in watched else 0, format_func=lambda p: str(p.relative_to(run)))
