@@ -34,7 +34,8 @@ from scipy.spatial import Delaunay
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geoloc_core.config import DEFAULT_DATA  # noqa: E402
-from geoloc_core.embed import embed_images, load_encoder  # noqa: E402
+from geoloc_core.embed import embed_images  # noqa: E402
+from geoloc_core.encoders import load_encoder  # noqa: E402
 from geoloc_core.finetune import RegionClassifier  # noqa: E402
 from geoloc_core.graphs import proximity_graphs  # noqa: E402
 from geoloc_core.images import decode_image  # noqa: E402
@@ -82,8 +83,8 @@ def bench_graphs(max_points: int) -> list[Row]:
     while n <= max_points:
         xy = np.random.default_rng(0).random((n, 2)) * 1e5
         repeat = 3 if n < 100_000 else 1
-        bare = timed(lambda: Delaunay(xy), repeat)
-        ours = timed(lambda: proximity_graphs(xy), repeat)
+        bare = timed(lambda xy=xy: Delaunay(xy), repeat)
+        ours = timed(lambda xy=xy: proximity_graphs(xy), repeat)
         growth = "" if previous is None else f"{np.log(ours / previous[1]) / np.log(n / previous[0]):.2f}"
         print(f"           {n:<10d} {bare:10.3f}   {ours:11.3f}   {ours / bare:5.2f}   {growth}")
         rows.append(row(f"DT+GG+RNG / bare Delaunay, {n:,} points", f"{ours:.3f} s / {bare:.3f} s = {ours / bare:.2f}",
@@ -165,7 +166,7 @@ def bench_finetune(unfrozen: int, batch_size: int, device: str = "auto") -> list
     sync = torch.cuda.synchronize if enc.device.type == "cuda" else (lambda: None)
 
     def step():
-        from geoloc_core.embed import autocast
+        from geoloc_core.encoders import autocast
 
         with autocast(enc.device):
             loss = torch.nn.functional.cross_entropy(model(tokens)[0].float(), target)

@@ -30,17 +30,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_core import Row, machine, row  # noqa: E402
-from geoloc_core import runs  # noqa: E402
+from geoloc_core.classifier import load_region_head  # noqa: E402
+from geoloc_core.config import PredictConfig  # noqa: E402
 from geoloc_core.images import decode_image  # noqa: E402
 from geoloc_core.index import HNSW_EF_SEARCH, IVF_NPROBE, build_index, search  # noqa: E402
-from geoloc_core.predict import open_predictor, predict  # noqa: E402
-from geoloc_core.region_head import latest_round, load_region_head  # noqa: E402
+from geoloc_core.predict import predict  # noqa: E402
+from geoloc_core.predictor import open_predictor  # noqa: E402
+from geoloc_core.runs import Run  # noqa: E402
 
 
 def bench_latency(run: Path, n: int) -> list[Row]:
-    predictor = open_predictor(run, "cls", device="cpu", region_head=False)
-    checkpoint = latest_round(run, predictor.graph)
-    with_head = replace(predictor, region_head=load_region_head(checkpoint, predictor.encoder)) if checkpoint else None
+    predictor = open_predictor(run, PredictConfig(device="cpu", region_from="nearest"))
+    latest = Run(run).latest_round(predictor.graph)
+    with_head = replace(predictor, region_head=load_region_head(*latest, predictor.encoder)) if latest else None
     enc = predictor.encoder
     paths = [Path(p) for p in predictor.db["path"].iloc[:: max(1, len(predictor.db) // (n + 1))][: n + 1]]
     for model in filter(None, (predictor, with_head)):
@@ -128,9 +130,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows = bench_latency(a.run, a.photos) if a.photos else []
     if not a.index_size:
         return rows
-    emb = runs.read_npy(a.run / "embeddings.npy")
-    if (a.run / "patches.npy").exists():  # real ViT features with real local structure, unit length
-        tokens = runs.read_npy(a.run / "patches.npy", mmap=True).reshape(-1, emb.shape[1])[::4].astype(np.float32)
+    emb, patches = Run(a.run).read_embeddings()
+    if patches is not None:  # real ViT features with real local structure, unit length
+        tokens = patches.reshape(-1, emb.shape[1])[::4].astype(np.float32)
         rows += bench_index("around patch tokens", tokens / np.linalg.norm(tokens, axis=1, keepdims=True), a.index_size, 0.25)
     return rows + bench_index("around photo embeddings, heavy noise", emb, a.index_size, 1.0)
 

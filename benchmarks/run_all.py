@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_core  # noqa: E402
 import bench_predict  # noqa: E402
+
+import bench_core  # noqa: E402
 
 
 def main() -> None:

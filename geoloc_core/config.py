@@ -1,4 +1,9 @@
-"""One frozen dataclass per stage, composed into a PipelineConfig. The CLI, the app and the tests build these."""
+"""Every setting of geoloc, once: one frozen dataclass per stage, with its default, help and allowed values.
+
+The CLI's flags are generated from these (`cli.py`), the pages build the same objects, and every
+saved artefact records the config that made it. A field's metadata holds its help text (`help`),
+its allowed values (`choices`) and, where two stages of one command share a field name, its flag.
+"""
 
 from __future__ import annotations
 
@@ -8,59 +13,110 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "croatia-streetview"
+GRAPHS = ("dt", "gg", "rng")
+DESCRIPTORS = ("cls", "gem", "vlad")
+
+
+def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
+    """A config field: its default and what the CLI and the pages say about it."""
+    meta = {"help": help, "choices": choices, "flag": flag, **extra}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("configs are frozen: use tuples")
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    data: str = str(DEFAULT_DATA)  # photo folder (its manifest.csv, else EXIF GPS) or a manifest CSV
-    manifest: str | None = None  # explicit manifest whose paths are relative to `data`
-    workers: int = 8  # threads that read, hash and check the files
+    data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv, else EXIF GPS) or a manifest CSV", positional=True)
+    manifest: str | None = setting(None, "manifest CSV whose paths are relative to DATA")
+    workers: int = setting(8, "threads that read, hash and check the files")
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    model: str = "dinov2-vits14"  # registered encoder or open_clip model name
-    checkpoint: str | None = None  # local weights file; None = the installed default
-    pretrained: str | None = None  # open_clip pretrained tag, only if already cached locally
-    image_size: int | None = None  # input side in px for registered encoders (position grid resized); None = native
-    batch_size: int = 16  # images per forward pass (16 is fastest per image on 2 CPU cores)
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
-    patches: bool = False  # also store patch tokens (float16) for GeM / VLAD
-    workers: int = 4  # decoding threads, one batch ahead of the model
-    ray: str | None = None  # Ray address ("local" starts one here, "auto", "ray://head:10001"); None = this process
+    model: str = setting("dinov2-vits14", "registered encoder or open_clip model name")
+    checkpoint: str | None = setting(None, "local weights file; default: the installed weights of the encoder")
+    pretrained: str | None = setting(None, "open_clip pretrained tag, only if already cached locally")
+    image_size: int | None = setting(None, "input side in px for registered encoders (position grid resized); default: native")
+    batch_size: int = setting(16, "images per forward pass (16 is fastest per image on 2 CPU cores)")
+    device: str = setting("auto", '"auto" = CUDA when present, else CPU')
+    patches: bool = setting(False, "also store patch tokens (float16) for GeM / VLAD")
+    workers: int = setting(4, "decoding threads, one batch ahead of the model", flag="--embed-workers")
+    ray: str | None = setting(None, 'embed on Ray: a cluster address ("auto", "ray://head:10001"), or none to start Ray here',
+                              const="local")
 
 
 @dataclass(frozen=True)
 class GraphConfig:
-    kinds: tuple[str, ...] = ("dt", "gg", "rng")  # proximity graphs to build
-    test_frac: float = 0.2  # share of locations held out; graphs and regions see only the rest
-    split_seed: int = 0  # seed of the grouped train/test split
+    kinds: tuple[str, ...] = setting(GRAPHS, "proximity graphs, comma-separated", choices=GRAPHS, flag="--graphs")
+    test_frac: float = setting(0.2, "share of locations held out; graphs and regions see only the rest")
+    split_seed: int = setting(0, "seed of the grouped train/test split")
 
 
 @dataclass(frozen=True)
 class RegionConfig:
-    resolution: float = 1.0  # Louvain resolution: higher gives more, smaller regions
-    seed: int = 0  # Louvain's random node order
-    negative: str = "clip"  # negative cosine -> weight: "clip" (to 0) or "shift" ((1 + cos) / 2)
+    resolution: float = setting(1.0, "Louvain resolution: higher gives more, smaller regions")
+    seed: int = setting(0, "Louvain's random node order")
+    negative: str = setting("clip", 'negative cosine -> edge weight: "clip" (to 0) or "shift" ((1 + cos) / 2)', choices=("clip", "shift"))
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    seed: int = 0  # seed of the classifier
+    seed: int = setting(0, "seed of the w/o linear probe", flag="--eval-seed")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    graph: str = "dt"  # proximity graph whose Louvain regions are the classes
-    rounds: int = 3  # fine-tuning rounds: FT1 .. FTn (round 0, "w/o", is always run)
-    epochs: int = 4  # epochs per round
-    unfrozen_blocks: int = 2  # last k transformer blocks trained (with the final norm and a new head)
-    lr: float = 2e-4  # AdamW learning rate of the unfrozen blocks
-    head_lr: float = 2e-3  # learning rate of the (cosine) classification head
-    weight_decay: float = 0.05
-    batch_size: int = 32
-    seed: int = 0  # batch order and head initialisation
-    device: str = "auto"  # "auto" = CUDA (bf16 autocast) when present, else CPU
+    graph: str = setting("dt", "proximity graph whose Louvain regions are the classes", choices=GRAPHS)
+    rounds: int = setting(3, 'fine-tuning rounds: FT1 .. FTn (round 0, "w/o", is always run)')
+    epochs: int = setting(4, "epochs per round")
+    unfrozen_blocks: int = setting(2, "last k transformer blocks trained (with the final norm and a new head)")
+    lr: float = setting(2e-4, "AdamW learning rate of the unfrozen blocks")
+    head_lr: float = setting(2e-3, "learning rate of the (cosine) classification head")
+    weight_decay: float = setting(0.05, "AdamW weight decay")
+    batch_size: int = setting(32, "photos per training step")
+    seed: int = setting(0, "batch order and head initialisation")
+    device: str = setting("auto", '"auto" = CUDA (bf16 autocast) when present, else CPU')
+
+
+@dataclass(frozen=True)
+class LocatorConfig:
+    dim: int = setting(128, "shared image / GPS embedding size")
+    hidden: int = setting(256, "hidden width of the MLPs")
+    n_freq: int = setting(64, "random Fourier features per scale")
+    scales: tuple[float, ...] = setting((1.0, 8.0, 64.0, 512.0), "Fourier frequency scales, per radian of database extent")
+    epochs: int = setting(100, "training epochs")
+    max_steps: int = setting(5000, "caps the epochs on large databases")
+    batch_size: int = setting(256, "photos per step")
+    lr: float = setting(1e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    jitter: float = setting(0.01, "GPS noise during training, as a share of the extent (smooths the encoder)")
+    seed: int = setting(0, "initialisation, batches and the calibration split")
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """What a saved predictor is built from besides the run's data: a change rebuilds it."""
+
+    descriptor: str = setting("cls", "retrieval descriptor; gem / vlad need `embed --patches`", choices=DESCRIPTORS)
+    k: int = setting(10, "database photos retrieved per query")
+    verify: bool = setting(True, "choose among candidates with the GPS verifier (off: the neighbours' vote)", flag="--verify")
+    sources: tuple[str, ...] = setting(("top1", "clusters", "gallery"), "where candidate coordinates come from, comma-separated",
+                                       choices=("top1", "clusters", "gallery", "regions"))
+    n_words: int = setting(32, "VLAD vocabulary size")
+    locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Locating photos: the predictor to build or load, and what each prediction reports."""
+
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    coverage: float = setting(0.9, "share of calibration photos the uncertainty radius must hold")
+    graph: str = setting("dt", "graph whose regions label the predictions", choices=GRAPHS, flag="--region-graph")
+    region_from: str = setting("classifier", "the latest fine-tuning round's classifier (where the run has one) or the w/o "
+                               "region of the database photo nearest the prediction", choices=("classifier", "nearest"))
+    device: str = setting("auto", '"auto" = CUDA when present, else CPU')
 
 
 @dataclass(frozen=True)
@@ -74,12 +130,23 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
         """Inverse of dataclasses.asdict; unknown keys are an error, missing ones take defaults."""
-        parts = {}
-        for f in dataclasses.fields(cls):
-            sub = dict(d.get(f.name, {}))
-            sub_cls = type(getattr(cls(), f.name))
-            for sf in dataclasses.fields(sub_cls):
-                if sf.name in sub and isinstance(sub[sf.name], list):
-                    sub[sf.name] = tuple(sub[sf.name])
-            parts[f.name] = sub_cls(**sub)
-        return cls(**parts)
+        return from_dict(cls, d)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """A (nested) config dataclass from its asdict / JSON form; lists become tuples, missing keys take defaults."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        value = d[f.name]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            value = from_dict(sub, value or {})
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
+    return cls(**kwargs)

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from .config import EmbedConfig
-from .embed import Embeddings, embed_images, load_encoder
+from .embed import Embeddings, embed_images
+from .encoders import load_encoder
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import runs
+from . import storage
 from .baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
+from .classifier import RegionClassifier
 from .config import FinetuneConfig
-from .finetune import RegionClassifier, FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, train_epoch
+from .finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, train_epoch
+from .runs import Experiment, FinetuneRun, Run
 from .towers import Suffix
 
 log = logging.getLogger(__name__)
@@ -29,16 +31,16 @@ log = logging.getLogger(__name__)
 COLUMNS = ["graph", "method", "acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km"]
 
 
-def round_rows(ft_dir: Path, graph: str) -> list[dict]:
-    """The finished rounds of a fine-tuning directory, one row each (the last record of a round wins)."""
-    rounds = {r["round"]: r for r in runs.read_metrics(ft_dir) if r.get("kind") == "round"}
+def round_rows(ft: FinetuneRun, graph: str) -> list[dict]:
+    """The finished rounds of a fine-tuning folder, one row each (the last record of a round wins)."""
+    rounds = {r["round"]: r for r in ft.read_metrics() if r.get("kind") == "round"}
     return [{"graph": graph, "method": rounds[k]["name"], **rounds[k]} for k in sorted(rounds)]
 
 
 def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.ndarray], epochs: int) -> list[np.ndarray]:
     """Fine-tune a fresh suffix on fixed label sets (one head each); held-out log-probabilities per head."""
     suffix = Suffix(ctx.encoder.model, cfg.unfrozen_blocks).to(ctx.device)
-    model = RegionClassifier(suffix, [int(l.max()) + 1 for l in label_sets], ctx.encoder.model.proj.shape[1], cfg.seed).to(ctx.device)
+    model = RegionClassifier(suffix, [int(labels.max()) + 1 for labels in label_sets], ctx.encoder.model.proj.shape[1], cfg.seed).to(ctx.device)
     optimizer = make_optimizer(model, cfg)
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -63,25 +65,26 @@ def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int) -> list[dict]
     return rows
 
 
-def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] = ("dt", "gg", "rng"),
+def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] | None = None,
                    out_dir: Path | None = None) -> pd.DataFrame:
-    """Fine-tune over each graph (resuming finished work), add the baselines, write table.csv / table.md."""
-    run_dir = Path(run_dir)
-    out = Path(out_dir or run_dir / "experiment")
+    """Fine-tune over each graph (default: every graph the run has; finished work resumes), add the baselines, write the table."""
+    run = Run(Path(run_dir).resolve())
+    out = Experiment(out_dir) if out_dir is not None else run.experiment
+    graphs = tuple(graphs or run.graphs())
     rows = []
     for graph in graphs:
-        ft_dir = out / f"finetune_{graph}"
-        for result in finetune_rounds(run_dir, dataclasses.replace(cfg, graph=graph), out_dir=ft_dir):
+        ft = out.finetune(graph)
+        for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
             log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
-        rows += round_rows(ft_dir, graph)
+        rows += round_rows(ft, graph)
     last = [r for r in rows if r["round"] == cfg.rounds]
     best = max(last, key=lambda r: r["acc"])
-    rows += baseline_rows(run_dir, cfg, target=int(best["n_regions"]))
+    rows += baseline_rows(run.root, cfg, target=int(best["n_regions"]))
     table = pd.DataFrame(rows)
-    runs.write_csv(out / "table.csv", table)
-    runs.write_bytes(out / "table.md", to_markdown(table).encode())
-    runs.write_json(out / "config.json", {"finetune": cfg, "graphs": graphs, "run_dir": str(run_dir),
-                                          "matched_regions": int(best["n_regions"]), "matched_to": f"{best['graph']} {best['method']}"})
+    storage.write_csv(out.table_csv, table)
+    storage.write_bytes(out.table_md, to_markdown(table).encode())
+    storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
+                                    "matched_regions": int(best["n_regions"]), "matched_to": f"{best['graph']} {best['method']}"})
     return table
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,14 +29,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import runs
-from .classify import fit_linear_probe
-from .config import EmbedConfig, FinetuneConfig, PipelineConfig, RegionConfig
-from .embed import Encoder, autocast, decoded_batches, load_encoder, resolve_device
+from . import storage
+from .classifier import RegionClassifier
+from .config import FinetuneConfig, RegionConfig
+from .embed import decoded_batches
+from .encoders import Encoder, autocast, load_encoder, resolve_device
 from .evaluate import classification_metrics, region_metrics
-from .ingest import PhotoTable, load_photo_table
-from .pipeline import load_site_graph, load_split, write_regions
+from .ingest import PhotoTable
+from .pipeline import write_regions
+from .probe import fit_linear_probe
 from .regions import SiteGraph
+from .runs import FinetuneRun, Run
 from .towers import Suffix, prefix_tokens
 
 log = logging.getLogger(__name__)
@@ -64,56 +67,35 @@ def round_name(r: int) -> str:
     return "w/o" if r == 0 else f"FT{r}"
 
 
-class CosineHead(nn.Module):
-    """logits = scale * cos(embedding, class weight).
-
-    The graph is weighted by cosine similarity of unit embeddings, so the head trains exactly that
-    geometry: photos of one region are pulled towards one direction, which the next cut then sees.
-    """
-
-    def __init__(self, dim: int, n_classes: int, scale: float = 16.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_classes, dim) / dim**0.5)
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(self.weight, dim=-1).T
+Progress = Callable[[int, int], None]  # (done, total) of the phase under way
 
 
-class RegionClassifier(nn.Module):
-    """The trainable suffix of the ViT with one cosine head per label set (one, or several for CPlaNet)."""
-
-    def __init__(self, suffix: Suffix, n_classes: list[int], dim: int, seed: int):
-        super().__init__()
-        self.suffix = suffix
-        torch.manual_seed(seed)
-        self.heads = nn.ModuleList(CosineHead(dim, n) for n in n_classes)
-
-    def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
-        pooled = self.suffix(tokens)
-        return [head(pooled) for head in self.heads]
+def _no_progress(done: int, total: int) -> None:
+    pass
 
 
-def cached_prefix_tokens(run_dir: Path, encoder: Encoder, table: PhotoTable, unfrozen_blocks: int,
-                         batch_size: int = 16) -> np.ndarray:
+def cached_prefix_tokens(run: Run, encoder: Encoder, table: PhotoTable, unfrozen_blocks: int, batch_size: int = 16,
+                         progress: Progress = _no_progress) -> np.ndarray:
     """(N, T, D) float16 tokens entering the first unfrozen block, computed once and memory-mapped."""
     photos = hashlib.sha1("".join(table.frame["sha1"]).encode()).hexdigest()[:12]  # a re-ingested run gets new tokens
-    path = Path(run_dir) / f"prefix_{encoder.key}_k{unfrozen_blocks}_{photos}.npy"
+    path = run.prefix_tokens(encoder.key, unfrozen_blocks, photos)
     if path.exists():
-        return runs.read_npy(path, mmap=True)
+        return storage.read_npy(path, mmap=True)
     paths = table.abs_paths()
-    chunks, start = [], time.perf_counter()
+    chunks, start, done = [], time.perf_counter(), 0
     bar = tqdm(total=len(paths), desc=f"prefix (first {len(encoder.model.transformer.resblocks) - unfrozen_blocks} blocks)", unit="img")
     for idx, pixels, errors in decoded_batches(paths, range(len(paths)), encoder, batch_size, workers=4):
         if errors:
             raise ValueError(f"photos became unreadable since ingest: {errors}")
         with torch.no_grad(), autocast(encoder.device):
             chunks.append(prefix_tokens(encoder.model, pixels.to(encoder.device), unfrozen_blocks).half().cpu().numpy())
+        done += len(idx)
         bar.update(len(idx))
+        progress(done, len(paths))
     bar.close()
     log.info("prefix tokens: %.1f img/s", len(paths) / (time.perf_counter() - start))
-    runs.write_npy(path, np.concatenate(chunks))
-    return runs.read_npy(path, mmap=True)
+    storage.write_npy(path, np.concatenate(chunks))
+    return storage.read_npy(path, mmap=True)
 
 
 def _batch(tokens: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -123,7 +105,8 @@ def _batch(tokens: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.T
 
 
 def train_epoch(model: RegionClassifier, optimizer: torch.optim.Optimizer, tokens: np.ndarray, idx: np.ndarray,
-                label_sets: list[np.ndarray], batch_size: int, generator: torch.Generator, device: torch.device) -> dict:
+                label_sets: list[np.ndarray], batch_size: int, generator: torch.Generator, device: torch.device,
+                progress: Progress = _no_progress) -> dict:
     """One pass over `idx` in a seeded order; returns loss, training accuracy (first head) and img/s."""
     model.train()
     perm = idx[torch.randperm(len(idx), generator=generator).numpy()]
@@ -140,6 +123,7 @@ def train_epoch(model: RegionClassifier, optimizer: torch.optim.Optimizer, token
         optimizer.step()
         total_loss += loss.item() * len(b)
         correct += int((logits[0].argmax(1) == targets[0]).sum())
+        progress(s + len(b), len(perm))
     seconds = time.perf_counter() - start
     return {"loss": total_loss / len(perm), "train_acc": correct / len(perm), "train_img_per_s": len(perm) / seconds}
 
@@ -159,7 +143,8 @@ def predict_log_probs(model: RegionClassifier, tokens: np.ndarray, idx: np.ndarr
 
 
 @torch.no_grad()
-def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: torch.device,
+                 progress: Progress = _no_progress) -> np.ndarray:
     """(N, D) unit embeddings of every photo through the (fine-tuned) suffix."""
     suffix.eval()
     out = []
@@ -167,6 +152,7 @@ def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: to
         with autocast(device):
             pooled = suffix(_batch(tokens, np.arange(s, min(s + batch_size * 2, len(tokens))), device))
         out.append(nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+        progress(min(s + batch_size * 2, len(tokens)), len(tokens))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -179,49 +165,61 @@ def make_optimizer(model: RegionClassifier, cfg: FinetuneConfig) -> torch.optim.
 
 
 class FinetuneContext:
-    """What every round reads: the photos, the split, the site graph, the tokens and the encoder."""
+    """What every round reads: the photos, the split, the site graph, the tokens and the encoder.
 
-    def __init__(self, run_dir: Path, cfg: FinetuneConfig):
-        self.run_dir = Path(run_dir)
-        self.pipeline = PipelineConfig.from_dict(runs.read_json(self.run_dir / runs.CONFIG))
-        self.table = load_photo_table(self.run_dir)
-        self.graph: SiteGraph = load_site_graph(self.run_dir, cfg.graph)
-        self.projection, self.is_test = load_split(self.run_dir)
+    `progress(phase)` gives a callback that records how far a long phase is in the output folder
+    (at most twice a second), for the Train page's bars.
+    """
+
+    def __init__(self, run_dir: Path, cfg: FinetuneConfig, out: FinetuneRun | None = None):
+        self.run = Run(Path(run_dir).resolve())
+        self.out = out
+        self.pipeline = self.run.pipeline_config()
+        self.table = self.run.photo_table()
+        self.graph: SiteGraph = self.run.site_graph(cfg.graph)
+        self.projection, self.is_test = self.run.read_split()
         self.train_idx, self.test_idx = np.flatnonzero(~self.is_test), np.flatnonzero(self.is_test)
-        embed_cfg: EmbedConfig = self.pipeline.embed
+        embed_cfg = self.pipeline.embed
         self.device = resolve_device(cfg.device)
         self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device), embed_cfg.image_size)
-        self.tokens = cached_prefix_tokens(self.run_dir, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size)
+        self.tokens = cached_prefix_tokens(self.run, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size,
+                                           self.progress("caching prefix tokens"))
         self.groups = self.table.frame["group"].to_numpy()
 
     def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
         return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
 
+    def progress(self, phase: str) -> Progress:
+        if self.out is None:
+            return _no_progress
+        last = [0.0]
 
-def finetune_dirs(run_dir: Path, graph: str = "*") -> list[Path]:
-    """The run's fine-tuning folders for `graph` (a glob): `geoloc finetune`'s `finetune_{graph}`, then `geoloc experiment`'s."""
-    run_dir = Path(run_dir)
-    return [p for p in (*sorted(run_dir.glob(f"finetune_{graph}")), *sorted(run_dir.glob(f"experiment/finetune_{graph}"))) if p.is_dir()]
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done >= total or now - last[0] >= 0.5:
+                last[0] = now
+                self.out.write_progress(phase, done, total)
+        return report
 
 
 def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,
                     regions: RegionConfig | None = None) -> Iterator[RoundResult]:
     """Yield w/o, FT1, ..., FT{cfg.rounds} for the run in `run_dir` (after `geoloc run` or its stages).
 
-    Writes into `out_dir` (default `run_dir/finetune_{graph}`): `config.json`, `metrics.jsonl`,
-    `checkpoints/` and, per round k, `regions_r{k}.*` (the regions cut from round k's features) and
-    `embeddings_r{k}.npy`. If `out_dir` holds a checkpoint, the run resumes from it and yields only
-    the rounds it had not finished.
+    Writes a `FinetuneRun` into `out_dir` (default: a new `finetune_{graph}` folder of the run):
+    its config, metrics, checkpoints and, per round k, the regions cut from round k's features and
+    its embeddings. If `out_dir` holds a checkpoint, the run resumes from it (with the config it was
+    started with, else an error) and yields only the rounds it had not finished.
     """
-    out = Path(out_dir or Path(run_dir) / f"finetune_{cfg.graph}")
+    out = FinetuneRun(out_dir) if out_dir is not None else Run(run_dir).new_finetune(cfg.graph)
     state = load_checkpoint(out)
     if state is not None:
-        saved = FinetuneConfig(**{**runs.read_json(out / runs.CONFIG)["finetune"], "device": cfg.device})
+        saved = FinetuneConfig(**{**out.read_config()["finetune"], "device": cfg.device})
         if saved != cfg:
-            raise ValueError(f"{out} was started with {saved}; resume it with that config")
-    ctx = FinetuneContext(run_dir, cfg)
+            raise ValueError(f"{out.root} was started with {saved}; resume it with that config")
+    ctx = FinetuneContext(run_dir, cfg, out)
     regions = regions or ctx.pipeline.regions
-    runs.write_json(out / runs.CONFIG, {"finetune": cfg, "regions": regions, "run_dir": str(run_dir)})
+    storage.write_json(out.config, {"finetune": cfg, "regions": regions, "run_dir": str(ctx.run.root)})
     cut = lambda emb: ctx.graph.partition(emb, regions.negative, regions.resolution, regions.seed)  # noqa: E731
 
     if state is None:
@@ -241,40 +239,46 @@ def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = N
         yield result
 
 
-def load_checkpoint(out: Path) -> dict | None:
-    path = Path(out) / "checkpoints" / "last.pt"
+def load_checkpoint(out: FinetuneRun) -> dict | None:
+    path = out.last_checkpoint
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
-def _save_checkpoint(out: Path, state: dict, name: str = "last.pt") -> None:
-    runs.atomic_write(Path(out) / "checkpoints" / name, lambda f: torch.save(state, f))
+def is_finished(out: FinetuneRun) -> bool:
+    """Whether every round the folder was started with is done (nothing left to resume)."""
+    state = load_checkpoint(out)
+    return state is not None and int(state["round"]) > int(out.read_config()["finetune"]["rounds"])
 
 
-def _replay_lost_record(out: Path, record: dict) -> None:
+def _save_checkpoint(path: Path, state: dict) -> None:
+    storage.atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _replay_lost_record(out: FinetuneRun, record: dict) -> None:
     """A kill between checkpoint and metrics append loses one record; the checkpoint still has it."""
     key = lambda r: (r.get("kind"), r.get("round"), r.get("epoch"))  # noqa: E731
-    if not any(key(r) == key(record) for r in runs.read_metrics(out)):
-        runs.append_metrics(out, record)
+    if not any(key(r) == key(record) for r in out.read_metrics()):
+        out.append_metrics(record)
 
 
-def _round_zero(ctx: FinetuneContext, out: Path, cut) -> RoundResult:
-    emb = runs.read_npy(ctx.run_dir / "embeddings.npy")
+def _round_zero(ctx: FinetuneContext, out: FinetuneRun, cut) -> RoundResult:
+    emb, _ = ctx.run.read_embeddings()
     labels, partition = cut(emb)
     probe = fit_linear_probe(emb[ctx.train_idx], labels[ctx.train_idx], ctx.groups[ctx.train_idx])
     metrics = ctx.grade(probe.predict(emb[ctx.test_idx]), labels) | {"n_regions": partition.n_regions, "modularity": partition.modularity}
     _write_round_outputs(ctx, out, 0, labels, emb)
     record = {"kind": "round", "round": 0, "name": "w/o", **metrics}
-    _save_checkpoint(out, {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
-    runs.append_metrics(out, record)
+    _save_checkpoint(out.last_checkpoint, {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
+    out.append_metrics(record)
     return RoundResult(0, "w/o", metrics, labels, emb, labels, partition.modularity)
 
 
-def _write_round_outputs(ctx: FinetuneContext, out: Path, r: int, next_labels: np.ndarray, emb: np.ndarray) -> None:
-    runs.write_npy(out / f"embeddings_r{r}.npy", emb)
-    write_regions(out, f"regions_r{r}", ctx.table, ctx.graph, next_labels, ctx.projection)
+def _write_round_outputs(ctx: FinetuneContext, out: FinetuneRun, r: int, next_labels: np.ndarray, emb: np.ndarray) -> None:
+    storage.write_npy(out.embeddings(r), emb)
+    write_regions(out.regions(r), ctx.table, ctx.graph, next_labels, ctx.projection)
 
 
-def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: Path, r: int, suffix: Suffix, labels: np.ndarray, cut,
+def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun, r: int, suffix: Suffix, labels: np.ndarray, cut,
                     mid_round: dict | None) -> RoundResult:
     n_regions = int(labels.max()) + 1
     model = RegionClassifier(suffix, [n_regions], ctx.encoder.model.proj.shape[1], seed=cfg.seed + r).to(ctx.device)
@@ -286,27 +290,28 @@ def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: Path, r: int
         start_epoch = int(mid_round["epoch"]) + 1
     for epoch in range(start_epoch, cfg.epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 1000 + epoch)
-        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, [labels], cfg.batch_size, generator, ctx.device)
+        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, [labels], cfg.batch_size, generator, ctx.device,
+                             ctx.progress(f"{round_name(r)} epoch {epoch + 1} of {cfg.epochs}"))
         pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
         record = {"kind": "epoch", "round": r, "name": round_name(r), "epoch": epoch, "n_regions": n_regions,
                   **record, **classification_metrics(labels[ctx.test_idx], pred)}
-        _save_checkpoint(out, {"round": r, "epoch": epoch, "labels": torch.from_numpy(labels), "model": model.state_dict(),
+        _save_checkpoint(out.last_checkpoint, {"round": r, "epoch": epoch, "labels": torch.from_numpy(labels), "model": model.state_dict(),
                                "optimizer": optimizer.state_dict(), "suffix": {}, "record": record})
-        runs.append_metrics(out, record)
+        out.append_metrics(record)
         log.info("%s epoch %d: loss %.3f, train acc %.3f, test acc %.3f, %.1f img/s", round_name(r), epoch,
                  record["loss"], record["train_acc"], record["acc"], record["train_img_per_s"])
     pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
     metrics = ctx.grade(pred, labels) | {"n_regions": n_regions}
-    emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device)
+    emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device, ctx.progress(f"{round_name(r)}: re-embedding every photo"))
     next_labels, partition = cut(emb)
     _write_round_outputs(ctx, out, r, next_labels, emb)
     record = {"kind": "round", "round": r, "name": round_name(r), **metrics,
               "next_n_regions": partition.n_regions, "next_modularity": partition.modularity}
-    _save_checkpoint(out, {"suffix": model.suffix.state_dict(), "head": model.heads[0].state_dict(),
-                           "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels),
-                           "encoder": ctx.encoder.key}, name=f"round{r}.pt")
-    _save_checkpoint(out, {"round": r + 1, "epoch": -1, "labels": torch.from_numpy(next_labels),
+    _save_checkpoint(out.round_checkpoint(r), {"suffix": model.suffix.state_dict(), "head": model.heads[0].state_dict(),
+                                               "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels),
+                                               "encoder": ctx.encoder.key})
+    _save_checkpoint(out.last_checkpoint, {"round": r + 1, "epoch": -1, "labels": torch.from_numpy(next_labels),
                            "suffix": model.suffix.state_dict(), "record": record})
-    runs.append_metrics(out, record)
+    out.append_metrics(record)
     return RoundResult(r, round_name(r), metrics, labels, emb, next_labels, partition.modularity,
-                       [e for e in runs.read_metrics(out) if e.get("kind") == "epoch" and e["round"] == r])
+                       [e for e in out.read_metrics() if e.get("kind") == "epoch" and e["round"] == r])

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-
 LUNE_CHUNK = 100_000  # edges per lune-test chunk
 
 

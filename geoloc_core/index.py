@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .runs import write_bytes
+from .storage import write_bytes
 
 HNSW_THRESHOLD = 200_000
 HNSW_M = 32  # graph degree: recall vs memory

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from .exif import GpsError, read_gps
 from .images import ImageDecodeError, decode_image
-from .runs import read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -258,19 +257,3 @@ def coordinate_problem(lat: float, lon: float) -> str | None:
     if lat == 0 and lon == 0:
         return "coordinate is (0, 0), the null-island placeholder of a missing fix"
     return None
-
-
-def save_photo_table(run_dir: Path, table: PhotoTable, report: IngestReport) -> None:
-    run_dir = Path(run_dir)
-    write_csv(run_dir / "rejected.csv", pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
-    write_csv(run_dir / "photos.csv", table.frame)
-    write_json(run_dir / "ingest.json", {"root": str(table.root), "n_candidates": report.n_candidates,
-                                         "n_accepted": report.n_accepted, "n_rejected": len(report.rejected),
-                                         "warnings": report.warnings})
-
-
-def load_photo_table(run_dir: Path) -> PhotoTable:
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / "ingest.json")
-    frame = pd.read_csv(run_dir / "photos.csv", dtype={"path": str, "sha1": str, "group": str}, keep_default_na=False)
-    return PhotoTable(root=Path(meta["root"]), frame=frame)

@@ -14,7 +14,7 @@ country. Both save as safetensors plus a JSON of their settings; loading never u
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,23 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import runs
+from . import storage
+from .config import LocatorConfig, from_dict
 from .geo import latlon_to_xyz, xyz_to_latlon
-
-
-@dataclass(frozen=True)
-class LocatorConfig:
-    dim: int = 128  # shared image / GPS embedding size
-    hidden: int = 256
-    n_freq: int = 64  # random Fourier features per scale
-    scales: tuple[float, ...] = (1.0, 8.0, 64.0, 512.0)  # Fourier frequency scales, per radian of database extent
-    epochs: int = 100
-    max_steps: int = 5000  # caps the epochs on large databases
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    jitter: float = 0.01  # GPS noise during training, as a share of the extent (smooths the encoder)
-    seed: int = 0
 
 
 def angular_extent(xyz: np.ndarray) -> float:
@@ -172,7 +158,7 @@ def save_locator(model: nn.Module, path: Path, meta: dict) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
     tmp.replace(path)
-    runs.write_json(path.with_suffix(".json"), meta)
+    storage.write_json(path.with_suffix(".json"), meta)
 
 
 def locator_meta(kind: str, cfg: LocatorConfig, in_dim: int, **extra: object) -> dict:
@@ -184,7 +170,7 @@ def load_locator(path: Path) -> GpsVerifier | LatLonRegressor:
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta.get("kind") not in ("verifier", "regressor"):
         raise ValueError(f"{path}: unknown locator kind {meta.get('kind')!r}")
-    cfg = LocatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    cfg = from_dict(LocatorConfig, meta["config"])
     if meta["kind"] == "verifier":
         model = GpsVerifier(cfg, meta["in_dim"], meta["extent_rad"])
     else:

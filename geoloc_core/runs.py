@@ -1,176 +1,439 @@
-"""Run directories: every artefact written atomically, metrics appended one JSON line at a time.
+"""The run folder contract: every artefact of a run is named here, once, and read back from here.
 
-A run directory holds `config.json`, the artefacts of each stage and `metrics.jsonl`. Each file is
-written to a temporary sibling and renamed over the target, so a reader (the app, a resumed run, a
-second process) sees the old file or the new one, never a torn one.
+A run folder (`runs/NAME`) is what `geoloc run` and its stages write; a fine-tuning folder, an
+experiment folder and a saved predictor live inside it. Every other module and every page asks
+these classes for a path or a reader; none of them spells a file name.
+
+    RUN/
+      config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
+      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos, rejections and why
+      embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
+      split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
+      graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
+      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo, per region, polygons
+      prefix_{encoder}_k{k}_{photos}.npy                     fine-tuning's cached frozen-prefix tokens
+      finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
+      experiment/  table.csv  table.md  finetune_{graph}/    Experiment
+      predictor_{descriptor}[_train]/                        PredictorStore
+      compare.csv  compare_predictions.csv                   geoloc compare
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import hashlib
-import io
 import json
 import os
-import socket
-import tempfile
+import re
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-STATUS = "status.json"
+from . import storage
+from .config import GRAPHS, PipelineConfig
+from .geo import LocalProjection
+from .ingest import IngestReport, PhotoTable
+from .regions import SiteGraph, region_areas_km2
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # temp files are named after their host and process
-
-
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place.
-
-    The temporary file is named after its writer (host and process). A writer killed mid-write
-    (SIGKILL, power loss) leaves its file behind; the next write of the same artefact removes it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temps(path):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def run_in(root: Path, name: str) -> Path:
+    """`root/name` for a new run's plain name; refuses names that are empty, hidden, or that leave `root`."""
+    if not RUN_NAME.fullmatch(name or "") or ".." in name:
+        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (no slashes, no '..', not starting with '.')")
+    path = (Path(root) / name).resolve()
+    if path.parent != Path(root).resolve():
+        raise ValueError(f"run name {name!r} leaves {root}")
     return path
 
 
-def stale_temps(path: Path) -> list[Path]:
-    """Temporary files of earlier writes of `path` whose writer, a process on this host, has died."""
-    prefix = f".{path.name}.{_HOST}-"
-    return [tmp for tmp in Path(path).parent.glob(f"{glob.escape(prefix)}*.tmp")
-            if (pid := tmp.name[len(prefix):].partition(".")[0]).isdigit() and not _alive(int(pid))]
+@dataclass(frozen=True)
+class Folder:
+    """What every job folder has: its settings, its metrics records, its state and its log."""
 
+    root: Path
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
 
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
 
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
 
-def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True)
-    return write_bytes(path, (text + "\n").encode())
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
 
+    @property
+    def log(self) -> Path:
+        return self.root / "job.log"
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
+    def read_config(self) -> dict[str, Any]:
+        return storage.read_json(self.config) if self.config.exists() else {}
 
-def write_npy(path: Path, array: np.ndarray) -> Path:
-    return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+    def record_config(self, section: str, cfg: Any) -> None:
+        """Merge one section into config.json, so the file always says how every artefact was made."""
+        storage.write_json(self.config, {**self.read_config(), section: storage.to_jsonable(cfg)})
 
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        storage.append_jsonl(self.metrics, record)
 
-MMAP_BYTES = 256 * 2**20  # arrays larger than this are memory-mapped (read-only) rather than loaded
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return storage.read_jsonl(self.metrics)
 
+    def write_status(self, state: str, **extra: Any) -> None:
+        """running / done / failed, the pid and any detail, for a page that polls the job."""
+        storage.write_json(self.status, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
 
-def read_npy(path: Path, mmap: bool | None = None) -> np.ndarray:
-    """An array saved by write_npy; memory-mapped when `mmap` says so or, by default, past MMAP_BYTES."""
-    if mmap is None:
-        mmap = Path(path).stat().st_size > MMAP_BYTES
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    def read_status(self) -> dict[str, Any] | None:
+        return storage.read_json(self.status) if self.status.exists() else None
 
+    def state(self) -> str | None:
+        """running / done / failed / stopped (said running, but its process is gone), or None before any."""
+        status = self.read_status()
+        if status is None:
+            return None
+        if status["state"] == "running" and not storage.pid_alive(int(status["pid"])):
+            return "stopped"
+        return status["state"]
 
-def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    return write_bytes(path, frame.to_csv(index=False).encode())
+    def write_progress(self, phase: str, done: int, total: int) -> None:
+        """Where a long phase is (caching tokens, an epoch, re-embedding): the page draws it as a bar."""
+        storage.write_json(self.progress, {"phase": phase, "done": int(done), "total": int(total), "time": time.time()})
 
-
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one record to `metrics.jsonl` with a single write, so concurrent readers see whole lines."""
-    line = json.dumps({"time": time.time(), **to_jsonable(record)}, sort_keys=True) + "\n"
-    path = Path(run_dir) / METRICS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All complete records of `metrics.jsonl`; a torn last line (a killed writer) is skipped."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+    def read_progress(self) -> dict[str, Any] | None:
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+            return storage.read_json(self.progress)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
 
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
-    """`status.json`: running / done / failed, the pid and any detail, for a page that polls the run."""
-    write_json(Path(run_dir) / STATUS, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
+@dataclass(frozen=True)
+class RegionFiles:
+    """One partition's three files: `{stem}.csv` (region per photo), `{stem}_summary.csv`, `{stem}.geojson`."""
+
+    stem: Path
+
+    @property
+    def csv(self) -> Path:
+        return self.stem.with_name(self.stem.name + ".csv")
+
+    @property
+    def summary(self) -> Path:
+        return self.stem.with_name(self.stem.name + "_summary.csv")
+
+    @property
+    def geojson(self) -> Path:
+        return self.stem.with_name(self.stem.name + ".geojson")
+
+    def exists(self) -> bool:
+        return self.csv.exists()
+
+    def write(self, labels: pd.DataFrame, summary: pd.DataFrame, polygons: gpd.GeoDataFrame) -> None:
+        storage.write_csv(self.csv, labels)
+        storage.write_csv(self.summary, summary)
+        storage.write_bytes(self.geojson, polygons.to_json().encode())
+
+    def labels(self) -> pd.DataFrame:
+        """path, region, test: one row per photo of the run, in photos.csv order."""
+        return pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
+
+    def polygons(self) -> dict:
+        return json.loads(self.geojson.read_text())
+
+    def read_summary(self) -> pd.DataFrame:
+        summary = pd.read_csv(self.summary)
+        if "area_km2" not in summary:  # written before regions recorded their areas
+            frame = gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
+            areas = pd.DataFrame({"region": frame["region"], "area_km2": region_areas_km2(frame)})
+            summary = summary.merge(areas, on="region", how="left")
+        return summary
 
 
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / STATUS
-    return read_json(path) if path.exists() else None
+@dataclass(frozen=True)
+class FinetuneRun(Folder):
+    """A fine-tuning folder: checkpoints, and per round k the regions cut from its features and its embeddings."""
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    def round_checkpoint(self, r: int) -> Path:
+        return self.root / "checkpoints" / f"round{r}.pt"
+
+    def round_checkpoints(self) -> dict[int, Path]:
+        """{round: checkpoint} of the rounds this folder finished."""
+        found = {}
+        for p in (self.root / "checkpoints").glob("round*.pt"):
+            if p.stem.removeprefix("round").isdigit():
+                found[int(p.stem.removeprefix("round"))] = p
+        return dict(sorted(found.items()))
+
+    def regions(self, r: int) -> RegionFiles:
+        """The regions cut from round r's features (r = 0: the pretrained ones), which round r + 1 learns."""
+        return RegionFiles(self.root / f"regions_r{r}")
+
+    def region_rounds(self) -> list[int]:
+        return sorted(int(p.stem.removeprefix("regions_r")) for p in self.root.glob("regions_r*.geojson")
+                      if p.stem.removeprefix("regions_r").isdigit())
+
+    def embeddings(self, r: int) -> Path:
+        return self.root / f"embeddings_r{r}.npy"
+
+    def run_dir(self) -> Path:
+        """The run this folder fine-tunes (recorded absolute; a relative record from older versions is read against the
+        folder it was written in, else this folder's parents)."""
+        recorded = Path(self.read_config()["run_dir"])
+        if recorded.is_absolute():
+            return recorded
+        for parent in self.root.resolve().parents:
+            if (parent / "photos.csv").exists():
+                return parent
+        return recorded.resolve()
 
 
-def job_state(run_dir: Path) -> str | None:
-    """running / done / failed / stopped (said running, but its process is gone: killed), or None."""
-    status = read_status(run_dir)
-    if status is None:
-        return None
-    if status["state"] == "running" and not _alive(int(status["pid"])):
-        return "stopped"
-    return status["state"]
+@dataclass(frozen=True)
+class Experiment(Folder):
+    """`geoloc experiment`: one fine-tuning folder per graph and the table."""
+
+    @property
+    def table_csv(self) -> Path:
+        return self.root / "table.csv"
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / "table.md"
+
+    def finetune(self, graph: str) -> FinetuneRun:
+        return FinetuneRun(self.root / f"finetune_{graph}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@dataclass(frozen=True)
+class PredictorStore:
+    """A saved predictor: index, database, vocabulary, verifier, calibration errors; `predictor.json` is written last."""
+
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "predictor.json"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.faiss"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "db.csv"
+
+    @property
+    def vocabulary(self) -> Path:
+        return self.root / "vocabulary.npy"
+
+    @property
+    def verifier(self) -> Path:
+        return self.root / "verifier.safetensors"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration_errors.npy"
+
+    def read_meta(self) -> dict[str, Any]:
+        return storage.read_json(self.meta) if self.meta.exists() else {}
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, tuples and numpy scalars -> plain JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
+@dataclass(frozen=True)
+class Run(Folder):
+    """A run folder: the stages' artefacts (see the module docstring) and the folders inside it."""
+
+    # ingest
+    @property
+    def photos(self) -> Path:
+        return self.root / "photos.csv"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected.csv"
+
+    @property
+    def ingest_meta(self) -> Path:
+        return self.root / "ingest.json"
+
+    # embed
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings.npy"
+
+    @property
+    def patches(self) -> Path:
+        return self.root / "patches.npy"
+
+    @property
+    def embed_meta(self) -> Path:
+        return self.root / "embed.json"
+
+    def shards(self, encoder_key: str) -> Path:
+        return self.root / "shards" / encoder_key
+
+    # graph
+    @property
+    def split(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def sites(self) -> Path:
+        return self.root / "sites.csv"
+
+    @property
+    def site_of_photo(self) -> Path:
+        return self.root / "site_of_photo.npy"
+
+    def graph(self, kind: str) -> Path:
+        return self.root / f"graph_{kind}.npy"
+
+    def graphs(self) -> list[str]:
+        """The proximity graphs this run has built, in the usual order."""
+        return [k for k in GRAPHS if self.graph(k).exists()]
+
+    # regions
+    def regions(self, kind: str) -> RegionFiles:
+        """The w/o regions: Louvain on the pretrained features."""
+        return RegionFiles(self.root / f"regions_{kind}")
+
+    # fine-tuning
+    def prefix_tokens(self, encoder_key: str, unfrozen_blocks: int, photos_digest: str) -> Path:
+        return self.root / f"prefix_{encoder_key}_k{unfrozen_blocks}_{photos_digest}.npy"
+
+    def finetune_dirs(self, graph: str = "*") -> list[FinetuneRun]:
+        """The fine-tuning folders for `graph` (a glob): `geoloc finetune`'s, then `geoloc experiment`'s."""
+        found = [*sorted(self.root.glob(f"finetune_{graph}")), *sorted(self.root.glob(f"finetune_{graph}-*")),
+                 *sorted(self.experiment.root.glob(f"finetune_{graph}"))]
+        return [FinetuneRun(p) for p in dict.fromkeys(found) if p.is_dir()]
+
+    def new_finetune(self, graph: str) -> FinetuneRun:
+        """A folder for a new fine-tuning run over `graph`: `finetune_{graph}`, or `-2`, `-3`, ... once that is taken."""
+        candidates = (self.root / (f"finetune_{graph}" + (f"-{n}" if n > 1 else "")) for n in range(1, 10_000))
+        return FinetuneRun(next(p for p in candidates if not p.exists()))
+
+    def round_checkpoints(self, graph: str = "*") -> list[Path]:
+        """Every round checkpoint of every fine-tuning folder for `graph`."""
+        return sorted(p for ft in self.finetune_dirs(graph) for p in ft.round_checkpoints().values())
+
+    def latest_round(self, graph: str) -> tuple[FinetuneRun, int] | None:
+        """The highest finished round for `graph` (the newer where two folders reached it): (its folder, the round)."""
+        rounds = [(r, p.stat().st_mtime, ft) for ft in self.finetune_dirs(graph) for r, p in ft.round_checkpoints().items()]
+        if not rounds:
+            return None
+        r, _, ft = max(rounds, key=lambda t: t[:2])
+        return ft, r
+
+    def iterations(self, graph: str) -> dict[str, RegionFiles]:
+        """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
+        found = {"w/o": self.regions(graph)} if self.regions(graph).exists() else {}
+        for ft in self.finetune_dirs(graph):
+            tag = "" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}" else f" ({ft.root.relative_to(self.root)})"
+            for k in ft.region_rounds():
+                found[(f"after FT{k}" if k else "w/o (fine-tuning run)") + tag] = ft.regions(k)
+        return found
+
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.root / "experiment")
+
+    # prediction and comparison
+    def predictor(self, descriptor: str, database: str = "all") -> PredictorStore:
+        return PredictorStore(self.root / (f"predictor_{descriptor}" + ("" if database == "all" else f"_{database}")))
+
+    @property
+    def compare_table(self) -> Path:
+        return self.root / "compare.csv"
+
+    @property
+    def compare_predictions(self) -> Path:
+        return self.root / "compare_predictions.csv"
+
+    # readers
+    def pipeline_config(self) -> PipelineConfig:
+        sections = {f.name for f in dataclasses.fields(PipelineConfig)}
+        return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})
+
+    def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
+        storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
+        storage.write_csv(self.photos, table.frame)
+        storage.write_json(self.ingest_meta, {"root": str(table.root), "n_candidates": report.n_candidates,
+                                              "n_accepted": report.n_accepted, "n_rejected": len(report.rejected),
+                                              "warnings": report.warnings})
+
+    def photo_table(self) -> PhotoTable:
+        if not self.ingest_meta.exists():
+            raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
+        meta = storage.read_json(self.ingest_meta)
+        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str}, keep_default_na=False)
+        return PhotoTable(root=Path(meta["root"]), frame=frame)
+
+    def read_ingest_meta(self) -> dict[str, Any]:
+        return storage.read_json(self.ingest_meta)
+
+    def read_rejected(self) -> pd.DataFrame:
+        return pd.read_csv(self.rejected, dtype=str, keep_default_na=False)
+
+    def read_split(self) -> tuple[LocalProjection, np.ndarray]:
+        """The local metric projection and the (N,) held-out flags."""
+        meta = storage.read_json(self.split)
+        return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
+
+    def write_split(self, projection: LocalProjection, is_test: np.ndarray) -> None:
+        storage.write_json(self.split, {"projection": dataclasses.asdict(projection), "is_test": np.asarray(is_test).tolist()})
+
+    def read_embeddings(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The unit photo embeddings, and the patch tokens (memory-mapped) if the run kept them, else None."""
+        patches = storage.read_npy(self.patches, mmap=True) if self.patches.exists() else None
+        return storage.read_npy(self.embeddings), patches
+
+    def read_sites(self) -> pd.DataFrame:
+        """site, lat_deg, lon_deg, x_m, y_m, train: the distinct photo locations."""
+        return pd.read_csv(self.sites)
+
+    def site_graph(self, kind: str) -> SiteGraph:
+        """The graph stage's artefacts for one graph kind."""
+        if not self.graph(kind).exists():
+            raise FileNotFoundError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})")
+        sites = self.read_sites()
+        return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
+                         train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),
+                         is_test=self.read_split()[1])
+
+    def graph_edges_latlon(self, kind: str) -> pd.DataFrame:
+        """The graph's edges as coordinate pairs (lat0, lon0, lat1, lon1), for drawing."""
+        sites, e = self.read_sites(), storage.read_npy(self.graph(kind))
+        lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
+        return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
+
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A cheap version stamp of files (path, size, mtime; missing ones count too): keys for caches held in memory."""
+    stamps = []
+    for p in paths:
+        try:
+            st = Path(p).stat()
+            stamps.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            stamps.append(f"{p}:-")
+    return ";".join(stamps)

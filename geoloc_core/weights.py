@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embed import DINOV2_VITS14, build_vision_tower, resize_positions
-from .runs import atomic_write
+from .encoders import DINOV2_VITS14, build_vision_tower, resize_positions
+from .storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -121,5 +121,6 @@ def install_dinov2(wheel: Path, out: Path) -> Path:
     if err > _PARITY_TOL:
         raise RuntimeError(f"converted DINOv2 differs from the ONNX graph by {err:.2e} (> {_PARITY_TOL})")
     log.info("DINOv2 ViT-S/14 converted; max |open_clip - onnx| = %.2e", err)
-    atomic_write(Path(out), lambda f: f.write(save(sd, metadata={"source": f"{WHEEL}:{ONNX_MEMBER}", "onnx_sha256": ONNX_SHA256, "parity_max_abs": f"{err:.3e}"})))
+    metadata = {"source": f"{WHEEL}:{ONNX_MEMBER}", "onnx_sha256": ONNX_SHA256, "parity_max_abs": f"{err:.3e}"}
+    atomic_write(Path(out), lambda f: f.write(save(sd, metadata=metadata)))
     return Path(out)

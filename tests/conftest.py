@@ -12,7 +12,7 @@ import torch
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from geoloc_core.embed import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
+from geoloc_core.encoders import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

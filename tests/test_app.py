@@ -1,15 +1,19 @@
 """The app as a user meets it, through streamlit.testing (AppTest) over a tiny finished run."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from geoloc_core import jobs
 from geoloc_core.config import FinetuneConfig
 from geoloc_core.finetune import finetune_rounds
 from geoloc_core.regions import match_labels
+from geoloc_core.runs import FinetuneRun, Folder, Run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +34,7 @@ def test_app_opens_on_the_predict_page_with_the_run_picker(tiny_run, monkeypatch
 
 def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_nearest_photo(tiny_run):
     list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
-    at = page("pages/predict.py", tiny_run)
+    at = page("views/predict.py", tiny_run)
     at.multiselect[0].set_value(at.multiselect[0].options[:2]).run()
     assert not at.exception and len(at.subheader) == 2
     region_lines = [m.value for m in at.markdown if "region **" in m.value]
@@ -47,7 +51,7 @@ def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_neare
 
 def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
-    at = page("pages/regions.py", tiny_run)
+    at = page("views/regions.py", tiny_run)
     assert not at.exception
     graph, iteration = at.selectbox[0], at.selectbox[1]
     assert graph.options == ["DT", "GG", "RNG"] and iteration.options == ["w/o", "w/o (fine-tuning run)", "after FT1"]
@@ -76,7 +80,7 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
 
 
 def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
-    at = page("pages/evaluate.py", tiny_run)
+    at = page("views/evaluate.py", tiny_run)
     assert not at.exception
     assert any("w/o" in s.value for s in at.subheader)
     assert len(at.dataframe) == 1  # no experiment yet: only the run's own rows
@@ -91,48 +95,68 @@ def test_match_labels_ignores_renumbering_and_numbers_new_regions_freshly():
     assert (mapping[split] != a).tolist() == [False, False, False, False, True, False] and mapping[3] == 3  # a fresh number
 
 
-def test_train_page_starts_a_real_run_in_its_own_process_and_reattaches(tiny_run):
-    import time
+def _wait(folder: Folder, timeout: float = 180) -> str:
+    deadline = time.time() + timeout
+    while folder.state() in (None, "running") and time.time() < deadline:
+        time.sleep(0.5)
+    return folder.state()
 
-    from geoloc_core import runs
 
-    at = page("pages/train.py", tiny_run)
-    assert not at.exception
+@pytest.mark.slow  # two fine-tuning processes
+def test_train_page_shows_a_new_run_at_once_and_never_resumes_an_old_one_instead(tiny_run):
+    at = page("views/train.py", tiny_run)
+    assert not at.exception and not at.selectbox[1:]  # nothing to watch yet
     at.number_input[0].set_value(1)  # rounds
     at.number_input[1].set_value(1)  # epochs
     at.number_input[2].set_value(1)  # unfrozen blocks
     at.button[0].click().run()
-    assert not at.exception and "Started" in at.success[0].value
-    out = tiny_run / "finetune_dt"
-    deadline = time.time() + 180
-    while runs.job_state(out) in (None, "running") and time.time() < deadline:
-        time.sleep(1)
-    assert runs.job_state(out) == "done", (tiny_run / "finetune_dt.log").read_text()[-2000:]
-    again = page("pages/train.py", tiny_run)  # a reload re-attaches to what is on disk
+    assert not at.exception and "Started finetune_dt" in at.success[0].value
+    first = Run(tiny_run).finetune_dirs("dt")[0]
+    # the run shows in the same script run, with a progress bar, before the child process has written anything itself
+    assert any("finetune_dt" in m.value and "running" in m.value for m in at.markdown)
+    assert at.get("progress")
+    assert _wait(first) == "done", first.log.read_text()[-2000:]
+    again = page("views/train.py", tiny_run)  # a reload re-attaches to what is on disk
     assert not again.exception
     assert any("finetune_dt" in m.value and "done" in m.value for m in again.markdown)
-    assert [r["name"] for r in runs.read_metrics(out) if r["kind"] == "round"] == ["w/o", "FT1"]
+    assert not [b for b in again.button if b.label.startswith("Resume")]  # a finished run has nothing to resume
+    again.number_input[0].set_value(2)
+    again.number_input[1].set_value(1)
+    again.number_input[2].set_value(1)
+    again.button[0].click().run()  # the form's settings start a new run; the finished one stays as it was
+    second = FinetuneRun(tiny_run / "finetune_dt-2")
+    assert "Started finetune_dt-2" in again.success[0].value
+    assert _wait(second) == "done", second.log.read_text()[-2000:]
+    assert second.read_config()["finetune"]["rounds"] == 2
+    assert [r["name"] for r in second.read_metrics() if r["kind"] == "round"] == ["w/o", "FT1", "FT2"]
+    assert [r["name"] for r in first.read_metrics() if r["kind"] == "round"] == ["w/o", "FT1"]
 
 
-def test_job_state_sees_a_killed_process(tmp_path):
-    import subprocess
-    import sys
-
-    from geoloc_core import runs
-
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    runs.write_json(tmp_path / runs.STATUS, {"state": "running", "pid": child.pid})
-    assert runs.job_state(tmp_path) == "running"
-    child.kill()
-    child.wait()
-    assert runs.job_state(tmp_path) == "stopped"
+@pytest.mark.slow  # fine-tuning processes
+def test_train_page_stops_a_run_and_resumes_it_with_its_own_settings(tiny_run):
+    ft = jobs.start_finetune(Run(tiny_run), FinetuneConfig(rounds=30, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu"))
+    deadline = time.time() + 120
+    while not any(r.get("kind") == "epoch" for r in ft.read_metrics()) and time.time() < deadline:
+        time.sleep(0.5)
+    at = page("views/train.py", tiny_run)
+    [stop] = [b for b in at.button if b.label == "Stop"]
+    stop.click().run()
+    assert not at.exception and "to stop" in at.info[0].value
+    assert _wait(ft, 30) == "stopped"
+    at = page("views/train.py", tiny_run)
+    [resume] = [b for b in at.button if b.label.startswith("Resume")]
+    resume.click().run()
+    assert not at.exception and "Resuming" in at.info[0].value
+    assert ft.state() == "running"
+    assert jobs.stop(ft).startswith("Asked") and _wait(ft, 30) == "stopped"
+    assert ft.read_config()["finetune"]["rounds"] == 30
 
 
 def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run):
     import pandas as pd
 
     pd.DataFrame([{"path": "bad.jpg", "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
-    at = page("pages/data.py", tiny_run)
+    at = page("views/data.py", tiny_run)
     assert not at.exception
     assert [m.value for m in at.metric][:2] == ["40", "0"]  # ingest.json counts
     assert at.dataframe[0].value["reason"].tolist() == ["not an image (no known image format)"]
@@ -140,3 +164,12 @@ def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(t
     at.text_input[1].set_value("x")
     at.button[0].click().run()
     assert "no such folder" in at.error[0].value
+
+
+def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_path):
+    for name in ("..", "../elsewhere", ".", "a/b"):
+        at = page("views/data.py", tiny_run)
+        at.text_input[0].set_value(str(tiny_run))  # a folder that exists
+        at.text_input[1].set_value(name)
+        at.button[0].click().run()
+        assert not at.exception and "run name" in at.error[0].value and not at.success, name

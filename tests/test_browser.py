@@ -18,12 +18,11 @@ import pytest
 from PIL import Image
 
 import geoloc_core.images  # noqa: F401 (registers HEIF with Pillow)
-
 from conftest import shared
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)"), pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ("predict", "regions", "train", "evaluate", "data")
 
@@ -99,3 +98,17 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
             assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 3  # the iteration, then two side by side
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{n}.png" for n in PAGES)
+
+
+@pytest.mark.parametrize(("name", "shows"), [("predict", "Drop one or more photos"), ("regions", "Regions table"),
+                                             ("train", "Start a new fine-tuning run"), ("evaluate", "Evaluate"),
+                                             ("data", "Photos accepted")])
+def test_every_page_works_from_a_cold_deep_link(app_url, page, name, shows):
+    """The first request of a fresh server is a bookmark: Streamlit took a `pages/` folder for a legacy multipage
+    app then, listing helper modules as pages and drawing the page's header alone."""
+    page.goto(f"{app_url}/{name}")
+    page.get_by_text(shows).first.wait_for(timeout=120_000)
+    _idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    assert all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Data")) and "common" not in nav

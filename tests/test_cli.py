@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 from conftest import DINOV2_WEIGHTS, TINY, shared
-from geoloc_core import runs
+from geoloc_core import storage
 from geoloc_core.cli import main
 from geoloc_core.config import PipelineConfig
+from geoloc_core.runs import Folder
 
 
 def tiny_args(tiny_checkpoint):
@@ -18,25 +19,25 @@ def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny
     run = tmp_path / "run"
     assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", *tiny_args(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
-    assert "modularity" in out and all(f"\n{k:>5}" in out or f" {k} " in out or k in out for k in ("dt", "gg", "rng"))
+    assert "modularity" in out and all(f"\n{k:>5} " in out for k in ("dt", "gg", "rng"))  # one table row per graph
     for name in ("photos.csv", "rejected.csv", "embeddings.npy", "split.json", "sites.csv", "metrics.jsonl"):
         assert (run / name).exists(), name
     photos = pd.read_csv(run / "photos.csv")
-    assert len(photos) == 40 and runs.read_npy(run / "embeddings.npy").shape == (40, 16)
-    is_test = np.array(runs.read_json(run / "split.json")["is_test"])
+    assert len(photos) == 40 and storage.read_npy(run / "embeddings.npy").shape == (40, 16)
+    is_test = np.array(storage.read_json(run / "split.json")["is_test"])
     assert set(photos["location_id"][is_test]).isdisjoint(photos["location_id"][~is_test])
     for kind in ("dt", "gg", "rng"):
-        edges = runs.read_npy(run / f"graph_{kind}.npy")
+        edges = storage.read_npy(run / f"graph_{kind}.npy")
         regions = pd.read_csv(run / f"regions_{kind}.csv")
         assert edges.shape[1] == 2 and len(regions) == 40
         assert sorted(regions["region"].unique()) == list(range(regions["region"].max() + 1))
         geo = json.loads((run / f"regions_{kind}.geojson").read_text())
         assert len(geo["features"]) == regions["region"].nunique()
-    records = runs.read_metrics(run)
+    records = Folder(run).read_metrics()
     evals = [r for r in records if r["stage"] == "evaluate"]
     assert [r["graph"] for r in evals] == ["dt", "gg", "rng"]
     assert all(0 <= r["acc"] <= 1 and 0 < r["majority_acc"] <= 1 and r["median_km"] >= 0 and r["n_test"] == 10 for r in evals)
-    cfg = PipelineConfig.from_dict(runs.read_json(run / "config.json"))
+    cfg = PipelineConfig.from_dict(storage.read_json(run / "config.json"))
     assert cfg.embed.model == TINY.name and cfg.graph.test_frac == 0.25
 
 
@@ -48,9 +49,37 @@ def test_stage_commands_chain_through_the_run_directory(manifest_folder, tiny_ch
     assert main(["regions", "--run", str(run), "--graphs", "gg", "--resolution", "2.0"]) == 0
     assert main(["evaluate", "--run", str(run), "--graphs", "gg"]) == 0
     assert not (run / "graph_dt.npy").exists()
-    stages = [r["stage"] for r in runs.read_metrics(run)]
+    stages = [r["stage"] for r in Folder(run).read_metrics()]
     assert stages == ["ingest", "embed", "graph", "regions", "evaluate"]
-    assert runs.read_json(run / "config.json")["regions"]["resolution"] == 2.0
+    assert storage.read_json(run / "config.json")["regions"]["resolution"] == 2.0
+
+
+def test_show_prints_a_runs_figures_and_changes_nothing(tiny_run, tmp_path, capsys):
+    """scripts/main.sh shows a built run's figures; re-evaluating there refitted probes and appended records each launch."""
+    before = {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["show", "--run", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{k:>5} " in out for k in ("dt", "gg", "rng")) and "acc" in out and "modularity" in out
+    assert {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()} == before
+
+
+def test_show_and_evaluate_default_to_the_graphs_the_run_has(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", str(manifest_folder), "--run", str(run), "--graphs", "dt", *tiny_args(tiny_checkpoint)]) == 0
+    assert main(["evaluate", "--run", str(run)]) == 0
+    assert main(["regions", "--run", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["show", "--run", str(run)]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["dt"]
+
+
+@pytest.mark.parametrize("command", ["regions", "evaluate"])
+def test_stage_commands_have_only_the_flags_of_their_stages(tiny_run, command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--run", str(tiny_run), "--test-frac", "0.5"])  # a split setting cannot act on a cut or a probe
+    assert "unrecognized arguments: --test-frac" in capsys.readouterr().err
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, caplog):
@@ -61,6 +90,7 @@ def test_errors_exit_with_code_2_and_a_message(tmp_path, caplog):
     assert main(["embed", "--run", str(tmp_path / "nothing-here")]) == 2
 
 
+@pytest.mark.slow  # real DINOv2 on 160 photos
 def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, capsys):
     """The README's main job on 40 croatia-streetview locations (160 photos) with the installed weights."""
     assert DINOV2_WEIGHTS.is_file(), "run scripts/setup.sh first"
@@ -70,7 +100,7 @@ def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, caps
     manifest[manifest["location_id"].isin(keep)].to_csv(tmp_path / "subset.csv", index=False)
     run = tmp_path / "run"
     assert main(["run", str(root), "--manifest", str(tmp_path / "subset.csv"), "--run", str(run)]) == 0
-    evals = {r["graph"]: r for r in runs.read_metrics(run) if r["stage"] == "evaluate"}
+    evals = {r["graph"]: r for r in Folder(run).read_metrics() if r["stage"] == "evaluate"}
     assert set(evals) == {"dt", "gg", "rng"}
     for r in evals.values():
         assert r["n_test"] == 32 and r["n_regions"] >= 2

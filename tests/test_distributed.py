@@ -4,6 +4,8 @@ import pytest
 from conftest import TINY
 from geoloc_core.cli import main
 
+pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
+
 ray = pytest.importorskip("ray")
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import DINOV2_WEIGHTS, TINY, jpeg_bytes, shared, textured
-from geoloc_core.embed import EmbeddingCache, build_vision_tower, embed_images, load_encoder
+from geoloc_core.embed import EmbeddingCache, embed_images
+from geoloc_core.encoders import build_vision_tower, load_encoder
 from geoloc_core.ingest import load_photos
 
 
@@ -77,6 +78,7 @@ def test_open_clip_model_names_load_from_a_local_checkpoint(tmp_path, exif_folde
         load_encoder("ViT-B-32", pretrained="laion2b_s34b_b79k")  # not cached here: must not download
 
 
+@pytest.mark.slow  # real DINOv2
 def test_real_dinov2_sees_one_place_in_its_four_headings():
     assert DINOV2_WEIGHTS.is_file(), "run scripts/setup.sh first: it installs the DINOv2 weights"
     root = shared("croatia-streetview")
@@ -107,7 +109,7 @@ def test_a_self_describing_checkpoint_loads_in_a_process_that_never_registered_i
     import subprocess
     import sys
 
-    code = (f"from geoloc_core.embed import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
+    code = (f"from geoloc_core.encoders import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
             "device='cpu'); print(e.image_size, e.model.proj.shape[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["32", "16"]

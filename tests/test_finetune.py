@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import geoloc_core.finetune as ft
-from geoloc_core import runs
 from geoloc_core.cli import main
 from geoloc_core.config import FinetuneConfig
+from geoloc_core.runs import FinetuneRun, Folder
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
 
@@ -27,7 +27,7 @@ def test_rounds_yield_wo_then_ft_with_partitions_metrics_and_checkpoints(tiny_ru
     assert results[1].labels.tolist() == results[0].next_labels.tolist()  # FT1 learns the w/o regions
     assert results[2].labels.tolist() == results[1].next_labels.tolist()
     assert not np.allclose(results[2].emb, results[0].emb)  # fine-tuning moved the features
-    records = runs.read_metrics(out)
+    records = Folder(out).read_metrics()
     epochs = [(r["round"], r["epoch"]) for r in records if r["kind"] == "epoch"]
     assert epochs == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert all({"loss", "train_acc", "acc", "macro_f1", "n_regions", "train_img_per_s"} <= set(r) for r in records if r["kind"] == "epoch")
@@ -60,7 +60,7 @@ def test_a_crashed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one
     assert [r.name for r in resumed] == ["FT2"]
     assert resumed[0].next_labels.tolist() == reference[2].next_labels.tolist()
     assert resumed[0].metrics == pytest.approx(reference[2].metrics)
-    epochs = [(r["round"], r["epoch"]) for r in runs.read_metrics(out) if r["kind"] == "epoch"]
+    epochs = [(r["round"], r["epoch"]) for r in Folder(out).read_metrics() if r["kind"] == "epoch"]
     assert epochs == [(1, 0), (1, 1), (2, 0), (2, 1)]  # nothing lost, nothing twice
 
 
@@ -80,12 +80,46 @@ def test_mid_round_resume_from_the_cli_and_a_changed_config_is_refused(tiny_run,
             "--batch-size", "8", "--device", "cpu"]
     with pytest.raises(KeyboardInterrupt):
         main(args)
-    assert runs.read_status(out)["state"] == "failed"
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 0
+    assert Folder(out).read_status()["state"] == "failed"
+    assert torch.load(FinetuneRun(out).last_checkpoint, weights_only=True)["epoch"] == 0
     monkeypatch.setattr(ft, "train_epoch", real_train_epoch)
-    assert main(["finetune", "--resume", str(out), "--device", "cpu"]) == 0
-    assert runs.read_status(out)["state"] == "done"
-    rounds = [r for r in runs.read_metrics(out) if r["kind"] == "round"]
+    assert main(args) == 2  # starting a new run into a folder that holds one is refused, never a silent resume
+    assert main(["resume", str(out), "--device", "cpu"]) == 0
+    assert Folder(out).read_status()["state"] == "done"
+    rounds = [r for r in Folder(out).read_metrics() if r["kind"] == "round"]
     assert [r["name"] for r in rounds] == ["w/o", "FT1"]
+    assert main(["resume", str(out), "--device", "cpu"]) == 0  # finished: nothing to resume, nothing added
+    assert [r["name"] for r in Folder(out).read_metrics() if r["kind"] == "round"] == ["w/o", "FT1"]
     with pytest.raises(ValueError, match="resume it with that config"):
         list(ft.finetune_rounds(tiny_run, dataclasses.replace(CFG, rounds=1, epochs=3, unfrozen_blocks=1), out_dir=out))
+
+
+def test_resume_works_from_any_working_directory(tiny_run, tmp_path, monkeypatch):
+    """The run's path was recorded as given (relative) and resume read it against the working directory."""
+    monkeypatch.chdir(tiny_run.parent)
+    real_train_epoch = ft.train_epoch
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(ft, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        main(["finetune", "--run", tiny_run.name, "--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1", "--device", "cpu"])
+    out = FinetuneRun(tiny_run / "finetune_dt")
+    assert out.last_checkpoint.exists()
+    monkeypatch.setattr(ft, "train_epoch", real_train_epoch)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["resume", str(out.root), "--device", "cpu"]) == 0
+    assert out.read_status()["state"] == "done"
+
+
+def test_each_phase_reports_its_progress_for_the_train_page(tiny_run, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(FinetuneRun, "write_progress", lambda self, phase, done, total: seen.append((phase, done, total)))
+    list(ft.finetune_rounds(tiny_run, dataclasses.replace(CFG, rounds=1, epochs=1), out_dir=tmp_path / "ft"))
+    phases = list(dict.fromkeys(p for p, _, _ in seen))
+    assert phases == ["caching prefix tokens", "FT1 epoch 1 of 1", "FT1: re-embedding every photo"]
+    assert all(done <= total for _, done, total in seen)
+    assert [(d, t) for p, d, t in seen if p == "caching prefix tokens"][-1] == (40, 40)  # each phase ends full

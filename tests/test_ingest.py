@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from conftest import jpeg_bytes, shared, textured
-from geoloc_core.ingest import load_photo_table, load_photos, save_photo_table
+from geoloc_core.ingest import load_photos
+from geoloc_core.runs import Run
 
 
 def test_exif_samples_read_to_their_manifest_coordinates():
@@ -81,7 +82,7 @@ def test_empty_folder_and_unusable_manifest_fail_clearly(tmp_path):
 
 def test_photo_table_round_trips_through_a_run_directory(exif_folder, tmp_path):
     table, report = load_photos(exif_folder)
-    save_photo_table(tmp_path / "run", table, report)
-    again = load_photo_table(tmp_path / "run")
+    Run(tmp_path / "run").write_photos(table, report)
+    again = Run(tmp_path / "run").photo_table()
     assert again.root == table.root
     pd.testing.assert_frame_equal(again.frame, table.frame, check_dtype=False)

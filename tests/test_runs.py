@@ -1,68 +1,76 @@
-import os
-import signal
-import subprocess
-import sys
+"""The run folder contract: names spelled once, run names that stay inside the runs folder, fine-tuning folders."""
 
-import numpy as np
+import ast
+from pathlib import Path
+
 import pytest
 
-from geoloc_core import runs
-from geoloc_core.config import GraphConfig, PipelineConfig
+from geoloc_core.runs import FinetuneRun, Run, run_in
+
+REPO = Path(__file__).resolve().parents[1]
+# Every file or folder name of a run (runs.py spells each); nothing else in the product may. Whole names are
+# found anywhere in a string; stems only as the literal part before an f-string's field (f"graph_{kind}") or alone.
+RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json", "sites.csv",
+             "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log", "table.csv", "table.md",
+             "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors", "calibration_errors.npy",
+             "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv")
+RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "shards", "checkpoints")
 
 
-def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
-    target = tmp_path / "a.npy"
-    runs.write_npy(target, np.arange(3))
-
-    def explode(f):
-        f.write(b"partial")
-        raise RuntimeError("killed mid-write")
-
-    with pytest.raises(RuntimeError):
-        runs.atomic_write(target, explode)
-    assert runs.read_npy(target).tolist() == [0, 1, 2]
-    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+def _names_a_run_file(text: str) -> bool:
+    return any(name in text for name in RUN_FILES) or any(text == stem or text.endswith("/" + stem) or
+                                                          (stem.endswith(("_", "_r")) and text.endswith(stem)) for stem in RUN_STEMS)
 
 
-def test_a_write_killed_with_sigkill_leaves_a_temp_that_the_next_write_removes(tmp_path):
-    target = tmp_path / "a.npy"
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from geoloc_core import runs\n"
-        "def hang(f):\n    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
-        f"runs.atomic_write(__import__('pathlib').Path({str(target)!r}), hang)")], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "writing"
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
-    [orphan] = [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
-    alive = tmp_path / f".a.npy.{orphan.name.split('.')[3].split('-')[0]}-{os.getpid()}.x.tmp"  # a live writer's file
-    other = tmp_path / ".b.npy.0-1.x.tmp"  # another artefact's
-    alive.write_bytes(b""), other.write_bytes(b"")
-    assert runs.stale_temps(target) == [orphan]
-    runs.write_npy(target, np.arange(3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "a.npy"])
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string constant of the code that is not a docstring (f-strings' literal parts included)."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-def test_metrics_reader_skips_a_torn_last_line(tmp_path):
-    runs.append_metrics(tmp_path, {"stage": "x", "value": np.float32(0.5)})
-    with open(tmp_path / runs.METRICS, "a") as f:
-        f.write('{"stage": "y", "val')
-    records = runs.read_metrics(tmp_path)
-    assert len(records) == 1 and records[0]["value"] == 0.5 and "time" in records[0]
+def test_no_file_name_of_a_run_is_spelled_outside_the_layout_module():
+    sources = [*REPO.glob("geoloc_core/*.py"), *REPO.glob("views/*.py"), REPO / "app.py"]
+    assert len(sources) > 20
+    found = [f"{p.relative_to(REPO)}:{line}: {text!r}" for p in sources if p.name != "runs.py"
+             for line, text in _strings(ast.parse(p.read_text())) if _names_a_run_file(text)]
+    assert found == []
+    spelled = {text for _, text in _strings(ast.parse((REPO / "geoloc_core" / "runs.py").read_text()))}
+    assert all(any(_names_a_run_file(s) and name in s for s in spelled) for name in RUN_FILES + RUN_STEMS)  # runs.py's own names
 
 
-def test_pipeline_config_round_trips_through_json(tmp_path):
-    cfg = PipelineConfig(graph=GraphConfig(kinds=("gg",), test_frac=0.3))
-    runs.write_json(tmp_path / "config.json", cfg)
-    assert PipelineConfig.from_dict(runs.read_json(tmp_path / "config.json")) == cfg
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../escape", "/etc", ".hidden", "x/../..", "a\\b", "a" * 101])
+def test_a_run_name_that_would_leave_the_runs_folder_is_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="run name"):
+        run_in(tmp_path / "runs", name)
 
 
-def test_large_arrays_are_memory_mapped_small_ones_loaded(tmp_path, monkeypatch):
-    import numpy as np
+def test_a_plain_run_name_is_a_folder_of_the_runs_folder(tmp_path):
+    assert run_in(tmp_path / "runs", "my-photos_2024.v2") == (tmp_path / "runs" / "my-photos_2024.v2").resolve()
 
-    from geoloc_core import runs
 
-    runs.write_npy(tmp_path / "a.npy", np.arange(1000, dtype=np.float32))
-    assert not isinstance(runs.read_npy(tmp_path / "a.npy"), np.memmap)
-    monkeypatch.setattr(runs, "MMAP_BYTES", 100)
-    mapped = runs.read_npy(tmp_path / "a.npy")
-    assert isinstance(mapped, np.memmap) and mapped[999] == 999 and not mapped.flags.writeable
+def test_a_new_fine_tuning_run_never_reuses_a_folder(tmp_path):
+    run = Run(tmp_path)
+    first = run.new_finetune("dt")
+    first.root.mkdir()
+    second = run.new_finetune("dt")
+    second.root.mkdir()
+    run.experiment.finetune("dt").root.mkdir(parents=True)
+    (tmp_path / "finetune_gg").mkdir()
+    assert first.root.name == "finetune_dt" and second.root.name == "finetune_dt-2"
+    assert [f.root for f in run.finetune_dirs("dt")] == [first.root, second.root, run.experiment.finetune("dt").root]
+    assert len(run.finetune_dirs()) == 4
+
+
+def test_a_fine_tuning_folder_finds_its_run_whatever_the_working_directory(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "r"
+    Run(run).root.mkdir(parents=True)
+    Run(run).photos.write_text("path\n")
+    ft = FinetuneRun(run / "finetune_dt")
+    ft.record_config("run_dir", "runs/r")  # as an older version recorded it, relative to where it was started
+    monkeypatch.chdir(tmp_path / "runs")
+    assert ft.run_dir() == run.resolve()
+    ft.record_config("run_dir", str(run.resolve()))
+    assert ft.run_dir() == run.resolve()

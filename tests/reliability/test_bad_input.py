@@ -3,12 +3,15 @@ on through ingest and embedding, and the report counts both."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import TINY
 from corpus import exif_corpus, manifest_corpus
 from geoloc_core.cli import main
 from geoloc_core.images import decode_image
 from geoloc_core.ingest import load_photos
+
+pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
 
 def _check(root, expected, table, report):

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import geoloc_core.predict as predict_module
+import geoloc_core.predictor as predictor_module
 from conftest import TINY
-from geoloc_core import runs
+from geoloc_core.runs import Folder
+
+pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,27 +24,28 @@ REPO = Path(__file__).resolve().parents[2]
 def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run, monkeypatch):
     st.cache_resource.clear()
     loads = []
-    real_load = predict_module.load_predictor
-    monkeypatch.setattr(predict_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    real_load = predictor_module.load_predictor
+    monkeypatch.setattr(predictor_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     results, errors = {}, []
 
     def session(i: int) -> None:
         try:
-            at = AppTest.from_file(str(REPO / "pages" / "predict.py"), default_timeout=300)
+            at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=300)
             at.session_state["run_dir"] = str(tiny_run)
             at.run()
             names = at.multiselect[0].options
             at.multiselect[0].set_value(names[i % 5: i % 5 + 5]).run()
             results[i] = at
         except Exception as exc:  # noqa: BLE001 - reported below with the session number
-            errors.append((i, repr(exc)))
+            errors.append((i, "".join(__import__("traceback").format_exception(exc))))
 
     threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=600)
-    assert not errors and len(results) == 8
+    assert not errors, "\n".join(f"session {i}: {trace}" for i, trace in errors)
+    assert len(results) == 8
     for at in results.values():
         assert not at.exception, at.exception
         assert len(at.subheader) == 5 and len(at.get("deck_gl_json_chart")) == 5
@@ -62,7 +66,7 @@ def test_two_jobs_on_one_data_set_at_once(manifest_folder, tiny_checkpoint, isol
                                "--out", str(tmp_path / f"ft{i}")], env=env, stderr=subprocess.PIPE) for i in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read().decode()[-2000:] for p in procs]
     for i in range(2):
-        assert runs.read_status(tmp_path / f"ft{i}")["state"] == "done"
+        assert Folder(tmp_path / f"ft{i}").read_status()["state"] == "done"
     assert pd.read_csv(tmp_path / "ft0" / "regions_r1.csv").equals(pd.read_csv(tmp_path / "ft1" / "regions_r1.csv"))
-    rounds = [[(r["name"], r["acc"]) for r in runs.read_metrics(tmp_path / f"ft{i}") if r["kind"] == "round"] for i in range(2)]
+    rounds = [[(r["name"], r["acc"]) for r in Folder(tmp_path / f"ft{i}").read_metrics() if r["kind"] == "round"] for i in range(2)]
     assert rounds[0] == rounds[1] and len(rounds[0]) == 2

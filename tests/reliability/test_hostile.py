@@ -10,10 +10,12 @@ from conftest import TINY
 from corpus import png_bomb
 from geoloc_core import finetune as ft
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.embed import load_encoder
+from geoloc_core.encoders import load_encoder
 from geoloc_core.images import MAX_PIXELS, ImageDecodeError, decode_image
 from geoloc_core.index import load_index
 from geoloc_core.locators import load_locator
+
+pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from geoloc_core import runs
+from geoloc_core.runs import FinetuneRun, Folder
+
+pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
 KILLS = 10
 
@@ -47,17 +49,21 @@ def assert_nothing_torn(folder: Path) -> int:
     return checked
 
 
-def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: dict, seed: int) -> tuple[Path, Path, int, int]:
+def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: dict, seed: int,
+                         resume: list[str] | None = None) -> tuple[Path, Path, int, int]:
     """Run the command once undisturbed into tmp_path/reference; then into tmp_path/killed, SIGKILLed after a
-    random delay (up to the undisturbed run's time), checked for torn files, restarted, KILLS times; then
-    to the end, with no temporary file left. Returns both folders, the kills that landed and the artefacts checked."""
+    random delay (up to the undisturbed run's time), checked for torn files, restarted (with `resume + [folder]`
+    once the folder holds a fine-tuning checkpoint), KILLS times; then to the end, with no temporary file left.
+    Returns both folders, the kills that landed and the artefacts checked."""
     start = time.perf_counter()
     subprocess.run(_cmd(*args, out_flag, str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
     typical, rng = time.perf_counter() - start, random.Random(seed)
-    out, cmd = tmp_path / "killed", _cmd(*args, out_flag, str(tmp_path / "killed"))
+    out = tmp_path / "killed"
+    start_cmd, resume_cmd = _cmd(*args, out_flag, str(out)), _cmd(*resume, str(out)) if resume else None
+    cmd = lambda: resume_cmd if resume_cmd and FinetuneRun(out).last_checkpoint.exists() else start_cmd  # noqa: E731
     kills, checked = 0, 0
     for _ in range(KILLS):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.2, typical))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -65,7 +71,7 @@ def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: di
         proc.wait()
         if out.exists():
             checked += assert_nothing_torn(out)
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    subprocess.run(cmd(), env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     assert not list(out.rglob(".*.tmp"))  # what the kills left mid-write was swept when the artefact was written again
     return tmp_path / "reference", out, kills, checked
 
@@ -78,9 +84,9 @@ def env(isolated_cache):
 def test_finetuning_survives_ten_kills_and_ends_as_an_uninterrupted_run(tiny_run, env, tmp_path):
     args = ["finetune", "--run", str(tiny_run), "--rounds", "2", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8",
             "--device", "cpu"]
-    reference, killed, kills, checked = reference_and_killed(args, "--out", tmp_path, env, seed=0)
+    reference, killed, kills, checked = reference_and_killed(args, "--out", tmp_path, env, seed=0, resume=["resume", "--device", "cpu"])
     assert kills >= 3 and checked > 0
-    ref, got = runs.read_metrics(reference), runs.read_metrics(killed)
+    ref, got = Folder(reference).read_metrics(), Folder(killed).read_metrics()
     key = lambda r: (r["kind"], r["round"], r.get("epoch"))  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, ref))  # every record once: nothing lost, nothing twice
     for a, b in zip(sorted(ref, key=key), sorted(got, key=key)):

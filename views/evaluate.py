@@ -3,16 +3,16 @@
 import pandas as pd
 import streamlit as st
 
-from geoloc_core import runs, viz
-from pages.common import basemap_online, run_dir
+from geoloc_core import viz
+from geoloc_core.pipeline import summary_rows
+from views.common import basemap_online, current_run
 
 st.header("Evaluate")
-run = run_dir()
+run = current_run()
 if run is None:
     st.stop()
-table_csv = run / "experiment" / "table.csv"
-if table_csv.exists():
-    table = pd.read_csv(table_csv, keep_default_na=False)
+if run.experiment.table_csv.exists():
+    table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
     st.subheader("Experiment: region classification on held-out locations")
     st.plotly_chart(viz.experiment_figure(table), width="stretch")
     cols = [c for c in ("graph", "method", "acc", "macro_f1", "n_regions", "median_km", "acc@1km", "acc@25km", "acc@200km") if c in table]
@@ -20,18 +20,16 @@ if table_csv.exists():
 else:
     st.info("No experiment in this run yet: `geoloc experiment --run RUN` writes one.")
 
-evals = [r for r in runs.read_metrics(run) if r.get("stage") == "evaluate"]
-if evals:
+rows = summary_rows(run.root)
+if rows:
     st.subheader("w/o (pretrained features), from `geoloc run`")
-    st.dataframe(pd.DataFrame(evals).drop(columns=["time", "stage"]).drop_duplicates("graph", keep="last"), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
-predictions_csv = run / "compare_predictions.csv"
-if predictions_csv.exists():
+if run.compare_predictions.exists():
     st.subheader("Error map: held-out photos, truth (green) to the verified prediction")
-    errors = pd.read_csv(predictions_csv, keep_default_na=False)
+    errors = pd.read_csv(run.compare_predictions, keep_default_na=False)
     st.pydeck_chart(viz.error_deck(errors, online=basemap_online()), height=480)
     st.caption(f"{len(errors)} held-out photos; median error {errors['error_km'].median():.2f} km. Lines run green (close) to red (1,000+ km).")
-compare_csv = run / "compare.csv"
-if compare_csv.exists():
+if run.compare_table.exists():
     st.subheader("Locating photos: every method on the held-out locations (`geoloc compare`)")
-    st.dataframe(pd.read_csv(compare_csv), hide_index=True, width="stretch")
+    st.dataframe(pd.read_csv(run.compare_table), hide_index=True, width="stretch")

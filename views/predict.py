@@ -7,28 +7,30 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
+from geoloc_core.config import DESCRIPTORS, PredictConfig, PredictorConfig
 from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from pages.common import basemap_online, classifier_versions, held_out_photos, predictor, region_polygon, run_dir, thumbnail
+from geoloc_core.runs import fingerprint
+from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
 
 st.header("Where was this photo taken?")
-run = run_dir()
+run = current_run()
 if run is None:
     st.stop()
-descriptor = st.sidebar.selectbox("Descriptor", ["cls", "gem", "vlad"] if (run / "patches.npy").exists() else ["cls"])
+descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 use_head = st.sidebar.toggle("Region from the fine-tuned classifier", value=True,
                              help="The latest fine-tuning round's classifier, where this run has one (its blocks run once more "
                                   "per photo); off: the w/o region of the database photo nearest the prediction.")
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
-examples = held_out_photos(str(run))
+examples = held_out_photos(run)
 picked = st.multiselect("... or try photos of this run's held-out locations (never in the predictor's database)",
                         examples["name"].tolist(), max_selections=10)
 if not uploads and not picked:
     st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
     st.stop()
 
-model = predictor(str(run), descriptor, use_head, classifier_versions(run) if use_head else ())
+model = predictor(run, PredictConfig(predictor=PredictorConfig(descriptor=descriptor), region_from="classifier" if use_head else "nearest"))
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
     shown_as = {}
     for i, up in enumerate(uploads):
@@ -65,7 +67,8 @@ for p, image in zip(preds, images):
     if p.error_km is not None:
         facts.success(f"The truth (EXIF GPS or the run's record) is {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: "
                       f"the prediction is {p.error_km:.2f} km off.")
-    st.pydeck_chart(viz.prediction_deck(p, region_polygon(model.regions, p.region), online=basemap_online()), height=420)
+    polygon = region_polygon(model.regions, p.region, fingerprint([model.regions.geojson] if model.regions else []))
+    st.pydeck_chart(viz.prediction_deck(p, polygon, online=basemap_online()), height=420)
     gallery = st.columns(5)
     for col, n in zip(gallery * 2, p.neighbours):
         caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"

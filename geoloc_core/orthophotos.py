@@ -1,10 +1,10 @@
-"""Georeferenced rasters (GeoTIFF orthophotos) cut into geotagged tiles, and retrieval across time.
+"""Georeferenced rasters (GeoTIFF orthophotos) cut into geotagged tiles, for retrieval across time.
 
 AnyLoc's "anytime" setting: the same ground seen in different years. Each raster is cut into square
 tiles on its own pixel grid; a tile's location is its centre, converted from the raster's projected
 CRS (read from the GeoTIFF keys) to WGS84; its `location_id` is its grid cell, shared by every year,
 so a grouped split never separates one place's years. The tiles and a manifest are then an ordinary
-photo folder for `geoloc ingest`.
+photo folder for `geoloc ingest`; `compare.cross_time_recall` then queries each year against the others.
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from pyproj import Transformer
-from scipy.spatial import cKDTree
 
-from . import runs
-from .descriptors import describe, fit_vlad_vocabulary
-from .evaluate import recall_at_k
-from .geo import LocalProjection
-from .index import build_index, search
-from .ingest import load_photo_table
-from .pipeline import load_embeddings
+from . import storage
+from .ingest import MANIFEST_NAME
 
 _PIXEL_SCALE, _TIEPOINT, _GEOKEYS = 33550, 33922, 34735
 _PROJECTED_CRS_KEY, _GEOGRAPHIC_CRS_KEY = 3072, 2048
@@ -74,39 +68,8 @@ def cut_tiles(src: Path, out: Path, tile_px: int = 112) -> Path:
                 name = f"{raster.stem}/r{r:03d}_c{c:03d}.png"
                 target = out / name
                 tile = Image.fromarray(rgb[r * tile_px:(r + 1) * tile_px, c * tile_px:(c + 1) * tile_px])
-                runs.atomic_write(target, lambda f, t=tile: t.save(f, format="PNG"))
+                storage.atomic_write(target, lambda f, t=tile: t.save(f, format="PNG"))
                 lon, lat = to_wgs84.transform(x0 + (c + 0.5) * tile_px * sx, y0 - (r + 0.5) * tile_px * sy)
                 rows.append({"path": name, "lat": lat, "lon": lon, "location_id": f"r{r:03d}_c{c:03d}", "date": date,
                              "year": date[:4]})
-    return runs.write_csv(out / "manifest.csv", pd.DataFrame(rows))
-
-
-def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, ...] = ("cls", "gem", "vlad"),
-                      radius_km: float | None = None, ks: tuple[int, ...] = (1, 5), n_words: int = 32) -> list[dict]:
-    """Each value of column `by` queried against all the others: Recall@K per descriptor (mean over values).
-
-    A hit is a database photo within `radius_km` of the query's location; by default half the
-    spacing of the locations (for tiles: the same tile, in another year).
-    """
-    run_dir = Path(run_dir)
-    table = load_photo_table(run_dir)
-    if by not in table.frame:
-        raise ValueError(f"{run_dir}: photos have no column {by!r} (have {', '.join(table.frame.columns)})")
-    when = table.frame[by].astype(str).to_numpy()
-    lat, lon = table.lat_deg, table.lon_deg
-    if radius_km is None:  # half the median spacing of the locations (groups), not of the photos
-        xy = pd.DataFrame(LocalProjection.centred_on(lat, lon).to_xy_m(lat, lon)).groupby(table.frame["group"].to_numpy()).mean()
-        radius_km = float(np.median(cKDTree(xy.to_numpy()).query(xy.to_numpy(), 2)[0][:, 1]) / 2000)
-    emb, patches = load_embeddings(run_dir)
-    rows = []
-    for name in descriptors:
-        per_value = []
-        for value in np.unique(when):
-            q, db = np.flatnonzero(when == value), np.flatnonzero(when != value)
-            vocabulary = fit_vlad_vocabulary(patches[db], n_words) if name == "vlad" and patches is not None else None
-            desc = lambda rows_: describe(name, emb[rows_], None if patches is None else patches[rows_], vocabulary)  # noqa: E731
-            _, ids = search(build_index(desc(db)), desc(q), max(ks))
-            per_value.append(recall_at_k(ids, lat[db], lon[db], lat[q], lon[q], radius_km, ks))
-        rows.append({"descriptor": name, **{k: float(np.mean([r[k] for r in per_value])) for k in per_value[0]},
-                     "queries": len(when), by: len(per_value), "radius_km": radius_km})
-    return rows
+    return storage.write_csv(out / MANIFEST_NAME, pd.DataFrame(rows))

@@ -4,40 +4,43 @@ import streamlit as st
 
 from geoloc_core import viz
 from geoloc_core.regions import match_labels
-from pages.common import basemap_online, graph_edges, iterations, photos, read_regions, region_details, run_with_graphs
+from geoloc_core.runs import fingerprint
+from views.common import basemap_online, photos, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
 left, mid, right = st.columns(3)
 graph = left.selectbox("Graph", graphs, format_func=str.upper)
-options = iterations(run, graph)
+options = run.iterations(graph)
 iteration = mid.selectbox("Iteration", list(options))
 show_edges = right.toggle("Show graph edges", value=False)
 
-labels, polygons, summary = read_regions(options[iteration])
-table = photos(str(run)).merge(labels[["path", "region", "test"]], on="path")
+chosen = options[iteration]
+labels, polygons, summary = chosen.labels(), chosen.polygons(), chosen.read_summary()
+table = photos(run).merge(labels[["path", "region", "test"]], on="path")
 online = basemap_online()
-st.pydeck_chart(viz.regions_deck(table, polygons, graph_edges(run, graph) if show_edges else None, online=online), height=560)
+st.pydeck_chart(viz.regions_deck(table, polygons, run.graph_edges_latlon(graph) if show_edges else None, online=online), height=560)
 st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location.")
 
 with st.expander("Regions table", expanded=True):
-    details = summary.merge(region_details(str(run), str(options[iteration])), on="region", how="left")
+    details = summary.merge(region_details(run, chosen, fingerprint([chosen.csv])), on="region", how="left")
     columns = {c: st.column_config.ImageColumn(c) for c in details if c.startswith("photo ")}
     columns["area (km²)"] = st.column_config.NumberColumn(format="%.1f")
     st.dataframe(details.rename(columns={"n_photos": "training photos", "lat_deg": "centroid lat", "lon_deg": "centroid lon",
                                          "area_km2": "area (km²)"}),
                  hide_index=True, width="stretch", column_config=columns)
     st.caption("Places: the nearest town (GeoNames, 1,000+ people, offline) of each photo, most frequent first, with counts.")
-st.download_button("Download regions GeoJSON", options[iteration].with_suffix(".geojson").read_bytes(),
-                   file_name=f"regions_{graph}_{iteration.replace(' ', '_').replace('/', '')}.geojson", mime="application/geo+json")
+st.download_button("Download regions GeoJSON", chosen.geojson.read_bytes(),
+                   file_name=f"{graph}-{iteration.replace(' ', '_').replace('/', '')}-regions.geojson", mime="application/geo+json")
 
 if len(options) > 1:
     st.subheader("Compare two iterations")
     pick_a, pick_b = st.columns(2)
     first = pick_a.selectbox("From", list(options), index=0)
     second = pick_b.selectbox("To", list(options), index=len(options) - 1)
-    (a, a_polygons, _), (b, b_polygons, _) = read_regions(options[first]), read_regions(options[second])
-    pair = photos(str(run)).merge(a[["path", "region"]], on="path").merge(b[["path", "region"]], on="path", suffixes=("_a", "_b"))
+    a, a_polygons = options[first].labels(), options[first].polygons()
+    b, b_polygons = options[second].labels(), options[second].polygons()
+    pair = photos(run).merge(a[["path", "region"]], on="path").merge(b[["path", "region"]], on="path", suffixes=("_a", "_b"))
     mapping = match_labels(pair["region_a"].to_numpy(), pair["region_b"].to_numpy())
     pair["region_b"] = mapping[pair["region_b"].to_numpy()]
     moved = (pair["region_a"] != pair["region_b"]).to_numpy()

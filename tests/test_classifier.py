@@ -1,18 +1,16 @@
 """The predicted region from the latest fine-tuning round's classifier, computed inside the embedding pass."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from geoloc_core import finetune as ft
-from geoloc_core import runs
-from geoloc_core.config import FinetuneConfig, PipelineConfig
-from geoloc_core.embed import load_encoder
-from geoloc_core.ingest import load_photo_table
-from geoloc_core.pipeline import load_split
-from geoloc_core.predict import open_predictor, predict, predictions_frame
-from geoloc_core.region_head import latest_round, load_region_head
+from geoloc_core.classifier import load_region_head
+from geoloc_core.config import FinetuneConfig, PredictConfig
+from geoloc_core.encoders import load_encoder
+from geoloc_core.predict import predict, predictions_frame
+from geoloc_core.predictor import open_predictor
+from geoloc_core.runs import Run
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=3, unfrozen_blocks=1, batch_size=8, device="cpu")
 
@@ -42,21 +40,22 @@ def test_forward_with_a_head_gives_the_plain_forward_and_the_head_on_the_same_pa
 
 
 def test_predicted_region_is_the_latest_rounds_classifier_as_fine_tuning_graded_it(finetuned_run):
-    checkpoint = latest_round(finetuned_run, "dt")
-    assert checkpoint == finetuned_run / "finetune_dt" / "checkpoints" / "round2.pt"
-    predictor = open_predictor(finetuned_run, database="train", device="cpu")
-    assert predictor.region_head.round == 2 and predictor.regions == finetuned_run / "finetune_dt" / "regions_r1.csv"
+    run = Run(finetuned_run)
+    ft_run, r = run.latest_round("dt")
+    assert ft_run.root == finetuned_run / "finetune_dt" and r == 2
+    predictor = open_predictor(finetuned_run, PredictConfig(device="cpu"), database="train")
+    assert predictor.region_head.round == 2 and predictor.regions == ft_run.regions(1)
     assert predictor.region_source == "DT FT2 classifier"
 
-    table = load_photo_table(finetuned_run)
-    _, is_test = load_split(finetuned_run)
+    table = run.photo_table()
+    _, is_test = run.read_split()
     held = np.flatnonzero(is_test)
     preds, failed = predict([table.abs_paths()[i] for i in held], predictor)
     assert not failed and len(preds) == len(held)
 
     # the same classifier on fine-tuning's own (float16-cached) tokens of those photos
     encoder = predictor.encoder
-    tokens = ft.cached_prefix_tokens(finetuned_run, encoder, table, CFG.unfrozen_blocks)
+    tokens = ft.cached_prefix_tokens(run, encoder, table, CFG.unfrozen_blocks)
     head = predictor.region_head
     with torch.no_grad():
         expected = head(torch.from_numpy(np.asarray(tokens[held], np.float32))).numpy()
@@ -64,29 +63,28 @@ def test_predicted_region_is_the_latest_rounds_classifier_as_fine_tuning_graded_
     assert np.allclose([p.region_prob for p in preds], np.exp(expected.max(1)), atol=1e-2)
     assert predictions_frame(preds)["region_prob"].between(0, 1).all()
     # and it is the classifier fine-tuning graded: the FT2 accuracy it recorded, on the regions it learned
-    labels = pd.read_csv(predictor.regions)["region"].to_numpy()[held]
-    [record] = [r for r in runs.read_metrics(finetuned_run / "finetune_dt") if r["kind"] == "round" and r["round"] == 2]
+    labels = predictor.regions.labels()["region"].to_numpy()[held]
+    [record] = [r for r in ft_run.read_metrics() if r["kind"] == "round" and r["round"] == 2]
     assert np.mean([p.region for p in preds] == labels) == pytest.approx(record["acc"], abs=1.01 / len(held))
 
 
 def test_without_the_head_the_region_is_the_nearest_photos_wo_region(finetuned_run):
-    predictor = open_predictor(finetuned_run, device="cpu", region_head=False)
-    assert predictor.region_head is None and predictor.regions == finetuned_run / "regions_dt.csv"
+    predictor = open_predictor(finetuned_run, PredictConfig(device="cpu", region_from="nearest"))
+    assert predictor.region_head is None and predictor.regions == Run(finetuned_run).regions("dt")
     path = predictor.db["path"].iat[3]
     [pred], _ = predict([path], predictor)
     assert pred.region == predictor.db["region"].iat[3] and pred.region_prob is None
 
 
 def test_a_checkpoint_of_another_encoder_is_refused(finetuned_run):
-    checkpoint = latest_round(finetuned_run, "dt")
-    state = torch.load(checkpoint, weights_only=True)
-    forged = checkpoint.with_name("round9.pt")
-    torch.save({**state, "encoder": "someone-else-32px"}, forged)
-    assert latest_round(finetuned_run, "dt") == forged
+    ft_run, r = Run(finetuned_run).latest_round("dt")
+    state = torch.load(ft_run.round_checkpoint(r), weights_only=True)
+    torch.save({**state, "encoder": "someone-else-32px"}, ft_run.round_checkpoint(9))
+    assert Run(finetuned_run).latest_round("dt") == (ft_run, 9)
     with pytest.raises(ValueError, match="someone-else"):
-        load_region_head(forged, load_encoder(*_encoder_args(finetuned_run)))
+        load_region_head(ft_run, 9, load_encoder(*_encoder_args(finetuned_run)))
 
 
 def _encoder_args(run):
-    cfg = PipelineConfig.from_dict(runs.read_json(run / runs.CONFIG)).embed
+    cfg = Run(run).pipeline_config().embed
     return cfg.model, cfg.checkpoint, cfg.pretrained, "cpu", cfg.image_size

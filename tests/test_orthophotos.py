@@ -7,8 +7,9 @@ from PIL import Image
 
 from conftest import TINY, shared
 from geoloc_core.cli import main
+from geoloc_core.compare import cross_time_recall
 from geoloc_core.geo import haversine_km
-from geoloc_core.tiles import capture_date, cross_time_recall, cut_tiles
+from geoloc_core.orthophotos import capture_date, cut_tiles
 
 
 @pytest.fixture

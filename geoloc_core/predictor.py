@@ -1,0 +1,313 @@
+"""A predictor: the database side of locating photos, built from a run, saved in it, and reloaded.
+
+A predictor is a database of geotagged photos (a run's photos), their descriptors in a faiss index,
+a GPS-aware verifier trained on them (`locators.GpsVerifier`), and numbers calibrated on the
+database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
+1. retrieve their top-k database photos;
+2. propose candidate coordinates from several sources (`SOURCES`): the top-1 neighbour, the centre
+   of each neighbour's group (neighbours within `bandwidth_km` of it, similarity-weighted), the
+   database sites whose GPS code the photo's image code matches best (GeoCLIP's gallery), and the
+   region centroids;
+3. answer the candidate the verifier scores highest. Without a verifier (or with no sources) the
+   answer is the strongest neighbour group, a similarity vote.
+`bandwidth_km` is calibrated by leave-location-out queries (each database photo located from the
+others, never from its own location). The uncertainty radius is the `coverage` quantile of the
+errors on database locations held out of a calibration verifier's training; the errors are saved,
+so any coverage can be asked for without a rebuild.
+
+A saved predictor (`runs.PredictorStore`) records the settings it was built with and a digest of
+everything it was built from; `open_predictor` rebuilds it when either changes. Region labels are
+not copied into it: they are read from the run's current regions when it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from . import storage
+from .classifier import RegionHead, load_region_head
+from .config import PredictConfig, PredictorConfig, from_dict
+from .descriptors import describe, fit_vlad_vocabulary
+from .encoders import Encoder, load_encoder
+from .geo import haversine_km, latlon_to_xyz, xyz_to_latlon
+from .index import build_index, load_index, save_index, search
+from .locators import GpsVerifier, fit_verifier, load_locator, locator_meta, save_locator
+from .regions import region_table
+from .runs import PredictorStore, RegionFiles, Run, fingerprint
+from .splits import grouped_split
+
+log = logging.getLogger(__name__)
+
+BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise distances, tried in calibration
+SOURCES = ("top1", "clusters", "gallery", "regions")  # where candidate coordinates come from
+GALLERY_SIZE = 10  # database sites proposed by the verifier's own GPS-code search
+CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
+PREDICTOR_FORMAT = 3  # bump when a saved predictor's contents change meaning
+
+
+@dataclass
+class Predictor:
+    """The database side: descriptors in an index, photo metadata, verifier, calibration, and the encoder."""
+
+    cfg: PredictorConfig
+    index: object
+    db: pd.DataFrame  # photo (row of the run's photos), path (absolute), lat_deg, lon_deg, group, region
+    vocabulary: np.ndarray | None
+    bandwidth_km: float
+    calibration_errors_km: np.ndarray  # errors on database locations held out of a calibration predictor
+    coverage: float = 0.9
+    graph: str = "dt"  # whose regions label the predictions
+    verifier: GpsVerifier | None = None
+    encoder: Encoder | None = None
+    region_head: RegionHead | None = None
+    regions: RegionFiles | None = None  # the partition `Prediction.region` numbers (polygons beside it)
+
+    @property
+    def descriptor(self) -> str:
+        return self.cfg.descriptor
+
+    @property
+    def k(self) -> int:
+        return self.cfg.k
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.cfg.sources
+
+    def with_sources(self, sources: tuple[str, ...]) -> Predictor:
+        """The same predictor proposing candidates from other sources (for comparisons)."""
+        return replace(self, cfg=replace(self.cfg, sources=sources))
+
+    @property
+    def radius_km(self) -> float:
+        """Holds the truth for `coverage` of the calibration photos (nan with too few locations to calibrate)."""
+        errors = self.calibration_errors_km
+        return float(np.quantile(errors, self.coverage)) if len(errors) else float("nan")
+
+    @property
+    def region_source(self) -> str:
+        return f"{self.graph.upper()} {self.region_head.name}" if self.region_head else f"{self.graph.upper()} w/o, nearest photo"
+
+    @cached_property
+    def _db_tree(self) -> cKDTree:
+        return cKDTree(latlon_to_xyz(self.db["lat_deg"].to_numpy(), self.db["lon_deg"].to_numpy()))
+
+    def region_at(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        """(M,) region of the database photo nearest each location (-1 where the run has no regions)."""
+        return self.db["region"].to_numpy()[self._db_tree.query(latlon_to_xyz(lat_deg, lon_deg))[1]]
+
+    @cached_property
+    def sites(self) -> pd.DataFrame:
+        """The database's distinct coordinates: the verifier's gallery."""
+        return self.db[["lat_deg", "lon_deg"]].drop_duplicates(ignore_index=True)
+
+    @cached_property
+    def _gallery_index(self):
+        return build_index(self.verifier.gps_codes(self.sites["lat_deg"].to_numpy(), self.sites["lon_deg"].to_numpy()))
+
+    @cached_property
+    def region_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        known = self.db[self.db["region"] >= 0]
+        if known.empty:
+            return np.empty(0), np.empty(0)
+        table = region_table(known["region"].to_numpy(), known["lat_deg"].to_numpy(), known["lon_deg"].to_numpy())
+        return table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy()
+
+
+def neighbour_groups(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(M, k) neighbour similarities and coordinates -> each neighbour's group: (support, centre lat, centre lon), (M, k) each.
+
+    A neighbour's group is the neighbours within `bandwidth_km` of it; its support is their summed
+    similarity and its centre their similarity-weighted mean on the sphere.
+    """
+    d = haversine_km(lat[:, :, None], lon[:, :, None], lat[:, None, :], lon[:, None, :])  # (M, k, k)
+    w = (d <= bandwidth_km) * np.clip(sims, 1e-6, None)[:, None, :]
+    c_lat, c_lon = xyz_to_latlon(np.einsum("mij,mjc->mic", w, latlon_to_xyz(lat, lon)))
+    return w.sum(axis=2), c_lat, c_lon
+
+
+def vote(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """(M, k) neighbour similarities and coordinates -> (M,) lat, lon of the strongest neighbour group's centre."""
+    support, c_lat, c_lon = neighbour_groups(sims, lat, lon, bandwidth_km)
+    best = np.argmax(support, axis=1)[:, None]
+    return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0]
+
+
+def neighbour_coords(predictor: Predictor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return predictor.db["lat_deg"].to_numpy()[ids], predictor.db["lon_deg"].to_numpy()[ids]
+
+
+def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, C) candidate latitudes and longitudes from `predictor.sources`, for the verifier to choose among."""
+    n_lat, n_lon = neighbour_coords(predictor, ids)
+    lats, lons = [], []
+    if "top1" in predictor.sources:
+        lats.append(n_lat[:, :1]), lons.append(n_lon[:, :1])
+    if "clusters" in predictor.sources:
+        _, c_lat, c_lon = neighbour_groups(sims, n_lat, n_lon, predictor.bandwidth_km)
+        lats.append(c_lat), lons.append(c_lon)
+    if "gallery" in predictor.sources:
+        _, site = search(predictor._gallery_index, predictor.verifier.image_codes_np(emb), GALLERY_SIZE)
+        lats.append(predictor.sites["lat_deg"].to_numpy()[site]), lons.append(predictor.sites["lon_deg"].to_numpy()[site])
+    r_lat, r_lon = predictor.region_centroids
+    if "regions" in predictor.sources and len(r_lat):
+        lats.append(np.broadcast_to(r_lat, (len(emb), len(r_lat)))), lons.append(np.broadcast_to(r_lon, (len(emb), len(r_lon))))
+    return np.concatenate(lats, axis=1), np.concatenate(lons, axis=1)
+
+
+def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k))."""
+    sims, ids = search(predictor.index, desc, predictor.k)
+    if predictor.verifier is None or not predictor.sources:
+        return *vote(sims, *neighbour_coords(predictor, ids), predictor.bandwidth_km), sims, ids
+    c_lat, c_lon = candidates(predictor, emb, sims, ids)
+    best = np.argmax(predictor.verifier.scores(emb, c_lat, c_lon), axis=1)[:, None]
+    return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0], sims, ids
+
+
+def calibrate_bandwidth(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0) -> float:
+    """The vote bandwidth with the lowest median error over leave-location-out queries of database photos."""
+    rng = np.random.default_rng(seed)
+    q = np.sort(rng.choice(len(db), size=min(max_queries, len(db)), replace=False))
+    groups = db["group"].to_numpy()
+    extra = int(db["group"].value_counts().max())
+    sims, ids = search(index, desc[q], k + extra)
+    keep = groups[ids] != groups[q][:, None]  # drop the query's own location
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+    lat, lon = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy()
+    pair = haversine_km(lat[ids][:, :, None], lon[ids][:, :, None], lat[ids][:, None, :], lon[ids][:, None, :])
+    errors = {float(bw): np.median(haversine_km(*vote(sims, lat[ids], lon[ids], float(bw)), lat[q], lon[q]))
+              for bw in np.quantile(pair, BANDWIDTH_QUANTILES)}
+    return min(errors, key=errors.get)
+
+
+def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None, cfg: PredictorConfig = PredictorConfig(),
+                  graph: str = "dt") -> Predictor:
+    """A predictor over database photos (`db`: lat_deg, lon_deg, group, region, path) and their embeddings.
+
+    The uncertainty is measured honestly: a calibration predictor is fitted without a held-out share
+    of the database's locations, which it then locates; the final predictor uses everything.
+    """
+    vocabulary = fit_vlad_vocabulary(patches, cfg.n_words) if cfg.descriptor == "vlad" and patches is not None else None
+    desc = describe(cfg.descriptor, emb, patches, vocabulary)
+    index = build_index(desc)
+    bandwidth = calibrate_bandwidth(desc, db, index, cfg.k)
+    lat, lon, groups = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy(), db["group"].to_numpy()
+    verifier = fit_verifier(emb, lat, lon, groups, cfg.locator) if cfg.verify else None
+    predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), graph=graph, verifier=verifier)
+    if db["group"].nunique() >= 5:
+        held = grouped_split(groups, CALIBRATION_FRAC, seed=cfg.locator.seed)
+        fit = np.flatnonzero(~held)
+        probe = replace(predictor, index=build_index(desc[fit]), db=db.iloc[fit].reset_index(drop=True),
+                        verifier=fit_verifier(emb[fit], lat[fit], lon[fit], groups[fit], cfg.locator) if cfg.verify else None)
+        p_lat, p_lon, _, _ = locate(probe, desc[held], emb[held])
+        predictor.calibration_errors_km = haversine_km(p_lat, p_lon, lat[held], lon[held])
+    log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor, len(db),
+             bandwidth, predictor.radius_km, "on" if cfg.verify else "off")
+    return predictor
+
+
+def run_regions(run: Run, graph: str) -> tuple[RegionFiles | None, np.ndarray]:
+    """The run's w/o regions of `graph` and the (N,) region of each of its photos (-1 everywhere if it has none)."""
+    files = run.regions(graph)
+    n = len(run.photo_table())
+    if not files.exists():
+        return None, np.full(n, -1)
+    labels = files.labels()["region"].to_numpy()
+    return files, labels if len(labels) == n else np.full(n, -1)
+
+
+def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), database: str = "all", graph: str = "dt") -> Predictor:
+    """A predictor over a run's photos (`database="train"` keeps the held-out locations out, for evaluation)."""
+    run = Run(run_dir)
+    table = run.photo_table()
+    _, is_test = run.read_split()
+    keep = np.ones(len(table), bool) if database == "all" else ~is_test
+    emb, patches = run.read_embeddings()
+    regions_file, regions = run_regions(run, graph)
+    db = pd.DataFrame({"photo": np.flatnonzero(keep), "path": [str(p) for p, m in zip(table.abs_paths(), keep) if m],
+                       "lat_deg": table.lat_deg[keep], "lon_deg": table.lon_deg[keep],
+                       "group": table.frame["group"].to_numpy()[keep], "region": regions[keep]})
+    predictor = fit_predictor(db, emb[keep], None if patches is None else patches[np.flatnonzero(keep)], cfg, graph)
+    predictor.regions = regions_file
+    return predictor
+
+
+def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None) -> None:
+    """Index, database (without regions), vocabulary, verifier, calibration errors, then the meta file last:
+    its presence marks a whole predictor."""
+    save_index(predictor.index, store.index)
+    storage.write_csv(store.db, predictor.db.drop(columns="region"))
+    if predictor.vocabulary is not None:
+        storage.write_npy(store.vocabulary, predictor.vocabulary)
+    if predictor.verifier is not None:
+        v = predictor.verifier
+        save_locator(v, store.verifier, locator_meta("verifier", v.cfg, v.in_dim, extent_rad=v.extent_rad))
+    storage.write_npy(store.calibration, predictor.calibration_errors_km)
+    storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
+                                    "format": PREDICTOR_FORMAT})
+
+
+def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
+    """A saved predictor with the run's encoder, its current regions of `cfg.graph` and, with `cfg.region_from ==
+    "classifier"`, the latest fine-tuning round's region classifier for that graph where the run has one."""
+    run = Run(run_dir)
+    meta = store.read_meta()
+    embed_cfg = run.pipeline_config().embed
+    vocabulary = storage.read_npy(store.vocabulary) if store.vocabulary.exists() else None
+    verifier = load_locator(store.verifier) if store.verifier.exists() else None
+    encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
+    latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" else None
+    head = load_region_head(*latest, encoder) if latest else None
+    db = pd.read_csv(store.db, dtype={"group": str})
+    regions_file, regions = run_regions(run, cfg.graph)
+    db["region"] = regions[db["photo"].to_numpy()]
+    return Predictor(from_dict(PredictorConfig, meta["config"]), load_index(store.index), db, vocabulary, meta["bandwidth_km"],
+                     storage.read_npy(store.calibration), cfg.coverage, cfg.graph, verifier, encoder, head,
+                     head.regions if head else regions_file)
+
+
+def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str) -> str:
+    """Everything a saved predictor was built from: the format, its settings, the database, the run's photos,
+    embeddings and split (the patch tokens for gem / vlad, the regions where their centroids are candidates)."""
+    run = Run(run_dir)
+    h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database},
+                                sort_keys=True).encode())
+    files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
+    if "regions" in cfg.sources:
+        files += [run.regions(g).csv for g in run.graphs()]
+    for path in files:
+        if path.exists():
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha1").digest())
+    return h.hexdigest()
+
+
+def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
+    """A cheap stamp (sizes and mtimes) of what an opened predictor depends on, the regions and classifiers included:
+    the key for a predictor held in memory (the app's)."""
+    run = Run(run_dir)
+    return fingerprint([run.photos, run.embeddings, run.split, run.patches, run.regions(cfg.graph).csv,
+                        *run.round_checkpoints(cfg.graph)])
+
+
+def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
+    """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
+    if there is none or what it was built from (settings included) has changed since."""
+    run = Run(run_dir)
+    store = run.predictor(cfg.predictor.descriptor, database)
+    inputs = predictor_inputs(run_dir, cfg.predictor, database)
+    if store.read_meta().get("inputs") != inputs:
+        save_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store, inputs=inputs)
+    return load_predictor(store, run_dir, cfg)

@@ -1,0 +1,111 @@
+"""What every page shares: the run being looked at and cached loaders over its artefacts (read through `runs.Run`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from geoloc_core import viz
+from geoloc_core.config import PredictConfig
+from geoloc_core.places import region_places
+from geoloc_core.predictor import open_predictor, predictor_version
+from geoloc_core.runs import RegionFiles, Run
+
+RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
+
+
+def choose_run() -> None:
+    """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session."""
+    found = sorted(str(p) for p in RUNS.glob("*") if Run(p).photos.exists())
+    default = os.environ.get("GEOLOC_RUN")
+    options = ([default] if default and default not in found else []) + found
+    if not options:
+        st.sidebar.warning("No run yet: `.venv/bin/geoloc run` builds one from ../shared/data/croatia-streetview.")
+        st.session_state["run_dir"] = None
+        return
+    st.session_state["run_dir"] = st.sidebar.selectbox("Run", options, index=options.index(default) if default in options else 0)
+
+
+def current_run() -> Run | None:
+    value = st.session_state.get("run_dir")
+    return Run(Path(value)) if value else None
+
+
+def run_with_graphs() -> tuple[Run, list[str]]:
+    """The chosen run and the proximity graphs it has built; stops the page with a hint otherwise."""
+    run = current_run()
+    if run is None:
+        st.stop()
+    graphs = run.graphs()
+    if not graphs:
+        st.info("This run has no graphs yet: `geoloc run` (or `geoloc graph` and `geoloc regions`) makes them.")
+        st.stop()
+    return run, graphs
+
+
+@st.cache_data(show_spinner=False)
+def photos(run: Run) -> pd.DataFrame:
+    return run.photo_table().frame[["path", "lat_deg", "lon_deg", "group"]]
+
+
+def predictor(run: Run, cfg: PredictConfig):
+    """The run's predictor for `cfg`, shared by every session; loaded again when anything it depends on changes
+    (photos, embeddings, the regions it labels with, a new fine-tuning round's classifier)."""
+    return _predictor(run, cfg, predictor_version(run.root, cfg))
+
+
+@st.cache_resource(show_spinner="Loading the predictor once for this run ...", max_entries=8)
+def _predictor(run: Run, cfg: PredictConfig, version: str):
+    """Read-only once loaded. Its database leaves out the run's held-out locations, so their photos are honest examples."""
+    return open_predictor(run.root, cfg, database="train")
+
+
+@st.cache_data(show_spinner=False)
+def held_out_photos(run: Run) -> pd.DataFrame:
+    """The run's held-out photos (name, absolute path, lat_deg, lon_deg): examples the predictor has never seen."""
+    table = run.photo_table()
+    _, is_test = run.read_split()
+    return pd.DataFrame({"name": table.frame["path"][is_test].to_numpy(),
+                         "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if t],
+                         "lat_deg": table.lat_deg[is_test], "lon_deg": table.lon_deg[is_test]})
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def thumbnail(path: str, side: int = 320) -> Image.Image | None:
+    """`viz.upright` for database photos, cached: the same neighbours come back prediction after prediction."""
+    return viz.upright(path, side)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def basemap_online() -> bool:
+    """Whether tiles can be had (checked once per 10 minutes; offline machines get the outline map at once)."""
+    return viz.tiles_reachable()
+
+
+@st.cache_data(show_spinner="Naming places and making thumbnails ...")
+def region_details(run: Run, regions: RegionFiles, version: str, thumbs: int = 3) -> pd.DataFrame:
+    """Per region of one partition: the top places of its photos (offline geocoder) and a few thumbnails."""
+    table = run.photo_table()
+    frame = table.frame[["path", "lat_deg", "lon_deg"]].assign(abs_path=[str(p) for p in table.abs_paths()])
+    frame = frame.merge(regions.labels()[["path", "region"]], on="path")
+    places = region_places(frame["region"].to_numpy(), frame["lat_deg"].to_numpy(), frame["lon_deg"].to_numpy())
+    rows = []
+    for region, members in frame.groupby("region"):
+        picks = members["abs_path"].iloc[np.linspace(0, len(members) - 1, min(thumbs, len(members))).astype(int)]
+        rows.append({"region": region, "places": places[int(region)],
+                     **{f"photo {i + 1}": viz.thumbnail_uri(p) for i, p in enumerate(picks)}})
+    return pd.DataFrame(rows)
+
+
+@st.cache_data(show_spinner=False)
+def region_polygon(regions: RegionFiles | None, region: int | None, version: str) -> dict | None:
+    """One region's polygon (GeoJSON) from the partition a predictor labels with (`Predictor.regions`)."""
+    if region is None or regions is None or not regions.geojson.exists():
+        return None
+    features = [f for f in regions.polygons()["features"] if f["properties"]["region"] == region]
+    return {"type": "FeatureCollection", "features": features}

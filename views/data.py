@@ -1,0 +1,58 @@
+"""Data: what a run ingested and rejected (and why), where its photos are, and new runs from a folder."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from geoloc_core import jobs, viz
+from geoloc_core.runs import Run, run_in
+from views.common import RUNS, basemap_online, current_run, photos
+
+st.header("Data")
+with st.form("new"):
+    st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` beside the photos) or a manifest file.")
+    c1, c2 = st.columns([3, 1])
+    source = c1.text_input("Folder or manifest", placeholder="/path/to/photos")
+    name = c2.text_input("Run name", placeholder="my-photos")
+    go = st.form_submit_button("Ingest, embed and cut regions")
+if go:
+    try:
+        target = Run(run_in(RUNS, name))
+    except ValueError as exc:
+        st.error(str(exc))
+    else:
+        if not source or not Path(source).exists():
+            st.error(f"{source or 'nothing'}: no such folder or file")
+        elif target.exists() and target.state() == "running":
+            st.error(f"{name} is being built already.")
+        else:
+            jobs.start_run(target, source)
+            st.success(f"Started {target.root}; it appears in the sidebar once photos are ingested.")
+
+run = current_run()
+if run is None:
+    st.stop()
+
+
+@st.fragment(run_every=3)
+def progress(run: Run):
+    state = run.state()
+    if state is not None:
+        stages = [r["stage"] for r in run.read_metrics() if "stage" in r]
+        st.caption(f"{run.root.name}: {state} · stages done: {', '.join(dict.fromkeys(stages)) or 'none yet'}")
+
+
+progress(run)
+meta = run.read_ingest_meta()
+c1, c2, c3 = st.columns(3)
+c1.metric("Photos accepted", meta["n_accepted"])
+c2.metric("Rejected", meta["n_rejected"])
+c3.metric("Locations", photos(run)["group"].nunique())
+st.caption(f"Source: {meta['root']}")
+for warning in meta.get("warnings", []):
+    st.warning(warning)
+st.pydeck_chart(viz.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
+rejected = run.read_rejected()
+if len(rejected):
+    st.subheader("Rejected files and why")
+    st.dataframe(rejected, hide_index=True, width="stretch")

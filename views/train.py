@@ -1,0 +1,70 @@
+"""Train: start a new fine-tuning run in its own process, watch any run live, stop or resume it; re-attach after a reload."""
+
+import streamlit as st
+
+from geoloc_core import jobs, viz
+from geoloc_core.config import FinetuneConfig
+from geoloc_core.runs import FinetuneRun
+from views.common import run_with_graphs
+
+st.header("Train")
+run, graphs = run_with_graphs()
+
+with st.form("start"):
+    d = FinetuneConfig()
+    c1, c2, c3, c4 = st.columns(4)
+    graph = c1.selectbox("Graph", graphs, format_func=str.upper)
+    rounds = c2.number_input("Rounds", 1, 10, d.rounds)
+    epochs = c3.number_input("Epochs per round", 1, 50, d.epochs)
+    blocks = c4.number_input("Unfrozen blocks", 0, 12, d.unfrozen_blocks)
+    started = st.form_submit_button("Start a new fine-tuning run")
+if started:
+    ft = jobs.start_finetune(run, FinetuneConfig(graph=graph, rounds=int(rounds), epochs=int(epochs), unfrozen_blocks=int(blocks)))
+    st.session_state["watch"] = str(ft.root)
+    st.success(f"Started {ft.root.name}: its progress shows below.")
+
+
+@st.fragment(run_every=3)
+def watch() -> None:
+    """Every fine-tuning folder of the run, listed afresh each time, so a run started a moment ago shows at once."""
+    folders = {str(ft.root): ft for ft in run.finetune_dirs()}
+    if not folders:
+        st.caption("No fine-tuning run yet.")
+        return
+    names = list(folders)
+    wanted = st.session_state.get("watch")
+    index = names.index(wanted) if wanted in names else len(names) - 1
+    chosen = st.selectbox("Watch", names, index=index, format_func=lambda p: str(folders[p].root.relative_to(run.root)))
+    st.session_state["watch"] = chosen
+    show(folders[chosen])
+
+
+def show(ft: FinetuneRun) -> None:
+    state = ft.state() or "not started"
+    records = ft.read_metrics()
+    cfg = ft.read_config().get("finetune", {})
+    st.write(f"**{ft.root.name}**: {state} · {sum(r.get('kind') == 'epoch' for r in records)} epochs recorded"
+             + (f" · {cfg.get('rounds')} rounds × {cfg.get('epochs')} epochs, {str(cfg.get('graph', '')).upper()}" if cfg else ""))
+    if state == "running":
+        progress = ft.read_progress()
+        if progress and progress["total"]:
+            st.progress(min(1.0, progress["done"] / progress["total"]), text=f"{progress['phase']}: {progress['done']} of {progress['total']}")
+        else:
+            st.progress(0.0, text="starting: loading the photos and the model ...")
+    stop, resume = st.columns(2)
+    if state == "running" and stop.button("Stop", key=f"stop {ft.root}"):
+        st.info(jobs.stop(ft))
+    if jobs.can_resume(ft) and resume.button("Resume from the last checkpoint", key=f"resume {ft.root}"):
+        jobs.resume_finetune(ft)
+        st.info(f"Resuming {ft.root.name} with the settings it was started with.")
+    if state == "failed":
+        st.error((ft.read_status() or {}).get("error", "failed"))
+    if any(r.get("kind") == "epoch" for r in records):
+        st.plotly_chart(viz.training_figure(records), width="stretch")
+    rows = [r for r in records if r.get("kind") == "round"]
+    if rows:
+        st.dataframe([{k: r.get(k) for k in ("name", "acc", "macro_f1", "n_regions", "median_km", "next_n_regions")} for r in rows],
+                     hide_index=True)
+
+
+watch()
