@@ -14,7 +14,7 @@ from geoloc_core import viz
 from geoloc_core.config import PredictConfig
 from geoloc_core.places import region_places
 from geoloc_core.predictor import open_predictor, predictor_version
-from geoloc_core.runs import RegionFiles, Run
+from geoloc_core.runs import RegionFiles, Run, fingerprint
 
 RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
 
@@ -48,8 +48,13 @@ def run_with_graphs() -> tuple[Run, list[str]]:
     return run, graphs
 
 
-@st.cache_data(show_spinner=False)
 def photos(run: Run) -> pd.DataFrame:
+    """The run's photos (path, lat_deg, lon_deg, group), read again when the run is re-ingested."""
+    return _photos(run, fingerprint([run.photos]))
+
+
+@st.cache_data(show_spinner=False)
+def _photos(run: Run, version: str) -> pd.DataFrame:
     return run.photo_table().frame[["path", "lat_deg", "lon_deg", "group"]]
 
 
@@ -65,9 +70,13 @@ def _predictor(run: Run, cfg: PredictConfig, version: str):
     return open_predictor(run.root, cfg, database="train")
 
 
-@st.cache_data(show_spinner=False)
 def held_out_photos(run: Run) -> pd.DataFrame:
     """The run's held-out photos (name, absolute path, lat_deg, lon_deg): examples the predictor has never seen."""
+    return _held_out_photos(run, fingerprint([run.photos, run.split]))
+
+
+@st.cache_data(show_spinner=False)
+def _held_out_photos(run: Run, version: str) -> pd.DataFrame:
     table = run.photo_table()
     _, is_test = run.read_split()
     return pd.DataFrame({"name": table.frame["path"][is_test].to_numpy(),
