@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                    default=("cls", "gem", "vlad"), help="kNN rows; gem / vlad need `embed --patches` (default: cls,gem,vlad)")
     c.add_argument("--recall-radius-km", type=float, default=0.025, help="a Recall@K hit lies within this (default 25 m)")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words"))
-    add_settings(c, PredictConfig, "predict", only=("graph",))
+    add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
 
     c = command("tiles", _cmd_tiles, "cut GeoTIFF orthophotos into geotagged PNG tiles + manifest", run=False)
     c.add_argument("src", type=Path, help="folder of GeoTIFFs (e.g. ../shared/data/naip-nd)")
@@ -309,6 +309,10 @@ def _cmd_predict(a) -> None:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
         certainty = f" (p {p.region_prob:.2f})" if p.region_prob is not None else ""
         print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{certainty}{truth}")
+        if p.unfamiliar:
+            print(f"  warning: looks unlike any photo of this run (familiarity {p.familiarity:.3f}): the location is a guess")
+        if p.region_agrees is False:
+            print("  note: the classifier's region does not hold the predicted point")
     for path, reason in failed.items():
         print(f"  could not read {path}: {reason}")
     regions = predictor.regions.csv if predictor.regions else "none"
@@ -322,12 +326,13 @@ def _cmd_compare(a) -> None:
     from .storage import write_csv
 
     run = Run(a.run)
-    rows, predictions = compare_methods(a.run, a.descriptors, settings(a, PredictorConfig, "predictor"),
-                                        recall_radius_km=a.recall_radius_km, graph=settings(a, PredictConfig, "predict").graph)
+    predict_cfg = settings(a, PredictConfig, "predict")
+    rows, predictions = compare_methods(a.run, a.descriptors, settings(a, PredictorConfig, "predictor"), recall_radius_km=a.recall_radius_km,
+                                        graph=predict_cfg.graph, unfamiliar_below=predict_cfg.unfamiliar_below)
     write_csv(run.compare_table, pd.DataFrame(rows))
     write_csv(run.compare_predictions, predictions)
     _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
-                        "radius_km@90"))
+                        "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .config import PredictorConfig
+from .config import PredictConfig, PredictorConfig
 from .descriptors import describe, fit_vlad_vocabulary
 from .evaluate import centroid_errors, distance_metrics, recall_at_k
 from .geo import LocalProjection, haversine_km
@@ -45,7 +45,8 @@ def source_variants(sources: tuple[str, ...] = PredictorConfig.sources) -> dict[
 
 
 def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem", "vlad"), cfg: PredictorConfig = PredictorConfig(),
-                    recall_radius_km: float = 0.025, graph: str = "dt") -> tuple[list[dict], pd.DataFrame]:
+                    recall_radius_km: float = 0.025, graph: str = "dt",
+                    unfamiliar_below: float = PredictConfig.unfamiliar_below) -> tuple[list[dict], pd.DataFrame]:
     """One row per method (see the module docstring), graded on the run's held-out photos, and the
     default verified predictor's prediction for each of those photos (for the error map)."""
     run = Run(run_dir)
@@ -82,9 +83,13 @@ def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem",
 
     verified = build_predictor(run.root, replace(cfg, descriptor="cls", verify=True), database="train", graph=graph)
     for name, sources in source_variants(verified.sources).items():
-        p_lat, p_lon, _, ids = locate(verified.with_sources(sources), emb[test], emb[test])
-        row(f"verified: {name}", p_lat, p_lon, verified, ids,
-            **{"radius_km@90": verified.radius_km} if sources == verified.sources else {})
+        p_lat, p_lon, sims, ids = locate(verified.with_sources(sources), emb[test], emb[test])
+        honest = {}
+        if sources == verified.sources:  # does the radius hold its 90 %, and how many new places look unfamiliar?
+            errors = haversine_km(p_lat, p_lon, *truth)
+            honest = {"radius_km@90": verified.radius_km, "within_radius": float(np.mean(errors <= verified.radius_km)),
+                      "unfamiliar": float(np.mean(verified.familiarity(sims[:, 0]) < unfamiliar_below))}
+        row(f"verified: {name}", p_lat, p_lon, verified, ids, **honest)
         if sources == verified.sources:
             predictions = pd.DataFrame({"path": table.frame["path"].to_numpy()[test], "lat_deg": p_lat, "lon_deg": p_lon,
                                         "true_lat_deg": truth[0], "true_lon_deg": truth[1],

@@ -47,6 +47,9 @@ class Prediction:
     true_lat_deg: float | None = None  # from the photo's EXIF GPS, shown, never used
     true_lon_deg: float | None = None
     region_prob: float | None = None  # the classifier's probability of `region`; None for the nearest-photo region
+    familiarity: float | None = None  # share of the database's leave-location-out queries whose best match was no closer
+    unfamiliar: bool = False  # familiarity under the predictor's threshold: unlike any photo of the database, a guess
+    region_agrees: bool | None = None  # whether the classifier's region holds the predicted point (None: no classifier)
 
     @property
     def error_km(self) -> float | None:
@@ -67,11 +70,13 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tu
         return [], failed
     desc = describe(predictor.descriptor, out.emb[ok], None if out.patches is None else out.patches[ok], predictor.vocabulary)
     p_lat, p_lon, sims, ids = locate(predictor, desc, out.emb[ok])
+    at_point = predictor.region_at(p_lat, p_lon)
     if predictor.region_head is not None:
         log_probs = out.head_out[ok]
         regions, region_probs = log_probs.argmax(1), np.exp(log_probs.max(1))
     else:
-        regions, region_probs = predictor.region_at(p_lat, p_lon), np.full(len(ok), np.nan)
+        regions, region_probs = at_point, np.full(len(ok), np.nan)
+    familiarity = predictor.familiarity(sims[:, 0])
     n_lat, n_lon = neighbour_coords(predictor, ids)
     dists = haversine_km(p_lat[:, None], p_lon[:, None], n_lat, n_lon)
     preds = []
@@ -81,7 +86,10 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tu
                       for c, j in enumerate(ids[row])]
         preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km, predictor.coverage,
                                 int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth,
-                                region_prob=None if np.isnan(region_probs[row]) else float(region_probs[row])))
+                                region_prob=None if np.isnan(region_probs[row]) else float(region_probs[row]),
+                                familiarity=None if np.isnan(familiarity[row]) else float(familiarity[row]),
+                                unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
+                                region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None))
     return preds, failed
 
 
@@ -98,7 +106,7 @@ def predictions_frame(preds: list[Prediction]) -> pd.DataFrame:
     return pd.DataFrame([{
         "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "radius_km": p.radius_km, "coverage": p.coverage,
         "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg, "true_lon_deg": p.true_lon_deg,
-        "error_km": p.error_km,
+        "error_km": p.error_km, "familiarity": p.familiarity, "unfamiliar": p.unfamiliar, "region_agrees": p.region_agrees,
         "neighbours": json.dumps([vars(n) for n in p.neighbours]),
     } for p in preds])
 

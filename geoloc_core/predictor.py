@@ -51,7 +51,7 @@ BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise 
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where candidate coordinates come from
 GALLERY_SIZE = 10  # database sites proposed by the verifier's own GPS-code search
 CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
-PREDICTOR_FORMAT = 3  # bump when a saved predictor's contents change meaning
+PREDICTOR_FORMAT = 4  # bump when a saved predictor's contents change meaning
 
 
 @dataclass
@@ -64,12 +64,15 @@ class Predictor:
     vocabulary: np.ndarray | None
     bandwidth_km: float
     calibration_errors_km: np.ndarray  # errors on database locations held out of a calibration predictor
+    familiar_sims: np.ndarray  # sorted top-1 similarities of leave-location-out database queries
     coverage: float = 0.9
+    unfamiliar_below: float = PredictConfig.unfamiliar_below  # familiarity under which a photo is flagged as a guess
     graph: str = "dt"  # whose regions label the predictions
     verifier: GpsVerifier | None = None
     encoder: Encoder | None = None
     region_head: RegionHead | None = None
     regions: RegionFiles | None = None  # the partition `Prediction.region` numbers (polygons beside it)
+    region_labels: np.ndarray | None = None  # (len(db),) each database photo's region in `regions`; None: db["region"]
 
     @property
     def descriptor(self) -> str:
@@ -93,6 +96,13 @@ class Predictor:
         errors = self.calibration_errors_km
         return float(np.quantile(errors, self.coverage)) if len(errors) else float("nan")
 
+    def familiarity(self, top1_sims: np.ndarray) -> np.ndarray:
+        """(M,) share of leave-location-out database queries whose best match was no closer than each query's: how
+        like the database a photo is, calibrated on the database alone (near 0: unlike any place it has seen)."""
+        if not len(self.familiar_sims):
+            return np.full(len(top1_sims), np.nan)
+        return np.searchsorted(self.familiar_sims, top1_sims, side="right") / len(self.familiar_sims)
+
     @property
     def region_source(self) -> str:
         return f"{self.graph.upper()} {self.region_head.name}" if self.region_head else f"{self.graph.upper()} w/o, nearest photo"
@@ -102,8 +112,10 @@ class Predictor:
         return cKDTree(latlon_to_xyz(self.db["lat_deg"].to_numpy(), self.db["lon_deg"].to_numpy()))
 
     def region_at(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
-        """(M,) region of the database photo nearest each location (-1 where the run has no regions)."""
-        return self.db["region"].to_numpy()[self._db_tree.query(latlon_to_xyz(lat_deg, lon_deg))[1]]
+        """(M,) region of `regions` at each location: that of the nearest database photo, whose Voronoi cell the
+        polygons draw (-1 where the run has no regions)."""
+        labels = self.db["region"].to_numpy() if self.region_labels is None else self.region_labels
+        return labels[self._db_tree.query(latlon_to_xyz(lat_deg, lon_deg))[1]]
 
     @cached_property
     def sites(self) -> pd.DataFrame:
@@ -175,8 +187,12 @@ def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray) -> tuple[np.
     return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0], sims, ids
 
 
-def calibrate_bandwidth(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0) -> float:
-    """The vote bandwidth with the lowest median error over leave-location-out queries of database photos."""
+def leave_location_out(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Database photos queried against the database without their own location: (query rows (Q,), sims (Q, k), ids (Q, k)).
+
+    What a photo of a new place that the database covers meets: the reference for calibrating on the database alone.
+    """
     rng = np.random.default_rng(seed)
     q = np.sort(rng.choice(len(db), size=min(max_queries, len(db)), replace=False))
     groups = db["group"].to_numpy()
@@ -184,7 +200,11 @@ def calibrate_bandwidth(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_q
     sims, ids = search(index, desc[q], k + extra)
     keep = groups[ids] != groups[q][:, None]  # drop the query's own location
     order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+    return q, np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def calibrate_bandwidth(db: pd.DataFrame, q: np.ndarray, sims: np.ndarray, ids: np.ndarray) -> float:
+    """The vote bandwidth with the lowest median error over leave-location-out queries (`leave_location_out`)."""
     lat, lon = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy()
     pair = haversine_km(lat[ids][:, :, None], lon[ids][:, :, None], lat[ids][:, None, :], lon[ids][:, None, :])
     errors = {float(bw): np.median(haversine_km(*vote(sims, lat[ids], lon[ids], float(bw)), lat[q], lon[q]))
@@ -202,10 +222,11 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
     vocabulary = fit_vlad_vocabulary(patches, cfg.n_words) if cfg.descriptor == "vlad" and patches is not None else None
     desc = describe(cfg.descriptor, emb, patches, vocabulary)
     index = build_index(desc)
-    bandwidth = calibrate_bandwidth(desc, db, index, cfg.k)
+    q, sims, ids = leave_location_out(desc, db, index, cfg.k)
+    bandwidth = calibrate_bandwidth(db, q, sims, ids)
     lat, lon, groups = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy(), db["group"].to_numpy()
     verifier = fit_verifier(emb, lat, lon, groups, cfg.locator) if cfg.verify else None
-    predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), graph=graph, verifier=verifier)
+    predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), np.sort(sims[:, 0]), graph=graph, verifier=verifier)
     if db["group"].nunique() >= 5:
         held = grouped_split(groups, CALIBRATION_FRAC, seed=cfg.locator.seed)
         fit = np.flatnonzero(~held)
@@ -255,6 +276,7 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
         v = predictor.verifier
         save_locator(v, store.verifier, locator_meta("verifier", v.cfg, v.in_dim, extent_rad=v.extent_rad))
     storage.write_npy(store.calibration, predictor.calibration_errors_km)
+    storage.write_npy(store.familiarity, predictor.familiar_sims)
     storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
                                     "format": PREDICTOR_FORMAT})
 
@@ -273,9 +295,10 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     db = pd.read_csv(store.db, dtype={"group": str})
     regions_file, regions = run_regions(run, cfg.graph)
     db["region"] = regions[db["photo"].to_numpy()]
+    head_labels = head.regions.labels()["region"].to_numpy()[db["photo"].to_numpy()] if head else None
     return Predictor(from_dict(PredictorConfig, meta["config"]), load_index(store.index), db, vocabulary, meta["bandwidth_km"],
-                     storage.read_npy(store.calibration), cfg.coverage, cfg.graph, verifier, encoder, head,
-                     head.regions if head else regions_file)
+                     storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
+                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels)
 
 
 def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str) -> str:

@@ -254,6 +254,10 @@ class PredictorStore:
     def calibration(self) -> Path:
         return self.root / "calibration_errors.npy"
 
+    @property
+    def familiarity(self) -> Path:
+        return self.root / "familiar_similarities.npy"
+
     def read_meta(self) -> dict[str, Any]:
         return storage.read_json(self.meta) if self.meta.exists() else {}
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from geoloc_core.cli import main
 from geoloc_core.compare import compare_methods
 from geoloc_core.config import PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate import recall_at_k
-from geoloc_core.predict import predict
+from geoloc_core.predict import predict, predictions_frame
 from geoloc_core.predictor import SOURCES, build_predictor, candidates, load_predictor, locate, open_predictor, save_predictor, vote
 from geoloc_core.runs import PredictorStore, Run
 
@@ -137,3 +138,24 @@ def test_re_cutting_regions_changes_the_region_the_next_prediction_reports(tiny_
     after = predict([db_photo], open_predictor(tiny_run, cfg))[0][0]
     assert after.region == labels[0]  # the photo's own location: its region in the new cut
     assert labels[0] != before  # (the new cut numbers this photo's region differently)
+
+
+def test_familiarity_is_calibrated_on_the_database_alone(tiny_run):
+    predictor = build_predictor(tiny_run, PredictorConfig(k=5))
+    reference = predictor.familiar_sims  # leave-location-out top-1 similarities of the database's own photos
+    assert len(reference) == 40 and np.all(np.diff(reference) >= 0)
+    assert predictor.familiarity(np.array([-1.0, np.median(reference), 1.0])).tolist() == pytest.approx([0.0, 0.5, 1.0], abs=0.03)
+    # a photo as unlike the database as its least familiar own photo, or less, is flagged at a 5 % threshold
+    assert predictor.familiarity(np.array([reference[0] - 1e-6]))[0] < 0.05
+
+
+def test_predictions_carry_familiarity_and_a_flag_in_the_exports(tiny_run, tmp_path):
+    predictor = open_predictor(tiny_run, PredictConfig(device="cpu", unfamiliar_below=0.5))
+    db_photo = Path(predictor.db["path"].iat[0])
+    [own], _ = predict([db_photo], predictor)
+    assert own.familiarity == 1.0 and not own.unfamiliar  # itself: as familiar as a photo gets
+    frame = predictions_frame([own])
+    assert {"familiarity", "unfamiliar", "region_agrees"} <= set(frame.columns)
+    strict = open_predictor(tiny_run, PredictConfig(device="cpu", unfamiliar_below=1.01))
+    [flagged], _ = predict([db_photo], strict)
+    assert flagged.unfamiliar and flagged.familiarity == own.familiarity  # the threshold is a query-time setting

@@ -64,6 +64,11 @@ for p, image in zip(preds, images):
     certainty = f", p = {p.region_prob:.2f}" if p.region_prob is not None else ""
     facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · "
                 f"region **{p.region}** ({model.region_source}{certainty})")
+    if p.unfamiliar:
+        facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match is weaker "
+                      f"than {1 - p.familiarity:.0%} of the run's own photos find at other places); the location is a guess.")
+    if p.region_agrees is False:
+        facts.info("The classifier's region does not hold the predicted point: retrieval and the classifier disagree.")
     if p.error_km is not None:
         facts.success(f"The truth (EXIF GPS or the run's record) is {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: "
                       f"the prediction is {p.error_km:.2f} km off.")
