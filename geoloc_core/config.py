@@ -15,6 +15,7 @@ from typing import Any
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "croatia-streetview"
 GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
+SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
@@ -102,7 +103,7 @@ class PredictorConfig:
     k: int = setting(10, "database photos retrieved per query")
     verify: bool = setting(True, "choose among candidates with the GPS verifier (off: the neighbours' vote)", flag="--verify")
     sources: tuple[str, ...] = setting(("top1", "clusters", "gallery"), "where candidate coordinates come from, comma-separated",
-                                       choices=("top1", "clusters", "gallery", "regions"))
+                                       choices=SOURCES)
     n_words: int = setting(32, "VLAD vocabulary size")
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
@@ -123,6 +124,17 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """`geoloc compare`: which retrieval rows, what counts as a retrieval hit, and the protocol."""
+
+    descriptors: tuple[str, ...] = setting(DESCRIPTORS, "kNN rows, comma-separated; gem / vlad need `embed --patches`",
+                                           choices=DESCRIPTORS)
+    recall_radius_km: float = setting(0.025, "a Recall@K hit lies within this (VPR's 25 m)")
+    folds: int = setting(1, "1: the run's own split; K > 1: grouped K-fold over all locations, each held out once")
+    fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap over locations")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -134,6 +146,11 @@ class PipelineConfig:
     def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
         """Inverse of dataclasses.asdict; unknown keys are an error, missing ones take defaults."""
         return from_dict(cls, d)
+
+
+def help_of(cls: type, name: str) -> str:
+    """A setting's help text, for a page's widget."""
+    return cls.__dataclass_fields__[name].metadata["help"]
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:

@@ -74,8 +74,9 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     rows = []
     for graph in graphs:
         ft = out.finetune(graph)
-        for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
-            log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
+        with ft.job():  # its state shows (and a killed experiment's folders read as stopped, to resume)
+            for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
+                log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
         rows += round_rows(ft, graph)
     last = [r for r in rows if r["round"] == cfg.rounds]
     best = max(last, key=lambda r: r["acc"])

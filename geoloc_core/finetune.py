@@ -250,6 +250,12 @@ def is_finished(out: FinetuneRun) -> bool:
     return state is not None and int(state["round"]) > int(out.read_config()["finetune"]["rounds"])
 
 
+def close_finished(out: FinetuneRun) -> None:
+    """Mark a finished folder done, recording what a kill between its last checkpoint and its metrics lost."""
+    _replay_lost_record(out, load_checkpoint(out)["record"])
+    out.write_status("done")
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     storage.atomic_write(path, lambda f: torch.save(state, f))
 

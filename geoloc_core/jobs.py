@@ -37,7 +37,7 @@ def start(folder: Folder, argv: list[str]) -> int:
 
 def start_run(run: Run, source: str) -> int:
     """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`)."""
-    return start(run, ["run", str(source), "--run", str(run.root.resolve())])
+    return start(run, ["run", "--run", str(run.root.resolve()), "--", str(source)])
 
 
 def start_finetune(run: Run, cfg: FinetuneConfig) -> FinetuneRun:
@@ -48,8 +48,8 @@ def start_finetune(run: Run, cfg: FinetuneConfig) -> FinetuneRun:
 
 
 def can_resume(ft: FinetuneRun) -> bool:
-    """A fine-tuning run that stopped or failed before its last round, and is not running now."""
-    return ft.last_checkpoint.exists() and ft.state() not in ("running", "done") and not is_finished(ft)
+    """A fine-tuning run that stopped or failed before its last round (not one running, nor one that never said)."""
+    return ft.last_checkpoint.exists() and ft.state() in ("stopped", "failed") and not is_finished(ft)
 
 
 def resume_finetune(ft: FinetuneRun) -> int:
@@ -67,7 +67,7 @@ def stop(folder: Folder) -> str:
     if not _is_geoloc(pid):
         return f"Process {pid} is no longer {folder.root.name}'s job; nothing was stopped."
     try:
-        if os.getpgid(pid) == pid:  # it leads its own session (started by the app): stop its workers with it
+        if os.getsid(pid) == pid:  # it leads its own session (started by the app): stop its workers with it
             os.killpg(pid, signal.SIGTERM)
         else:  # started from a shell, say: stop that process alone
             os.kill(pid, signal.SIGTERM)
@@ -86,4 +86,4 @@ def _is_geoloc(pid: int) -> bool:
         return False
     except OSError:  # no /proc here: trust the status file
         return True
-    return b"geoloc" in cmdline
+    return b"geoloc_core" in cmdline or b"bin/geoloc\0" in cmdline

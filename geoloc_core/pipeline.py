@@ -76,6 +76,21 @@ def _reject_more(run: Run, table: PhotoTable, reasons: dict[str, str]) -> None:
     storage.write_csv(run.photos, table.frame[~table.frame["path"].isin(reasons)])
 
 
+def site_graph(xy_m: np.ndarray, is_test: np.ndarray, kind: str) -> SiteGraph:
+    """(N, 2) photo positions (metres) and held-out flags -> the `kind` proximity graph over the training sites."""
+    sites, site_of_photo = unique_sites(xy_m)
+    train_sites = np.unique(site_of_photo[~is_test])
+    return SiteGraph(site_of_photo=site_of_photo, site_xy_m=sites, train_sites=train_sites,
+                     edges=train_sites[build_graph(kind, sites[train_sites])], is_test=is_test)
+
+
+def cut_regions(table: PhotoTable, emb: np.ndarray, is_test: np.ndarray, kind: str, cfg: RegionConfig) -> np.ndarray:
+    """(N,) the w/o region of every photo for a split that is not the run's (a fold): graph and Louvain in memory."""
+    projection = LocalProjection.centred_on(table.lat_deg, table.lon_deg)
+    graph = site_graph(projection.to_xy_m(table.lat_deg, table.lon_deg), is_test, kind)
+    return graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)[0]
+
+
 def run_graph(run_dir: Path, cfg: GraphConfig) -> dict[str, np.ndarray]:
     """Split by location, merge photos into sites, build each proximity graph over the training sites."""
     run = Run(run_dir)
@@ -86,18 +101,20 @@ def run_graph(run_dir: Path, cfg: GraphConfig) -> dict[str, np.ndarray]:
     sites, site_of_photo = unique_sites(xy)
     site_train = np.zeros(len(sites), bool)
     site_train[site_of_photo[~is_test]] = True
-    train_sites = np.flatnonzero(site_train)
     site_lat, site_lon = projection.to_latlon(sites)
     storage.write_csv(run.sites, pd.DataFrame({"site": np.arange(len(sites)), "lat_deg": site_lat, "lon_deg": site_lon,
                                                "x_m": sites[:, 0], "y_m": sites[:, 1], "train": site_train}))
     storage.write_npy(run.site_of_photo, site_of_photo)
     run.write_split(projection, is_test)
+    for kind in set(run.graphs()) - set(cfg.kinds):  # built on the split just replaced: gone, not stale
+        run.graph(kind).unlink()
+        run.regions(kind).remove()
     graphs = {}
     for kind in cfg.kinds:
-        local = build_graph(kind, sites[train_sites])
-        graphs[kind] = train_sites[local]  # back to global site ids
+        graph = site_graph(xy, is_test, kind)
+        graphs[kind] = graph.edges  # in global site ids
         storage.write_npy(run.graph(kind), graphs[kind])
-        run.append_metrics({"stage": "graph", "graph": kind, "n_sites": int(len(train_sites)), "n_edges": int(len(local))})
+        run.append_metrics({"stage": "graph", "graph": kind, "n_sites": int(len(graph.train_sites)), "n_edges": int(len(graph.edges))})
     run.record_config("graph", cfg)
     return graphs
 

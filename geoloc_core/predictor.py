@@ -4,7 +4,7 @@ A predictor is a database of geotagged photos (a run's photos), their descriptor
 a GPS-aware verifier trained on them (`locators.GpsVerifier`), and numbers calibrated on the
 database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
 1. retrieve their top-k database photos;
-2. propose candidate coordinates from several sources (`SOURCES`): the top-1 neighbour, the centre
+2. propose candidate coordinates from several sources (`config.SOURCES`): the top-1 neighbour, the centre
    of each neighbour's group (neighbours within `bandwidth_km` of it, similarity-weighted), the
    database sites whose GPS code the photo's image code matches best (GeoCLIP's gallery), and the
    region centroids;
@@ -48,7 +48,6 @@ from .splits import grouped_split
 log = logging.getLogger(__name__)
 
 BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise distances, tried in calibration
-SOURCES = ("top1", "clusters", "gallery", "regions")  # where candidate coordinates come from
 GALLERY_SIZE = 10  # database sites proposed by the verifier's own GPS-code search
 CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
 PREDICTOR_FORMAT = 4  # bump when a saved predictor's contents change meaning
@@ -265,11 +264,14 @@ def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), dat
     return predictor
 
 
-def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None) -> None:
+def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None, stamp: str | None = None) -> None:
     """Index, database (without regions), vocabulary, verifier, calibration errors, then the meta file last:
     its presence marks a whole predictor."""
+    store.meta.unlink(missing_ok=True)  # until the new one is whole, there is no predictor here
     save_index(predictor.index, store.index)
     storage.write_csv(store.db, predictor.db.drop(columns="region"))
+    store.vocabulary.unlink(missing_ok=True)  # a part the new predictor has not must not outlive the old one
+    store.verifier.unlink(missing_ok=True)
     if predictor.vocabulary is not None:
         storage.write_npy(store.vocabulary, predictor.vocabulary)
     if predictor.verifier is not None:
@@ -278,7 +280,7 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
     storage.write_npy(store.calibration, predictor.calibration_errors_km)
     storage.write_npy(store.familiarity, predictor.familiar_sims)
     storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
-                                    "format": PREDICTOR_FORMAT})
+                                    "stamp": stamp, "format": PREDICTOR_FORMAT})
 
 
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
@@ -286,9 +288,10 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     "classifier"`, the latest fine-tuning round's region classifier for that graph where the run has one."""
     run = Run(run_dir)
     meta = store.read_meta()
+    built = from_dict(PredictorConfig, meta["config"])
     embed_cfg = run.pipeline_config().embed
-    vocabulary = storage.read_npy(store.vocabulary) if store.vocabulary.exists() else None
-    verifier = load_locator(store.verifier) if store.verifier.exists() else None
+    vocabulary = storage.read_npy(store.vocabulary) if built.descriptor == "vlad" else None
+    verifier = load_locator(store.verifier) if built.verify else None
     encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
     latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" else None
     head = load_region_head(*latest, encoder) if latest else None
@@ -296,20 +299,30 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     regions_file, regions = run_regions(run, cfg.graph)
     db["region"] = regions[db["photo"].to_numpy()]
     head_labels = head.regions.labels()["region"].to_numpy()[db["photo"].to_numpy()] if head else None
-    return Predictor(from_dict(PredictorConfig, meta["config"]), load_index(store.index), db, vocabulary, meta["bandwidth_km"],
+    return Predictor(built, load_index(store.index), db, vocabulary, meta["bandwidth_km"],
                      storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
                      cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels)
 
 
-def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str) -> str:
-    """Everything a saved predictor was built from: the format, its settings, the database, the run's photos,
-    embeddings and split (the patch tokens for gem / vlad, the regions where their centroids are candidates)."""
+def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str) -> PredictorStore:
+    """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest, so
+    alternating settings reload each other's predictor instead of rebuilding it."""
+    settings = hashlib.sha1(json.dumps(storage.to_jsonable(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    return Run(run_dir).predictor(cfg.descriptor, database, settings)
+
+
+def predictor_inputs(run_dir: Path, cfg: PredictorConfig, graph: str) -> list[Path]:
+    """The run's files a saved predictor is built from: photos, embeddings and split, the patch tokens for gem / vlad,
+    the graph's regions where their centroids are candidates."""
     run = Run(run_dir)
-    h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database},
-                                sort_keys=True).encode())
     files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
-    if "regions" in cfg.sources:
-        files += [run.regions(g).csv for g in run.graphs()]
+    return files + ([run.regions(graph).csv] if "regions" in cfg.sources else [])
+
+
+def inputs_digest(files: list[Path], cfg: PredictorConfig, database: str, graph: str) -> str:
+    """The digest of a predictor's input files' contents, with the format, its settings and the database."""
+    h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database,
+                                 "graph": graph if "regions" in cfg.sources else None}, sort_keys=True).encode())
     for path in files:
         if path.exists():
             with open(path, "rb") as f:
@@ -328,9 +341,13 @@ def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
 def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
     """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
     if there is none or what it was built from (settings included) has changed since."""
-    run = Run(run_dir)
-    store = run.predictor(cfg.predictor.descriptor, database)
-    inputs = predictor_inputs(run_dir, cfg.predictor, database)
-    if store.read_meta().get("inputs") != inputs:
-        save_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store, inputs=inputs)
+    store = predictor_store(run_dir, cfg.predictor, database)
+    files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
+    saved, stamp = store.read_meta(), fingerprint(files)
+    if saved.get("stamp") != stamp:  # the files were touched: their contents decide (hashing only then)
+        inputs = inputs_digest(files, cfg.predictor, database, cfg.graph)
+        if saved.get("inputs") != inputs:
+            save_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store, inputs=inputs, stamp=stamp)
+        else:
+            storage.write_json(store.meta, {**saved, "stamp": stamp})
     return load_predictor(store, run_dir, cfg)

@@ -15,16 +15,21 @@ these classes for a path or a reader; none of them spells a file name.
       finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
       experiment/  table.csv  table.md  finetune_{graph}/    Experiment
       predictor_{descriptor}[_train]/                        PredictorStore
-      compare.csv  compare_predictions.csv                   geoloc compare
+      compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
+      compare_folds.csv)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +118,28 @@ class Folder:
             return "stopped"
         return status["state"]
 
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        """The folder's state around the work in the block: running, then done, failed, or stopped (SIGTERM, Ctrl-C)."""
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:  # signal handlers belong to the main thread; a job started from a thread is stopped another way
+            previous = signal.signal(signal.SIGTERM, _raise_stop)
+            # a job started from a thread that blocks SIGTERM (a server's) inherits the block: undo it, or Stop never lands
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        self.write_status("running")
+        try:
+            yield
+        except (SystemExit, KeyboardInterrupt):
+            self.write_status("stopped")
+            raise
+        except BaseException as exc:
+            self.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        self.write_status("done")
+
     def write_progress(self, phase: str, done: int, total: int) -> None:
         """Where a long phase is (caching tokens, an epoch, re-embedding): the page draws it as a bar."""
         storage.write_json(self.progress, {"phase": phase, "done": int(done), "total": int(total), "time": time.time()})
@@ -144,6 +171,10 @@ class RegionFiles:
 
     def exists(self) -> bool:
         return self.csv.exists()
+
+    def remove(self) -> None:
+        for path in (self.csv, self.summary, self.geojson):
+            path.unlink(missing_ok=True)
 
     def write(self, labels: pd.DataFrame, summary: pd.DataFrame, polygons: gpd.GeoDataFrame) -> None:
         storage.write_csv(self.csv, labels)
@@ -361,8 +392,9 @@ class Run(Folder):
         return Experiment(self.root / "experiment")
 
     # prediction and comparison
-    def predictor(self, descriptor: str, database: str = "all") -> PredictorStore:
-        return PredictorStore(self.root / (f"predictor_{descriptor}" + ("" if database == "all" else f"_{database}")))
+    def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:
+        """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings digest."""
+        return PredictorStore(self.root / f"predictor_{descriptor}_{database}_{settings}")
 
     @property
     def compare_table(self) -> Path:
@@ -371,6 +403,14 @@ class Run(Folder):
     @property
     def compare_predictions(self) -> Path:
         return self.root / "compare_predictions.csv"
+
+    @property
+    def compare_verdicts(self) -> Path:
+        return self.root / "compare_verdicts.csv"
+
+    @property
+    def compare_folds(self) -> Path:
+        return self.root / "compare_folds.csv"
 
     # readers
     def pipeline_config(self) -> PipelineConfig:
@@ -429,6 +469,10 @@ class Run(Folder):
         lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
         return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
 
+
+
+def _raise_stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def fingerprint(paths: list[Path]) -> str:

@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 
 from conftest import DINOV2_WEIGHTS, TINY, shared
 from geoloc_core import storage
-from geoloc_core.cli import main
-from geoloc_core.config import PipelineConfig
-from geoloc_core.runs import Folder
+from geoloc_core.cli import add_settings, config_argv, main, settings
+from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig
+from geoloc_core.runs import Folder, Run
 
 
 def tiny_args(tiny_checkpoint):
@@ -82,6 +83,14 @@ def test_stage_commands_have_only_the_flags_of_their_stages(tiny_run, command, c
     assert "unrecognized arguments: --test-frac" in capsys.readouterr().err
 
 
+def test_a_new_split_leaves_no_graph_of_the_old_one(tiny_run):
+    """Graphs and regions of kinds not rebuilt stayed, over sites the new split holds out, and looked current."""
+    assert Run(tiny_run).graphs() == ["dt", "gg", "rng"]
+    assert main(["graph", "--run", str(tiny_run), "--graphs", "dt", "--test-frac", "0.4", "--split-seed", "3"]) == 0
+    assert Run(tiny_run).graphs() == ["dt"] and not Run(tiny_run).regions("gg").exists()
+    assert main(["regions", "--run", str(tiny_run)]) == 0 and main(["evaluate", "--run", str(tiny_run)]) == 0
+
+
 def test_errors_exit_with_code_2_and_a_message(tmp_path, caplog):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -106,3 +115,16 @@ def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, caps
         assert r["n_test"] == 32 and r["n_regions"] >= 2
         assert r["median_km"] < 400  # Croatia spans ~450 km; a working pipeline stays well inside it
     assert "w/o (pretrained features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cfg", [FinetuneConfig(graph="rng", rounds=1, lr=3e-5, device="cpu"),
+                                 EmbedConfig(checkpoint="-odd name.pt", image_size=322, patches=True, ray="local"),
+                                 GraphConfig(kinds=("gg", "dt"), test_frac=0.3), RegionConfig(resolution=2.5, negative="shift")])
+def test_a_config_survives_the_trip_through_its_flags(cfg):
+    """Jobs the app starts get their settings as flags; a setting lost on the way would be silently ignored."""
+    section = type(cfg).__name__
+    parser = argparse.ArgumentParser()
+    add_settings(parser, type(cfg), section)
+    assert settings(parser.parse_args(config_argv(cfg)), type(cfg), section) == cfg
+    with pytest.raises(ValueError, match="no flag of its own"):
+        config_argv(PredictorConfig())  # its verifier settings are a nested config: refused, not dropped

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,10 @@ from conftest import TINY
 from geoloc_core import pipeline
 from geoloc_core.cli import main
 from geoloc_core.compare import compare_methods
-from geoloc_core.config import PredictConfig, PredictorConfig, RegionConfig
+from geoloc_core.config import SOURCES, CompareConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate import recall_at_k
 from geoloc_core.predict import predict, predictions_frame
-from geoloc_core.predictor import SOURCES, build_predictor, candidates, load_predictor, locate, open_predictor, save_predictor, vote
+from geoloc_core.predictor import build_predictor, candidates, load_predictor, locate, open_predictor, predictor_store, save_predictor, vote
 from geoloc_core.runs import PredictorStore, Run
 
 CPU = PredictConfig(device="cpu")
@@ -86,7 +87,9 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
     run = tmp_path / "run"
     assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model", TINY.name,
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
-    rows, predictions = compare_methods(run, ("cls", "gem", "vlad"), PredictorConfig(k=5))
+    result = compare_methods(run, CompareConfig(), PredictorConfig(k=5))
+    rows, predictions = result.rows, result.predictions
+    assert not result.verdicts and not result.folds  # one split: point figures
     assert len(predictions) == 10 and (predictions["error_km"] >= 0).all()  # 5 of 20 locations held out, 2 photos each
     methods = [r["method"] for r in rows]
     assert methods[:6] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote", "kNN-VLAD top-1", "kNN-VLAD vote"]
@@ -99,12 +102,35 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
     assert all(r["acc@1km"] <= r["acc@25km"] <= r["acc@200km"] for r in rows)
 
 
+def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_verdicts(tiny_run):
+    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",), folds=4), PredictorConfig(k=5))
+    photos = Run(tiny_run).photo_table().frame
+    assert sorted(result.predictions["path"]) == sorted(photos["path"])  # every photo held out exactly once
+    assert [f["fold"] for f in result.folds] == [0, 1, 2, 3] and sum(f["n_locations"] for f in result.folds) == 20
+    assert all(0 <= f["within_radius"] <= 1 for f in result.folds)
+    for row in result.rows:
+        assert row["median_km_lo"] <= row["median_km"] <= row["median_km_hi"], row["method"]
+        assert row["acc@2500km_lo"] == row["acc@2500km"] == 1.0
+        # no method ever sees the held-out location itself: its own photos never come back as neighbours
+        assert row.get("R@1", 0.0) == 0.0
+    methods = {r["method"] for r in result.rows}
+    assert {"kNN-CLS vote", "region centroid (DT w/o)", "regression (lat/lon MLP)", "verified: top1+clusters+gallery"} <= methods
+    compared = {(v["comparison"].split(" vs ")[1], v["metric"]) for v in result.verdicts}
+    assert ("kNN-CLS vote", "median_km") in compared and ("verified: top1+clusters", "median_km") in compared
+    assert all(v["lo"] <= v["difference"] <= v["hi"] and v["verdict"] in ("better", "worse", "no detectable difference")
+               for v in result.verdicts)
+
+
 def test_saved_predictor_is_reused_until_the_run_is_re_embedded(tiny_run):
     first = open_predictor(tiny_run, CPU)
-    meta = Run(tiny_run).predictor("cls").meta
-    stamp = meta.read_text()
+    store = predictor_store(tiny_run, PredictorConfig(), "all")
+    stamp, built = store.meta.read_text(), store.index.stat().st_mtime_ns
     open_predictor(tiny_run, CPU)
-    assert meta.read_text() == stamp  # loaded, not rebuilt
+    assert store.meta.read_text() == stamp  # loaded, not rebuilt
+    os.utime(Run(tiny_run).embeddings)  # touched, not changed: the contents decide
+    open_predictor(tiny_run, CPU)
+    assert store.index.stat().st_mtime_ns == built and json.loads(store.meta.read_text())["inputs"] == json.loads(stamp)["inputs"]
+    meta = store.meta
     emb = np.load(Run(tiny_run).embeddings)
     np.save(Run(tiny_run).embeddings, emb[::-1].copy())  # as if re-embedded by another model
     again = open_predictor(tiny_run, CPU)
@@ -121,10 +147,9 @@ def test_a_build_setting_rebuilds_the_saved_predictor_and_coverage_sets_the_radi
                      "--out", str(tiny_run.parent / "p")]) == 0
         radius[coverage] = float(capsys.readouterr().out.split("±")[1].split(" km")[0])
     assert radius["0.5"] < radius["0.9"]
-    meta = Run(tiny_run).predictor("cls").meta
-    assert json.loads(meta.read_text())["config"]["k"] == 10
+    assert json.loads(predictor_store(tiny_run, PredictorConfig(), "all").meta.read_text())["config"]["k"] == 10
     assert main(["predict", photo, "--run", str(tiny_run), "--k", "3", "--device", "cpu", "--out", str(tiny_run.parent / "p")]) == 0
-    assert json.loads(meta.read_text())["config"]["k"] == 3  # rebuilt with the new setting
+    assert json.loads(predictor_store(tiny_run, PredictorConfig(k=3), "all").meta.read_text())["config"]["k"] == 3  # built for it
     assert pd.read_csv(tiny_run.parent / "p" / "predictions.csv")["neighbours"].map(lambda n: len(json.loads(n))).tolist() == [3]
 
 
@@ -159,3 +184,13 @@ def test_predictions_carry_familiarity_and_a_flag_in_the_exports(tiny_run, tmp_p
     strict = open_predictor(tiny_run, PredictConfig(device="cpu", unfamiliar_below=1.01))
     [flagged], _ = predict([db_photo], strict)
     assert flagged.unfamiliar and flagged.familiarity == own.familiarity  # the threshold is a query-time setting
+
+
+def test_a_predictor_saved_without_a_verifier_loads_without_one(tiny_run, tmp_path):
+    """A verifier file left by an earlier build must not come back into a predictor built with --no-verify."""
+    store = PredictorStore(tmp_path / "pred")
+    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5)), store)
+    assert load_predictor(store, tiny_run, CPU).verifier is not None
+    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, verify=False)), store)
+    assert not store.verifier.exists() and load_predictor(store, tiny_run, CPU).verifier is None
+    assert open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(verify=False))).verifier is None
