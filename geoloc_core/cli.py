@@ -308,6 +308,7 @@ def _cmd_compare(a) -> None:
 
     from .compare import compare_methods
     from .storage import write_csv
+    from .viz import with_intervals
 
     run, compare, predict_cfg = Run(a.run), settings(a, CompareConfig, "compare"), settings(a, PredictConfig, "predict")
     result = compare_methods(a.run, compare, settings(a, PredictorConfig, "predictor"), predict_cfg.graph, predict_cfg.unfamiliar_below)
@@ -320,7 +321,7 @@ def _cmd_compare(a) -> None:
     if compare.folds == 1:
         _print_table(result.rows, columns)
     else:
-        _print_table([_with_intervals(r) for r in result.rows], columns)
+        _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"), columns)
         write_csv(run.compare_verdicts, pd.DataFrame(result.verdicts))
         write_csv(run.compare_folds, pd.DataFrame(result.folds))
         print(f"\n{compare.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
@@ -329,12 +330,6 @@ def _cmd_compare(a) -> None:
         print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
         _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
-
-
-def _with_intervals(row: dict) -> dict:
-    """A row of estimates with their intervals as one cell each: `118.9 [101.2, 135.0]`."""
-    return {k: f"{v:.3f} [{row[k + '_lo']:.3f}, {row[k + '_hi']:.3f}]" if f"{k}_lo" in row else v
-            for k, v in row.items() if not k.endswith(("_lo", "_hi"))}
 
 
 def _cmd_tiles(a) -> None:

@@ -195,6 +195,32 @@ def experiment_figure(table: pd.DataFrame):
     return fig
 
 
+def compare_figure(table: pd.DataFrame, accuracy: str = "acc@25km"):
+    """Median km and one accuracy per method of a `geoloc compare` table, with 95 % error bars where it has them."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("median error, km (lower is better)", f"{accuracy} (higher is better)"))
+    for col, key in ((1, "median_km"), (2, accuracy)):
+        bars = table[key]
+        errors = None
+        if f"{key}_lo" in table:
+            errors = dict(type="data", symmetric=False, array=table[f"{key}_hi"] - bars, arrayminus=bars - table[f"{key}_lo"])
+        fig.add_trace(go.Bar(y=table["method"], x=bars, orientation="h", error_x=errors, name=key), row=1, col=col)
+    fig.update_layout(showlegend=False, height=60 + 28 * len(table), margin=dict(t=40, b=10))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of estimates with `x_lo` / `x_hi` columns as one text column each: `118.9 [101.2, 135.0]`."""
+    out = table[[c for c in table if not c.endswith(("_lo", "_hi"))]].copy()
+    for c in out:
+        if f"{c}_lo" in table:
+            out[c] = [f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+    return out
+
+
 def training_figure(records: list[dict]):
     """Loss, accuracies and region count per epoch of a fine-tuning run (its metrics.jsonl records)."""
     import plotly.graph_objects as go

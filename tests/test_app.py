@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from geoloc_core import jobs
+from geoloc_core.cli import main
 from geoloc_core.config import FinetuneConfig
 from geoloc_core.finetune import finetune_rounds
 from geoloc_core.regions import match_labels
@@ -173,3 +174,17 @@ def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_
         at.text_input[1].set_value(name)
         at.button[0].click().run()
         assert not at.exception and "run name" in at.error[0].value and not at.success, name
+
+
+def test_evaluate_page_shows_intervals_and_verdicts_of_a_k_fold_compare(tiny_run):
+    assert main(["compare", "--run", str(tiny_run), "--descriptors", "cls", "--folds", "3", "--k", "5"]) == 0
+    at = page("views/evaluate.py", tiny_run)
+    assert not at.exception
+    tables = [d.value for d in at.dataframe]
+    compare = next(t for t in tables if "method" in t and "regression (lat/lon MLP)" in set(t["method"]))
+    assert compare["median_km"].str.match(r"[\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]").all()  # each figure with its interval
+    verdicts = next(t for t in tables if "verdict" in t)
+    assert set(verdicts["verdict"]) <= {"better", "worse", "no detectable difference"} and len(verdicts) >= 4
+    folds = next(t for t in tables if "within_radius" in t and "fold" in t)
+    assert folds["fold"].tolist() == [0, 1, 2]
+    [chart] = [c for c in at.get("plotly_chart") if "error_x" in c.proto.spec]  # the bars carry error bars

@@ -1,4 +1,5 @@
-"""Evaluate: the experiment table (w/o, FT1..FTn per graph, Mesh, CPlaNet) and the runs' own figures."""
+"""Evaluate: the experiment table (w/o, FT1..FTn per graph, Mesh, CPlaNet), the compare table with its intervals and
+verdicts, and the runs' own figures."""
 
 import pandas as pd
 import streamlit as st
@@ -25,11 +26,26 @@ if rows:
     st.subheader("w/o (pretrained features), from `geoloc run`")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
+if run.compare_table.exists():
+    compare = pd.read_csv(run.compare_table)
+    folded = "median_km_lo" in compare
+    st.subheader("Locating photos: every method on held-out locations (`geoloc compare`)")
+    st.caption("Mean over folds with a 95 % interval from a bootstrap over held-out locations." if folded else
+               "One split of the run, no intervals: `geoloc compare --folds 5` gives each figure its 95 % interval.")
+    accuracy = next((f"acc@{t}km" for t in ("25", "0.1", "1", "200") if 0.02 < compare[f"acc@{t}km"].max() < 0.98), "acc@25km")
+    st.plotly_chart(viz.compare_figure(compare, accuracy), width="stretch")
+    st.dataframe(viz.with_intervals(compare), hide_index=True, width="stretch")
+    if run.compare_verdicts.exists():
+        verdicts = pd.read_csv(run.compare_verdicts)
+        st.markdown("**Paired differences** (the same held-out photos, resampled by location): which gaps are real")
+        st.dataframe(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
+                     [["comparison", "metric", "difference", "interval", "verdict"]], hide_index=True, width="stretch")
+    if run.compare_folds.exists():
+        st.markdown("**Does the 90 % radius hold?** Share of each fold's held-out photos within the radius its predictor reported")
+        st.dataframe(pd.read_csv(run.compare_folds), hide_index=True, width="stretch")
+
 if run.compare_predictions.exists():
     st.subheader("Error map: held-out photos, truth (green) to the verified prediction")
     errors = pd.read_csv(run.compare_predictions, keep_default_na=False)
     st.pydeck_chart(viz.error_deck(errors, online=basemap_online()), height=480)
     st.caption(f"{len(errors)} held-out photos; median error {errors['error_km'].median():.2f} km. Lines run green (close) to red (1,000+ km).")
-if run.compare_table.exists():
-    st.subheader("Locating photos: every method on the held-out locations (`geoloc compare`)")
-    st.dataframe(pd.read_csv(run.compare_table), hide_index=True, width="stretch")
