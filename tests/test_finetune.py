@@ -80,7 +80,7 @@ def test_mid_round_resume_from_the_cli_and_a_changed_config_is_refused(tiny_run,
             "--batch-size", "8", "--device", "cpu"]
     with pytest.raises(KeyboardInterrupt):
         main(args)
-    assert Folder(out).read_status()["state"] == "failed"
+    assert Folder(out).read_status()["state"] == "stopped"  # Ctrl-C: stopped, to resume
     assert torch.load(FinetuneRun(out).last_checkpoint, weights_only=True)["epoch"] == 0
     monkeypatch.setattr(ft, "train_epoch", real_train_epoch)
     assert main(args) == 2  # starting a new run into a folder that holds one is refused, never a silent resume
