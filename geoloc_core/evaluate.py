@@ -51,6 +51,16 @@ def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray,
     return {f"R@{k}": float(hit[:, min(k, ids.shape[1]) - 1].mean()) for k in ks}
 
 
+def chance_metrics(labels: np.ndarray, is_test: np.ndarray) -> dict[str, float]:
+    """What a partition's region sizes alone score on the held-out photos: `chance_acc`, a classifier that guesses
+    with the training frequencies (a random partition of the same sizes is learnt no better), and `majority_acc`,
+    always the largest training region. Fewer, larger regions make both, and plain accuracy, easy."""
+    n = int(labels.max()) + 1
+    train_freq = np.bincount(labels[~is_test], minlength=n) / max(1, int((~is_test).sum()))
+    test_freq = np.bincount(labels[is_test], minlength=n) / max(1, int(is_test.sum()))
+    return {"chance_acc": float(train_freq @ test_freq), "majority_acc": float(test_freq[np.argmax(train_freq)])}
+
+
 def region_metrics(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
                    is_test: np.ndarray) -> dict[str, float]:
     """How a region classifier does on the held-out photos: accuracy, macro-F1, and the km errors of

@@ -28,7 +28,7 @@ from .towers import Suffix
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["graph", "method", "acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km"]
+COLUMNS = ["graph", "method", "acc", "chance_acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km"]
 
 
 def round_rows(ft: FinetuneRun, graph: str) -> list[dict]:
@@ -37,16 +37,28 @@ def round_rows(ft: FinetuneRun, graph: str) -> list[dict]:
     return [{"graph": graph, "method": rounds[k]["name"], **rounds[k]} for k in sorted(rounds)]
 
 
-def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.ndarray], epochs: int) -> list[np.ndarray]:
-    """Fine-tune a fresh suffix on fixed label sets (one head each); held-out log-probabilities per head."""
-    suffix = Suffix(ctx.encoder.model, cfg.unfrozen_blocks).to(ctx.device)
-    model = RegionClassifier(suffix, [int(labels.max()) + 1 for labels in label_sets], ctx.encoder.model.proj.shape[1], cfg.seed).to(ctx.device)
+def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.ndarray], epochs: int, backbone: bool = True,
+                r: int = 0) -> list[np.ndarray]:
+    """Train a fresh suffix (its blocks frozen with `backbone=False`: the head alone) on fixed label sets, one head each,
+    seeded as fine-tuning's round `r`; held-out log-probabilities per head."""
+    suffix = Suffix(ctx.encoder.model, cfg.unfrozen_blocks).to(ctx.device).requires_grad_(backbone)
+    n_classes = [int(labels.max()) + 1 for labels in label_sets]
+    model = RegionClassifier(suffix, n_classes, ctx.encoder.model.proj.shape[1], cfg.seed + r).to(ctx.device)
     optimizer = make_optimizer(model, cfg)
     for epoch in range(epochs):
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 1000 + epoch)
         record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, label_sets, cfg.batch_size, generator, ctx.device)
         log.info("baseline epoch %d: loss %.3f, train acc %.3f", epoch, record["loss"], record["train_acc"])
     return predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)
+
+
+def frozen_head_row(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun) -> dict:
+    """w/o with FT1's own cosine head and schedule on the frozen backbone: FT1 minus this row is the backbone's gain alone
+    (the w/o row's linear probe is another classifier)."""
+    ctx = FinetuneContext(run_dir, cfg)
+    labels = ft.regions(0).labels()["region"].to_numpy()  # what FT1 learns
+    pred = train_fixed(ctx, cfg, [labels], cfg.epochs, backbone=False, r=1)[0].argmax(1)
+    return {"graph": cfg.graph, "method": "w/o (cosine head)", "round": 0, **ctx.grade(pred, labels), "n_regions": int(labels.max()) + 1}
 
 
 def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int) -> list[dict]:
@@ -77,7 +89,8 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
         with ft.job():  # its state shows (and a killed experiment's folders read as stopped, to resume)
             for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
                 log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
-        rows += round_rows(ft, graph)
+        graph_rows = round_rows(ft, graph)
+        rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft)] + graph_rows[1:]
     last = [r for r in rows if r["round"] == cfg.rounds]
     best = max(last, key=lambda r: r["acc"])
     rows += baseline_rows(run.root, cfg, target=int(best["n_regions"]))

@@ -34,7 +34,7 @@ from .classifier import RegionClassifier
 from .config import FinetuneConfig, RegionConfig
 from .embed import decoded_batches
 from .encoders import Encoder, autocast, load_encoder, resolve_device
-from .evaluate import classification_metrics, region_metrics
+from .evaluate import chance_metrics, classification_metrics, region_metrics
 from .ingest import PhotoTable
 from .pipeline import write_regions
 from .probe import fit_linear_probe
@@ -187,7 +187,8 @@ class FinetuneContext:
         self.groups = self.table.frame["group"].to_numpy()
 
     def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
-        return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
+        """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score."""
+        return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:
         if self.out is None:

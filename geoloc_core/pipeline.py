@@ -18,7 +18,7 @@ from . import storage
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images
 from .encoders import load_encoder
-from .evaluate import region_metrics
+from .evaluate import chance_metrics, region_metrics
 from .geo import LocalProjection
 from .graphs import build_graph, unique_sites
 from .ingest import IngestReport, PhotoTable, Rejection, load_photos
@@ -155,8 +155,8 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
     graded on the held-out locations.
 
     Location error predicts the centroid of the predicted region; `oracle_median_km` is the error
-    of the true region's centroid, the floor that the regions' size alone sets; `majority_acc` is
-    what always answering the largest training region scores.
+    of the true region's centroid, the floor that the regions' size alone sets; `chance_acc` and
+    `majority_acc` are what the regions' sizes alone score (`evaluate.chance_metrics`).
     """
     run = Run(run_dir)
     table = run.photo_table()
@@ -172,7 +172,7 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
         pred = probe.predict(emb[is_test])
         metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
         metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
-        metrics["majority_acc"] = float(np.mean(labels[is_test] == np.bincount(labels[~is_test]).argmax()))
+        metrics |= chance_metrics(labels, is_test)
         metrics |= {"n_regions": int(labels.max()) + 1, "n_test": int(is_test.sum()), "n_train": int((~is_test).sum())}
         results[kind] = metrics
         run.append_metrics({"stage": "evaluate", "graph": kind, "method": "w/o", **metrics})

@@ -188,8 +188,11 @@ def experiment_figure(table: pd.DataFrame):
     from plotly.subplots import make_subplots
 
     names = [f"{g} {m}".strip() for g, m in zip(table["graph"].fillna(""), table["method"])]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (held-out)", "median error, km"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (held-out; ◆ chance for the row's region sizes)", "median error, km"))
     fig.add_trace(go.Bar(x=names, y=table["acc"], name="acc"), row=1, col=1)
+    if "chance_acc" in table:
+        fig.add_trace(go.Scatter(x=names, y=table["chance_acc"], mode="markers", marker=dict(symbol="diamond", size=10, color="black"),
+                                 name="chance"), row=1, col=1)
     fig.add_trace(go.Bar(x=names, y=table["median_km"], name="median km"), row=1, col=2)
     fig.update_layout(showlegend=False, height=380, margin=dict(t=40, b=10))
     return fig
@@ -217,7 +220,7 @@ def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
     out = table[[c for c in table if not c.endswith(("_lo", "_hi"))]].copy()
     for c in out:
         if f"{c}_lo" in table:
-            out[c] = [f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+            out[c] = ["" if np.isnan(v) else f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
     return out
 
 

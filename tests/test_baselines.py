@@ -1,8 +1,10 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from geoloc_core.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
 from geoloc_core.config import FinetuneConfig
+from geoloc_core.evaluate import chance_metrics
 from geoloc_core.experiment import run_experiment
 
 
@@ -43,8 +45,36 @@ def test_experiment_table_has_every_row(tiny_run, tmp_path):
     cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
     table = run_experiment(tiny_run, cfg, out_dir=tmp_path / "exp")
     methods = list(zip(table["graph"], table["method"]))
-    assert methods == [("dt", "w/o"), ("dt", "FT1"), ("gg", "w/o"), ("gg", "FT1"), ("rng", "w/o"), ("rng", "FT1"), ("", "Mesh"), ("", "CPlaNet")]
-    assert table[["acc", "macro_f1", "median_km", "n_regions"]].notna().all().all()
-    assert pd.read_csv(tmp_path / "exp" / "table.csv").shape[0] == 8
+    per_graph = ["w/o", "w/o (cosine head)", "FT1"]
+    assert methods == [(g, m) for g in ("dt", "gg", "rng") for m in per_graph] + [("", "Mesh"), ("", "CPlaNet")]
+    assert table[["acc", "chance_acc", "majority_acc", "macro_f1", "median_km", "n_regions"]].notna().all().all()
+    assert table["chance_acc"].between(0, 1).all() and table["majority_acc"].between(0, 1).all()
+    assert pd.read_csv(tmp_path / "exp" / "table.csv").shape[0] == 11
     md = (tmp_path / "exp" / "table.md").read_text()
-    assert md.startswith("| graph | method | acc |") and "CPlaNet" in md
+    assert md.startswith("| graph | method | acc | chance_acc |") and "CPlaNet" in md
+
+
+def test_the_like_for_like_row_trains_ft1s_head_on_the_frozen_backbone(tiny_run, tmp_path, monkeypatch):
+    """w/o (cosine head) learns FT1's classes with FT1's head and schedule, only the backbone held still."""
+    import geoloc_core.experiment as experiment
+
+    trained = []
+    real = experiment.train_fixed
+
+    def spy(ctx, cfg, label_sets, epochs, backbone=True, r=0):
+        trained.append((backbone, r, epochs, [labels.copy() for labels in label_sets]))
+        return real(ctx, cfg, label_sets, epochs, backbone, r)
+
+    monkeypatch.setattr(experiment, "train_fixed", spy)
+    cfg = FinetuneConfig(rounds=1, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
+    run_experiment(tiny_run, cfg, graphs=("dt",), out_dir=tmp_path / "exp")
+    [(backbone, r, epochs, [labels])] = [t for t in trained if not t[0]]
+    assert (backbone, r, epochs) == (False, 1, 2)
+    ft1_classes = pd.read_csv(tmp_path / "exp" / "finetune_dt" / "regions_r0.csv")["region"].to_numpy()
+    assert (labels == ft1_classes).all()
+
+
+def test_chance_reference_by_hand():
+    labels = np.array([0, 0, 0, 1, 0, 1, 1, 2])
+    is_test = np.array([False, False, False, False, True, True, True, True])  # train: 3/4 region 0, 1/4 region 1
+    assert chance_metrics(labels, is_test) == pytest.approx({"chance_acc": 0.75 * 0.25 + 0.25 * 0.5, "majority_acc": 0.25})
