@@ -19,6 +19,7 @@ from .config import (
     DESCRIPTORS,
     GRAPHS,
     CompareConfig,
+    CrossValConfig,
     EmbedConfig,
     EvalConfig,
     FinetuneConfig,
@@ -67,20 +68,20 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, section: str, only:
         if (only is not None and f.name not in only) or dataclasses.is_dataclass(f.default_factory):
             continue
         meta, kind = f.metadata, _scalar_type(f)
-        help_text = meta.get("help", "")
+        help_text = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
         if meta.get("choices"):
             help_text += f" ({', '.join(map(str, meta['choices']))})"
         dest = f"{section}.{f.name}"
         if isinstance(f.default, bool):
             parser.add_argument(_flag(f), dest=dest, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         elif isinstance(f.default, tuple):
-            parser.add_argument(_flag(f), dest=dest, type=_list_of(kind, meta.get("choices")), default=f.default,
+            parser.add_argument(_flag(f), dest=dest, type=_list_of(kind, meta.get("choices")), default=f.default, metavar=f.name.upper(),
                                 help=f"{help_text} (default: {','.join(map(str, f.default))})")
         elif meta.get("positional"):
             parser.add_argument(dest, metavar=f.name.upper(), nargs="?", default=f.default, help=f"{help_text} (default: {f.default})")
         else:
             optional_value = {"nargs": "?", "const": meta["const"]} if "const" in meta else {}
-            parser.add_argument(_flag(f), dest=dest, type=kind, default=f.default, choices=meta.get("choices"),
+            parser.add_argument(_flag(f), dest=dest, type=kind, default=f.default, choices=meta.get("choices"), metavar=f.name.upper(),
                                 help=f"{help_text} (default: {f.default})", **optional_value)
 
 
@@ -157,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, FinetuneConfig, "finetune", only=("device",))  # the other settings are the run's own
     c = command("experiment", _cmd_experiment, "Table 1: DT / GG / RNG x (w/o, FT1 .. FTn), Mesh and CPlaNet (finished work resumes)")
     graphs_arg(c)
+    add_settings(c, CrossValConfig, "cv")
     add_settings(c, FinetuneConfig, "finetune", only=tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.name != "graph"))
     c.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/experiment)")
 
@@ -167,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
     add_settings(c, CompareConfig, "compare")
+    add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
 
@@ -270,10 +273,20 @@ def _cmd_resume(a) -> None:
 
 
 def _cmd_experiment(a) -> None:
-    from .experiment import run_experiment, to_markdown
+    from .experiment import cross_validate, run_experiment, to_markdown
+    from .viz import with_intervals
 
-    table = run_experiment(a.run, settings(a, FinetuneConfig, "finetune"), a.graphs, a.out)
-    print(to_markdown(table))
+    cv, cfg = settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
+    if cv.folds == 1:
+        print(to_markdown(run_experiment(a.run, cfg, a.graphs, a.out)))
+        return
+    table, verdicts = cross_validate(a.run, cfg, a.graphs, cv, a.out)
+    print(f"{cv.folds}-fold over locations; [95 % interval over held-out locations]")
+    _print_table(with_intervals(table).to_dict("records"), ("graph", "method", "acc", "chance_acc", "macro_f1", "n_regions", "median_km",
+                                                           "acc@25km", "acc@200km"))
+    print("\nPaired differences on the same held-out photos:")
+    _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in verdicts.to_dict("records")],
+                 ("comparison", "metric", "difference", "interval", "verdict"))
 
 
 def _cmd_predict(a) -> None:
@@ -310,21 +323,22 @@ def _cmd_compare(a) -> None:
     from .storage import write_csv
     from .viz import with_intervals
 
-    run, compare, predict_cfg = Run(a.run), settings(a, CompareConfig, "compare"), settings(a, PredictConfig, "predict")
-    result = compare_methods(a.run, compare, settings(a, PredictorConfig, "predictor"), predict_cfg.graph, predict_cfg.unfamiliar_below)
+    run, cv, predict_cfg = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, PredictConfig, "predict")
+    result = compare_methods(a.run, settings(a, CompareConfig, "compare"), settings(a, PredictorConfig, "predictor"), predict_cfg.graph,
+                             predict_cfg.unfamiliar_below, cv)
     for path in (run.compare_verdicts, run.compare_folds):
         path.unlink(missing_ok=True)  # a single-split comparison has none: no older one may pass for its own
     write_csv(run.compare_table, pd.DataFrame(result.rows))
     write_csv(run.compare_predictions, result.predictions)
     columns = ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
                "radius_km@90", "within_radius", "unfamiliar")
-    if compare.folds == 1:
+    if cv.folds == 1:
         _print_table(result.rows, columns)
     else:
         _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"), columns)
         write_csv(run.compare_verdicts, pd.DataFrame(result.verdicts))
         write_csv(run.compare_folds, pd.DataFrame(result.folds))
-        print(f"\n{compare.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
+        print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
                      ("comparison", "metric", "difference", "interval", "verdict"))
         print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")

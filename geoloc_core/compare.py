@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .config import SOURCES, CompareConfig, PredictConfig, PredictorConfig, RegionConfig
+from .config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from .descriptors import describe, fit_vlad_vocabulary
 from .evaluate import THRESHOLDS_KM, distance_metrics, recall_at_k, threshold_key
 from .geo import LocalProjection, haversine_km
@@ -116,11 +116,12 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
 
 
 def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg: PredictorConfig = PredictorConfig(), graph: str = "dt",
-                    unfamiliar_below: float = PredictConfig.unfamiliar_below, regions: RegionConfig | None = None) -> Comparison:
+                    unfamiliar_below: float = PredictConfig.unfamiliar_below, cv: CrossValConfig = CrossValConfig(),
+                    regions: RegionConfig | None = None) -> Comparison:
     """Every method (see the module docstring) on held-out locations, one row each, and the default verified
     predictor's prediction for each held-out photo (for the error map).
 
-    `compare.folds == 1`: the run's own split, point figures. `compare.folds = K`: grouped K-fold over all locations
+    `cv.folds == 1`: the run's own split, point figures. `cv.folds = K`: grouped K-fold over all locations
     (each held out once; every predictor, probe, verifier and the regions see only the fold's other locations), and each
     figure with a 95 % interval from a bootstrap over locations, plus paired verdicts (`verdicts`).
     """
@@ -128,15 +129,15 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     table = run.photo_table()
     emb, patches = run.read_embeddings()
     args = (compare.descriptors, cfg, compare, graph, unfamiliar_below)
-    if compare.folds == 1:
+    if cv.folds == 1:
         _, is_test = run.read_split()
         labels = run.regions(graph).labels()["region"].to_numpy() if run.regions(graph).exists() else None
         answers = method_answers(table, emb, patches, is_test, labels, *args)
         return Comparison(_point_rows(answers, table, is_test), _predictions(answers, table, is_test))
-    fold = location_folds(table.frame["group"].to_numpy(), compare.folds, compare.fold_seed)
+    fold = location_folds(table.frame["group"].to_numpy(), cv.folds, cv.fold_seed)
     regions = regions or run.pipeline_config().regions
     per_fold, fold_rows = [], []
-    for f in range(compare.folds):
+    for f in range(cv.folds):
         is_test = fold == f
         labels = cut_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
         per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
@@ -144,10 +145,10 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
                           "radius_km@90": verified.scalars["radius_km@90"], "within_radius": float(verified.per_photo["within_radius"].mean()),
                           "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
-        log.info("fold %d of %d: %d held-out photos", f + 1, compare.folds, int(is_test.sum()))
-    order = np.concatenate([np.flatnonzero(fold == f) for f in range(compare.folds)])  # the answers' photo order
+        log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
+    order = np.concatenate([np.flatnonzero(fold == f) for f in range(cv.folds)])  # the answers' photo order
     answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
-    weights = location_weights(table.frame["group"].to_numpy()[order], seed=compare.fold_seed)
+    weights = location_weights(table.frame["group"].to_numpy()[order], seed=cv.fold_seed)
     truth = (table.lat_deg[order], table.lon_deg[order])
     rows = [{"method": m, **_estimates(a, truth, weights)} for m, a in answers.items()]
     is_test = np.zeros(len(table), bool)

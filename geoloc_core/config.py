@@ -130,8 +130,15 @@ class CompareConfig:
     descriptors: tuple[str, ...] = setting(DESCRIPTORS, "kNN rows, comma-separated; gem / vlad need `embed --patches`",
                                            choices=DESCRIPTORS)
     recall_radius_km: float = setting(0.025, "a Recall@K hit lies within this (VPR's 25 m)")
-    folds: int = setting(1, "1: the run's own split; K > 1: grouped K-fold over all locations, each held out once")
-    fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap over locations")
+
+
+@dataclass(frozen=True)
+class CrossValConfig:
+    """The protocol of `geoloc compare` and `geoloc experiment`: the run's one split, or K folds over its locations."""
+
+    folds: int = setting(1, "1: the run's own split, point figures; K > 1: grouped K-fold over all locations (each held out "
+                            "once), every figure with a 95 % interval from a bootstrap over held-out locations")
+    fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap")
 
 
 @dataclass(frozen=True)

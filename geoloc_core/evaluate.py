@@ -38,9 +38,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
 def centroid_errors(pred: np.ndarray, train_labels: np.ndarray, train_lat_deg: np.ndarray, train_lon_deg: np.ndarray,
                     true_lat_deg: np.ndarray, true_lon_deg: np.ndarray) -> dict[str, float]:
     """distance_metrics of predicting each photo at the centroid of its predicted region's training photos."""
-    summary = region_table(train_labels, train_lat_deg, train_lon_deg)
-    lat_c, lon_c = summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
+    lat_c, lon_c = region_centroids(train_labels, train_lat_deg, train_lon_deg)
     return distance_metrics(lat_c[pred], lon_c[pred], true_lat_deg, true_lon_deg)
+
+
+def region_centroids(train_labels: np.ndarray, train_lat_deg: np.ndarray, train_lon_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) latitude and longitude of each region's training photos' centroid."""
+    summary = region_table(train_labels, train_lat_deg, train_lon_deg)
+    return summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
 
 
 def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,

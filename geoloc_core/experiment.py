@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import storage
+from . import pipeline, storage
 from .baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
 from .classifier import RegionClassifier
-from .config import FinetuneConfig
+from .config import CrossValConfig, FinetuneConfig, GraphConfig
+from .evaluate import THRESHOLDS_KM, threshold_key
 from .finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, train_epoch
 from .runs import Experiment, FinetuneRun, Run
+from .stats import estimate, location_folds, location_weights, paired, weighted_mean, weighted_median
 from .towers import Suffix
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ COLUMNS = ["graph", "method", "acc", "chance_acc", "macro_f1", "n_regions", "med
 def round_rows(ft: FinetuneRun, graph: str) -> list[dict]:
     """The finished rounds of a fine-tuning folder, one row each (the last record of a round wins)."""
     rounds = {r["round"]: r for r in ft.read_metrics() if r.get("kind") == "round"}
-    return [{"graph": graph, "method": rounds[k]["name"], **rounds[k]} for k in sorted(rounds)]
+    return [{"graph": graph, "method": rounds[k]["name"], **rounds[k], "held_out": str(ft.held_out(k))} for k in sorted(rounds)]
 
 
 def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.ndarray], epochs: int, backbone: bool = True,
@@ -52,16 +54,18 @@ def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.n
     return predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)
 
 
-def frozen_head_row(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun) -> dict:
+def frozen_head_row(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun, out: Experiment) -> dict:
     """w/o with FT1's own cosine head and schedule on the frozen backbone: FT1 minus this row is the backbone's gain alone
     (the w/o row's linear probe is another classifier)."""
     ctx = FinetuneContext(run_dir, cfg)
     labels = ft.regions(0).labels()["region"].to_numpy()  # what FT1 learns
     pred = train_fixed(ctx, cfg, [labels], cfg.epochs, backbone=False, r=1)[0].argmax(1)
-    return {"graph": cfg.graph, "method": "w/o (cosine head)", "round": 0, **ctx.grade(pred, labels), "n_regions": int(labels.max()) + 1}
+    held_out = out.held_out(f"{cfg.graph}_wo_cosine")
+    return {"graph": cfg.graph, "method": "w/o (cosine head)", "round": 0, **ctx.grade(pred, labels, held_out),
+            "n_regions": int(labels.max()) + 1, "held_out": str(held_out)}
 
 
-def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int) -> list[dict]:
+def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int, out: Experiment) -> list[dict]:
     """Mesh and CPlaNet-style rows at about `target` classes."""
     ctx = FinetuneContext(run_dir, cfg)
     train = ~ctx.is_test
@@ -69,11 +73,12 @@ def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int) -> list[dict]
     epochs = cfg.epochs * cfg.rounds
     mesh, cell_deg = mesh_labels(ctx.table.lat_deg, ctx.table.lon_deg, xy, train, target)
     pred = train_fixed(ctx, cfg, [mesh], epochs)[0].argmax(1)
-    rows = [{"graph": "", "method": "Mesh", **ctx.grade(pred, mesh), "n_regions": int(mesh.max()) + 1, "cell_deg": cell_deg}]
+    rows = [{"graph": "", "method": "Mesh", **ctx.grade(pred, mesh, out.held_out("mesh")), "n_regions": int(mesh.max()) + 1,
+             "cell_deg": cell_deg, "held_out": str(out.held_out("mesh"))}]
     parts, cells = cplanet_partitions(xy, train, target, seed=cfg.seed)
     pred = combine_log_probs(train_fixed(ctx, cfg, parts, epochs), cell_combos(parts, cells, train))
-    rows.append({"graph": "", "method": "CPlaNet", **ctx.grade(pred, cells), "n_regions": int(cells.max()) + 1,
-                 "partitions": [int(p.max()) + 1 for p in parts]})
+    rows.append({"graph": "", "method": "CPlaNet", **ctx.grade(pred, cells, out.held_out("cplanet")), "n_regions": int(cells.max()) + 1,
+                 "partitions": [int(p.max()) + 1 for p in parts], "held_out": str(out.held_out("cplanet"))})
     return rows
 
 
@@ -90,16 +95,101 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
             for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
                 log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
         graph_rows = round_rows(ft, graph)
-        rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft)] + graph_rows[1:]
+        rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft, out)] + graph_rows[1:]
     last = [r for r in rows if r["round"] == cfg.rounds]
     best = max(last, key=lambda r: r["acc"])
-    rows += baseline_rows(run.root, cfg, target=int(best["n_regions"]))
+    rows += baseline_rows(run.root, cfg, target=int(best["n_regions"]), out=out)
     table = pd.DataFrame(rows)
     storage.write_csv(out.table_csv, table)
     storage.write_bytes(out.table_md, to_markdown(table).encode())
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
                                     "matched_regions": int(best["n_regions"]), "matched_to": f"{best['graph']} {best['method']}"})
     return table
+
+
+def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] | None = None, cv: CrossValConfig = CrossValConfig(),
+                   out_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The experiment on K folds over the run's locations: each fold is a run of its own split (graphs, weights,
+    regions, fine-tuning, baselines and the matched region count see only its other locations), every location is
+    held out once, and each row's figures come with a 95 % interval from a bootstrap over held-out locations.
+    Returns the table and the paired verdicts; a killed cross-validation resumes (finished work is kept).
+    """
+    run = Run(Path(run_dir).resolve())
+    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed)
+    graphs = tuple(graphs or run.graphs())
+    groups = run.photo_table().frame["group"].to_numpy()
+    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    tables = []
+    for i in range(cv.folds):
+        log.info("fold %d of %d", i + 1, cv.folds)
+        fold_run = out.fold(i)
+        prepare_fold(run, fold_run, fold == i, graphs)
+        tables.append(run_experiment(fold_run.root, cfg, graphs))
+    indexed = [t.assign(graph=t["graph"].fillna("")).set_index(["graph", "method"]) for t in tables]
+    per_fold = {key: [t.loc[key] for t in indexed] for key in indexed[0].index}
+    held_out = {key: pd.concat([pd.read_csv(row["held_out"]) for row in rows], ignore_index=True) for key, rows in per_fold.items()}
+    weights = location_weights(groups[next(iter(held_out.values()))["photo"].to_numpy()], seed=cv.fold_seed)
+    sizes = np.bincount(fold, minlength=cv.folds)  # held-out photos per fold: the weight of its per-fold figures
+    table = pd.DataFrame([_cv_row(key, held_out[key], per_fold[key], sizes, weights) for key in per_fold])
+    verdicts = pd.DataFrame(_experiment_verdicts(held_out, table, cfg.rounds, weights))
+    storage.write_csv(out.table_csv, table)
+    storage.write_csv(out.verdicts, verdicts)
+    storage.write_bytes(out.table_md, to_markdown(table).encode())
+    storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root), "cross_validation": cv})
+    return table, verdicts
+
+
+def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ...]) -> None:
+    """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions."""
+    if fold.split.exists() and np.array_equal(fold.read_split()[1], is_test) and all(fold.regions(g).exists() for g in graphs):
+        return  # already cut: a resumed cross-validation keeps it
+    fold.root.mkdir(parents=True, exist_ok=True)
+    for name in ("photos", "ingest_meta", "embeddings", "patches", "embed_meta"):
+        source, link = getattr(run, name), getattr(fold, name)
+        if source.exists() and not link.exists():
+            link.symlink_to(source.resolve())
+    parent = run.pipeline_config()
+    fold.record_config("ingest", parent.ingest)
+    fold.record_config("embed", parent.embed)
+    fold.record_config("fold", {"of": str(run.root)})
+    pipeline.run_graph(fold.root, GraphConfig(kinds=graphs), is_test=is_test)
+    pipeline.run_regions(fold.root, parent.regions, graphs)
+
+
+def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Series], sizes: np.ndarray, weights: np.ndarray) -> dict:
+    correct = (answers["region"] == answers["pred"]).to_numpy(np.float64)
+    error = answers["error_km"].to_numpy(np.float64)
+    row = {"graph": key[0], "method": key[1]}
+    row["acc"], row["acc_lo"], row["acc_hi"] = estimate(correct, weights, weighted_mean)
+    row["median_km"], row["median_km_lo"], row["median_km_hi"] = estimate(error, weights, weighted_median)
+    for t in THRESHOLDS_KM:
+        k = threshold_key(t)
+        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = estimate((error <= t).astype(np.float64), weights, weighted_mean)
+    for k in ("chance_acc", "majority_acc", "macro_f1", "n_regions"):  # per fold; the mean over folds, by held-out photos
+        row[k] = float(np.average([float(f[k]) for f in per_fold], weights=sizes))
+    return row | {"folds": len(per_fold), "round": per_fold[0].get("round", np.nan)}
+
+
+def _experiment_verdicts(held_out: dict, table: pd.DataFrame, rounds: int, weights: np.ndarray) -> list[dict]:
+    """The comparisons that matter, paired on the same held-out photos: FT_r against w/o (its cosine head and the probe)
+    per graph; the best graph's last round against Mesh and CPlaNet; DT, GG and RNG's last rounds against each other."""
+    graphs = [g for g in dict.fromkeys(table["graph"]) if g]
+    last = f"FT{rounds}"
+    pairs = [((g, f"FT{r}"), (g, base)) for g in graphs for r in range(1, rounds + 1) for base in ("w/o (cosine head)", "w/o")]
+    best = max(graphs, key=lambda g: float(table.set_index(["graph", "method"]).loc[(g, last), "acc"]))
+    pairs += [((best, last), ("", baseline)) for baseline in ("Mesh", "CPlaNet")]
+    pairs += [((a, last), (b, last)) for i, a in enumerate(graphs) for b in graphs[i + 1:]]
+    rows = []
+    for a, b in pairs:
+        if a not in held_out or b not in held_out:
+            continue
+        x, y = held_out[a], held_out[b]
+        for metric, higher_is_better, values, statistic in (
+                ("acc", True, lambda d: (d["region"] == d["pred"]).to_numpy(np.float64), weighted_mean),
+                ("median_km", False, lambda d: d["error_km"].to_numpy(np.float64), weighted_median)):
+            rows.append({"comparison": f"{' '.join(a).strip()} vs {' '.join(b).strip()}", "metric": metric,
+                         **paired(values(x), values(y), weights, statistic, higher_is_better)})
+    return rows
 
 
 def to_markdown(table: pd.DataFrame) -> str:

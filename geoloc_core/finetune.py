@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -34,7 +35,8 @@ from .classifier import RegionClassifier
 from .config import FinetuneConfig, RegionConfig
 from .embed import decoded_batches
 from .encoders import Encoder, autocast, load_encoder, resolve_device
-from .evaluate import chance_metrics, classification_metrics, region_metrics
+from .evaluate import chance_metrics, classification_metrics, region_centroids, region_metrics
+from .geo import haversine_km
 from .ingest import PhotoTable
 from .pipeline import write_regions
 from .probe import fit_linear_probe
@@ -186,8 +188,15 @@ class FinetuneContext:
                                            self.progress("caching prefix tokens"))
         self.groups = self.table.frame["group"].to_numpy()
 
-    def grade(self, pred_test: np.ndarray, labels: np.ndarray) -> dict:
-        """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score."""
+    def grade(self, pred_test: np.ndarray, labels: np.ndarray, held_out: Path | None = None) -> dict:
+        """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score; with
+        `held_out`, each held-out photo's answer is written there too (photo, region, pred, error_km), for intervals."""
+        if held_out is not None:
+            train = ~self.is_test
+            lat_c, lon_c = region_centroids(labels[train], self.table.lat_deg[train], self.table.lon_deg[train])
+            error = haversine_km(lat_c[pred_test], lon_c[pred_test], self.table.lat_deg[self.test_idx], self.table.lon_deg[self.test_idx])
+            storage.write_csv(held_out, pd.DataFrame({"photo": self.test_idx, "region": labels[self.test_idx], "pred": pred_test,
+                                                      "error_km": error}))
         return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:
@@ -272,7 +281,8 @@ def _round_zero(ctx: FinetuneContext, out: FinetuneRun, cut) -> RoundResult:
     emb, _ = ctx.run.read_embeddings()
     labels, partition = cut(emb)
     probe = fit_linear_probe(emb[ctx.train_idx], labels[ctx.train_idx], ctx.groups[ctx.train_idx])
-    metrics = ctx.grade(probe.predict(emb[ctx.test_idx]), labels) | {"n_regions": partition.n_regions, "modularity": partition.modularity}
+    metrics = ctx.grade(probe.predict(emb[ctx.test_idx]), labels, out.held_out(0)) | {"n_regions": partition.n_regions,
+                                                                                      "modularity": partition.modularity}
     _write_round_outputs(ctx, out, 0, labels, emb)
     record = {"kind": "round", "round": 0, "name": "w/o", **metrics}
     _save_checkpoint(out.last_checkpoint, {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
@@ -308,7 +318,7 @@ def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun,
         log.info("%s epoch %d: loss %.3f, train acc %.3f, test acc %.3f, %.1f img/s", round_name(r), epoch,
                  record["loss"], record["train_acc"], record["acc"], record["train_img_per_s"])
     pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
-    metrics = ctx.grade(pred, labels) | {"n_regions": n_regions}
+    metrics = ctx.grade(pred, labels, out.held_out(r)) | {"n_regions": n_regions}
     emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device, ctx.progress(f"{round_name(r)}: re-embedding every photo"))
     next_labels, partition = cut(emb)
     _write_round_outputs(ctx, out, r, next_labels, emb)

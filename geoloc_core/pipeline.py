@@ -91,13 +91,15 @@ def cut_regions(table: PhotoTable, emb: np.ndarray, is_test: np.ndarray, kind: s
     return graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)[0]
 
 
-def run_graph(run_dir: Path, cfg: GraphConfig) -> dict[str, np.ndarray]:
-    """Split by location, merge photos into sites, build each proximity graph over the training sites."""
+def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Split by location (or hold out `is_test`, a fold's), merge photos into sites, build each proximity graph over the
+    training sites."""
     run = Run(run_dir)
     table = run.photo_table()
     projection = LocalProjection.centred_on(table.lat_deg, table.lon_deg)
     xy = projection.to_xy_m(table.lat_deg, table.lon_deg)
-    is_test = grouped_split(table.frame["group"].to_numpy(), cfg.test_frac, cfg.split_seed)
+    if is_test is None:
+        is_test = grouped_split(table.frame["group"].to_numpy(), cfg.test_frac, cfg.split_seed)
     sites, site_of_photo = unique_sites(xy)
     site_train = np.zeros(len(sites), bool)
     site_train[site_of_photo[~is_test]] = True

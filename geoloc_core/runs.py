@@ -227,6 +227,10 @@ class FinetuneRun(Folder):
     def embeddings(self, r: int) -> Path:
         return self.root / f"embeddings_r{r}.npy"
 
+    def held_out(self, r: int) -> Path:
+        """Round r's answer for each held-out photo (photo, region, pred, error_km): the unit of every interval."""
+        return self.root / f"held_out_r{r}.csv"
+
     def run_dir(self) -> Path:
         """The run this folder fine-tunes (recorded absolute; a relative record from older versions is read against the
         folder it was written in, else this folder's parents)."""
@@ -253,6 +257,18 @@ class Experiment(Folder):
 
     def finetune(self, graph: str) -> FinetuneRun:
         return FinetuneRun(self.root / f"finetune_{graph}")
+
+    def held_out(self, row: str) -> Path:
+        """A baseline row's answer for each held-out photo (`row`: a slug such as "mesh")."""
+        return self.root / f"held_out_{row}.csv"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.root / "verdicts.csv"
+
+    def fold(self, i: int) -> Run:
+        """Fold i of a cross-validated experiment: a run of its own split over the parent run's photos."""
+        return Run(self.root / f"fold{i}")
 
 
 @dataclass(frozen=True)
@@ -353,7 +369,13 @@ class Run(Folder):
 
     # fine-tuning
     def prefix_tokens(self, encoder_key: str, unfrozen_blocks: int, photos_digest: str) -> Path:
-        return self.root / f"prefix_{encoder_key}_k{unfrozen_blocks}_{photos_digest}.npy"
+        """The photos' frozen-prefix tokens; a fold shares those of the run it was cut from (the same photos)."""
+        return self.photos_home / f"prefix_{encoder_key}_k{unfrozen_blocks}_{photos_digest}.npy"
+
+    @property
+    def photos_home(self) -> Path:
+        """The folder whose photos these are: this run's, or, for a fold of a cross-validated experiment, its parent's."""
+        return Path(self.read_config().get("fold", {}).get("of", self.root))
 
     def finetune_dirs(self, graph: str = "*") -> list[FinetuneRun]:
         """The fine-tuning folders for `graph` (a glob): `geoloc finetune`'s, then `geoloc experiment`'s."""
@@ -390,6 +412,13 @@ class Run(Folder):
     @property
     def experiment(self) -> Experiment:
         return Experiment(self.root / "experiment")
+
+    def cross_validation(self, folds: int, seed: int) -> Experiment:
+        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`)."""
+        return Experiment(self.root / f"experiment_k{folds}_seed{seed}")
+
+    def cross_validations(self) -> list[Experiment]:
+        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*")) if p.is_dir()]
 
     # prediction and comparison
     def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:

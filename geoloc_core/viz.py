@@ -189,11 +189,11 @@ def experiment_figure(table: pd.DataFrame):
 
     names = [f"{g} {m}".strip() for g, m in zip(table["graph"].fillna(""), table["method"])]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (held-out; ◆ chance for the row's region sizes)", "median error, km"))
-    fig.add_trace(go.Bar(x=names, y=table["acc"], name="acc"), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=table["acc"], name="acc", error_y=_error_bars(table, "acc")), row=1, col=1)
     if "chance_acc" in table:
         fig.add_trace(go.Scatter(x=names, y=table["chance_acc"], mode="markers", marker=dict(symbol="diamond", size=10, color="black"),
                                  name="chance"), row=1, col=1)
-    fig.add_trace(go.Bar(x=names, y=table["median_km"], name="median km"), row=1, col=2)
+    fig.add_trace(go.Bar(x=names, y=table["median_km"], name="median km", error_y=_error_bars(table, "median_km")), row=1, col=2)
     fig.update_layout(showlegend=False, height=380, margin=dict(t=40, b=10))
     return fig
 
@@ -205,14 +205,17 @@ def compare_figure(table: pd.DataFrame, accuracy: str = "acc@25km"):
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("median error, km (lower is better)", f"{accuracy} (higher is better)"))
     for col, key in ((1, "median_km"), (2, accuracy)):
-        bars = table[key]
-        errors = None
-        if f"{key}_lo" in table:
-            errors = dict(type="data", symmetric=False, array=table[f"{key}_hi"] - bars, arrayminus=bars - table[f"{key}_lo"])
-        fig.add_trace(go.Bar(y=table["method"], x=bars, orientation="h", error_x=errors, name=key), row=1, col=col)
+        fig.add_trace(go.Bar(y=table["method"], x=table[key], orientation="h", error_x=_error_bars(table, key), name=key), row=1, col=col)
     fig.update_layout(showlegend=False, height=60 + 28 * len(table), margin=dict(t=40, b=10))
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def _error_bars(table: pd.DataFrame, key: str) -> dict | None:
+    """plotly error bars from a table's `key_lo` / `key_hi` columns (None where it has none: one split)."""
+    if f"{key}_lo" not in table:
+        return None
+    return dict(type="data", symmetric=False, array=table[f"{key}_hi"] - table[key], arrayminus=table[key] - table[f"{key}_lo"])
 
 
 def with_intervals(table: pd.DataFrame) -> pd.DataFrame:

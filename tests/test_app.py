@@ -11,7 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from geoloc_core import jobs
 from geoloc_core.cli import main
-from geoloc_core.config import FinetuneConfig
+from geoloc_core.config import CrossValConfig, FinetuneConfig
+from geoloc_core.experiment import cross_validate
 from geoloc_core.finetune import finetune_rounds
 from geoloc_core.regions import match_labels
 from geoloc_core.runs import FinetuneRun, Folder, Run
@@ -191,3 +192,14 @@ def test_evaluate_page_shows_intervals_and_verdicts_of_a_k_fold_compare(tiny_run
     folds = next(t for t in tables if "within_radius" in t and "fold" in t)
     assert folds["fold"].tolist() == [0, 1, 2]
     [chart] = [c for c in at.get("plotly_chart") if "error_x" in c.proto.spec]  # the bars carry error bars
+
+
+def test_evaluate_page_prefers_the_cross_validated_experiment_with_its_verdicts(tiny_run):
+    cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
+    cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3))
+    at = page("views/evaluate.py", tiny_run)
+    assert not at.exception and any("3-fold" in s.value for s in at.subheader)
+    table = at.dataframe[0].value
+    assert table["acc"].str.match(r"[\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]").all() and "FT1" in set(table["method"])
+    verdicts = at.dataframe[1].value
+    assert "dt FT1 vs dt w/o (cosine head)" in set(verdicts["comparison"])

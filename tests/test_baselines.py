@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 
 from geoloc_core.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
-from geoloc_core.config import FinetuneConfig
+from geoloc_core.config import CrossValConfig, FinetuneConfig
 from geoloc_core.evaluate import chance_metrics
-from geoloc_core.experiment import run_experiment
+from geoloc_core.experiment import cross_validate, run_experiment
+from geoloc_core.runs import Run
 
 
 def world(seed=0, n=300):
@@ -78,3 +79,28 @@ def test_chance_reference_by_hand():
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 2])
     is_test = np.array([False, False, False, False, True, True, True, True])  # train: 3/4 region 0, 1/4 region 1
     assert chance_metrics(labels, is_test) == pytest.approx({"chance_acc": 0.75 * 0.25 + 0.25 * 0.5, "majority_acc": 0.25})
+
+
+def test_cross_validated_experiment_holds_out_every_location_once_with_intervals_and_verdicts(tiny_run, tmp_path):
+    cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
+    out = tmp_path / "cv"
+    table, verdicts = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)
+    photos = Run(tiny_run).photo_table().frame
+    folds = [Run(out / f"fold{i}") for i in range(3)]
+    held = np.array([f.read_split()[1] for f in folds])
+    assert (held.sum(axis=0) == 1).all()  # each photo held out in exactly one fold
+    for f, is_test in zip(folds, held):
+        graph = f.site_graph("dt")
+        held_sites = set(graph.site_of_photo[is_test])
+        assert held_sites.isdisjoint(graph.edges.ravel())  # a fold's graph never touches its held-out locations
+        assert set(photos["group"][is_test]).isdisjoint(photos["group"][~is_test])
+    assert list(zip(table["graph"], table["method"])) == [("dt", "w/o"), ("dt", "w/o (cosine head)"), ("dt", "FT1"), ("", "Mesh"),
+                                                          ("", "CPlaNet")]
+    assert ((table["acc_lo"] <= table["acc"]) & (table["acc"] <= table["acc_hi"])).all() and (table["folds"] == 3).all()
+    comparisons = set(zip(verdicts["comparison"], verdicts["metric"]))
+    assert {("dt FT1 vs dt w/o (cosine head)", "acc"), ("dt FT1 vs Mesh", "median_km"), ("dt FT1 vs CPlaNet", "acc")} <= comparisons
+    fine_tuned = [Run(out / f"fold{i}").experiment.finetune("dt") for i in range(3)]
+    epochs = sum(len([r for r in ft.read_metrics() if r["kind"] == "epoch"]) for ft in fine_tuned)
+    again, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)  # resumes: nothing trained twice
+    assert sum(len([r for r in ft.read_metrics() if r["kind"] == "epoch"]) for ft in fine_tuned) == epochs == 3
+    pd.testing.assert_frame_equal(again, table)

@@ -10,7 +10,7 @@ from conftest import TINY
 from geoloc_core import pipeline
 from geoloc_core.cli import main
 from geoloc_core.compare import compare_methods
-from geoloc_core.config import SOURCES, CompareConfig, PredictConfig, PredictorConfig, RegionConfig
+from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate import recall_at_k
 from geoloc_core.predict import predict, predictions_frame
 from geoloc_core.predictor import build_predictor, candidates, load_predictor, locate, open_predictor, predictor_store, save_predictor, vote
@@ -103,7 +103,7 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
 
 
 def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_verdicts(tiny_run):
-    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",), folds=4), PredictorConfig(k=5))
+    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5), cv=CrossValConfig(folds=4))
     photos = Run(tiny_run).photo_table().frame
     assert sorted(result.predictions["path"]) == sorted(photos["path"])  # every photo held out exactly once
     assert [f["fold"] for f in result.folds] == [0, 1, 2, 3] and sum(f["n_locations"] for f in result.folds) == 20

@@ -12,7 +12,24 @@ st.header("Evaluate")
 run = current_run()
 if run is None:
     st.stop()
-if run.experiment.table_csv.exists():
+cross_validated = [x for x in run.cross_validations() if x.table_csv.exists()]
+if cross_validated:
+    chosen = cross_validated[-1] if len(cross_validated) == 1 else st.selectbox(
+        "Cross-validation", cross_validated, index=len(cross_validated) - 1, format_func=lambda x: x.root.name)
+    table = pd.read_csv(chosen.table_csv, keep_default_na=False)
+    st.subheader(f"Experiment, {int(table['folds'].iloc[0])}-fold over locations: region classification on held-out locations")
+    st.plotly_chart(viz.experiment_figure(table), width="stretch")
+    cols = [c for c in table if c.removesuffix("_lo").removesuffix("_hi") in ("graph", "method", "acc", "chance_acc", "majority_acc",
+                                                                              "macro_f1", "n_regions", "median_km", "acc@25km", "acc@200km")]
+    st.dataframe(viz.with_intervals(table[cols]), hide_index=True, width="stretch")
+    st.caption("Each figure over all folds with its 95 % interval (a bootstrap over held-out locations); chance_acc, macro_f1 and "
+               "n_regions are means over folds. w/o (cosine head): FT1's head on the frozen backbone.")
+    if chosen.verdicts.exists():
+        verdicts = pd.read_csv(chosen.verdicts)
+        st.markdown("**Paired differences** (the same held-out photos, resampled by location): which gaps are real")
+        st.dataframe(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
+                     [["comparison", "metric", "difference", "interval", "verdict"]], hide_index=True, width="stretch")
+elif run.experiment.table_csv.exists():
     table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
     st.subheader("Experiment: region classification on held-out locations")
     st.plotly_chart(viz.experiment_figure(table), width="stretch")
@@ -21,9 +38,9 @@ if run.experiment.table_csv.exists():
     st.dataframe(table[cols], hide_index=True, width="stretch")
     st.caption("chance_acc: what the region sizes alone score (guessing with the training frequencies); "
                "w/o (cosine head): FT1's head on the frozen backbone, so FT1 minus it is the backbone's own gain. "
-               "One split, no intervals yet: differences within a few held-out locations are noise.")
+               "One split, no intervals: `geoloc experiment --folds 5` gives each figure its 95 % interval and the verdicts.")
 else:
-    st.info("No experiment in this run yet: `geoloc experiment --run RUN` writes one.")
+    st.info("No experiment in this run yet: `geoloc experiment --run RUN` (add `--folds 5` for intervals) writes one.")
 
 rows = summary_rows(run.root)
 if rows:
