@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     graphs_arg(c)
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, FinetuneConfig, "finetune", only=tuple(f.name for f in dataclasses.fields(FinetuneConfig) if f.name != "graph"))
-    c.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/experiment)")
+    c.add_argument("--out", type=Path, default=None, help="output folder (default: one in the run, per --folds and --fold-seed)")
 
     c = command("predict", _cmd_predict, "locate photos: retrieve, verify candidates; CSV + GeoJSON out")
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")

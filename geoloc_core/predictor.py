@@ -344,7 +344,7 @@ def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database
     store = predictor_store(run_dir, cfg.predictor, database)
     files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
     saved, stamp = store.read_meta(), fingerprint(files)
-    if saved.get("stamp") != stamp:  # the files were touched: their contents decide (hashing only then)
+    if saved.get("stamp") != stamp or saved.get("format") != PREDICTOR_FORMAT:  # touched or outdated: the contents decide
         inputs = inputs_digest(files, cfg.predictor, database, cfg.graph)
         if saved.get("inputs") != inputs:
             save_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store, inputs=inputs, stamp=stamp)

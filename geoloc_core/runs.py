@@ -418,7 +418,7 @@ class Run(Folder):
         return Experiment(self.root / f"experiment_k{folds}_seed{seed}")
 
     def cross_validations(self) -> list[Experiment]:
-        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*")) if p.is_dir()]
+        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
 
     # prediction and comparison
     def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:

@@ -12,6 +12,7 @@ from geoloc_core.cli import main
 from geoloc_core.compare import compare_methods
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate import recall_at_k
+from geoloc_core.geo import haversine_km
 from geoloc_core.predict import predict, predictions_frame
 from geoloc_core.predictor import build_predictor, candidates, load_predictor, locate, open_predictor, predictor_store, save_predictor, vote
 from geoloc_core.runs import PredictorStore, Run
@@ -194,3 +195,32 @@ def test_a_predictor_saved_without_a_verifier_loads_without_one(tiny_run, tmp_pa
     save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, verify=False)), store)
     assert not store.verifier.exists() and load_predictor(store, tiny_run, CPU).verifier is None
     assert open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(verify=False))).verifier is None
+
+
+@pytest.mark.parametrize("folds", [1, 3])
+def test_compare_follows_the_configured_sources(tiny_run, folds):
+    """The reference row, its error map and its verdicts are the verified predictor as configured, not the default's."""
+    cfg = PredictorConfig(k=5, sources=("top1", "clusters"))
+    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), cfg, cv=CrossValConfig(folds=folds))
+    [reference] = [r for r in result.rows if r["method"] == "verified: top1+clusters"]
+    assert "within_radius" in reference and ("radius_km@90" in reference or folds > 1)  # with folds: one radius per fold
+    rows = {r["method"]: r for r in result.rows}
+    errors = haversine_km(result.predictions["lat_deg"], result.predictions["lon_deg"], result.predictions["true_lat_deg"],
+                          result.predictions["true_lon_deg"])
+    assert np.median(errors) == pytest.approx(rows["verified: top1+clusters"]["median_km"])
+    if folds > 1:
+        assert {v["comparison"] for v in result.verdicts} == {"verified: top1+clusters vs kNN-CLS vote",
+                                                             "verified: top1+clusters vs verified: clusters",
+                                                             "verified: top1+clusters vs verified: top1"}
+
+
+def test_a_photo_s_familiarity_is_its_best_match_among_the_database_photos(tiny_run):
+    """Prediction and calibration must compare like with like: the photo's cosine to its nearest database photo."""
+    predictor = open_predictor(tiny_run, PredictConfig(device="cpu"), database="train")
+    run = Run(tiny_run)
+    emb, _ = run.read_embeddings()
+    _, is_test = run.read_split()
+    held = np.flatnonzero(is_test)[:3]
+    preds, _ = predict([run.photo_table().abs_paths()[i] for i in held], predictor)
+    best = (emb[held] @ emb[~is_test].T).max(axis=1)
+    assert [p.familiarity for p in preds] == pytest.approx(predictor.familiarity(best).tolist())

@@ -29,9 +29,9 @@ if cross_validated:
         st.markdown("**Paired differences** (the same held-out photos, resampled by location): which gaps are real")
         st.dataframe(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                      [["comparison", "metric", "difference", "interval", "verdict"]], hide_index=True, width="stretch")
-elif run.experiment.table_csv.exists():
+if run.experiment.table_csv.exists():
     table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
-    st.subheader("Experiment: region classification on held-out locations")
+    st.subheader("Experiment on the run's one split: region classification on held-out locations")
     st.plotly_chart(viz.experiment_figure(table), width="stretch")
     cols = [c for c in ("graph", "method", "acc", "chance_acc", "majority_acc", "macro_f1", "n_regions", "median_km", "acc@1km",
                         "acc@25km", "acc@200km") if c in table]
@@ -39,7 +39,7 @@ elif run.experiment.table_csv.exists():
     st.caption("chance_acc: what the region sizes alone score (guessing with the training frequencies); "
                "w/o (cosine head): FT1's head on the frozen backbone, so FT1 minus it is the backbone's own gain. "
                "One split, no intervals: `geoloc experiment --folds 5` gives each figure its 95 % interval and the verdicts.")
-else:
+if not cross_validated and not run.experiment.table_csv.exists():
     st.info("No experiment in this run yet: `geoloc experiment --run RUN` (add `--folds 5` for intervals) writes one.")
 
 rows = summary_rows(run.root)
