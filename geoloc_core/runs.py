@@ -13,8 +13,9 @@ these classes for a path or a reader; none of them spells a file name.
       regions_{kind}.csv, _summary.csv, .geojson             regions: per photo, per region, polygons
       prefix_{encoder}_k{k}_{photos}.npy                     fine-tuning's cached frozen-prefix tokens
       finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
-      experiment/  table.csv  table.md  finetune_{graph}/    Experiment
-      predictor_{descriptor}[_train]/                        PredictorStore
+      experiment/  table.csv  table.md  finetune_{graph}/    Experiment (held_out_*.csv: per-photo answers)
+      experiment_k{K}_seed{S}/  verdicts.csv  fold{i}/       cross-validated Experiment; each fold a Run
+      predictor_{descriptor}_{database}_{settings}/          PredictorStore
       compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
       compare_folds.csv)
 """
