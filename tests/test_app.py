@@ -180,6 +180,7 @@ def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_
         assert not at.exception and "run name" in at.error[0].value and not at.success, name
 
 
+@pytest.mark.slow  # a K-fold compare first
 def test_evaluate_page_shows_intervals_and_verdicts_of_a_k_fold_compare(tiny_run):
     assert main(["compare", "--run", str(tiny_run), "--descriptors", "cls", "--folds", "3", "--k", "5"]) == 0
     at = page("views/evaluate.py", tiny_run)
@@ -194,6 +195,7 @@ def test_evaluate_page_shows_intervals_and_verdicts_of_a_k_fold_compare(tiny_run
     [chart] = [c for c in at.get("plotly_chart") if "error_x" in c.proto.spec]  # the bars carry error bars
 
 
+@pytest.mark.slow  # a K-fold experiment first
 def test_evaluate_page_prefers_the_cross_validated_experiment_with_its_verdicts(tiny_run):
     cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
     cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3))

@@ -81,6 +81,7 @@ def test_chance_reference_by_hand():
     assert chance_metrics(labels, is_test) == pytest.approx({"chance_acc": 0.75 * 0.25 + 0.25 * 0.5, "majority_acc": 0.25})
 
 
+@pytest.mark.slow  # K experiments
 def test_cross_validated_experiment_holds_out_every_location_once_with_intervals_and_verdicts(tiny_run, tmp_path):
     cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
     out = tmp_path / "cv"

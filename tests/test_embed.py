@@ -65,6 +65,7 @@ def test_torch_state_dict_checkpoints_load_too_and_bad_names_fail_clearly(tiny_c
         load_encoder("no-such-model")
 
 
+@pytest.mark.slow  # builds an open_clip model
 def test_open_clip_model_names_load_from_a_local_checkpoint(tmp_path, exif_folder):
     import open_clip
 
@@ -105,6 +106,7 @@ def test_image_size_resizes_the_position_grid(tiny_checkpoint, exif_folder):
         load_encoder(TINY.name, checkpoint=tiny_checkpoint, image_size=60)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_self_describing_checkpoint_loads_in_a_process_that_never_registered_it(tiny_checkpoint):
     import subprocess
     import sys

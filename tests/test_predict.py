@@ -103,6 +103,7 @@ def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_check
     assert all(r["acc@1km"] <= r["acc@25km"] <= r["acc@200km"] for r in rows)
 
 
+@pytest.mark.slow  # every method, K times
 def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_verdicts(tiny_run):
     result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5), cv=CrossValConfig(folds=4))
     photos = Run(tiny_run).photo_table().frame
@@ -197,6 +198,7 @@ def test_a_predictor_saved_without_a_verifier_loads_without_one(tiny_run, tmp_pa
     assert open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(verify=False))).verifier is None
 
 
+@pytest.mark.slow  # every method, K times
 @pytest.mark.parametrize("folds", [1, 3])
 def test_compare_follows_the_configured_sources(tiny_run, folds):
     """The reference row, its error map and its verdicts are the verified predictor as configured, not the default's."""
