@@ -164,14 +164,16 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
     """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions.
 
     A fold cut for another split or from other photos or embeddings (the parent re-ingested, re-embedded) is removed
-    whole, its fine-tuning with it: nothing of it may pass for this fold's.
+    whole, its fine-tuning with it: nothing of it may pass for this fold's. The same fold asked for another graph keeps
+    its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs it had come out the same).
     """
     key = hashlib.sha1(np.packbits(is_test).tobytes() + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
-    if fold.read_config().get("fold", {}).get("key") == key.hexdigest() and all(fold.regions(g).exists() for g in graphs):
+    same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()
+    if same and all(fold.regions(g).exists() for g in graphs):
         return  # already cut: a resumed cross-validation keeps it
-    if fold.exists():
+    if not same and fold.exists():
         shutil.rmtree(fold.root)
-    fold.root.mkdir(parents=True)
+    fold.root.mkdir(parents=True, exist_ok=True)  # the same fold asked for more graphs: its finished work stays
     for name in ("photos", "ingest_meta", "embeddings", "patches", "embed_meta"):
         source, link = getattr(run, name), getattr(fold, name)
         if source.exists() and not link.exists():

@@ -106,6 +106,10 @@ def test_cross_validated_experiment_holds_out_every_location_once_with_intervals
     again, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)  # resumes: no fold trained again
     assert [t.stat().st_mtime_ns for t in tables] == written
     pd.testing.assert_frame_equal(again, table)
+    dt_epochs = [len(f.experiment.finetune("dt").read_metrics()) for f in folds]
+    wider, _ = cross_validate(tiny_run, cfg, ("dt", "gg"), CrossValConfig(folds=3), out)  # the same folds, one more graph
+    assert [len(f.experiment.finetune("dt").read_metrics()) for f in folds] == dt_epochs  # DT's fine-tuning kept, not redone
+    assert ("gg", "FT1") in set(zip(wider["graph"], wider["method"]))
     other, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3, fold_seed=1), out)  # another split, same folder
     assert [Run(out / f"fold{i}").read_split()[1].tolist() for i in range(3)] != held.tolist()  # cut again, not reused
     assert sorted(pd.read_csv(Run(out / "fold0").experiment.finetune("dt").held_out(1))["photo"]) == sorted(
