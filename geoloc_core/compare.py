@@ -32,7 +32,7 @@ from .predictor import fit_predictor, locate, neighbour_coords, vote
 from .probe import fit_linear_probe
 from .regions import region_table
 from .runs import Run
-from .stats import Statistic, estimate, location_folds, location_weights, paired, weighted_mean, weighted_median
+from .stats import Statistic, distance_measures, estimates, location_folds, location_weights, paired, weighted_mean
 
 RECALL_KS = (1, 5, 10)
 
@@ -150,7 +150,7 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
     weights = location_weights(table.frame["group"].to_numpy()[order], seed=cv.fold_seed)
     truth = (table.lat_deg[order], table.lon_deg[order])
-    rows = [{"method": m, **_estimates(a, truth, weights)} for m, a in answers.items()]
+    rows = [{"method": m, **estimates(_measures(a, truth), weights)} for m, a in answers.items()]
     is_test = np.zeros(len(table), bool)
     is_test[order] = True
     predictions = _predictions(answers, table, is_test, verified_row(cfg.sources), order)
@@ -198,19 +198,10 @@ def _concat(parts: list[Answers]) -> Answers:
 
 def _measures(a: Answers, truth: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[np.ndarray, Statistic]]:
     """Per-photo values and the statistic over them, for every figure of a row."""
-    err = haversine_km(a.lat, a.lon, *truth)
-    out = {"median_km": (err, weighted_median)}
-    out |= {threshold_key(t): (err <= t, weighted_mean) for t in THRESHOLDS_KM}
+    out = distance_measures(haversine_km(a.lat, a.lon, *truth))
     if a.hits is not None:
         out |= {f"R@{k}": (a.hits[:, min(k, a.hits.shape[1]) - 1], weighted_mean) for k in RECALL_KS}
     return out | {name: (v, weighted_mean) for name, v in a.per_photo.items()}
-
-
-def _estimates(a: Answers, truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray) -> dict[str, float]:
-    out = {}
-    for name, (values, statistic) in _measures(a, truth).items():
-        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(values.astype(np.float64), weights, statistic)
-    return out
 
 
 def _verdicts(answers: dict[str, Answers], truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray, sources: tuple[str, ...]) -> list[dict]:

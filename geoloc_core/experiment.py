@@ -24,10 +24,9 @@ from . import pipeline, storage
 from .baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
 from .classifier import RegionClassifier
 from .config import CrossValConfig, FinetuneConfig, GraphConfig
-from .evaluate import THRESHOLDS_KM, threshold_key
 from .finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, round_name, train_epoch
 from .runs import Experiment, FinetuneRun, Run
-from .stats import estimate, location_folds, location_weights, paired, weighted_mean, weighted_median
+from .stats import distance_measures, estimates, location_folds, location_weights, paired, weighted_mean, weighted_median
 from .towers import Suffix
 from .viz import with_intervals
 
@@ -188,13 +187,8 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
 
 def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Series], sizes: np.ndarray, weights: np.ndarray) -> dict:
     correct = (answers["region"] == answers["pred"]).to_numpy(np.float64)
-    error = answers["error_km"].to_numpy(np.float64)
-    row = {"graph": key[0], "method": key[1]}
-    row["acc"], row["acc_lo"], row["acc_hi"] = estimate(correct, weights, weighted_mean)
-    row["median_km"], row["median_km_lo"], row["median_km_hi"] = estimate(error, weights, weighted_median)
-    for t in THRESHOLDS_KM:
-        k = threshold_key(t)
-        row[k], row[f"{k}_lo"], row[f"{k}_hi"] = estimate((error <= t).astype(np.float64), weights, weighted_mean)
+    measures = {"acc": (correct, weighted_mean)} | distance_measures(answers["error_km"].to_numpy(np.float64))
+    row = {"graph": key[0], "method": key[1], **estimates(measures, weights)}
     for k in ("chance_acc", "majority_acc", "macro_f1", "n_regions"):  # per fold; the mean over folds, by held-out photos
         row[k] = float(np.average([float(f[k]) for f in per_fold], weights=sizes))
     return row | {"folds": len(per_fold), "round": per_fold[0].get("round", np.nan)}

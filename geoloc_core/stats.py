@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .evaluate import THRESHOLDS_KM, threshold_key
+
 N_BOOT = 2000
 LEVEL = 0.95
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (values (N,), weights (B, N)) -> (B,)
@@ -63,6 +65,20 @@ def estimate(values: np.ndarray, weights: np.ndarray, statistic: Statistic) -> t
     """(point estimate, lo, hi): the statistic on all photos and its bootstrap interval over locations."""
     point = float(statistic(values, np.ones((1, len(values))))[0])
     return (point, *interval(statistic(values, weights)))
+
+
+def distance_measures(error_km: np.ndarray) -> dict[str, tuple[np.ndarray, Statistic]]:
+    """Per-photo km errors -> the field's distance figures as (per-photo values, statistic): median_km and acc@t km."""
+    out = {"median_km": (error_km, weighted_median)}
+    return out | {threshold_key(t): (error_km <= t, weighted_mean) for t in THRESHOLDS_KM}
+
+
+def estimates(measures: dict[str, tuple[np.ndarray, Statistic]], weights: np.ndarray) -> dict[str, float]:
+    """Each figure as `name`, `name_lo`, `name_hi`: its value on all photos and its bootstrap interval over locations."""
+    out = {}
+    for name, (values, statistic) in measures.items():
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(np.asarray(values, np.float64), weights, statistic)
+    return out
 
 
 def paired(a: np.ndarray, b: np.ndarray, weights: np.ndarray, statistic: Statistic, higher_is_better: bool) -> dict:
