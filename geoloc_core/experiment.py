@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from . import pipeline, storage
 from .baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
 from .classifier import RegionClassifier
-from .config import CrossValConfig, FinetuneConfig, GraphConfig
+from .config import CrossValConfig, FinetuneConfig
 from .finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, round_name, train_epoch
 from .runs import Experiment, FinetuneRun, Run
 from .stats import distance_measures, estimates, location_folds, location_weights, paired, weighted_mean, weighted_median
@@ -162,11 +163,15 @@ def _finished_table(fold: Run, cfg: FinetuneConfig, graphs: tuple[str, ...]) -> 
 def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ...]) -> None:
     """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions.
 
-    A fold cut for another split or from other photos or embeddings (the parent re-ingested, re-embedded) is removed
+    A fold cut for another split, from other photos or embeddings (the parent re-ingested, re-embedded) or with other
+    graph or region settings is removed
     whole, its fine-tuning with it: nothing of it may pass for this fold's. The same fold asked for another graph keeps
     its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs it had come out the same).
     """
-    key = hashlib.sha1(np.packbits(is_test).tobytes() + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
+    parent = run.pipeline_config()
+    settings = json.dumps(storage.to_jsonable({"regions": parent.regions, "graph": parent.graph}), sort_keys=True)
+    key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
+                       + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
     same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()
     if same and all(fold.regions(g).exists() for g in graphs):
         return  # already cut: a resumed cross-validation keeps it
@@ -177,10 +182,9 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
         source, link = getattr(run, name), getattr(fold, name)
         if source.exists() and not link.exists():
             link.symlink_to(source.resolve())
-    parent = run.pipeline_config()
     fold.record_config("ingest", parent.ingest)
     fold.record_config("embed", parent.embed)
-    pipeline.run_graph(fold.root, GraphConfig(kinds=graphs), is_test=is_test)
+    pipeline.run_graph(fold.root, dataclasses.replace(parent.graph, kinds=graphs), is_test=is_test)
     pipeline.run_regions(fold.root, parent.regions, graphs)
     fold.record_config("fold", {"of": str(run.root), "key": key.hexdigest()})  # last: a fold cut halfway is cut again
 
@@ -190,7 +194,7 @@ def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Serie
     measures = {"acc": (correct, weighted_mean)} | distance_measures(answers["error_km"].to_numpy(np.float64))
     row = {"graph": key[0], "method": key[1], **estimates(measures, weights)}
     for k in ("chance_acc", "majority_acc", "macro_f1", "n_regions"):  # per fold; the mean over folds, by held-out photos
-        row[k] = float(np.average([float(f[k]) for f in per_fold], weights=sizes))
+        row[k] = float(np.average([float(f.get(k, np.nan)) for f in per_fold], weights=sizes))
     return row | {"folds": len(per_fold), "round": per_fold[0].get("round", np.nan)}
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from geoloc_core.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
-from geoloc_core.config import CrossValConfig, FinetuneConfig
+from geoloc_core.config import CrossValConfig, FinetuneConfig, RegionConfig
 from geoloc_core.evaluate import chance_metrics
 from geoloc_core.experiment import cross_validate, run_experiment
 from geoloc_core.runs import Run
@@ -110,6 +110,12 @@ def test_cross_validated_experiment_holds_out_every_location_once_with_intervals
     wider, _ = cross_validate(tiny_run, cfg, ("dt", "gg"), CrossValConfig(folds=3), out)  # the same folds, one more graph
     assert [len(f.experiment.finetune("dt").read_metrics()) for f in folds] == dt_epochs  # DT's fine-tuning kept, not redone
     assert ("gg", "FT1") in set(zip(wider["graph"], wider["method"]))
+    cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)
+    written = [t.stat().st_mtime_ns for t in tables]
+    Run(tiny_run).record_config("regions", RegionConfig(resolution=3.0))  # the run's regions re-cut with another setting
+    cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)
+    assert all(t.stat().st_mtime_ns != w for t, w in zip(tables, written))  # every fold cut again with it, not reused
+    assert Run(out / "fold0").pipeline_config().regions.resolution == 3.0
     other, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3, fold_seed=1), out)  # another split, same folder
     assert [Run(out / f"fold{i}").read_split()[1].tolist() for i in range(3)] != held.tolist()  # cut again, not reused
     assert sorted(pd.read_csv(Run(out / "fold0").experiment.finetune("dt").held_out(1))["photo"]) == sorted(

@@ -51,9 +51,11 @@ if run.compare_table.exists():
     compare = pd.read_csv(run.compare_table)
     folded = "median_km_lo" in compare
     st.subheader("Locating photos: every method on held-out locations (`geoloc compare`)")
-    st.caption("Mean over folds with a 95 % interval from a bootstrap over held-out locations." if folded else
+    st.caption("Over all folds' held-out photos, with a 95 % interval from a bootstrap over held-out locations "
+               "(each fold's radius is in the table below)." if folded else
                "One split of the run, no intervals: `geoloc compare --folds 5` gives each figure its 95 % interval.")
-    accuracy = next((f"acc@{t}km" for t in ("25", "0.1", "1", "200") if 0.02 < compare[f"acc@{t}km"].max() < 0.98), "acc@25km")
+    accuracy = next((f"acc@{t}km" for t in ("25", "0.1", "1", "200") if f"acc@{t}km" in compare and 0.02 < compare[f"acc@{t}km"].max() < 0.98),
+                    "acc@25km")
     st.plotly_chart(viz.compare_figure(compare, accuracy), width="stretch")
     st.dataframe(viz.with_intervals(compare), hide_index=True, width="stretch")
     if run.compare_verdicts.exists():
