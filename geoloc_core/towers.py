@@ -53,8 +53,25 @@ class Suffix(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens
-        for block in self.blocks:
-            x = block(x)
-        x = self.ln_post(x)
-        pooled = x[:, 0] if self.pool_type == "tok" else x[:, 1:].mean(dim=1)
+        if self.pool_type == "tok" and len(self.blocks):
+            for block in self.blocks[:-1]:
+                x = block(x)
+            x = self.ln_post(class_token_block(self.blocks[-1], x))
+            pooled = x[:, 0]
+        else:
+            for block in self.blocks:
+                x = block(x)
+            pooled = self.ln_post(x)[:, 1:].mean(dim=1)
         return pooled @ self.proj if self.proj is not None else pooled
+
+
+def class_token_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last block for the class token only: (B, T, D) -> (B, 1, D), equal to `block(x)[:, :1]`.
+
+    Token pooling reads nothing else of the last block, so its queries, attention rows and MLP for
+    the T - 1 patch tokens are dead work; only their keys and values are needed. That is most of a
+    block, forward and backward, on every training step and every re-embedding.
+    """
+    normed = block.ln_1(x)
+    cls = x[:, :1] + block.ls_1(block.attention(q_x=normed[:, :1], k_x=normed, v_x=normed))
+    return cls + block.ls_2(block.mlp(block.ln_2(cls)))
