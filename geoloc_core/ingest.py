@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"})
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_NAMES = (MANIFEST_NAME, "manifest.xlsx", "manifest.tsv", "manifest.txt")  # looked for in a photo folder, in this order
+MANIFEST_NAMES = (MANIFEST_NAME, "manifest.xlsx", "manifest.tsv")  # looked for in a photo folder, in this order
 _WINDOWS_ABSOLUTE = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\... or \\server\share
 _GROUP_COLUMN = "location_id"
 _CHECK_SIDE = 32  # decode size for the validity check: JPEGs then decode at 1/8 scale

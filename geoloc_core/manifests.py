@@ -70,8 +70,8 @@ def read_manifest(path: Path, exists: Callable[[str], bool], keep_unplaced: bool
             f"({'/'.join(LAT_COLUMNS)}, {'/'.join(LON_COLUMNS)}); found {sheets[0].header} (read as {sheets[0].described})"
         )
     sheet, (path_i, lat_i, lon_i) = usable[0]  # a workbook's first sheet with the columns
-    if sheet.described.startswith(tuple(_LEGACY_ENCODINGS.values())):  # one reading per code page: the one that finds most files
-        found = [sum(exists(cells[c[0]].strip()) for _, cells in s.rows if len(cells) > c[0]) for s, c in usable]
+    if sheet.described.startswith((*_LEGACY_ENCODINGS.values(), "Latin-1")):  # one reading per code page: the one that finds most files
+        found = [sum(exists(cells[cols[0]].strip()) for _, cells in reading.rows if len(cells) > cols[0]) for reading, cols in usable]
         best = int(np.argmax(found))  # the first (Windows-1252) on a tie
         sheet, (path_i, lat_i, lon_i) = usable[best]
         warnings.append(f"{path}: not UTF-8; read as {sheet.described.split(',')[0]} "
@@ -91,6 +91,7 @@ def _columns(header: list[str]) -> tuple[int | None, int | None, int | None]:
 def _parse_rows(path: Path, sheet: Sheet, path_i: int, lat_i: int, lon_i: int, keep_unplaced: bool, warnings: list[str]) -> Manifest:
     header, width = sheet.header, len(sheet.header)
     lat_name, lon_name = header[lat_i], header[lon_i]
+    others = [i for i in range(width) if i not in (path_i, lat_i, lon_i)]
     records, index, rejected = [], [], []
     for row, cells in sheet.rows:
         if len(cells) > width and any(c.strip() for c in cells[width:]):
@@ -109,9 +110,9 @@ def _parse_rows(path: Path, sheet: Sheet, path_i: int, lat_i: int, lon_i: int, k
             except ValueError as exc:
                 rejected.append((cells[path_i].strip(), str(exc)))
                 continue
-        records.append([cells[path_i].strip(), lat, lon] + [c for i, c in enumerate(cells) if i not in (path_i, lat_i, lon_i)])
+        records.append([cells[path_i].strip(), lat, lon] + [cells[i] for i in others])
         index.append(row)
-    extras = _unique_names({i: h for i, h in enumerate(header) if i not in (path_i, lat_i, lon_i)}, taken={"path", "lat_deg", "lon_deg"})
+    extras = _unique_names({i: header[i] for i in others}, taken={"path", "lat_deg", "lon_deg"})
     rows = pd.DataFrame(records, columns=["path", "lat_deg", "lon_deg", *extras], index=pd.Index(index, name="row"))
     rows = rows.astype({"lat_deg": np.float64, "lon_deg": np.float64})
     lat_ok, lon_ok = rows["lat_deg"].abs() <= 90, rows["lon_deg"].abs() <= 90
@@ -166,6 +167,12 @@ def parse_coordinate(text: str, axis: str) -> float:
     `axis` is "latitude" or "longitude". Range is not checked here (an out-of-range coordinate is rejected
     later, by value). Raises ValueError whose message says what is wrong with the text.
     """
+    try:
+        value = float(text)  # the common case, fast
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
     s = text.strip().translate(_SAME).replace("''", '"').upper()
     if _DECIMAL.fullmatch(s):
         return float(s.replace(",", "."))
@@ -245,12 +252,16 @@ def _decodings(data: bytes) -> list[tuple[str, str]]:
 
 
 def _read_text(text: str, encoding: str) -> Sheet:
+    """One table from text: the delimiter `csv.Sniffer` finds, unless only another one splits the header into the columns."""
     sample = text[:65536]
+    header = next((line for line in sample.splitlines() if line.strip()), "")
     try:
         delimiter = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
-    except csv.Error:  # one column, or too little to tell: the most frequent candidate on the first line
-        first = sample.splitlines()[0] if sample else ""
-        delimiter = max(_DELIMITERS, key=first.count)
+    except csv.Error:  # one column, or too little to tell: the most frequent candidate in the header
+        delimiter = max(_DELIMITERS, key=header.count)
+    fits = [d for d in _DELIMITERS if None not in _columns(next(csv.reader([header], delimiter=d)))]
+    if fits and delimiter not in fits:
+        delimiter = fits[0]
     rows = _numbered(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), lambda cells: cells)
     named = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}[delimiter]
     return _sheet(rows, f"{encoding}, {named}-separated")

@@ -49,6 +49,14 @@ def test_tab_comma_and_pipe_separated_manifests(tmp_path, encoding, delimiter):
     assert table.lat_deg.tolist() == [44.1, 45.5] and table.lon_deg.tolist() == [15.2, 16.0]
 
 
+def test_the_header_settles_a_delimiter_the_cells_would_mislead(tmp_path):
+    """Notes like `x;"y";z` in a comma-separated file make csv.Sniffer answer ';': only ',' splits the header into columns."""
+    photos(tmp_path, ["a.jpg", "b.jpg"])
+    (tmp_path / "m.csv").write_text('path,lat,lon,note\na.jpg,45.1,16.1,x;"y";z\nb.jpg,45.2,16.2,u;"v";w\n')
+    table, report = load_photos(tmp_path / "m.csv")
+    assert table.frame["note"].tolist() == ['x;"y";z', 'u;"v";w'] and not report.rejected
+
+
 def test_windows_1252_manifest_finds_accented_names(tmp_path):
     photos(tmp_path, ["café.jpg", "Müller.jpg"])
     (tmp_path / "m.csv").write_bytes("path;lat;lon\ncafé.jpg;48,1;11,5\nMüller.jpg;48,2;11,6\n".encode("cp1252"))
