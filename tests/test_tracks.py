@@ -11,7 +11,7 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from conftest import textured
+from conftest import TINY, textured
 from geoloc_core.cli import main
 from geoloc_core.ingest import load_photos
 from geoloc_core.tracks import Track, open_tagger, parse_utc_offset, position_at
@@ -159,3 +159,20 @@ def test_position_at_the_track_ends_and_a_gpx_without_times(tmp_path):
     (tmp_path / "broken.gpx").write_text("<gpx><trk>")
     with pytest.raises(ValueError, match="broken.gpx: not a readable GPX file"):
         open_tagger(tmp_path / "broken.gpx", None, 60)
+
+
+def test_geoloc_run_builds_a_run_from_untagged_photos_and_a_track(tmp_path, tiny_checkpoint, isolated_cache):
+    """The whole pipeline over a trip whose camera had no GPS: every photo placed by the track, then embedded and cut."""
+    root = tmp_path / "trip"
+    root.mkdir()
+    points = [(f"09:{m:02d}:00", 45.7 + 0.01 * m + 0.004 * (m % 3), 15.9 + 0.012 * m - 0.005 * (m % 4)) for m in range(30)]
+    gpx = write_gpx(tmp_path / "track.gpx", points)
+    for i in range(24):  # one every 70 s on a clock set to UTC+1, from 09:00:30 UTC
+        taken = datetime(2024, 6, 1, 10, 0, 30) + timedelta(seconds=70 * i)
+        (root / f"IMG_{i:04d}.JPG").write_bytes(photo(200 + i, f"{taken:%Y:%m:%d %H:%M:%S}"))
+    run = tmp_path / "run"
+    assert main(["run", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+01:00", "--test-frac", "0.25",
+                 "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    placed = pd.read_csv(run / "photos.csv")
+    assert len(placed) == 24 and (placed["located_by"] == "gpx").all() and placed["group"].nunique() == 24
+    assert placed["lat_deg"].between(45.7, 46.0).all() and len(np.load(run / "embeddings.npy")) == 24
