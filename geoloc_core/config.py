@@ -28,9 +28,15 @@ def setting(default: Any, help: str, choices: tuple | None = None, flag: str | N
 
 @dataclass(frozen=True)
 class IngestConfig:
-    data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv, else EXIF GPS) or a manifest CSV", positional=True)
-    manifest: str | None = setting(None, "manifest CSV whose paths are relative to DATA")
+    data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv / .xlsx, else EXIF GPS) or a manifest (CSV, TSV, XLSX)",
+                        positional=True)
+    manifest: str | None = setting(None, "manifest (CSV, TSV, XLSX) whose paths are relative to DATA")
     workers: int = setting(8, "threads that read, hash and check the files")
+    gpx: str | None = setting(None, "GPX track (or a folder of .gpx files): photos without EXIF GPS are placed on it by their "
+                                    "EXIF time (and manifest rows whose lat and lon are empty); photos with EXIF GPS keep theirs")
+    time_offset: str | None = setting(None, "the camera clock's UTC offset for --gpx, e.g. +01:00 (write --time-offset=-05:00); "
+                                            "a photo that records its own offset (OffsetTimeOriginal) uses that; unset: camera times are UTC")
+    gpx_max_gap: float = setting(300.0, "seconds: a photo taken between two track points further apart in time is not placed")
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,11 @@ def start(folder: Folder, argv: list[str]) -> int:
     return proc.pid
 
 
-def start_run(run: Run, source: str) -> int:
-    """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`)."""
-    return start(run, ["run", "--run", str(run.root.resolve()), "--", str(source)])
+def start_run(run: Run, source: str, gpx: str | None = None, time_offset: str | None = None) -> int:
+    """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`), placing photos without GPS
+    on the `gpx` track if one is given."""
+    track = [f"--gpx={gpx}"] + ([f"--time-offset={time_offset}"] if time_offset else []) if gpx else []
+    return start(run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)])
 
 
 def start_finetune(run: Run, cfg: FinetuneConfig) -> FinetuneRun:

@@ -26,13 +26,15 @@ from .probe import fit_linear_probe
 from .regions import SiteGraph, region_polygons, region_table
 from .runs import RegionFiles, Run
 from .splits import grouped_split
+from .tracks import open_tagger
 
 log = logging.getLogger(__name__)
 
 
 def run_ingest(run_dir: Path, cfg: IngestConfig) -> IngestReport:
     run = Run(run_dir)
-    table, report = load_photos(cfg.data, cfg.manifest, workers=cfg.workers)
+    tagger = open_tagger(cfg.gpx, cfg.time_offset, cfg.gpx_max_gap) if cfg.gpx else None
+    table, report = load_photos(cfg.data, cfg.manifest, workers=cfg.workers, tagger=tagger)
     run.write_photos(table, report)
     run.record_config("ingest", cfg)
     run.append_metrics({"stage": "ingest", "n_candidates": report.n_candidates, "n_accepted": report.n_accepted,

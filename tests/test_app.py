@@ -180,6 +180,18 @@ def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_
         assert not at.exception and "run name" in at.error[0].value and not at.success, name
 
 
+def test_data_page_refuses_a_missing_gpx_track_and_an_unreadable_time_offset(tiny_run, tmp_path):
+    (tmp_path / "track.gpx").write_text("<gpx/>")
+    for gpx, offset, error in ((tmp_path / "nope.gpx", "", "no such GPX file"), (tmp_path / "track.gpx", "CEST", "time offset 'CEST'")):
+        at = page("views/data.py", tiny_run)
+        at.text_input[0].set_value(str(tiny_run))
+        at.text_input[1].set_value("trip")
+        at.text_input[2].set_value(str(gpx))
+        at.text_input[3].set_value(offset)
+        at.button[0].click().run()
+        assert not at.exception and error in at.error[0].value and not at.success
+
+
 @pytest.mark.slow  # a K-fold compare first
 def test_evaluate_page_shows_intervals_and_verdicts_of_a_k_fold_compare(tiny_run):
     assert main(["compare", "--run", str(tiny_run), "--descriptors", "cls", "--folds", "3", "--k", "5"]) == 0

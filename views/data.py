@@ -5,28 +5,38 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import jobs, viz
+from geoloc_core.config import IngestConfig, help_of
 from geoloc_core.runs import Run, run_in
+from geoloc_core.tracks import parse_utc_offset
 from views.common import RUNS, basemap_online, current_run, photos
 
 st.header("Data")
 with st.form("new"):
-    st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` beside the photos) or a manifest file.")
+    st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` / `.xlsx` beside the photos) or a manifest "
+             "file (CSV, TSV or XLSX; `;` or tab separated, decimal commas and 45°54'03\"N coordinates are read).")
     c1, c2 = st.columns([3, 1])
     source = c1.text_input("Folder or manifest", placeholder="/path/to/photos")
     name = c2.text_input("Run name", placeholder="my-photos")
+    c1, c2 = st.columns([3, 1])
+    gpx = c1.text_input("GPX track (optional)", placeholder="/path/to/track.gpx", help=help_of(IngestConfig, "gpx"))
+    time_offset = c2.text_input("Camera clock's UTC offset", placeholder="+01:00", help=help_of(IngestConfig, "time_offset"))
     go = st.form_submit_button("Ingest, embed and cut regions")
 if go:
     try:
         target = Run(run_in(RUNS, name))
+        if gpx:
+            parse_utc_offset(time_offset or "Z")
     except ValueError as exc:
         st.error(str(exc))
     else:
         if not source or not Path(source).exists():
             st.error(f"{source or 'nothing'}: no such folder or file")
+        elif gpx and not Path(gpx).exists():
+            st.error(f"{gpx}: no such GPX file or folder")
         elif target.exists() and target.state() == "running":
             st.error(f"{name} is being built already.")
         else:
-            jobs.start_run(target, source)
+            jobs.start_run(target, source, gpx or None, time_offset or None)
             st.success(f"Started {target.root}; it appears in the sidebar once photos are ingested.")
 
 run = current_run()
