@@ -55,23 +55,30 @@ def confirmed(action: str, folder: Folder, key: str | None = None) -> bool:
     if not editor():
         return False
     job, key = jobqueue.job_of(folder), key or f"{action} {folder.root}"
-    owner = job.user if job else None
     box = st.container()
-    if st.session_state.get("confirm") != key:
-        if not box.button(action, key=key):
-            return False
-        if owner == user_label():
-            return True
-        st.session_state["confirm"] = key
+    if st.session_state.get("confirm") == key:
+        answer = _ask(box, action, folder, job, key)
+        if answer is not None:
+            return answer
+    if not box.button(action, key=key):
+        return False
+    if job is not None and job.user == user_label():
+        return True
+    st.session_state["confirm"] = key
+    return bool(_ask(box, action, folder, job, key))
+
+
+def _ask(box, action: str, folder: Folder, job: jobqueue.Job | None, key: str) -> bool | None:
+    """Yes (True), no (None: the question goes, the action's button comes back), or not answered yet (False)."""
     yes, no = box.columns(2)
     if yes.button(f"Yes, {action.lower()}", key=f"yes {key}", type="primary"):
         st.session_state.pop("confirm", None)
         return True
     if no.button("No, leave it", key=f"no {key}"):
         st.session_state.pop("confirm", None)
-        return False
-    started = f"{owner} started it at {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else \
-        "it was started outside this app"
+        return None
+    started = (f"{job.user} started it at {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else
+               "it was started outside this app")
     box.warning(f"{folder.root.name} is not your job: {started}. {action}?")
     return False
 
