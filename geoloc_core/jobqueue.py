@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import access, storage
 from .runs import Folder
@@ -240,8 +239,3 @@ def is_geoloc(pid: int) -> bool:
         return True
     return b"geoloc_core" in cmdline or b"bin/geoloc\0" in cmdline
 
-
-def describe(job: Job) -> dict[str, Any]:
-    """A row for a page's queue table."""
-    return {"job": job.name, "kind": job.kind, "started by": job.user,
-            "submitted": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.submitted)), "state": job.state}
