@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         log.error("%s", exc)
         return 2
+    finally:
+        from .jobqueue import job_ended
+
+        job_ended()  # a job the app queued starts the next waiting one as it ends (nothing otherwise)
 
 
 # flags from configs ------------------------------------------------------------------------------

@@ -148,6 +148,25 @@ class CrossValConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """One geoloc server for a team: where photos may come from, who may start work, how many jobs run at once.
+
+    Read once by `access.server_config()`: each field from `GEOLOC_<FIELD>` (`GEOLOC_DATA_ROOTS`, `GEOLOC_MODE`, ...),
+    else from the file `GEOLOC_CONFIG` (default `.streamlit/geoloc.toml` beside the app), else this default.
+    """
+
+    data_roots: tuple[str, ...] | None = setting(None, "folders new runs may read photos from (os.pathsep-separated in the "
+                                                 "environment, a list in the file); unset: ../shared/data and your home folder "
+                                                 "in the app, and no check from the command line")
+    mode: str = setting("editor", "viewer: the app shows runs, regions, predictions and metrics, with no control that starts, "
+                        "stops or deletes work", choices=("editor", "viewer"))
+    max_jobs: int = setting(0, "runs and fine-tuning jobs started from the app that run at once (the rest wait in the queue); "
+                            "0: one per two cores")
+    state_dir: str | None = setting(None, "the job queue's folder (one per server); default: RUNS/.queue")
+    runs: str = setting("runs", "the folder the app lists runs from and builds new ones in")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)

@@ -1,51 +1,47 @@
-"""Background jobs: a run or a fine-tuning run as its own process, started, resumed and stopped from the app.
+"""Background jobs: a run or a fine-tuning run as its own process, queued, started, resumed and stopped from the app.
 
-A job is `python -m geoloc_core COMMAND ...` in a new process session, logging into its folder. The
-job writes its own state (`Folder.write_status`); this module only starts it, marks it running at
-once (so a page shows it before the child has even imported torch), and stops it.
+Every job goes through the server's one queue (`jobqueue.submit`): it starts at once where a slot is free, else it
+waits its turn. The job writes its own state (`Folder.write_status`); this module builds its command, queues it, and
+stops it.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
+from . import jobqueue
 from .cli import config_argv
 from .config import FinetuneConfig
 from .finetune import is_finished
+from .jobqueue import Job
 from .runs import FinetuneRun, Folder, Run
 
 
-def start(folder: Folder, argv: list[str]) -> int:
-    """Start `geoloc argv` as its own process session, logging to the folder's log; returns its pid."""
-    folder.root.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    with open(folder.log, "ab") as log:  # the child keeps its own handle
-        proc = subprocess.Popen([sys.executable, "-m", "geoloc_core", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-    status = folder.read_status()
-    if status is None or status.get("time", 0) < started:  # unless the child already said something itself
-        folder.write_status("running", pid=proc.pid)
-    threading.Thread(target=proc.wait, name=f"reap {proc.pid}", daemon=True).start()  # no zombie that looks alive
-    return proc.pid
+def default_user() -> str:
+    """Who starts a job when no page says (a script, a test): the login name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
-def start_run(run: Run, source: str, gpx: str | None = None, time_offset: str | None = None) -> int:
-    """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`), placing photos without GPS
-    on the `gpx` track if one is given."""
+def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = None, time_offset: str | None = None) -> Job:
+    """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`), through the queue, placing
+    photos without GPS on the `gpx` track if one is given."""
+    created = not run.root.exists()
     track = [f"--gpx={gpx}"] + ([f"--time-offset={time_offset}"] if time_offset else []) if gpx else []
-    return start(run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)])
+    return jobqueue.submit("run", run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)], user or default_user(), created)
 
 
-def start_finetune(run: Run, cfg: FinetuneConfig) -> FinetuneRun:
-    """A new fine-tuning run over `cfg.graph` in a folder of its own (never an earlier run's)."""
-    ft = run.new_finetune(cfg.graph)
-    start(ft, ["finetune", "--run", str(run.root.resolve()), "--out", str(ft.root.resolve()), *config_argv(cfg)])
+def start_finetune(run: Run, cfg: FinetuneConfig, user: str | None = None) -> FinetuneRun:
+    """A new fine-tuning run over `cfg.graph` in a folder of its own (never an earlier run's), through the queue."""
+    with jobqueue.locked():  # two sessions asking at once get two folders
+        ft = run.new_finetune(cfg.graph)
+        ft.root.mkdir(parents=True)
+    jobqueue.submit("finetune", ft, ["finetune", "--run", str(run.root.resolve()), "--out", str(ft.root.resolve()), *config_argv(cfg)],
+                    user or default_user(), created=True)
     return ft
 
 
@@ -54,19 +50,26 @@ def can_resume(ft: FinetuneRun) -> bool:
     return ft.last_checkpoint.exists() and ft.state() in ("stopped", "failed") and not is_finished(ft)
 
 
-def resume_finetune(ft: FinetuneRun) -> int:
+def resume_finetune(ft: FinetuneRun, user: str | None = None) -> Job:
+    """Continue a stopped or failed fine-tuning run with the settings it was started with, through the queue."""
     if not can_resume(ft):
         raise ValueError(f"{ft.root} has nothing to resume (state: {ft.state()})")
-    return start(ft, ["resume", str(ft.root.resolve())])
+    return jobqueue.submit("resume", ft, ["resume", str(ft.root.resolve())], user or default_user())
 
 
 def stop(folder: Folder) -> str:
-    """Stop the folder's running job, whoever started it; returns what happened, in words (never raises)."""
+    """Stop the folder's job, whoever started it: take it out of the queue if it is waiting, else signal its process;
+    returns what happened, in words (never raises)."""
     status = folder.read_status()
+    if status is not None and folder.state() == "queued":
+        job = jobqueue.job_of(folder)
+        if job is not None and jobqueue.cancel(job):
+            return f"Took {folder.root.name} out of the queue."
+        status = folder.read_status()  # it started meanwhile
     if status is None or folder.state() != "running":
         return f"{folder.root.name} is not running."
     pid = int(status["pid"])
-    if not _is_geoloc(pid):
+    if not jobqueue.is_geoloc(pid):
         return f"Process {pid} is no longer {folder.root.name}'s job; nothing was stopped."
     try:
         if os.getsid(pid) == pid:  # it leads its own session (started by the app): stop its workers with it
@@ -78,14 +81,3 @@ def stop(folder: Folder) -> str:
     except PermissionError:
         return f"Process {pid} belongs to another user; stop it there."
     return f"Asked {folder.root.name} (process {pid}) to stop."
-
-
-def _is_geoloc(pid: int) -> bool:
-    """Whether `pid` still runs geoloc (a recycled pid of another program must not be signalled)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc here: trust the status file
-        return True
-    return b"geoloc_core" in cmdline or b"bin/geoloc\0" in cmdline

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import storage
+from .access import check_source
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images
 from .encoders import load_encoder
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def run_ingest(run_dir: Path, cfg: IngestConfig) -> IngestReport:
+    """Read the photos at `cfg.data`; where the server has data roots, a source outside them is refused here too."""
     run = Run(run_dir)
-    tagger = open_tagger(cfg.gpx, cfg.time_offset, cfg.gpx_max_gap) if cfg.gpx else None
-    table, report = load_photos(cfg.data, cfg.manifest, workers=cfg.workers, tagger=tagger)
+    tagger = open_tagger(str(check_source(cfg.gpx)), cfg.time_offset, cfg.gpx_max_gap) if cfg.gpx else None
+    table, report = load_photos(check_source(cfg.data), check_source(cfg.manifest), workers=cfg.workers, tagger=tagger)
     run.write_photos(table, report)
     run.record_config("ingest", cfg)
     run.append_metrics({"stage": "ingest", "n_candidates": report.n_candidates, "n_accepted": report.n_accepted,

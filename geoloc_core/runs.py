@@ -111,7 +111,8 @@ class Folder:
         return storage.read_json(self.status) if self.status.exists() else None
 
     def state(self) -> str | None:
-        """running / done / failed / stopped (said running, but its process is gone), or None before any."""
+        """running / done / failed / stopped (said running, but its process is gone), queued (waiting in the job queue,
+        `jobqueue`), or None before any."""
         status = self.read_status()
         if status is None:
             return None

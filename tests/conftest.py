@@ -12,6 +12,7 @@ import torch
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
+from geoloc_core import access
 from geoloc_core.encoders import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +116,19 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def server_settings(tmp_path: Path, monkeypatch) -> Path:
+    """Every test gets the server's defaults and a job queue of its own (not the developer's runs/.queue, nor another
+    test's); a test that wants a setting sets its GEOLOC_ variable and calls `access.server_config.cache_clear()`."""
+    for name in ("GEOLOC_DATA_ROOTS", "GEOLOC_MODE", "GEOLOC_MAX_JOBS", "GEOLOC_RUNS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GEOLOC_CONFIG", str(tmp_path / "no-server-config.toml"))
+    monkeypatch.setenv("GEOLOC_STATE_DIR", str(tmp_path / "queue"))
+    access.server_config.cache_clear()
+    yield tmp_path / "queue"
+    access.server_config.cache_clear()
+
+
 @pytest.fixture
 def isolated_cache(tmp_path: Path, monkeypatch) -> Path:
     """Embedding caches in a fresh folder, so a test sees its own cache only."""
@@ -131,3 +145,4 @@ def tiny_run(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path) -> Path
     assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", "--model", TINY.name,
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
     return run
+

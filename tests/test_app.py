@@ -1,6 +1,9 @@
 """The app as a user meets it, through streamlit.testing (AppTest) over a tiny finished run."""
 
 import json
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geoloc_core import jobs
+from geoloc_core import access, jobqueue, jobs
 from geoloc_core.cli import main
 from geoloc_core.config import CrossValConfig, FinetuneConfig
 from geoloc_core.experiment import cross_validate
@@ -20,9 +23,11 @@ from geoloc_core.runs import FinetuneRun, Folder, Run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def page(path: str, run: Path) -> AppTest:
+def page(path: str, run: Path, user: str | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO / path), default_timeout=120)
     at.session_state["run_dir"] = str(run)
+    if user:
+        at.session_state["user"] = user
     return at.run()
 
 
@@ -136,18 +141,19 @@ def test_train_page_shows_a_new_run_at_once_and_never_resumes_an_old_one_instead
 
 @pytest.mark.slow  # fine-tuning processes
 def test_train_page_stops_a_run_and_resumes_it_with_its_own_settings(tiny_run):
-    ft = jobs.start_finetune(Run(tiny_run), FinetuneConfig(rounds=20, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu"))
+    ft = jobs.start_finetune(Run(tiny_run), FinetuneConfig(rounds=20, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu"),
+                             user="tester")
     deadline = time.time() + 120
     while not any(r.get("kind") == "epoch" for r in ft.read_metrics()) and time.time() < deadline:
         time.sleep(0.2)
-    at = page("views/train.py", tiny_run)
+    at = page("views/train.py", tiny_run, user="tester")  # their own job: no question asked
     [stop] = [b for b in at.button if b.label == "Stop"]
     stop.click().run()
     assert not at.exception and "to stop" in at.info[0].value
     assert _wait(ft, 30) == "stopped"
     stopped_at = len([r for r in ft.read_metrics() if r["kind"] == "round"])
     assert stopped_at < 21, "the run ended before Stop: nothing left to resume"
-    at = page("views/train.py", tiny_run)
+    at = page("views/train.py", tiny_run, user="tester")
     [resume] = [b for b in at.button if b.label.startswith("Resume")]
     resume.click().run()
     assert not at.exception and "Resuming" in at.info[0].value
@@ -157,18 +163,57 @@ def test_train_page_stops_a_run_and_resumes_it_with_its_own_settings(tiny_run):
     assert not [b for b in page("views/train.py", tiny_run).button if b.label.startswith("Resume")]
 
 
-def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run):
-    import pandas as pd
+def _roots(monkeypatch, *roots: Path) -> None:
+    monkeypatch.setenv("GEOLOC_DATA_ROOTS", ":".join(map(str, roots)))
+    access.server_config.cache_clear()
 
+
+def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run, monkeypatch, tmp_path):
     pd.DataFrame([{"path": "bad.jpg", "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
+    _roots(monkeypatch, tmp_path)
     at = page("views/data.py", tiny_run)
     assert not at.exception
     assert [m.value for m in at.metric][:2] == ["40", "0"]  # ingest.json counts
-    assert at.dataframe[0].value["reason"].tolist() == ["not an image (no known image format)"]
-    at.text_input[0].set_value("/no/such/folder")
+    assert at.dataframe[-1].value["reason"].tolist() == ["not an image (no known image format)"]
+    at.text_input[0].set_value(str(tmp_path / "no" / "such" / "folder"))
     at.text_input[1].set_value("x")
     at.button[0].click().run()
     assert "no such folder" in at.error[0].value
+
+
+def test_data_page_refuses_paths_outside_the_data_roots_and_starts_none(tiny_run, manifest_folder, monkeypatch, tmp_path):
+    allowed, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
+    allowed.mkdir()
+    elsewhere.mkdir()
+    (allowed / "photos").symlink_to(manifest_folder)  # a link inside the root to photos outside it
+    _roots(monkeypatch, allowed)
+    for path, why in ((str(manifest_folder), "outside the data roots"), (str(allowed / "photos"), "symbolic link"),
+                      ("photos", "symbolic link"), (f"{allowed}/../manifest_photos", "'..' is not allowed"),
+                      ("../manifest_photos", "'..' is not allowed"), (str(elsewhere), "outside the data roots")):
+        at = page("views/data.py", tiny_run)
+        at.text_input[0].set_value(path)
+        at.text_input[1].set_value("new-run")
+        at.button[0].click().run()
+        assert not at.exception and why in at.error[0].value and not at.success, path
+    assert not (tmp_path / "runs").exists() and jobqueue.all_jobs() == []  # nothing was queued, no folder made
+
+
+@pytest.mark.slow  # a `geoloc run` process
+def test_data_page_builds_a_run_from_a_folder_under_a_root_given_relative_to_it(tiny_run, manifest_folder, monkeypatch, tmp_path,
+                                                                               tiny_checkpoint):
+    _roots(monkeypatch, tmp_path)
+    monkeypatch.setenv("GEOLOC_RUNS", str(tmp_path / "runs"))
+    at = page("views/data.py", tiny_run)
+    at.session_state["user"] = "ana"  # the name given in the sidebar
+    at.text_input[0].set_value(manifest_folder.name)  # relative: looked up under each root
+    at.text_input[1].set_value("from-root")
+    at.button[0].click().run()
+    assert not at.exception and "Started" in at.success[0].value
+    [job] = jobqueue.all_jobs()
+    assert job.user == "ana" and job.kind == "run" and job.argv[-1] == str(manifest_folder.resolve())
+    built = Run(tmp_path / "runs" / "from-root")
+    assert _wait(built, 300) == "done", built.log.read_text()[-2000:]
+    assert built.read_ingest_meta()["n_accepted"] == 40
 
 
 def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_path):
@@ -180,9 +225,12 @@ def test_data_page_refuses_a_run_name_that_leaves_the_runs_folder(tiny_run, tmp_
         assert not at.exception and "run name" in at.error[0].value and not at.success, name
 
 
-def test_data_page_refuses_a_missing_gpx_track_and_an_unreadable_time_offset(tiny_run, tmp_path):
+def test_data_page_refuses_a_missing_gpx_track_and_an_unreadable_time_offset(tiny_run, tmp_path, monkeypatch):
     (tmp_path / "track.gpx").write_text("<gpx/>")
-    for gpx, offset, error in ((tmp_path / "nope.gpx", "", "no such GPX file"), (tmp_path / "track.gpx", "CEST", "time offset 'CEST'")):
+    _roots(monkeypatch, tmp_path)
+    for gpx, offset, error in ((tmp_path / "nope.gpx", "", "nope.gpx: no such folder or file"),
+                               (tmp_path / "track.gpx", "CEST", "time offset 'CEST'"),
+                               ("/etc/passwd", "", "outside the data roots")):
         at = page("views/data.py", tiny_run)
         at.text_input[0].set_value(str(tiny_run))
         at.text_input[1].set_value("trip")
@@ -190,6 +238,82 @@ def test_data_page_refuses_a_missing_gpx_track_and_an_unreadable_time_offset(tin
         at.text_input[3].set_value(offset)
         at.button[0].click().run()
         assert not at.exception and error in at.error[0].value and not at.success
+
+
+SLEEPER = "import geoloc_core, time; time.sleep(120)"  # stands in for a job's process (a geoloc process, as a job is)
+
+
+@pytest.fixture
+def sleeper_jobs(monkeypatch):
+    """Queued jobs run a sleeping geoloc process instead of the command they were given (fast and harmless)."""
+    monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c", SLEEPER))
+    yield
+    for job in jobqueue.all_jobs():
+        if job.pid and jobqueue.is_geoloc(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+CONTROLS = ("Start a new fine-tuning run", "Ingest, embed and cut regions", "Stop", "Resume from the last checkpoint",
+            "Take it out of the queue")
+
+
+def _controls(at: AppTest) -> set[str]:
+    return {b.label for b in at.button if any(b.label.startswith(c) for c in CONTROLS) or "out of the queue" in b.label}
+
+
+def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, sleeper_jobs, monkeypatch):
+    monkeypatch.setenv("GEOLOC_MAX_JOBS", "1")
+    access.server_config.cache_clear()
+    run = Run(tiny_run)
+    running = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    waiting = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    assert running.state() == "running" and waiting.state() == "queued"
+    editor_pages = {p: page(f"views/{p}.py", tiny_run, user="ana") for p in ("train", "data")}
+    assert {"Start a new fine-tuning run", "Take it out of the queue", f"Take {waiting.root.name} out of the queue"} <= \
+        _controls(editor_pages["train"])  # the watched one is the newest: the waiting job
+    assert "Ingest, embed and cut regions" in _controls(editor_pages["data"])
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    for name in ("predict", "regions", "train", "evaluate", "data"):
+        at = page(f"views/{name}.py", tiny_run)
+        assert not at.exception and not _controls(at), (name, _controls(at))
+        if name == "train":
+            at.selectbox[-1].set_value(str(running.root)).run()  # the running job, watched: its state, no Stop
+            assert any("running" in m.value and "started by ana" in m.value for m in at.markdown) and not _controls(at)
+            queue = at.dataframe[0].value
+            assert queue["started by"].tolist() == ["ana", "ana"] and queue["place"].tolist()[1] == 1
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    app.session_state["run_dir"] = str(tiny_run)
+    app.run()
+    assert not app.exception and any("Viewer mode" in c.value for c in app.sidebar.caption) and not app.sidebar.text_input
+
+
+def test_stopping_or_cancelling_another_persons_job_asks_first(tiny_run, sleeper_jobs, monkeypatch):
+    monkeypatch.setenv("GEOLOC_MAX_JOBS", "1")
+    access.server_config.cache_clear()
+    run = Run(tiny_run)
+    running = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    waiting = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    at = page("views/train.py", tiny_run, user="ana")  # ana takes her own waiting job out of the queue: no question
+    [cancel] = [b for b in at.button if b.label == "Take it out of the queue"]
+    cancel.click().run()
+    assert not at.exception and any("out of the queue" in i.value for i in at.info)
+    assert not waiting.root.exists() and jobqueue.get(jobqueue.job_of(waiting).id).state == "cancelled"
+    at = page("views/train.py", tiny_run, user="ben")
+    at.selectbox[-1].set_value(str(running.root)).run()
+    [stop] = [b for b in at.button if b.label == "Stop"]
+    stop.click().run()
+    assert not at.exception and running.state() == "running"  # not yet: ben is asked first
+    assert any("not your job: ana started it" in w.value for w in at.warning)
+    [no] = [b for b in at.button if b.label == "No, leave it"]
+    no.click().run()
+    assert running.state() == "running" and not at.warning
+    [stop] = [b for b in at.button if b.label == "Stop"]
+    stop.click().run()
+    [yes] = [b for b in at.button if b.label == "Yes, stop"]
+    yes.click().run()
+    assert not at.exception and any("to stop" in i.value for i in at.info)
+    assert _wait(running, 30) == "stopped"
 
 
 @pytest.mark.slow  # a K-fold compare first

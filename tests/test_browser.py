@@ -19,6 +19,7 @@ from PIL import Image
 
 import geoloc_core.images  # noqa: F401 (registers HEIF with Pillow)
 from conftest import shared
+from geoloc_core.runs import Run
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,10 +31,15 @@ PAGES = ("predict", "regions", "train", "evaluate", "data")
 @pytest.fixture
 def app_url(request, tmp_path):
     run = os.environ.get("GEOLOC_BROWSER_RUN") or str(request.getfixturevalue("tiny_run"))
+    yield from _serve(run, tmp_path)
+
+
+def _serve(run: str, tmp_path: Path, **settings: str):
+    """`streamlit run app.py` on a free loopback port, with the server settings given (GEOLOC_MODE=...)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GEOLOC_RUN": str(Path(run).resolve()), "GEOLOC_RUNS": str(tmp_path / "no_other_runs")}
+    env = {**os.environ, "GEOLOC_RUN": str(Path(run).resolve()), "GEOLOC_RUNS": str(tmp_path / "no_other_runs"), **settings}
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,3 +118,29 @@ def test_every_page_works_from_a_cold_deep_link(app_url, page, name, shows):
     assert page.locator("[data-testid='stException']").count() == 0
     nav = page.locator("[data-testid='stSidebarNav']").inner_text()
     assert all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Data")) and "common" not in nav
+
+
+def test_a_viewer_sees_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, tmp_path, page):
+    """GEOLOC_MODE=viewer, with a fine-tuning job running (an editor would see Stop on it)."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import geoloc_core, time; time.sleep(300)"])
+    ft = Run(tiny_run).new_finetune("dt")
+    ft.write_status("running", pid=sleeper.pid)
+    server = _serve(str(tiny_run), tmp_path, GEOLOC_MODE="viewer")
+    try:
+        url = next(server)
+        for name, shows in (("train", f"{ft.root.name}"), ("data", "Photos accepted"), ("predict", "Drop one or more photos")):
+            page.goto(f"{url}/{name}")
+            page.get_by_text(shows).first.wait_for(timeout=120_000)
+            _idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0, name
+            assert page.get_by_text("Viewer mode").count() == 1, name
+            buttons = page.locator("button").all_inner_texts()
+            controls = [b for b in buttons if any(c in b for c in ("Start", "Ingest", "Stop", "Resume", "queue", "Yes,"))]
+            assert controls == [], (name, controls)
+            assert page.get_by_label("Your name").count() == 0 and page.get_by_label("Folder or manifest").count() == 0
+            if name == "train":
+                assert page.get_by_text(f"{ft.root.name}: running").count() >= 1  # the job is shown, with no Stop
+    finally:
+        next(server, None)
+        sleeper.kill()
+        sleeper.wait()

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from geoloc_core import viz
+from geoloc_core import access, jobqueue, jobs, viz
 from geoloc_core.config import PredictConfig
 from geoloc_core.places import region_places
 from geoloc_core.predictor import open_predictor, predictor_version
-from geoloc_core.runs import RegionFiles, Run, fingerprint
-
-RUNS = Path(os.environ.get("GEOLOC_RUNS", "runs"))
+from geoloc_core.runs import Folder, RegionFiles, Run, fingerprint
 
 
 def choose_run() -> None:
-    """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session."""
-    found = sorted(str(p) for p in RUNS.glob("*") if Run(p).photos.exists())
+    """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session. Editors may give their name."""
+    if access.is_viewer():
+        st.sidebar.caption("Viewer mode: runs, regions, predictions and metrics; nothing can be started or stopped here.")
+    else:
+        user_label()  # the session's own label, until the user gives a name
+        st.sidebar.text_input("Your name", key="user", placeholder=st.session_state["session_label"], help="shown on the jobs you start")
+    found = sorted(str(p) for p in access.runs_dir().glob("*") if Run(p).photos.exists())
     default = os.environ.get("GEOLOC_RUN")
     options = ([default] if default and default not in found else []) + found
     if not options:
@@ -29,6 +34,79 @@ def choose_run() -> None:
         st.session_state["run_dir"] = None
         return
     st.session_state["run_dir"] = st.sidebar.selectbox("Run", options, index=options.index(default) if default in options else 0)
+
+
+def editor() -> bool:
+    """Whether this server lets its users start, stop and delete work (`GEOLOC_MODE=viewer`: it does not)."""
+    return not access.is_viewer()
+
+
+def user_label() -> str:
+    """Who this session is: the name the user gave in the sidebar, else a label of the session's own."""
+    if "session_label" not in st.session_state:
+        ctx = get_script_run_ctx()
+        st.session_state["session_label"] = f"session {(ctx.session_id if ctx else os.urandom(3).hex())[:6]}"
+    return (st.session_state.get("user") or "").strip() or st.session_state["session_label"]
+
+
+def confirmed(action: str, folder: Folder, key: str | None = None) -> bool:
+    """A button for `action` on a folder's job; True once clicked and, for another person's job (or one started from a
+    shell), once the user has said yes to a second question. Never shown to viewers."""
+    if not editor():
+        return False
+    job, key = jobqueue.job_of(folder), key or f"{action} {folder.root}"
+    box = st.container()
+    if st.session_state.get("confirm") == key:
+        answer = _ask(box, action, folder, job, key)
+        if answer is not None:
+            return answer
+    if not box.button(action, key=key):
+        return False
+    if job is not None and job.user == user_label():
+        return True
+    st.session_state["confirm"] = key
+    return bool(_ask(box, action, folder, job, key))
+
+
+def _ask(box, action: str, folder: Folder, job: jobqueue.Job | None, key: str) -> bool | None:
+    """Yes (True), no (None: the question goes, the action's button comes back), or not answered yet (False)."""
+    yes, no = box.columns(2)
+    if yes.button(f"Yes, {action.lower()}", key=f"yes {key}", type="primary"):
+        st.session_state.pop("confirm", None)
+        return True
+    if no.button("No, leave it", key=f"no {key}"):
+        st.session_state.pop("confirm", None)
+        return None
+    started = (f"{job.user} started it at {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else
+               "it was started outside this app")
+    box.warning(f"{folder.root.name} is not your job: {started}. {action}?")
+    return False
+
+
+@st.fragment(run_every=3)
+def job_queue() -> None:
+    """The server's job queue (every 3 s), moved on first (ended jobs make room for waiting ones): what runs and what waits, who
+    started each and when; an editor can take a waiting job out of the line."""
+    jobqueue.dispatch()
+    active = jobqueue.active()
+    running = sum(j.state == "started" for j in active)
+    st.caption(f"Job queue: {running} running ({access.max_jobs()} at once), {len(active) - running} waiting.")
+    if not active:
+        return
+    waiting = [j for j in active if j.state == "queued"]
+    st.dataframe(pd.DataFrame([{"place": waiting.index(j) + 1 if j in waiting else None, "job": j.name, "kind": j.kind,
+                                "started by": j.user, "queued at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
+                                "state": "waiting" if j in waiting else "running"} for j in active]), hide_index=True, width="stretch")
+    for job in waiting:
+        if confirmed(f"Take {job.name} out of the queue", Folder(job.folder)):
+            st.info(jobs.stop(Folder(job.folder)))
+
+
+def queue_place(folder: Folder) -> str:
+    """Where a waiting folder's job is in the queue ("2nd in line"), else ""."""
+    job = jobqueue.job_of(folder)
+    place = jobqueue.position(job) if job is not None and job.state == "queued" else None
+    return "" if place is None else f"{place}{'th' if 10 <= place % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(place % 10, 'th')} in line"
 
 
 def current_run() -> Run | None:
