@@ -18,7 +18,7 @@ from . import storage
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images
 from .encoders import load_encoder
-from .evaluate import chance_metrics, region_metrics
+from .evaluate import chance_metrics, held_out_answers, region_metrics
 from .geo import LocalProjection
 from .graphs import build_graph, unique_sites
 from .ingest import IngestReport, PhotoTable, Rejection, load_photos
@@ -172,6 +172,7 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
         labels = run.regions(kind).labels()["region"].to_numpy()
         probe = fit_linear_probe(emb[~is_test], labels[~is_test], groups[~is_test], seed=cfg.seed)
         pred = probe.predict(emb[is_test])
+        storage.write_csv(run.held_out(kind), held_out_answers(pred, labels, table.lat_deg, table.lon_deg, is_test))
         metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
         metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
         metrics |= chance_metrics(labels, is_test)
