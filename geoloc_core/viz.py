@@ -247,8 +247,8 @@ def training_figure(records: list[dict]):
 # Region analysis (signatures, confusion, stability, coverage): figures over geoloc_core.signatures,
 # evaluate.confusion, stability and coverage. Kept together, after everything above.
 
-def ramp(values: np.ndarray, low: list[int] = (215, 48, 39), mid: list[int] = (254, 224, 139), high: list[int] = (26, 152, 80),
-         alpha: int = 200, missing: list[int] = (170, 170, 170)) -> list[list[int]]:
+def ramp(values: np.ndarray, low: tuple[int, ...] = (215, 48, 39), mid: tuple[int, ...] = (254, 224, 139),
+         high: tuple[int, ...] = (26, 152, 80), alpha: int = 200, missing: tuple[int, ...] = (170, 170, 170)) -> list[list[int]]:
     """RGBA colours of values in [0, 1] on a diverging low -> mid -> high ramp (red, yellow, green by default); nan grey."""
     out = []
     for v in np.asarray(values, np.float64):
@@ -325,7 +325,7 @@ def stability_deck(edges: pd.DataFrame, polygons: dict | None = None, online: bo
     """
     rate = edges["rate"].to_numpy()
     doubt = 1 - np.abs(2 * rate - 1)  # 0 where every seed agrees, 1 where half do
-    edges = edges.assign(color=ramp(rate, high=[49, 54, 149], alpha=230), width=1.5 + 5 * doubt,
+    edges = edges.assign(color=ramp(rate, high=(49, 54, 149), alpha=230), width=1.5 + 5 * doubt,
                          label=[f"together in {r:.0%} of the seeds" + (" (a boundary of the regions shown)" if b else "")
                                 for r, b in zip(rate, edges["boundary"])])
     layers, style = _base(online)
@@ -346,7 +346,7 @@ def coverage_deck(geojson: dict, value: str = "n_photos", online: bool = False) 
     values = np.array([np.nan if f["properties"][value] is None else f["properties"][value] for f in geojson["features"]], np.float64)
     if value == "n_photos":
         scaled = np.log1p(values) / max(np.log1p(np.nanmax(values)), 1e-9)
-        colours = ramp(scaled, low=[247, 251, 255], mid=[107, 174, 214], high=[8, 48, 107], alpha=170)
+        colours = ramp(scaled, low=(247, 251, 255), mid=(107, 174, 214), high=(8, 48, 107), alpha=170)
     else:
         logs = np.log10(np.clip(values, 1e-3, None))
         lo, hi = (np.nanquantile(logs, [0.05, 0.95]) if np.isfinite(logs).any() else (0.0, 1.0))
