@@ -108,6 +108,8 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
                                                "x_m": sites[:, 0], "y_m": sites[:, 1], "train": site_train}))
     storage.write_npy(run.site_of_photo, site_of_photo)
     run.write_split(projection, is_test)
+    for kind in run.graphs():  # the probe's answers were for the held-out photos of the split just replaced
+        run.held_out(kind).unlink(missing_ok=True)
     for kind in set(run.graphs()) - set(cfg.kinds):  # built on the split just replaced: gone, not stale
         run.graph(kind).unlink()
         run.regions(kind).remove()
@@ -145,6 +147,7 @@ def run_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
     for kind in kinds or run.graphs():
         graph = run.site_graph(kind)
         labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
+        run.held_out(kind).unlink(missing_ok=True)  # answers for the old regions: stale until `geoloc evaluate` grades the new ones
         summary = write_regions(run.regions(kind), table, graph, labels, projection)
         results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity}
         run.append_metrics({"stage": "regions", "graph": kind, **results[kind]})
