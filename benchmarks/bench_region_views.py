@@ -70,7 +70,7 @@ def main() -> None:
 
         sig = partition_signatures(run, a.graph, regions)
         rows += [{"iteration": name, "view": "signatures", "scorer": sig.method, "ms": best_ms(signatures_view, a.repeat)},
-                 {"iteration": name, "view": f"confusion ({len(graded)} classifiers)", "ms": best_ms(confusion_view, a.repeat)},
+                 {"iteration": name, "view": f"confusion ({len(graded)} graded)", "ms": best_ms(confusion_view, a.repeat)},
                  {"iteration": name, "view": f"stability ({a.seeds} seeds)", "ms": best_ms(stability_view, a.repeat)}]
 
     def coverage_view():

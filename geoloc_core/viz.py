@@ -296,8 +296,9 @@ def confusion_deck(summary: pd.DataFrame, matrix: np.ndarray, polygons: dict | N
     points = summary.assign(label=[f"region {r} centroid" for r in summary["region"]])
     layers.append(pdk.Layer("ScatterplotLayer", points, get_position=["lon_deg", "lat_deg"], get_fill_color=[20, 20, 20],
                             get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
-    return pdk.Deck(layers=layers, initial_view_state=_view(summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()),
-                    map_style=style, tooltip={"text": "{label}"})
+    view = _view(summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy())
+    view.pitch = 40  # tilted, so the arcs rise off the map and read as arcs
+    return pdk.Deck(layers=layers, initial_view_state=view, map_style=style, tooltip={"text": "{label}"})
 
 
 def confusion_figure(matrix: np.ndarray):
@@ -333,7 +334,7 @@ def stability_deck(edges: pd.DataFrame, polygons: dict | None = None, online: bo
         layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=False, get_line_color=[90, 90, 90, 160],
                                 line_width_min_pixels=1))
     layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
-                            get_color="color", get_width="width", width_units="pixels", pickable=True))
+                            get_color="color", get_width="width", pickable=True))  # widths in pixels, the default
     lat = np.concatenate([edges["lat0"], edges["lat1"]])
     lon = np.concatenate([edges["lon0"], edges["lon1"]])
     return pdk.Deck(layers=layers, initial_view_state=_view(lat, lon), map_style=style, tooltip={"text": "{label}"})

@@ -134,7 +134,7 @@ def test_region_analysis_sections_draw_and_the_coverage_downloads(app_url, page,
             page.wait_for_timeout(4000)
             assert page.locator("[data-testid='stException']").count() == 0, name
         title = page.get_by_text(header).first
-        title.scroll_into_view_if_needed()
+        title.evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(1500)  # maps draw when scrolled into view
         box = title.bounding_box()
         page.screenshot(path=str(shots / f"{shot}.png"), clip={"x": 0, "y": max(box["y"] - 10, 0), "width": 1400,

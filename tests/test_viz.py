@@ -94,6 +94,8 @@ def test_stability_deck_colours_solid_edges_apart_and_together_and_thickens_doub
     width = [d["width"] for d in lines["data"]]
     assert colour[0] == [215, 48, 39] and colour[2] == [49, 54, 149] and colour[1] == [254, 224, 139]
     assert width[1] > width[0] == width[2]
+    accessors = {"getColor", "getSourcePosition", "getTargetPosition", "getWidth"}
+    assert not [k for k, v in lines.items() if k not in accessors and str(v).startswith("@@=")]  # a string setting read as a column
 
 
 def test_coverage_deck_fills_hexagons_by_value_and_greys_cells_without_errors():
