@@ -362,7 +362,7 @@ def _cmd_coverage(a) -> None:
     write_bytes(a.out, json.dumps(coverage_geojson(cells, projection, size_m, cfg.errors)).encode())
     thin = cells[cells["n_photos"] > 0].sort_values("median_error_km", ascending=False).head(5)
     print(f"{len(cells)} hexagons of {size_m / 1000:.3g} km over {int(cells['n_photos'].sum())} photos; "
-          f"median error per photo ({cfg.errors}): {cells['median_error_km'].median():.3g} km (median over cells)")
+          f"median of the cells' median errors ({cfg.errors}): {cells['median_error_km'].median():.3g} km")
     print("highest median error:")
     _print_table(thin.to_dict("records"), ("lat_deg", "lon_deg", "n_photos", "n_errors", "median_error_km", "p90_error_km"))
     print(f"-> {a.out}")
