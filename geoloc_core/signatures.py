@@ -107,9 +107,9 @@ def signatures(emb: np.ndarray, labels: np.ndarray, train: np.ndarray, groups: n
     to_mean = np.einsum("nd,nd->n", np.asarray(emb, np.float32), means[labels])
     scores = region_scores(emb, labels, train, head_weight, head_emb)
     method = CENTROID_METHOD if head_weight is None else HEAD_METHOD.format(round=head_round)
-    return Signatures(top_per_region(to_mean, labels, candidates, groups, n), top_per_region(margins(scores, labels), labels, candidates,
-                                                                                            groups, n),
-                      adjacent_regions(graph, labels), scores, labels, train, groups, method)
+    typical = top_per_region(to_mean, labels, candidates, groups, n)
+    distinctive = top_per_region(margins(scores, labels), labels, candidates, groups, n)
+    return Signatures(typical, distinctive, adjacent_regions(graph, labels), scores, labels, train, groups, method)
 
 
 def partition_signatures(run: Run, graph: str, regions: RegionFiles, n: int = 4) -> Signatures:
