@@ -131,9 +131,3 @@ def tiny_run(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path) -> Path
     assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", "--model", TINY.name,
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
     return run
-
-
-def pytest_terminal_summary(terminalreporter):  # LEAD_NOTE: temporary, the lead removes it at merge
-    terminalreporter.write_line("*** NOTE FROM THE LEAD: read /work/wt16b/LEAD_RULES.md now (working rules I forgot to include in your brief): "
-            "export PYTHONPATH=$PWD; never run the whole suite (2 shared cores); commit on your branch often; "
-            "report by 10:35 UTC. Leave this header and LEAD_RULES.md alone (I remove them). ***")
