@@ -19,6 +19,7 @@ from .config import (
     DESCRIPTORS,
     GRAPHS,
     CompareConfig,
+    CoverageConfig,
     CrossValConfig,
     EmbedConfig,
     EvalConfig,
@@ -176,6 +177,10 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
+
+    c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
+    add_settings(c, CoverageConfig, "coverage")
+    c.add_argument("--out", type=Path, default=Path("coverage.geojson"), help="GeoJSON file to write (default: coverage.geojson)")
 
     c = command("tiles", _cmd_tiles, "cut GeoTIFF orthophotos into geotagged PNG tiles + manifest", run=False)
     c.add_argument("src", type=Path, help="folder of GeoTIFFs (e.g. ../shared/data/naip-nd)")
@@ -348,6 +353,23 @@ def _cmd_compare(a) -> None:
         print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
         _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
+
+
+def _cmd_coverage(a) -> None:
+    import json
+
+    from .coverage import coverage_geojson, run_coverage
+    from .storage import write_bytes
+
+    cfg = settings(a, CoverageConfig, "coverage")
+    cells, projection, size_m = run_coverage(Run(a.run), cfg)
+    write_bytes(a.out, json.dumps(coverage_geojson(cells, projection, size_m, cfg.errors)).encode())
+    thin = cells[cells["n_photos"] > 0].sort_values("median_error_km", ascending=False).head(5)
+    print(f"{len(cells)} hexagons of {size_m / 1000:.3g} km over {int(cells['n_photos'].sum())} photos; "
+          f"median of the cells' median errors ({cfg.errors}): {cells['median_error_km'].median():.3g} km")
+    print("highest median error:")
+    _print_table(thin.to_dict("records"), ("lat_deg", "lon_deg", "n_photos", "n_errors", "median_error_km", "p90_error_km"))
+    print(f"-> {a.out}")
 
 
 def _cmd_tiles(a) -> None:

@@ -167,6 +167,15 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class CoverageConfig:
+    """`geoloc coverage`: photo density and location error per hexagon."""
+
+    hex_km: float = setting(0.0, "hexagon size, centre to corner, km; 0: about 25 cells across the photos' extent")
+    errors: str = setting("loo", 'error per photo: "loo" (every photo located by the others, its location left out) or "compare" '
+                                 "(the held-out answers `geoloc compare` wrote)", choices=("loo", "compare"))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)

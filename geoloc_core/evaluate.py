@@ -8,6 +8,7 @@ campus-scale data, where 1 km already covers everything.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 from .geo import haversine_km
@@ -73,3 +74,37 @@ def region_metrics(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarra
     train = ~is_test
     return classification_metrics(labels[is_test], pred_test) | centroid_errors(
         pred_test, labels[train], lat_deg[train], lon_deg[train], lat_deg[is_test], lon_deg[is_test])
+
+
+def held_out_answers(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
+                     is_test: np.ndarray) -> pd.DataFrame:
+    """Each held-out photo's answer (photo, region, pred, error_km: to its predicted region's training centroid), the rows
+    that intervals resample and that `confusion` counts."""
+    train, test = ~is_test, np.flatnonzero(is_test)
+    lat_c, lon_c = region_centroids(labels[train], lat_deg[train], lon_deg[train])
+    return pd.DataFrame({"photo": test, "region": labels[test], "pred": pred_test,
+                         "error_km": haversine_km(lat_c[pred_test], lon_c[pred_test], lat_deg[test], lon_deg[test])})
+
+
+def confusion(answers: pd.DataFrame, n_regions: int) -> np.ndarray:
+    """(R, R) int64 counts of held-out answers (`region`: truth, row; `pred`: column); they sum to the answers' rows."""
+    matrix = np.zeros((n_regions, n_regions), np.int64)
+    np.add.at(matrix, (answers["region"].to_numpy(int), answers["pred"].to_numpy(int)), 1)
+    return matrix
+
+
+def region_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """(R,) share of each region's held-out photos classified into it (nan for a region without held-out photos)."""
+    totals = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(matrix) / totals, np.nan)
+
+
+def confused_pairs(matrix: np.ndarray) -> pd.DataFrame:
+    """The off-diagonal cells with any count: true region, predicted region, count, share of the true region's photos;
+    most frequent first (ties: lower regions first)."""
+    truth, pred = np.nonzero(matrix * (1 - np.eye(len(matrix), dtype=np.int64)))
+    counts = matrix[truth, pred]
+    share = counts / matrix.sum(axis=1)[truth]
+    order = np.lexsort((pred, truth, -counts))
+    return pd.DataFrame({"region": truth[order], "pred": pred[order], "count": counts[order], "share": share[order]})

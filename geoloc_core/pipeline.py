@@ -19,7 +19,7 @@ from .access import check_source
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images
 from .encoders import load_encoder
-from .evaluate import chance_metrics, region_metrics
+from .evaluate import chance_metrics, held_out_answers, region_metrics
 from .geo import LocalProjection
 from .graphs import build_graph, unique_sites
 from .ingest import IngestReport, PhotoTable, Rejection, load_photos
@@ -112,6 +112,8 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
                                                "x_m": sites[:, 0], "y_m": sites[:, 1], "train": site_train}))
     storage.write_npy(run.site_of_photo, site_of_photo)
     run.write_split(projection, is_test)
+    for kind in run.graphs():  # the probe's answers were for the held-out photos of the split just replaced
+        run.held_out(kind).unlink(missing_ok=True)
     for kind in set(run.graphs()) - set(cfg.kinds):  # built on the split just replaced: gone, not stale
         run.graph(kind).unlink()
         run.regions(kind).remove()
@@ -149,6 +151,7 @@ def run_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
     for kind in kinds or run.graphs():
         graph = run.site_graph(kind)
         labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
+        run.held_out(kind).unlink(missing_ok=True)  # answers for the old regions: stale until `geoloc evaluate` grades the new ones
         summary = write_regions(run.regions(kind), table, graph, labels, projection)
         results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity}
         run.append_metrics({"stage": "regions", "graph": kind, **results[kind]})
@@ -176,6 +179,7 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
         labels = run.regions(kind).labels()["region"].to_numpy()
         probe = fit_linear_probe(emb[~is_test], labels[~is_test], groups[~is_test], seed=cfg.seed)
         pred = probe.predict(emb[is_test])
+        storage.write_csv(run.held_out(kind), held_out_answers(pred, labels, table.lat_deg, table.lon_deg, is_test))
         metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
         metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
         metrics |= chance_metrics(labels, is_test)

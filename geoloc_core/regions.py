@@ -160,14 +160,25 @@ class SiteGraph:
         Only training photos shape the site features; a held-out photo takes the region of its
         nearest training site (the Voronoi cell it lies in).
         """
+        local_edges, weights = self.weighted_edges(emb, negative)
+        partition = louvain_regions(len(self.train_sites), local_edges, weights, resolution, seed)
+        return self.photo_labels(partition.labels), partition
+
+    def weighted_edges(self, emb: np.ndarray, negative: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) photo embeddings -> the graph Louvain cuts: (E, 2) edges in training-site numbering (0..S_train-1), (E,) weights.
+
+        Only training photos shape the site features."""
         train = ~self.is_test
         node_emb = site_embeddings(emb[train], self.site_of_photo[train], len(self.site_xy_m))[self.train_sites]
         local = np.full(len(self.site_xy_m), -1)
         local[self.train_sites] = np.arange(len(self.train_sites))
         local_edges = local[self.edges]
-        partition = louvain_regions(len(self.train_sites), local_edges, edge_weights(node_emb, local_edges, negative), resolution, seed)
+        return local_edges, edge_weights(node_emb, local_edges, negative)
+
+    def photo_labels(self, train_site_labels: np.ndarray) -> np.ndarray:
+        """(S_train,) region of each training site -> (N,) region of every photo (a held-out one: its nearest training site's)."""
         nearest = cKDTree(self.site_xy_m[self.train_sites]).query(self.site_xy_m)[1]
-        return partition.labels[nearest][self.site_of_photo], partition
+        return train_site_labels[nearest][self.site_of_photo]
 
 
 def match_labels(reference: np.ndarray, labels: np.ndarray) -> np.ndarray:

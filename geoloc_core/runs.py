@@ -16,6 +16,7 @@ these classes for a path or a reader; none of them spells a file name.
       experiment/  table.csv  table.md  finetune_{graph}/    Experiment (held_out_*.csv: per-photo answers)
       experiment_k{K}_seed{S}/  verdicts.csv  fold{i}/       cross-validated Experiment; each fold a Run
       predictor_{descriptor}_{database}_{settings}/          PredictorStore
+      held_out_{kind}.csv                                    evaluate: the w/o probe's answer per held-out photo
       compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
       compare_folds.csv)
 """
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from . import storage
-from .config import GRAPHS, PipelineConfig
+from .config import GRAPHS, PipelineConfig, RegionConfig
 from .geo import LocalProjection
 from .ingest import IngestReport, PhotoTable
 from .regions import SiteGraph, region_areas_km2
@@ -312,6 +313,23 @@ class PredictorStore:
 
 
 @dataclass(frozen=True)
+class PartitionSources:
+    """One partition's inputs: the embeddings it was cut from, the round whose cosine head predicts its regions (its
+    checkpoint and the embeddings that head reads; None for the run's w/o regions), the held-out answers of every
+    classifier graded on it (by name), and the region settings it was cut with."""
+
+    features: Path
+    head: Path | None
+    head_features: Path | None
+    held_out: dict[str, Path]
+    regions: RegionConfig
+
+
+def _existing(paths: dict[str, Path]) -> dict[str, Path]:
+    return {name: p for name, p in paths.items() if p.exists()}
+
+
+@dataclass(frozen=True)
 class Run(Folder):
     """A run folder: the stages' artefacts (see the module docstring) and the folders inside it."""
 
@@ -410,6 +428,23 @@ class Run(Folder):
             for k in ft.region_rounds():
                 found[(f"after FT{k}" if k else "w/o (fine-tuning run)") + tag] = ft.regions(k)
         return found
+
+    def held_out(self, kind: str) -> Path:
+        """The w/o linear probe's answer for each held-out photo of `kind`'s regions (photo, region, pred, error_km)."""
+        return self.root / f"held_out_{kind}.csv"
+
+    def partition_sources(self, regions: RegionFiles) -> PartitionSources:
+        """What one partition (an entry of `iterations`) was cut from and which classifiers were graded on it."""
+        parent, name = regions.stem.parent, regions.stem.name
+        if parent == self.root:
+            kind = name.removeprefix("regions_")
+            return PartitionSources(self.embeddings, None, None, _existing({"w/o linear probe": self.held_out(kind)}),
+                                    self.pipeline_config().regions)
+        ft, k = FinetuneRun(parent), int(name.removeprefix("regions_r"))
+        head, head_emb = ft.round_checkpoint(k + 1), ft.embeddings(k + 1)
+        graded = ({"w/o linear probe": ft.held_out(0)} if k == 0 else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
+        return PartitionSources(ft.embeddings(k), head if head.exists() else None, head_emb if head.exists() else None,
+                                _existing(graded), RegionConfig(**ft.read_config().get("regions", {})))
 
     @property
     def experiment(self) -> Experiment:

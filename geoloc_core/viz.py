@@ -241,3 +241,124 @@ def training_figure(records: list[dict]):
     fig.add_trace(go.Scatter(x=x, y=[r["n_regions"] for r in epochs], name="regions", mode="lines+markers"), row=1, col=3)
     fig.update_layout(height=360, margin=dict(t=40, b=10), legend=dict(orientation="h"))
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Region analysis (signatures, confusion, stability, coverage): figures over geoloc_core.signatures,
+# evaluate.confusion, stability and coverage. Kept together, after everything above.
+
+def ramp(values: np.ndarray, low: tuple[int, ...] = (215, 48, 39), mid: tuple[int, ...] = (254, 224, 139),
+         high: tuple[int, ...] = (26, 152, 80), alpha: int = 200, missing: tuple[int, ...] = (170, 170, 170)) -> list[list[int]]:
+    """RGBA colours of values in [0, 1] on a diverging low -> mid -> high ramp (red, yellow, green by default); nan grey."""
+    out = []
+    for v in np.asarray(values, np.float64):
+        if np.isnan(v):
+            out.append([*missing, alpha])
+            continue
+        v = float(np.clip(v, 0, 1))
+        a, b, t = (low, mid, v * 2) if v < 0.5 else (mid, high, v * 2 - 1)
+        out.append([int(round(a[i] + (b[i] - a[i]) * t)) for i in range(3)] + [alpha])
+    return out
+
+
+def confusion_deck(summary: pd.DataFrame, matrix: np.ndarray, polygons: dict | None = None, online: bool = False) -> pdk.Deck:
+    """Which regions the classifier mixes up: an arc from each true region's centroid to each region its held-out photos
+    were wrongly put in (width: how many), over the regions filled by their held-out accuracy (red 0 -> green 1).
+
+    Args:
+        summary: one row per region (region, lat_deg, lon_deg): the centroids of its training photos.
+        matrix: (R, R) confusion counts, truth by row (`evaluate.confusion`).
+    """
+    from .evaluate import confused_pairs, region_accuracy
+
+    acc = region_accuracy(matrix)
+    centre = summary.set_index("region")[["lat_deg", "lon_deg"]]
+    layers, style = _base(online)
+    if polygons is not None:
+        polygons = json.loads(json.dumps(polygons))
+        for feature in polygons["features"]:
+            r = int(feature["properties"]["region"])
+            feature["properties"]["color"] = ramp([acc[r]], alpha=120)[0]
+            feature["properties"]["label"] = (f"region {r}: {acc[r]:.0%} of {int(matrix[r].sum())} held-out photos right"
+                                              if matrix[r].sum() else f"region {r}: no held-out photos")
+        layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=True, get_fill_color="properties.color",
+                                get_line_color=[60, 60, 60], line_width_min_pixels=1, pickable=True))
+    pairs = confused_pairs(matrix)
+    if len(pairs):
+        pairs = pairs.assign(lat0=centre.loc[pairs["region"], "lat_deg"].to_numpy(), lon0=centre.loc[pairs["region"], "lon_deg"].to_numpy(),
+                             lat1=centre.loc[pairs["pred"], "lat_deg"].to_numpy(), lon1=centre.loc[pairs["pred"], "lon_deg"].to_numpy(),
+                             width=2 + 10 * pairs["count"] / pairs["count"].max(),
+                             label=[f"{c} of region {a}'s held-out photos taken for region {b} ({s:.0%})"
+                                    for a, b, c, s in zip(pairs["region"], pairs["pred"], pairs["count"], pairs["share"])])
+        layers.append(pdk.Layer("ArcLayer", pairs, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
+                                get_source_color=[30, 90, 200, 220], get_target_color=[220, 40, 40, 220], get_width="width",
+                                get_height=0.4, pickable=True))
+    points = summary.assign(label=[f"region {r} centroid" for r in summary["region"]])
+    layers.append(pdk.Layer("ScatterplotLayer", points, get_position=["lon_deg", "lat_deg"], get_fill_color=[20, 20, 20],
+                            get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
+    view = _view(summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy())
+    view.pitch = 40  # tilted, so the arcs rise off the map and read as arcs
+    return pdk.Deck(layers=layers, initial_view_state=view, map_style=style, tooltip={"text": "{label}"})
+
+
+def confusion_figure(matrix: np.ndarray):
+    """The confusion matrix as a plotly heatmap, each row as shares of the true region's held-out photos."""
+    import plotly.graph_objects as go
+
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    names = [str(k) for k in range(len(matrix))]
+    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, colorscale="Blues", zmin=0, zmax=1, text=matrix, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{text} photos (%{z:.0%})<extra></extra>"))
+    fig.update_layout(height=120 + 24 * len(matrix), margin=dict(t=10, b=10), xaxis_title="predicted region", yaxis_title="true region")
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def stability_deck(edges: pd.DataFrame, polygons: dict | None = None, online: bool = False) -> pdk.Deck:
+    """Each graph edge coloured by the share of Louvain seeds that put its two sites in one region: red (always apart:
+    a solid boundary), blue (always together), yellow and thicker where the seeds disagree (an accident of one run).
+
+    Args:
+        edges: lat0, lon0, lat1, lon1, rate, boundary (see `stability.Stability.edges`).
+        polygons: the partition shown, drawn faintly underneath.
+    """
+    rate = edges["rate"].to_numpy()
+    doubt = 1 - np.abs(2 * rate - 1)  # 0 where every seed agrees, 1 where half do
+    edges = edges.assign(color=ramp(rate, high=(49, 54, 149), alpha=230), width=1.5 + 5 * doubt,
+                         label=[f"together in {r:.0%} of the seeds" + (" (a boundary of the regions shown)" if b else "")
+                                for r, b in zip(rate, edges["boundary"])])
+    layers, style = _base(online)
+    if polygons is not None:
+        layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=False, get_line_color=[90, 90, 90, 160],
+                                line_width_min_pixels=1))
+    layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
+                            get_color="color", get_width="width", pickable=True))  # widths in pixels, the default
+    lat = np.concatenate([edges["lat0"], edges["lat1"]])
+    lon = np.concatenate([edges["lon0"], edges["lon1"]])
+    return pdk.Deck(layers=layers, initial_view_state=_view(lat, lon), map_style=style, tooltip={"text": "{label}"})
+
+
+def coverage_deck(geojson: dict, value: str = "n_photos", online: bool = False) -> pdk.Deck:
+    """Coverage hexagons (`coverage.coverage_geojson`) filled by `value`: photo density (`n_photos`, white -> dark blue on a
+    log scale) or an error (`median_error_km`, green -> red on a log scale from its 5th to 95th percentile)."""
+    geojson = json.loads(json.dumps(geojson))
+    values = np.array([np.nan if f["properties"][value] is None else f["properties"][value] for f in geojson["features"]], np.float64)
+    if value == "n_photos":
+        scaled = np.log1p(values) / max(np.log1p(np.nanmax(values)), 1e-9)
+        colours = ramp(scaled, low=(247, 251, 255), mid=(107, 174, 214), high=(8, 48, 107), alpha=170)
+    else:
+        logs = np.log10(np.clip(values, 1e-3, None))
+        lo, hi = (np.nanquantile(logs, [0.05, 0.95]) if np.isfinite(logs).any() else (0.0, 1.0))
+        colours = ramp(1 - (logs - lo) / max(hi - lo, 1e-9), alpha=170)  # low error green, high red
+    for feature, colour in zip(geojson["features"], colours):
+        p = feature["properties"]
+        p["color"] = colour
+        error = "no error measured" if p["median_error_km"] is None else f"median error {p['median_error_km']:.3g} km over {p['n_errors']}"
+        p["label"] = f"{p['n_photos']} photos; {error}"
+    corners = np.array([c for f in geojson["features"] for c in f["geometry"]["coordinates"][0]]).reshape(-1, 2)
+    layers, style = _base(online)
+    layers.append(pdk.Layer("GeoJsonLayer", geojson, stroked=True, filled=True, get_fill_color="properties.color",
+                            get_line_color=[80, 80, 80, 120], line_width_min_pixels=1, pickable=True))
+    return pdk.Deck(layers=layers, initial_view_state=_view(corners[:, 1], corners[:, 0]), map_style=style, tooltip={"text": "{label}"})

@@ -79,8 +79,8 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     n_moved = int((match_labels(a, b)[b] != a).sum())
     assert changed.value == f"{n_moved} of 40" and 0 < n_moved < 10  # the renumbering is not mistaken for moves
     decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
-    assert len(decks) == 3  # the chosen iteration, then From and To side by side
-    rings = [sum(not layer.get("filled", True) for layer in deck["layers"]) for deck in decks[1:]]
+    assert len(decks) == 4  # the iteration, its stability (no round learnt FT1's regions: no confusion map), From and To
+    rings = [sum(not layer.get("filled", True) for layer in deck["layers"]) for deck in decks[-2:]]
     assert rings == ([1, 1] if n_moved else [0, 0])  # the photos that moved are circled on both maps
     at.selectbox[0].set_value("rng").run()
     assert not at.exception and at.selectbox[1].options == ["w/o"]
@@ -90,7 +90,34 @@ def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
     at = page("views/evaluate.py", tiny_run)
     assert not at.exception
     assert any("w/o" in s.value for s in at.subheader)
-    assert len(at.dataframe) == 1  # no experiment yet: only the run's own rows
+    assert len(at.dataframe) == 2  # no experiment yet: only the run's own rows, and the coverage's worst cells
+
+
+def test_regions_page_explains_the_partition_signatures_confusion_and_stability(tiny_run):
+    at = page("views/regions.py", tiny_run)
+    assert not at.exception
+    [signatures] = [d.value for d in at.dataframe if "typical 1" in d.value.columns]
+    n_regions = len(pd.read_csv(tiny_run / "regions_dt_summary.csv"))
+    assert len(signatures) == n_regions and signatures["typical 1"].str.startswith("data:image/jpeg").all()
+    assert any("nearest region mean" in c.value for c in at.caption)
+    held_out = len(pd.read_csv(Run(tiny_run).held_out("dt")))
+    assert any(f"of {held_out} held-out photos in the right region" in c.value for c in at.caption)
+    [count] = [m for m in at.metric if m.label == "Regions per seed"]
+    [resolution] = [s for s in at.slider if s.label == "Resolution"]
+    low = int(count.value.split()[0])
+    resolution.set_value(3.0).run()
+    assert not at.exception
+    [count] = [m for m in at.metric if m.label == "Regions per seed"]
+    assert int(count.value.split()[0]) > low  # the region count follows the slider
+
+
+def test_evaluate_page_coverage_hexagons_hold_every_photo(tiny_run):
+    at = page("views/evaluate.py", tiny_run)
+    [size] = [n for n in at.number_input if n.label.startswith("Hexagon size")]
+    size.set_value(15.0).run()
+    assert not at.exception
+    assert any("hexagons of 15 km" in c.value and "over 40 photos" in c.value for c in at.caption)
+    assert any(d.value.columns.tolist()[:3] == ["lat_deg", "lon_deg", "n_photos"] for d in at.dataframe)
 
 
 def test_match_labels_ignores_renumbering_and_numbers_new_regions_freshly():

@@ -5,6 +5,7 @@ page go to $GEOLOC_SCREENSHOTS (docs/screenshots for the README) or a temporary 
 $GEOLOC_BROWSER_RUN at a real run (runs/croatia) for those, otherwise the tiny test run is used.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -101,9 +102,10 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
         page.wait_for_timeout(4000)  # lazily loaded maps, charts and tables draw after the script ends
         assert page.locator("[data-testid='stException']").count() == 0, name
         if name == "regions" and page.get_by_text("Compare two iterations").count():
-            assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 3  # the iteration, then two side by side
+            confused = page.get_by_text("Classifier graded on these regions").count()  # a confusion map where answers exist
+            assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 4 + confused  # + the iteration, stability, two side by side
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-    assert sorted(p.name for p in shots.glob("*.png")) >= sorted(f"{n}.png" for n in PAGES)
+    assert {p.name for p in shots.glob("*.png")} >= {f"{n}.png" for n in PAGES}  # a superset: other tests add their own
 
 
 @pytest.mark.parametrize(("name", "shows"), [("predict", "Drop one or more photos"), ("regions", "Regions table"),
@@ -144,3 +146,37 @@ def test_a_viewer_sees_runs_and_jobs_but_no_control_that_starts_stops_or_deletes
         next(server, None)
         sleeper.kill()
         sleeper.wait()
+
+
+ANALYSIS = (("regions", "Region signatures: typical and distinctive photos", "region_signatures"),
+            ("regions", "Confusion on the map", "region_confusion"),
+            ("regions", "Stability: which boundaries survive", "region_stability"),
+            ("evaluate", "Where the data is thin", "coverage"))
+
+
+def test_region_analysis_sections_draw_and_the_coverage_downloads(app_url, page, tmp_path, request):
+    """Signatures, confusion, stability (Regions) and coverage (Evaluate) in a real browser, each screenshot on its own."""
+    n_photos = len(Run(os.environ.get("GEOLOC_BROWSER_RUN") or request.getfixturevalue("tiny_run")).photo_table())
+    shots = Path(os.environ.get("GEOLOC_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    for name, header, shot in ANALYSIS:
+        if name not in page.url:
+            page.goto(f"{app_url}/{name}")
+            _idle(page)
+            page.wait_for_timeout(4000)
+            assert page.locator("[data-testid='stException']").count() == 0, name
+        title = page.get_by_text(header).first
+        title.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(1500)  # maps draw when scrolled into view
+        box = title.bounding_box()
+        page.screenshot(path=str(shots / f"{shot}.png"), clip={"x": 0, "y": max(box["y"] - 10, 0), "width": 1400,
+                                                               "height": min(1000, 2000 - max(box["y"] - 10, 0))})
+        if name == "regions":
+            assert page.locator("[data-testid='stDeckGlJsonChart']").count() >= 3  # the regions, confusion and stability maps
+            assert page.get_by_text("Regions per seed").count() == 1
+        else:
+            with page.expect_download() as download:
+                page.get_by_text("Download coverage GeoJSON").click()
+            geojson = json.loads(Path(download.value.path()).read_text())
+            assert sum(f["properties"]["n_photos"] for f in geojson["features"]) == n_photos
+            assert all(f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) == 7 for f in geojson["features"])

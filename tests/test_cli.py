@@ -88,7 +88,11 @@ def test_a_new_split_leaves_no_graph_of_the_old_one(tiny_run):
     assert Run(tiny_run).graphs() == ["dt", "gg", "rng"]
     assert main(["graph", "--run", str(tiny_run), "--graphs", "dt", "--test-frac", "0.4", "--split-seed", "3"]) == 0
     assert Run(tiny_run).graphs() == ["dt"] and not Run(tiny_run).regions("gg").exists()
-    assert main(["regions", "--run", str(tiny_run)]) == 0 and main(["evaluate", "--run", str(tiny_run)]) == 0
+    assert not Run(tiny_run).held_out("dt").exists()  # the probe's answers for the old split's held-out photos: gone
+    assert main(["regions", "--run", str(tiny_run)]) == 0 and not Run(tiny_run).held_out("dt").exists()
+    assert main(["evaluate", "--run", str(tiny_run)]) == 0
+    answers = pd.read_csv(Run(tiny_run).held_out("dt"))
+    assert sorted(answers["photo"]) == np.flatnonzero(Run(tiny_run).read_split()[1]).tolist()  # the new split's held-out photos
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, caplog):

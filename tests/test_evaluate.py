@@ -33,3 +33,32 @@ def test_grouped_split_never_cuts_a_location():
     assert not (grouped_split(groups, 0.2, seed=4) == is_test).all()
     with pytest.raises(ValueError):
         grouped_split(np.array(["a", "a"]), 0.2)
+
+
+def test_confusion_counts_every_held_out_answer_and_its_diagonal_is_the_accuracy(tiny_run):
+    import pandas as pd
+
+    from geoloc_core.evaluate import confused_pairs, confusion, region_accuracy
+    from geoloc_core.runs import Run
+
+    run = Run(tiny_run)
+    answers = pd.read_csv(run.held_out("dt"))
+    n = len(run.regions("dt").read_summary())
+    matrix = confusion(answers, n)
+    assert matrix.sum() == len(answers) == int(run.read_split()[1].sum())
+    recorded = next(r for r in run.read_metrics() if r.get("stage") == "evaluate" and r["graph"] == "dt")
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(recorded["acc"])
+    acc = region_accuracy(matrix)
+    assert np.isnan(acc[matrix.sum(axis=1) == 0]).all()
+    pairs = confused_pairs(matrix)
+    assert pairs["count"].sum() == matrix.sum() - np.trace(matrix) and (pairs["region"] != pairs["pred"]).all()
+
+
+def test_confused_pairs_by_hand():
+    from geoloc_core.evaluate import confused_pairs, region_accuracy
+
+    matrix = np.array([[3, 1, 0], [2, 0, 0], [0, 0, 0]])
+    pairs = confused_pairs(matrix)
+    assert pairs[["region", "pred", "count"]].values.tolist() == [[1, 0, 2], [0, 1, 1]]
+    assert pairs["share"].tolist() == [1.0, 0.25]
+    assert region_accuracy(matrix)[:2].tolist() == [0.75, 0.0] and np.isnan(region_accuracy(matrix)[2])

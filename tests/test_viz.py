@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,3 +67,44 @@ def test_error_deck_colours_lines_by_error_and_thumbnails_are_data_uris(tmp_path
 def test_palette_is_distinct():
     colours = viz.palette(12)
     assert len({tuple(c) for c in colours}) == 12
+
+
+# region analysis figures -------------------------------------------------------------------------
+
+def test_confusion_deck_draws_one_arc_per_confused_pair_and_fills_regions_by_accuracy():
+    summary = pd.DataFrame({"region": [0, 1, 2], "lat_deg": [45.0, 45.5, 46.0], "lon_deg": [15.0, 16.0, 17.0]})
+    matrix = np.array([[4, 0, 0], [3, 1, 0], [0, 1, 0]])
+    polygons = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"region": r}, "geometry": {"type": "Point", "coordinates": [15.0 + r, 45.0]}} for r in range(3)]}
+    deck = json.loads(viz.confusion_deck(summary, matrix, polygons).to_json())
+    [arcs] = [layer for layer in deck["layers"] if layer["@@type"] == "ArcLayer"]
+    assert [(a["region"], a["pred"], a["count"]) for a in arcs["data"]] == [(1, 0, 3), (2, 1, 1)]
+    assert arcs["data"][0]["lon0"] == 16.0 and arcs["data"][0]["lon1"] == 15.0  # from the true region to the one chosen
+    [fill] = [layer for layer in deck["layers"] if layer["@@type"] == "GeoJsonLayer" and layer["data"]["features"][0]["properties"].get("color")]
+    colours = [f["properties"]["color"] for f in fill["data"]["features"]]
+    assert colours[0][:3] == [26, 152, 80] and colours[2][:3] == [215, 48, 39]  # all right: green; none right: red
+    assert "no held-out" not in fill["data"]["features"][2]["properties"]["label"]
+
+
+def test_stability_deck_colours_solid_edges_apart_and_together_and_thickens_doubtful_ones():
+    edges = pd.DataFrame({"lat0": [45.0, 45.0, 45.0], "lon0": [15.0, 15.1, 15.2], "lat1": [45.1, 45.1, 45.1],
+                          "lon1": [15.0, 15.1, 15.2], "rate": [0.0, 0.5, 1.0], "boundary": [True, False, False]})
+    [lines] = [layer for layer in json.loads(viz.stability_deck(edges).to_json())["layers"] if layer["@@type"] == "LineLayer"]
+    colour = [d["color"][:3] for d in lines["data"]]
+    width = [d["width"] for d in lines["data"]]
+    assert colour[0] == [215, 48, 39] and colour[2] == [49, 54, 149] and colour[1] == [254, 224, 139]
+    assert width[1] > width[0] == width[2]
+    accessors = {"getColor", "getSourcePosition", "getTargetPosition", "getWidth"}
+    assert not [k for k, v in lines.items() if k not in accessors and str(v).startswith("@@=")]  # a string setting read as a column
+
+
+def test_coverage_deck_fills_hexagons_by_value_and_greys_cells_without_errors():
+    ring = [[15.0, 45.0], [15.1, 45.0], [15.1, 45.1], [15.0, 45.1], [15.0, 45.0]]
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                 "properties": {"n_photos": n, "n_errors": 1 if e is not None else 0, "median_error_km": e, "p90_error_km": e}}
+                for n, e in ((10, 1.0), (1, 100.0), (3, None))]
+    deck = json.loads(viz.coverage_deck({"type": "FeatureCollection", "features": features}, "median_error_km").to_json())
+    colours = [f["properties"]["color"][:3] for f in deck["layers"][-1]["data"]["features"]]
+    assert colours == [[26, 152, 80], [215, 48, 39], [170, 170, 170]]
+    dense = json.loads(viz.coverage_deck({"type": "FeatureCollection", "features": features}, "n_photos").to_json())
+    assert [f["properties"]["color"][:3] for f in dense["layers"][-1]["data"]["features"]][0] == [8, 48, 107]  # the densest: darkest

@@ -6,6 +6,7 @@ import streamlit as st
 
 from geoloc_core import viz
 from geoloc_core.pipeline import summary_rows
+from views import analysis
 from views.common import basemap_online, current_run
 
 st.header("Evaluate")
@@ -72,3 +73,5 @@ if run.compare_predictions.exists():
     errors = pd.read_csv(run.compare_predictions, keep_default_na=False)
     st.pydeck_chart(viz.error_deck(errors, online=basemap_online()), height=480)
     st.caption(f"{len(errors)} held-out photos; median error {errors['error_km'].median():.2f} km. Lines run green (close) to red (1,000+ km).")
+
+analysis.coverage_section(run)

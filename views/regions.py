@@ -5,6 +5,7 @@ import streamlit as st
 from geoloc_core import viz
 from geoloc_core.regions import match_labels
 from geoloc_core.runs import fingerprint
+from views import analysis
 from views.common import basemap_online, photos, region_details, run_with_graphs
 
 st.header("Regions")
@@ -32,6 +33,10 @@ with st.expander("Regions table", expanded=True):
     st.caption("Places: the nearest town (GeoNames, 1,000+ people, offline) of each photo, most frequent first, with counts.")
 st.download_button("Download regions GeoJSON", chosen.geojson.read_bytes(),
                    file_name=f"{graph}-{iteration.replace(' ', '_').replace('/', '')}-regions.geojson", mime="application/geo+json")
+
+analysis.signatures_section(run, graph, chosen)
+analysis.confusion_section(run, chosen, summary, polygons)
+analysis.stability_section(run, graph, chosen, polygons)
 
 if len(options) > 1:
     st.subheader("Compare two iterations")
