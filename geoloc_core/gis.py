@@ -47,6 +47,13 @@ FIELDS: dict[str, str] = {  # short name -> type; the same names in every format
     "true_lon": "float", "error_km": "float", "familiar": "float", "unfamiliar": "int", "reg_agrees": "int",
     "rank": "int", "similarity": "float", "dist_km": "float",
 }
+REGION_FIELDS = ("layer", "graph", "iter", "region", "n_photos", "n_outside", "area_km2", "lat_deg", "lon_deg", "places")
+LAYER_FIELDS = {  # the fields of each prediction layer (every other layer is a partition's regions: REGION_FIELDS)
+    "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "reg_prob", "true_lat", "true_lon",
+                    "error_km", "familiar", "unfamiliar", "reg_agrees"),
+    "uncertainty": ("layer", "pred", "path", "radius_km", "coverage"),
+    "neighbours": ("layer", "pred", "rank", "path", "lat_deg", "lon_deg", "similarity", "dist_km"),
+}
 SUFFIX = {"gpkg": ".gpkg", "kml": ".kml", "shp": ".zip", "geojson": ".geojson"}
 MIME = {"gpkg": "application/geopackage+sqlite3", "kml": "application/vnd.google-earth.kml+xml", "shp": "application/zip",
         "geojson": "application/geo+json"}
@@ -121,11 +128,10 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
     rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": str(n["path"])[:TEXT_MAX], "lat_deg": float(n["lat_deg"]),
              "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
             for i, text in zip(pred, frame["neighbours"]) for rank, n in enumerate(json.loads(text) if isinstance(text, str) else [])]
-    neighbours = pd.DataFrame(rows, columns=["layer", "pred", "rank", "path", "lat_deg", "lon_deg", "similarity", "dist_km"])
+    neighbours = pd.DataFrame(rows, columns=list(LAYER_FIELDS["neighbours"]))
     return {
         "predictions": gpd.GeoDataFrame(points, geometry=gpd.points_from_xy(points["lon_deg"], points["lat_deg"]), crs=CRS),
-        "uncertainty": gpd.GeoDataFrame(points[["pred", "path", "radius_km", "coverage"]].assign(layer="uncertainty"),
-                                        geometry=circles, crs=CRS)[["layer", "pred", "path", "radius_km", "coverage", "geometry"]],
+        "uncertainty": gpd.GeoDataFrame(points.assign(layer="uncertainty")[list(LAYER_FIELDS["uncertainty"])], geometry=circles, crs=CRS),
         "neighbours": gpd.GeoDataFrame(neighbours, geometry=gpd.points_from_xy(neighbours["lon_deg"], neighbours["lat_deg"]), crs=CRS),
     }
 
@@ -253,7 +259,7 @@ def read_kml(path: Path) -> gpd.GeoDataFrame:
     frames = []
     attributes = _kml_attributes(Path(path))
     for layer in fiona.listlayers(str(path)):
-        geometry = gpd.read_file(path, layer=layer, driver="KML")
+        geometry = gpd.read_file(path, layer=layer, driver="KML", allow_unsupported_drivers=True)  # GDAL reads KML; fiona does not list it
         rows = attributes.get(layer, [{}] * len(geometry))
         frame = pd.DataFrame(rows, index=geometry.index) if rows else pd.DataFrame(index=geometry.index)
         frames.append(gpd.GeoDataFrame(frame.assign(layer=layer), geometry=geometry.geometry.to_numpy(), crs=CRS))
@@ -285,14 +291,17 @@ def read_layers(path: Path, fmt: str) -> dict[str, gpd.GeoDataFrame]:
     import fiona
 
     path = Path(path)
-    if fmt == "kml":
-        frame = read_kml(path)
-        return {name: part.reset_index(drop=True) for name, part in frame.groupby("layer", sort=False)}
-    if fmt == "geojson":
-        frame = gpd.read_file(path)
-        return {name: part.reset_index(drop=True) for name, part in frame.groupby("layer", sort=False)}
+    if fmt in ("kml", "geojson"):  # one collection: split by the layer field, each layer with its own fields and their types
+        frame = read_kml(path) if fmt == "kml" else gpd.read_file(path)
+        return {name: _typed(part.reindex(columns=[*LAYER_FIELDS.get(name, REGION_FIELDS), "geometry"]).reset_index(drop=True))
+                for name, part in frame.groupby("layer", sort=False)}
     if fmt == "shp":
         with zipfile.ZipFile(path) as z:
             names = [Path(n).stem for n in z.namelist() if n.endswith(".shp")]
         return {n: gpd.read_file(f"zip://{path.resolve()}!{n}.shp") for n in names}
     return {n: gpd.read_file(path, layer=n) for n in fiona.listlayers(str(path))}
+
+
+def _typed(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Integer fields as integers again (a column that other layers leave empty reads back as float)."""
+    return frame.astype({c: "int64" for c in frame.columns if FIELDS.get(c) == "int"})
