@@ -72,7 +72,7 @@ def run_map(run: Run, graphs: list[str] | None = None, predictions: pd.DataFrame
     regions_of_photo = []
     for i, (graph, iteration, files) in enumerate(partitions):
         frame = region_frame(files, graph, iteration, lat, lon, boundary)
-        _add_regions(fmap, frame, f"{graph.upper()} · {iteration}", show=i == 0)
+        _add_regions(fmap, frame, f"{graph.upper()} {iteration}", show=i == 0)  # ASCII: layer names pass through JSON as they are
         labels = files.labels()
         outside |= labels["outside"].to_numpy(bool)
         regions_of_photo.append((f"{graph.upper()} {iteration}", labels["region"].to_numpy()))
