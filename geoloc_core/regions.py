@@ -228,6 +228,8 @@ def region_polygons(site_xy_m: np.ndarray, site_labels: np.ndarray, projection: 
     cells = np.array([_polygonal(c) for c in shapely.intersection(cells, area)], dtype=object)
     frame = gpd.GeoDataFrame({"region": site_labels, "geometry": cells}, crs=projection.crs)
     merged = frame.dissolve(by="region", as_index=False).to_crs("EPSG:4326")
+    if clip is not None and clip.tile:  # a straight edge of the plane bends in lon/lat: cut once more where the boundary is drawn
+        merged["geometry"] = [_polygonal(g) for g in shapely.intersection(merged.geometry.to_numpy(), clip.geometry)]
     return merged.assign(area_km2=region_areas_km2(merged))
 
 
@@ -238,6 +240,7 @@ def _clip_in_plane(hull: shapely.Geometry, site_xy_m: np.ndarray, projection: Lo
         lat, lon = projection.to_latlon(shapely.get_coordinates(hull))
         pad = 1.0 + 0.1 * max(np.ptp(lat), np.ptp(lon))
         geometry = shapely.clip_by_rect(geometry, lon.min() - pad, max(lat.min() - pad, -90), lon.max() + pad, min(lat.max() + pad, 90))
+    geometry = shapely.segmentize(geometry, 0.01)  # edges of at most 0.01 degrees, so they stay where they are once projected
     plane = gpd.GeoSeries([geometry], crs="EPSG:4326").to_crs(projection.crs).iloc[0]
     plane = shapely.make_valid(plane) if not plane.is_valid else plane
     if clip.tile:
@@ -251,6 +254,8 @@ def _clip_in_plane(hull: shapely.Geometry, site_xy_m: np.ndarray, projection: Lo
 
 def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
     """The polygons of a clipped cell (a cut along a coast can leave slivers of lines or points beside them)."""
+    if geometry is None:  # a region whose cells all fell outside a boundary
+        return shapely.Polygon()
     if geometry.geom_type in ("Polygon", "MultiPolygon"):
         return geometry
     parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon")]
