@@ -41,14 +41,12 @@ TILES = ("https://{s}.basemaps.cartocdn.com/light_all/{z}/{x}/{y}{r}.png",
          '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors &copy; <a href="https://carto.com/">CARTO</a>')
 SEA = "#dfe8f0"
 
-PHOTO_MARKER = """
-var callback = function (row) {
+PHOTO_MARKER = """function (row) {
     var marker = L.circleMarker(new L.LatLng(row[0], row[1]), {radius: 5, weight: 1, color: row[3], fillColor: row[3],
                                                               fillOpacity: 0.9, pane: "photos"});
     marker.bindPopup(row[2], {maxWidth: 280});
     return marker;
-};
-"""
+}"""  # folium writes "var callback = " before it
 
 
 def run_map(run: Run, graphs: list[str] | None = None, predictions: pd.DataFrame | None = None, boundary: ClipArea | None = None,
@@ -106,12 +104,13 @@ def _column(frame: pd.DataFrame | None, name: str) -> np.ndarray:
 
 def _base_map(lat: np.ndarray, lon: np.ndarray, tiles: bool) -> folium.Map:
     """A map over the points' extent with no tiles by default: the sea colour and Natural Earth's land beneath everything."""
-    fmap = folium.Map(tiles=None, control_scale=True, prefer_canvas=False)
+    fmap = folium.Map(tiles=None, control_scale=True)
+    fmap.options["maxZoom"] = 19  # a tile layer would set it; marker clusters need it
     fmap.fit_bounds([[float(lat.min()), float(lon.min())], [float(lat.max()), float(lon.max())]], padding=(20, 20))
-    fmap.get_root().header.add_child(Element(f"<style>.leaflet-container {{ background: {SEA}; }}</style>"))
+    fmap.get_root().header.add_child(Element(f"<style>.folium-map.leaflet-container {{ background: {SEA}; }}</style>"))
     folium.map.CustomPane("background", z_index=150).add_to(fmap)  # under the tiles: tiles that load cover it, tiles that fail do not
-    folium.map.CustomPane("regions", z_index=400).add_to(fmap)
-    folium.map.CustomPane("photos", z_index=620).add_to(fmap)
+    folium.map.CustomPane("regions", z_index=400, pointer_events=True).add_to(fmap)
+    folium.map.CustomPane("photos", z_index=620, pointer_events=True).add_to(fmap)
     pad = 5.0 + 0.5 * max(float(np.ptp(lat)), float(np.ptp(lon)))
     land = countries().clip((lon.min() - pad, max(lat.min() - pad, -90), lon.max() + pad, min(lat.max() + pad, 90)))
     folium.GeoJson(json.loads(land[["name", "geometry"]].to_json()), name="land and borders (Natural Earth 1:110m, offline)",
