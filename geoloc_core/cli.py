@@ -36,8 +36,8 @@ from .runs import FinetuneRun, Run
 
 log = logging.getLogger("geoloc")
 
-SUMMARY_COLUMNS = ("graph", "method", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "majority_acc", "median_km", "acc@1km",
-                   "acc@25km", "oracle_median_km")
+SUMMARY_COLUMNS = ("graph", "method", "n_edges", "n_regions", "modularity", "area_km2", "n_outside", "acc", "macro_f1", "majority_acc",
+                   "median_km", "acc@1km", "acc@25km", "oracle_median_km")
 
 
 def main(argv: list[str] | None = None) -> int:

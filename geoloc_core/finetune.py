@@ -31,8 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import storage
-from .classifier import RegionClassifier
 from .boundaries import ClipArea, clip_area
+from .classifier import RegionClassifier
 from .config import FinetuneConfig, RegionConfig
 from .embed import decoded_batches
 from .encoders import Encoder, autocast, load_encoder, resolve_device

@@ -123,7 +123,7 @@ def _base_map(lat: np.ndarray, lon: np.ndarray, tiles: bool) -> folium.Map:
 
 def _add_regions(fmap: folium.Map, frame: gpd.GeoDataFrame, name: str, show: bool) -> None:
     """One partition as a base layer: polygons coloured by region, each with a popup of its table row."""
-    colours = ["#%02x%02x%02x" % tuple(c) for c in palette(int(frame["region"].max()) + 1 if len(frame) else 1)]
+    colours = ["#{:02x}{:02x}{:02x}".format(*c) for c in palette(int(frame["region"].max()) + 1 if len(frame) else 1)]
     fields = [c for c in ("region", "n_photos", "n_outside", "area_km2", "places") if c in frame]
     aliases = {"region": "region", "n_photos": "training photos", "n_outside": "photos outside the area", "area_km2": "area (km²)",
                "places": "places"}
