@@ -159,3 +159,21 @@ def test_a_boundary_clips_the_regions_reports_photos_outside_and_leaves_the_labe
     assert record["n_outside"] == int(after["outside"].sum())
     assert run.pipeline_config().regions.boundary == str(path)
     assert pd.read_csv(run.regions("dt").csv)["outside"].sum() == record["n_outside"]
+
+
+def test_a_cross_validation_fold_survives_a_change_of_clip_but_not_of_resolution(tiny_run):
+    """Clipping draws polygons only: a fold's regions (what the experiment grades) are not cut again for it."""
+    from geoloc_core.cli import main
+    from geoloc_core.experiment import prepare_fold
+    from geoloc_core.runs import Run
+
+    run = Run(tiny_run)
+    fold, is_test = run.cross_validation(2, 0).fold(0), run.read_split()[1]
+    prepare_fold(run, fold, is_test, ("dt",))
+    key, cut = fold.read_config()["fold"]["key"], fold.regions("dt").csv.stat().st_mtime_ns
+    assert main(["regions", "--run", str(tiny_run), "--clip", "hull"]) == 0
+    prepare_fold(run, fold, is_test, ("dt",))
+    assert fold.read_config()["fold"]["key"] == key and fold.regions("dt").csv.stat().st_mtime_ns == cut
+    assert main(["regions", "--run", str(tiny_run), "--resolution", "2.0"]) == 0
+    prepare_fold(run, fold, is_test, ("dt",))
+    assert fold.read_config()["fold"]["key"] != key
