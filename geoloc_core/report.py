@@ -78,7 +78,7 @@ def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:
     if rows:
         cols = [c for c in ("graph", "n_edges", "n_regions", "modularity", "area_km2", "acc", "macro_f1", "chance_acc", "median_km",
                             "acc@25km") if any(c in r for r in rows)]
-        out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of `geoloc run`:</p>",
+        out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of <code>geoloc run</code>:</p>",
                 _table(pd.DataFrame(rows).reindex(columns=cols))]
     clip = run.pipeline_config().regions
     out.append(f"<p class='note'>Polygons clipped to: {html.escape(clip.boundary or clip.clip)} (areas in km², measured after clipping, "
