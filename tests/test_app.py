@@ -93,6 +93,14 @@ def test_regions_page_offers_the_offline_map_and_gis_files_and_names_photos_outs
     assert sorted(at.dataframe[0].value["path"]) == sorted(labels["path"][:3])
 
 
+def test_predict_page_offers_the_batch_as_an_offline_map_and_a_gis_file(tiny_run):
+    at = page("views/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
+    assert not at.exception
+    buttons = [b.proto.label for b in at.get("download_button")]
+    assert "Map of the batch (HTML, opens offline)" in buttons and any(b.startswith("As gpkg") for b in buttons)
+
+
 def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
     at = page("views/evaluate.py", tiny_run)
     assert not at.exception

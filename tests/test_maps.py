@@ -5,7 +5,8 @@ import re
 import pytest
 
 from geoloc_core.cli import main
-from geoloc_core.maps import run_map, standalone_html
+from geoloc_core.maps import prediction_map, run_map, standalone_html
+from geoloc_core.predict import read_predictions
 
 
 def external_references(html: str) -> list[str]:
@@ -41,6 +42,8 @@ def test_cli_map_draws_predictions_with_their_circles_and_neighbours(tiny_run, e
     assert "truth of" in html  # the EXIF truth, with the error line
     assert "GG w/o" not in html and external_references(html) == []
     assert "opens offline" in capsys.readouterr().out
+    batch = standalone_html(prediction_map(read_predictions(out / "predictions.csv"), tiny_run_run(tiny_run).regions("dt")))
+    assert "predictions (1)" in batch and '"regions"' in batch and external_references(batch) == []  # the Predict page's download
 
 
 def tiny_run_run(path):
