@@ -80,8 +80,7 @@ def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:
                             "acc@25km") if any(c in r for r in rows)]
         out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of <code>geoloc run</code>:</p>",
                 _table(pd.DataFrame(rows).reindex(columns=cols))]
-    clip = run.pipeline_config().regions
-    out.append(f"<p class='note'>Polygons clipped to: {html.escape(clip.boundary or clip.clip)} (areas in km², measured after clipping, "
+    out.append(f"<p class='note'>Polygons clipped to: {html.escape(run.region_clip())} (areas in km², measured after clipping, "
                "in an equal-area projection). Switch graph and iteration in the map's layer control; click a region or a photo.</p>")
     page = standalone_html(run_map(run, graphs, tiles=tiles, thumb_px=thumb_px))
     out.append(f"<iframe title='region map' srcdoc=\"{html.escape(page, quote=True)}\"></iframe>")

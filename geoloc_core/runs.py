@@ -454,6 +454,12 @@ class Run(Folder):
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
         return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})
 
+    def region_clip(self) -> str:
+        """What the run's region polygons were clipped to, as recorded: a boundary file, "land", "country" or "hull"
+        (also for regions cut before polygons were clipped)."""
+        recorded = self.read_config().get("regions", {})
+        return recorded.get("boundary") or recorded.get("clip", "hull")
+
     def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
         storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
         storage.write_csv(self.photos, table.frame)

@@ -34,7 +34,7 @@ if boundary is not None:  # the polygons as written, clipped to it; areas measur
 online = basemap_online()
 st.pydeck_chart(viz.regions_deck(table, polygons, run.graph_edges_latlon(graph) if show_edges else None, online=online), height=560)
 st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location. "
-           f"Polygons clipped to {'the uploaded boundary' if boundary else run.pipeline_config().regions.clip}.")
+           f"Polygons clipped to {'the uploaded boundary' if boundary else run.region_clip()}.")
 if table["outside"].any():
     where = boundary.name if boundary else "clip area (the coarse 1:110m land keeps a disc around their sites)"
     st.warning(f"{int(table['outside'].sum())} of {len(table)} photos lie outside the {where}: they keep their region.")
