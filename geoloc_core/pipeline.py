@@ -148,10 +148,13 @@ def run_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
     emb, _ = run.read_embeddings()
     projection, _ = run.read_split()
     clip = clip_area(cfg, table.lat_deg, table.lon_deg)
-    n_outside = int(clip.outside(table.lat_deg, table.lon_deg).sum()) if clip is not None else 0
+    outside = clip.outside(table.lat_deg, table.lon_deg) if clip is not None else np.zeros(len(table.frame), bool)
+    n_outside = int(outside.sum())
     if n_outside:
-        log.warning("%d of %d photos lie outside the %s: they keep their region, their cells are clipped (listed in the "
-                    "regions CSV, column outside)", n_outside, len(table.frame), clip.name)
+        names = table.frame["path"][outside].tolist()
+        log.warning("%d of %d photos lie outside the %s: they keep their region, their cells are clipped (all listed in the "
+                    "regions CSV, column outside): %s%s", n_outside, len(table.frame), clip.name, ", ".join(names[:10]),
+                    f" and {n_outside - 10} more" if n_outside > 10 else "")
     results = {}
     for kind in kinds or run.graphs():
         graph = run.site_graph(kind)
