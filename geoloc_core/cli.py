@@ -17,6 +17,7 @@ from typing import Any
 from . import pipeline
 from .config import (
     DESCRIPTORS,
+    GIS_FORMATS,
     GRAPHS,
     CompareConfig,
     CoverageConfig,
@@ -30,13 +31,14 @@ from .config import (
     PredictConfig,
     PredictorConfig,
     RegionConfig,
+    ShareConfig,
 )
 from .runs import FinetuneRun, Run
 
 log = logging.getLogger("geoloc")
 
-SUMMARY_COLUMNS = ("graph", "method", "n_edges", "n_regions", "modularity", "acc", "macro_f1", "majority_acc", "median_km", "acc@1km",
-                   "acc@25km", "oracle_median_km")
+SUMMARY_COLUMNS = ("graph", "method", "n_edges", "n_regions", "modularity", "area_km2", "n_outside", "acc", "macro_f1", "majority_acc",
+                   "median_km", "acc@1km", "acc@25km", "oracle_median_km")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, PredictorConfig, "predictor")
     add_settings(c, PredictConfig, "predict")
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
+    c.add_argument("--format", choices=GIS_FORMATS, default=None, help="also write predictions.{gpkg,kml,zip,geojson} in this GIS "
+                   "format (predictions, uncertainty circles, neighbours)")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
     add_settings(c, CompareConfig, "compare")
     add_settings(c, CrossValConfig, "cv")
@@ -181,6 +185,20 @@ def _parser() -> argparse.ArgumentParser:
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
     add_settings(c, CoverageConfig, "coverage")
     c.add_argument("--out", type=Path, default=Path("coverage.geojson"), help="GeoJSON file to write (default: coverage.geojson)")
+    c = command("export", _cmd_export, "regions (every graph x iteration a layer) or predictions as GeoPackage, KML, zipped Shapefile "
+                "or GeoJSON, in WGS 84")
+    graphs_arg(c)
+    add_settings(c, ShareConfig, "share", only=("format", "boundary"))
+    c.add_argument("--predictions", type=Path, default=None, help="export this predictions.csv / .geojson of `geoloc predict` instead")
+    c.add_argument("--out", type=Path, required=True, help="the file to write (.gpkg, .kml, .zip for the Shapefile, .geojson)")
+    c = command("map", _cmd_map, "one self-contained HTML map (opens offline) of the run's regions, photos and, optionally, predictions")
+    graphs_arg(c)
+    add_settings(c, ShareConfig, "share", only=("boundary", "tiles", "thumb_px"))
+    c.add_argument("--predictions", type=Path, default=None, help="a predictions.csv / .geojson of `geoloc predict` to draw as well")
+    c.add_argument("--out", type=Path, default=Path("regions.html"), help="HTML file (default: regions.html)")
+    c = command("report", _cmd_report, "one self-contained HTML report of the run: data, region maps, experiment and compare tables")
+    add_settings(c, ShareConfig, "share", only=("tiles", "thumb_px"))
+    c.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file (default: report.html)")
 
     c = command("tiles", _cmd_tiles, "cut GeoTIFF orthophotos into geotagged PNG tiles + manifest", run=False)
     c.add_argument("src", type=Path, help="folder of GeoTIFFs (e.g. ../shared/data/naip-nd)")
@@ -323,6 +341,65 @@ def _cmd_predict(a) -> None:
         print(f"  could not read {path}: {reason}")
     regions = predictor.regions.csv if predictor.regions else "none"
     print(f"{len(preds)} predictions -> {csv}, {geojson}; regions: {predictor.region_source} ({regions})")
+    if a.format and preds:
+        from .gis import SUFFIX, prediction_layers, write_layers
+
+        print(f"-> {write_layers(prediction_layers(predictions_frame(preds)), a.out / ('predictions' + SUFFIX[a.format]), a.format)}")
+
+
+def _boundary(cfg: ShareConfig, run: Run | None):
+    """The boundary to clip to, with its photos outside it printed (count and which)."""
+    if not cfg.boundary:
+        return None
+    from .boundaries import boundary_area
+
+    area = boundary_area(cfg.boundary)
+    if run is not None:
+        table = run.photo_table()
+        outside = area.outside(table.lat_deg, table.lon_deg)
+        names = table.frame["path"][outside].tolist()
+        print(f"{len(names)} of {len(outside)} photos lie outside the {area.name}" + (":" if names else ""))
+        for name in names[:20]:
+            print(f"  {name}")
+        if len(names) > 20:
+            print(f"  ... and {len(names) - 20} more (each map popup and each layer's n_outside says which)")
+    return area
+
+
+def _cmd_export(a) -> None:
+    from .gis import prediction_layers, region_layers, write_layers
+    from .predict import read_predictions
+
+    cfg = settings(a, ShareConfig, "share")
+    if a.predictions:
+        layers = prediction_layers(read_predictions(a.predictions))
+    else:
+        layers = region_layers(Run(a.run), a.graphs, _boundary(cfg, Run(a.run)))
+    path = write_layers(layers, a.out, cfg.format)
+    print(f"{len(layers)} layers ({', '.join(layers)}) -> {path} ({cfg.format}, WGS 84 / EPSG:4326)")
+
+
+def _cmd_map(a) -> None:
+    import time
+
+    from .maps import run_map, write_map
+    from .predict import read_predictions
+
+    cfg, start = settings(a, ShareConfig, "share"), time.perf_counter()
+    predictions = read_predictions(a.predictions) if a.predictions else None
+    fmap = run_map(Run(a.run), a.graphs, predictions, _boundary(cfg, Run(a.run)), cfg.tiles, cfg.thumb_px)
+    path = write_map(fmap, a.out)
+    print(f"map -> {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s; opens offline)")
+
+
+def _cmd_report(a) -> None:
+    import time
+
+    from .report import write_report
+
+    cfg, start = settings(a, ShareConfig, "share"), time.perf_counter()
+    path = write_report(Run(a.run), a.out, cfg.tiles, cfg.thumb_px)
+    print(f"report -> {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s; opens offline)")
 
 
 def _cmd_compare(a) -> None:

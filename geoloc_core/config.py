@@ -16,6 +16,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "croati
 GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
+CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
+GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
@@ -65,6 +67,17 @@ class RegionConfig:
     resolution: float = setting(1.0, "Louvain resolution: higher gives more, smaller regions")
     seed: int = setting(0, "Louvain's random node order")
     negative: str = setting("clip", 'negative cosine -> edge weight: "clip" (to 0) or "shift" ((1 + cos) / 2)', choices=("clip", "shift"))
+    clip: str = setting("land", 'where region polygons may lie: "land" (the sites\' hull on land: Natural Earth 1:110m, offline and '
+                        'coarse, a few km off at the coast), "country" (on the countries holding 5 % or more of the photos) or '
+                        '"hull" (the sites\' hull, sea and neighbours included)', choices=CLIPS)
+    boundary: str | None = setting(None, "a boundary file (GeoPackage, GeoJSON, zipped Shapefile, KML): the regions tile it instead of "
+                                   "the hull, and photos outside it are reported")
+    site_buffer_km: float = setting(5.0, 'with clip "land" or "country": a disc of this radius around each site the coarse '
+                                    "outline leaves out keeps a polygon around it")
+
+
+# Region settings that only draw the polygons: the labels (and so every accuracy) do not depend on them.
+POLYGON_SETTINGS = ("clip", "boundary", "site_buffer_km")
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,19 @@ class CoverageConfig:
     hex_km: float = setting(0.0, "hexagon size, centre to corner, km; 0: about 25 cells across the photos' extent")
     errors: str = setting("loo", 'error per photo: "loo" (every photo located by the others, its location left out) or "compare" '
                                  "(the held-out answers `geoloc compare` wrote)", choices=("loo", "compare"))
+
+
+@dataclass(frozen=True)
+class ShareConfig:
+    """What `geoloc map`, `geoloc export` and `geoloc report` write for an analyst to pass on."""
+
+    format: str = setting("gpkg", "GIS file format: GeoPackage (a layer per graph x iteration), KML, zipped Shapefile or GeoJSON",
+                          choices=GIS_FORMATS)
+    boundary: str | None = setting(None, "clip the run's region polygons to this boundary file (areas recomputed; photos outside "
+                                   "it reported)")
+    tiles: bool = setting(True, "offer an online tile layer in maps (off until switched on: the offline Natural Earth background "
+                          "is always there)")
+    thumb_px: int = setting(64, "side of the photo thumbnails embedded in map popups, px (JPEG)")
 
 
 @dataclass(frozen=True)

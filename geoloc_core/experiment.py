@@ -24,7 +24,7 @@ import torch
 from . import pipeline, storage
 from .baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
 from .classifier import RegionClassifier
-from .config import CrossValConfig, FinetuneConfig
+from .config import POLYGON_SETTINGS, CrossValConfig, FinetuneConfig
 from .finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, round_name, train_epoch
 from .runs import Experiment, FinetuneRun, Run
 from .stats import distance_measures, estimates, location_folds, location_weights, paired, weighted_mean, weighted_median
@@ -169,7 +169,8 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
     its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs it had come out the same).
     """
     parent = run.pipeline_config()
-    settings = json.dumps(storage.to_jsonable({"regions": parent.regions, "graph": parent.graph}), sort_keys=True)
+    cut = {k: v for k, v in storage.to_jsonable(parent.regions).items() if k not in POLYGON_SETTINGS}  # polygons: not graded
+    settings = json.dumps(storage.to_jsonable({"regions": cut, "graph": parent.graph}), sort_keys=True)
     key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
                        + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
     same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()

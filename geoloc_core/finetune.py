@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import storage
+from .boundaries import ClipArea, clip_area
 from .classifier import RegionClassifier
 from .config import FinetuneConfig, RegionConfig
 from .embed import decoded_batches
@@ -187,6 +188,7 @@ class FinetuneContext:
         self.tokens = cached_prefix_tokens(self.run, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size,
                                            self.progress("caching prefix tokens"))
         self.groups = self.table.frame["group"].to_numpy()
+        self.clip: ClipArea | None = None  # what region polygons are clipped to (the run's region settings)
 
     def grade(self, pred_test: np.ndarray, labels: np.ndarray, held_out: Path | None = None) -> dict:
         """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score; with
@@ -229,6 +231,7 @@ def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = N
             raise ValueError(f"{out.root} was started with {saved}; resume it with that config")
     ctx = FinetuneContext(run_dir, cfg, out)
     regions = regions or ctx.pipeline.regions
+    ctx.clip = clip_area(regions, ctx.table.lat_deg, ctx.table.lon_deg)
     storage.write_json(out.config, {"finetune": cfg, "regions": regions, "run_dir": str(ctx.run.root)})
     cut = lambda emb: ctx.graph.partition(emb, regions.negative, regions.resolution, regions.seed)  # noqa: E731
 
@@ -292,7 +295,7 @@ def _round_zero(ctx: FinetuneContext, out: FinetuneRun, cut) -> RoundResult:
 
 def _write_round_outputs(ctx: FinetuneContext, out: FinetuneRun, r: int, next_labels: np.ndarray, emb: np.ndarray) -> None:
     storage.write_npy(out.embeddings(r), emb)
-    write_regions(out.regions(r), ctx.table, ctx.graph, next_labels, ctx.projection)
+    write_regions(out.regions(r), ctx.table, ctx.graph, next_labels, ctx.projection, ctx.clip)
 
 
 def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun, r: int, suffix: Suffix, labels: np.ndarray, cut,

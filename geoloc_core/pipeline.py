@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import storage
 from .access import check_source
+from .boundaries import ClipArea, clip_area
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
 from .embed import EmbeddingCache, embed_images
 from .encoders import load_encoder
@@ -127,16 +128,21 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
     return graphs
 
 
-def write_regions(files: RegionFiles, table: PhotoTable, graph: SiteGraph, labels: np.ndarray, projection: LocalProjection
-                  ) -> pd.DataFrame:
-    """One partition's region per photo, per-region summary (counts, centroid, area) and polygons; returns the summary."""
+def write_regions(files: RegionFiles, table: PhotoTable, graph: SiteGraph, labels: np.ndarray, projection: LocalProjection,
+                  clip: ClipArea | None = None) -> pd.DataFrame:
+    """One partition's region per photo, per-region summary (counts, centroid, area after clipping) and polygons.
+
+    Each photo keeps its region wherever it lies; `outside` marks those outside the clip area (at sea for
+    the coarse land, outside a boundary), so a page or a report can name them. Returns the summary.
+    """
     train = ~graph.is_test
     site_labels = np.zeros(len(graph.site_xy_m), np.int64)
     site_labels[graph.site_of_photo] = labels
-    polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection)
+    polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection, clip=clip)
     summary = region_table(labels[train], table.lat_deg[train], table.lon_deg[train])
     summary = summary.merge(polygons[["region", "area_km2"]], on="region")
-    files.write(pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test}), summary,
+    outside = clip.outside(table.lat_deg, table.lon_deg) if clip is not None else np.zeros(len(labels), bool)
+    files.write(pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test, "outside": outside}), summary,
                 polygons[["region", "geometry"]].merge(summary, on="region"))
     return summary
 
@@ -147,13 +153,22 @@ def run_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
     table = run.photo_table()
     emb, _ = run.read_embeddings()
     projection, _ = run.read_split()
+    clip = clip_area(cfg, table.lat_deg, table.lon_deg)
+    outside = clip.outside(table.lat_deg, table.lon_deg) if clip is not None else np.zeros(len(table.frame), bool)
+    n_outside = int(outside.sum())
+    if n_outside:
+        names = table.frame["path"][outside].tolist()
+        log.warning("%d of %d photos lie outside the %s: they keep their region, their cells are clipped (all listed in the "
+                    "regions CSV, column outside): %s%s", n_outside, len(table.frame), clip.name, ", ".join(names[:10]),
+                    f" and {n_outside - 10} more" if n_outside > 10 else "")
     results = {}
     for kind in kinds or run.graphs():
         graph = run.site_graph(kind)
         labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
         run.held_out(kind).unlink(missing_ok=True)  # answers for the old regions: stale until `geoloc evaluate` grades the new ones
-        summary = write_regions(run.regions(kind), table, graph, labels, projection)
-        results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity}
+        summary = write_regions(run.regions(kind), table, graph, labels, projection, clip)
+        results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity,
+                         "area_km2": float(summary["area_km2"].sum()), "n_outside": n_outside}
         run.append_metrics({"stage": "regions", "graph": kind, **results[kind]})
     run.record_config("regions", cfg)
     return results

@@ -115,3 +115,20 @@ def predictions_geojson(preds: list[Prediction]) -> str:
     """Points at the predicted locations with every field as a property: the GeoJSON export."""
     frame = predictions_frame(preds)
     return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon_deg"], frame["lat_deg"]), crs="EPSG:4326").to_json()
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions CSV or GeoJSON that `geoloc predict` (or the Predict page) wrote, back as `predictions_frame` rows."""
+    path = Path(path)
+    if path.suffix.lower() in (".geojson", ".json"):
+        features = json.loads(path.read_text())["features"]
+        frame = pd.DataFrame([f["properties"] for f in features])
+    else:
+        frame = pd.read_csv(path)
+    missing = {"path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "neighbours"} - set(frame)
+    if missing:
+        raise ValueError(f"{path} is not a predictions file of `geoloc predict`: no column {', '.join(sorted(missing))}")
+    for column in ("region_prob", "true_lat_deg", "true_lon_deg", "error_km", "familiarity", "unfamiliar", "region_agrees"):
+        if column not in frame:
+            frame[column] = None
+    return frame

@@ -14,6 +14,7 @@ that contrast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import networkx as nx
@@ -25,6 +26,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .geo import LocalProjection, spherical_mean
+
+if TYPE_CHECKING:
+    from .boundaries import ClipArea
 
 NEGATIVE_MODES = ("clip", "shift")
 
@@ -211,23 +215,62 @@ def region_table(labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -
 
 
 def region_polygons(site_xy_m: np.ndarray, site_labels: np.ndarray, projection: LocalProjection,
-                    margin: float = 0.05) -> gpd.GeoDataFrame:
-    """Regions as polygons in EPSG:4326: each site's Voronoi cell, merged by region.
+                    margin: float = 0.05, clip: ClipArea | None = None) -> gpd.GeoDataFrame:
+    """Regions as polygons in EPSG:4326: each site's Voronoi cell, merged by region, with its area in km².
 
-    The cells are clipped to the sites' convex hull grown by `margin` of its extent, so the polygons
-    tile the area the photos cover and a test location falls in the region of its nearest site.
+    Without `clip` the cells are clipped to the sites' convex hull grown by `margin` of its extent, so
+    the polygons tile the area the photos cover and a test location falls in the region of its
+    nearest site. With a land `clip` they are clipped to the hull on land (a site the land leaves at
+    sea keeps a disc of `clip.buffer_km` around it); with a boundary (`clip.tile`) the cells are
+    extended over the boundary and clipped to it, so the regions tile it. Areas are measured after
+    clipping. A region can come out empty (all its sites outside a boundary): its geometry is then empty.
     """
     points = shapely.multipoints(site_xy_m)
     extent = float(np.ptp(site_xy_m, axis=0).max()) if len(site_xy_m) > 1 else 1.0
     area = shapely.convex_hull(points).buffer(max(extent * margin, 1.0))
+    if clip is not None:
+        area = _clip_in_plane(area, site_xy_m, projection, clip)
+    envelope = shapely.envelope(shapely.union(area, points))
     if len(site_xy_m) >= 3 and np.linalg.matrix_rank(site_xy_m - site_xy_m.mean(axis=0)) == 2:
-        cells = shapely.get_parts(shapely.voronoi_polygons(points, extend_to=area, ordered=True))
-        cells = shapely.intersection(cells, area)
+        cells = shapely.get_parts(shapely.voronoi_polygons(points, extend_to=envelope, ordered=True))
     else:  # one or two sites, or a line of them: no Voronoi diagram worth the name
-        cells = shapely.intersection(shapely.buffer(shapely.points(site_xy_m), max(extent, 1.0)), area)
+        reach = max(extent, 1.0) + float(np.ptp(shapely.get_coordinates(envelope), axis=0).max())
+        cells = shapely.buffer(shapely.points(site_xy_m), reach)
+    cells = np.array([_polygonal(c) for c in shapely.intersection(cells, area)], dtype=object)
     frame = gpd.GeoDataFrame({"region": site_labels, "geometry": cells}, crs=projection.crs)
     merged = frame.dissolve(by="region", as_index=False).to_crs("EPSG:4326")
+    if clip is not None and clip.tile:  # a straight edge of the plane bends in lon/lat: cut once more where the boundary is drawn
+        merged["geometry"] = [_polygonal(g) for g in shapely.intersection(merged.geometry.to_numpy(), clip.geometry)]
     return merged.assign(area_km2=region_areas_km2(merged))
+
+
+def _clip_in_plane(hull: shapely.Geometry, site_xy_m: np.ndarray, projection: LocalProjection, clip: ClipArea) -> shapely.Geometry:
+    """The area the cells may cover, in the metric plane: the boundary, or the hull on land (plus discs around sites at sea)."""
+    geometry = clip.geometry
+    if not clip.tile:  # only the land near the sites: projecting the whole world into a local plane folds it over
+        lat, lon = projection.to_latlon(shapely.get_coordinates(hull))
+        pad = 1.0 + 0.1 * max(np.ptp(lat), np.ptp(lon))
+        geometry = shapely.clip_by_rect(geometry, lon.min() - pad, max(lat.min() - pad, -90), lon.max() + pad, min(lat.max() + pad, 90))
+    geometry = shapely.segmentize(geometry, 0.01)  # edges of at most 0.01 degrees, so they stay where they are once projected
+    plane = gpd.GeoSeries([geometry], crs="EPSG:4326").to_crs(projection.crs).iloc[0]
+    plane = shapely.make_valid(plane) if not plane.is_valid else plane
+    if clip.tile:
+        return plane
+    lat, lon = projection.to_latlon(site_xy_m)
+    at_sea = clip.outside(lat, lon)
+    if at_sea.any() and clip.buffer_km > 0:
+        plane = shapely.union(plane, shapely.buffer(shapely.multipoints(site_xy_m[at_sea]), clip.buffer_km * 1000))
+    return shapely.intersection(hull, plane)
+
+
+def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
+    """The polygons of a clipped cell (a cut along a coast can leave slivers of lines or points beside them)."""
+    if geometry is None:  # a region whose cells all fell outside a boundary
+        return shapely.Polygon()
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
 def region_areas_km2(polygons: gpd.GeoDataFrame) -> np.ndarray:

@@ -10,7 +10,7 @@ these classes for a path or a reader; none of them spells a file name.
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
       graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
-      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo, per region, polygons
+      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside the clip area), per region, polygons
       prefix_{encoder}_k{k}_{photos}.npy                     fine-tuning's cached frozen-prefix tokens
       finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
       experiment/  table.csv  table.md  finetune_{graph}/    Experiment (held_out_*.csv: per-photo answers)
@@ -185,8 +185,15 @@ class RegionFiles:
         storage.write_bytes(self.geojson, polygons.to_json().encode())
 
     def labels(self) -> pd.DataFrame:
-        """path, region, test: one row per photo of the run, in photos.csv order."""
-        return pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
+        """path, region, test, outside: one row per photo of the run, in photos.csv order.
+
+        `outside`: the photo lies outside the area the polygons were clipped to (False in files written before clipping)."""
+        frame = pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
+        return frame if "outside" in frame else frame.assign(outside=False)
+
+    def geodataframe(self) -> gpd.GeoDataFrame:
+        """The polygons with their summary row (region, n_photos, lat_deg, lon_deg, area_km2) in EPSG:4326."""
+        return gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
 
     def polygons(self) -> dict:
         return json.loads(self.geojson.read_text())
@@ -482,6 +489,12 @@ class Run(Folder):
     def pipeline_config(self) -> PipelineConfig:
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
         return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})
+
+    def region_clip(self) -> str:
+        """What the run's region polygons were clipped to, as recorded: a boundary file, "land", "country" or "hull"
+        (also for regions cut before polygons were clipped)."""
+        recorded = self.read_config().get("regions", {})
+        return recorded.get("boundary") or recorded.get("clip", "hull")
 
     def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
         storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))

@@ -86,6 +86,26 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     assert not at.exception and at.selectbox[1].options == ["w/o"]
 
 
+def test_regions_page_offers_the_offline_map_and_gis_files_and_names_photos_outside_the_land(tiny_run):
+    labels = pd.read_csv(tiny_run / "regions_dt.csv")
+    labels.assign(outside=labels.index < 3).to_csv(tiny_run / "regions_dt.csv", index=False)  # as a coastal run's at-sea photos
+    at = page("views/regions.py", tiny_run)
+    assert not at.exception
+    buttons = [b.proto.label for b in at.get("download_button")]
+    assert any(b.startswith("Map of every graph and iteration (HTML") for b in buttons)
+    assert any(b.startswith("Regions as gpkg") for b in buttons)
+    assert any("3 of 40 photos lie outside" in w.value for w in at.warning)
+    assert sorted(at.dataframe[0].value["path"]) == sorted(labels["path"][:3])
+
+
+def test_predict_page_offers_the_batch_as_an_offline_map_and_a_gis_file(tiny_run):
+    at = page("views/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
+    assert not at.exception
+    buttons = [b.proto.label for b in at.get("download_button")]
+    assert "Map of the batch (HTML, opens offline)" in buttons and any(b.startswith("As gpkg") for b in buttons)
+
+
 def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
     at = page("views/evaluate.py", tiny_run)
     assert not at.exception

@@ -180,3 +180,30 @@ def test_region_analysis_sections_draw_and_the_coverage_downloads(app_url, page,
             geojson = json.loads(Path(download.value.path()).read_text())
             assert sum(f["properties"]["n_photos"] for f in geojson["features"]) == n_photos
             assert all(f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) == 7 for f in geojson["features"])
+
+
+def test_shared_map_opens_offline_switches_layers_and_shows_a_photo_popup(tiny_run, page, tmp_path):
+    """`geoloc map`'s file in a real browser: no request leaves the machine, no script error, every partition a layer."""
+    from geoloc_core.cli import main
+
+    out = tmp_path / "regions.html"
+    assert main(["map", "--run", str(tiny_run), "--out", str(out)]) == 0
+    errors, requests = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
+    page.goto(out.as_uri())
+    page.wait_for_selector(".leaflet-control-layers")
+    assert errors == [] and requests == []
+    labels = page.locator(".leaflet-control-layers label").all_inner_texts()
+    assert [t.strip() for t in labels[:3]] == ["DT w/o", "GG w/o", "RNG w/o"]
+    assert page.locator(".leaflet-regions-pane path").count() >= 3  # the first partition's polygons
+    page.locator(".marker-cluster").first.click()  # zooms in until the photos show
+    page.wait_for_timeout(800)
+    while page.locator(".leaflet-photos-pane path").count() == 0 and page.locator(".marker-cluster").count():
+        page.locator(".marker-cluster").first.click()
+        page.wait_for_timeout(800)
+    page.locator(".leaflet-photos-pane path").first.click(force=True)
+    page.wait_for_selector(".leaflet-popup-content img")
+    assert "DT w/o: region" in page.locator(".leaflet-popup-content").inner_text()
+    if os.environ.get("GEOLOC_SCREENSHOTS"):
+        page.screenshot(path=str(Path(os.environ["GEOLOC_SCREENSHOTS"]) / "map.png"))

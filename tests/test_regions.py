@@ -1,5 +1,6 @@
 import json
 
+import geopandas as gpd
 import networkx as nx
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from pyproj import Geod
 
 from geoloc_core.geo import LocalProjection
 from geoloc_core.graphs import delaunay_edges
-from geoloc_core.regions import edge_weights, louvain_regions, region_polygons, region_table, site_embeddings
+from geoloc_core.regions import edge_weights, louvain_regions, region_areas_km2, region_polygons, region_table, site_embeddings
 
 
 def unit(v):
@@ -102,3 +103,77 @@ def test_igraph_backend_matches_networkx_modularity_on_a_feature_weighted_delaun
     assert np.all(np.diff(np.bincount(fast.labels)) <= 0)  # largest region first
     with pytest.raises(ValueError, match="unknown Louvain backend"):
         louvain_regions(len(xy), edges, weights, backend="leiden-magic")
+
+
+COAST = {  # (lat, lon): Croatian towns on the Adriatic and inland; Natural Earth's 1:110m land leaves Zadar (coast) and Vis (island) at sea
+    "Rijeka": (45.327, 14.442), "Zadar": (44.119, 15.231), "Sibenik": (43.735, 15.890), "Split": (43.508, 16.440),
+    "Dubrovnik": (42.650, 18.094), "Zagreb": (45.815, 15.982), "Karlovac": (45.487, 15.548), "Gospic": (44.546, 15.375),
+    "Knin": (44.041, 16.199), "Osijek": (45.555, 18.695), "Vis": (43.062, 16.183),
+}
+
+
+def test_land_clip_takes_the_sea_out_of_coastal_regions_and_keeps_a_disc_around_a_site_at_sea():
+    from geoloc_core.boundaries import clip_area
+    from geoloc_core.config import RegionConfig
+
+    lat, lon = np.array(list(COAST.values())).T
+    proj = LocalProjection.centred_on(lat, lon)
+    xy = proj.to_xy_m(lat, lon)
+    labels = np.array([0, 1, 1, 1, 2, 0, 0, 1, 1, 2, 1])
+    hull = region_polygons(xy, labels, proj)
+    land = clip_area(RegionConfig(clip="land"), lat, lon)
+    assert land.outside(lat, lon).tolist() == [name in ("Zadar", "Vis") for name in COAST]
+    clipped = region_polygons(xy, labels, proj, clip=land)
+    country = region_polygons(xy, labels, proj, clip=clip_area(RegionConfig(clip="country"), lat, lon))
+    assert country["area_km2"].sum() < clipped["area_km2"].sum() < 0.95 * hull["area_km2"].sum()  # the Adriatic, then Bosnia, go
+    for k, geom in zip(clipped["region"], clipped.geometry):  # every site, Vis included, still lies in its own region
+        assert shapely.contains_xy(geom, lon[labels == k], lat[labels == k]).all()
+    vis = shapely.Point(COAST["Vis"][::-1])
+    disc_km2 = np.pi * 5.0**2
+    region_of_vis = clipped.geometry[clipped["region"] == 1].iloc[0]
+    near_vis = gpd.GeoDataFrame(geometry=[region_of_vis.intersection(vis.buffer(0.15))], crs=4326)
+    assert 0.98 * disc_km2 < region_areas_km2(near_vis)[0] < 1.01 * disc_km2  # the disc, and no sea beyond it
+
+
+def test_a_boundary_clips_the_regions_reports_photos_outside_and_leaves_the_labels_alone(tiny_run, tmp_path):
+    import pandas as pd
+
+    from geoloc_core.cli import main
+    from geoloc_core.runs import Run
+
+    run = Run(tiny_run)
+    before, area_before = run.regions("dt").labels(), run.regions("dt").read_summary()["area_km2"].sum()
+    photos = run.photo_table().frame
+    boundary = shapely.box(14.9, 44.9, 16.2, 46.1)  # the western photos' side only
+    path = tmp_path / "municipality.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[boundary], crs=4326).to_file(path, driver="GPKG")
+    assert main(["regions", "--run", str(tiny_run), "--graphs", "dt", "--boundary", str(path)]) == 0
+    after = run.regions("dt").labels()
+    assert (after["region"] == before["region"]).all()  # clipping draws polygons; the regions themselves are Louvain's
+    assert after["outside"].tolist() == (photos["lon_deg"] > 16.2).tolist() and after["outside"].any()
+    summary = run.regions("dt").read_summary()
+    polygons = run.regions("dt").geodataframe()
+    assert all(boundary.buffer(1e-9).contains(g) for g in polygons.geometry if g is not None and not g.is_empty)
+    assert summary["area_km2"].sum() < area_before
+    record = [r for r in run.read_metrics() if r.get("stage") == "regions"][-1]
+    assert record["n_outside"] == int(after["outside"].sum())
+    assert run.pipeline_config().regions.boundary == str(path)
+    assert pd.read_csv(run.regions("dt").csv)["outside"].sum() == record["n_outside"]
+
+
+def test_a_cross_validation_fold_survives_a_change_of_clip_but_not_of_resolution(tiny_run):
+    """Clipping draws polygons only: a fold's regions (what the experiment grades) are not cut again for it."""
+    from geoloc_core.cli import main
+    from geoloc_core.experiment import prepare_fold
+    from geoloc_core.runs import Run
+
+    run = Run(tiny_run)
+    fold, is_test = run.cross_validation(2, 0).fold(0), run.read_split()[1]
+    prepare_fold(run, fold, is_test, ("dt",))
+    key, cut = fold.read_config()["fold"]["key"], fold.regions("dt").csv.stat().st_mtime_ns
+    assert main(["regions", "--run", str(tiny_run), "--clip", "hull"]) == 0
+    prepare_fold(run, fold, is_test, ("dt",))
+    assert fold.read_config()["fold"]["key"] == key and fold.regions("dt").csv.stat().st_mtime_ns == cut
+    assert main(["regions", "--run", str(tiny_run), "--resolution", "2.0"]) == 0
+    prepare_fold(run, fold, is_test, ("dt",))
+    assert fold.read_config()["fold"]["key"] != key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from geoloc_core import access, jobqueue, jobs, viz
+from geoloc_core.boundaries import ClipArea, boundary_area
 from geoloc_core.config import PredictConfig
 from geoloc_core.places import region_places
 from geoloc_core.predictor import open_predictor, predictor_version
@@ -196,3 +198,23 @@ def region_polygon(regions: RegionFiles | None, region: int | None, version: str
         return None
     features = [f for f in regions.polygons()["features"] if f["properties"]["region"] == region]
     return {"type": "FeatureCollection", "features": features}
+
+
+def boundary_upload(label: str) -> ClipArea | None:
+    """A boundary file the analyst uploads (GeoPackage, GeoJSON, KML, zipped Shapefile), or None; a bad file is said, not raised."""
+    upload = st.file_uploader(label, type=["gpkg", "geojson", "json", "kml", "zip"])
+    if upload is None:
+        return None
+    try:
+        return _boundary(Path(upload.name).name, upload.getvalue())
+    except (ValueError, OSError, RuntimeError) as exc:  # fiona's errors are OSError / RuntimeError subclasses
+        st.error(f"{upload.name}: {exc}")
+        return None
+
+
+@st.cache_resource(show_spinner="Reading the boundary ...", max_entries=4)
+def _boundary(name: str, data: bytes) -> ClipArea:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        return boundary_area(path)

@@ -7,8 +7,10 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
-from geoloc_core.config import DESCRIPTORS, PredictConfig, PredictorConfig
+from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig
+from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.ingest import IMAGE_SUFFIXES
+from geoloc_core.maps import prediction_map, standalone_html
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
 from geoloc_core.runs import fingerprint
 from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
@@ -53,9 +55,14 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
 
 if preds:
     frame = predictions_frame(preds)
-    c1, c2 = st.columns(2)
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 2])
     c1.download_button("Predictions CSV", frame.to_csv(index=False), file_name="predictions.csv", mime="text/csv")
-    c2.download_button("Predictions GeoJSON", predictions_geojson(preds), file_name="predictions.geojson", mime="application/geo+json")
+    c2.download_button("GeoJSON", predictions_geojson(preds), file_name="predictions.geojson", mime="application/geo+json")
+    c3.download_button("Map of the batch (HTML, opens offline)", lambda: standalone_html(prediction_map(frame, model.regions)),
+                       file_name="predictions.html", mime="text/html")
+    fmt = c4.selectbox("GIS format", GIS_FORMATS, label_visibility="collapsed")
+    c5.download_button(f"As {fmt} (points, circles, neighbours)", lambda: layers_bytes(prediction_layers(frame), fmt),
+                       file_name=f"predictions{SUFFIX[fmt]}", mime=MIME[fmt])
 for p, image in zip(preds, images):
     st.subheader(p.path)
     photo, facts = st.columns([1, 2])

@@ -1,12 +1,17 @@
 """Regions: the Louvain regions per graph and per iteration, on a map, and what changed between two."""
 
+import json
+
 import streamlit as st
 
 from geoloc_core import viz
+from geoloc_core.config import GIS_FORMATS, ShareConfig, help_of
+from geoloc_core.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
+from geoloc_core.maps import run_map, standalone_html
 from geoloc_core.regions import match_labels
 from geoloc_core.runs import fingerprint
 from views import analysis
-from views.common import basemap_online, photos, region_details, run_with_graphs
+from views.common import basemap_online, boundary_upload, photos, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
@@ -16,12 +21,25 @@ options = run.iterations(graph)
 iteration = mid.selectbox("Iteration", list(options))
 show_edges = right.toggle("Show graph edges", value=False)
 
+with st.sidebar.expander("Clip to a boundary"):
+    boundary = boundary_upload("Boundary file (GeoPackage, GeoJSON, KML, zipped Shapefile)")
+
 chosen = options[iteration]
 labels, polygons, summary = chosen.labels(), chosen.polygons(), chosen.read_summary()
-table = photos(run).merge(labels[["path", "region", "test"]], on="path")
+table = photos(run).merge(labels[["path", "region", "test", "outside"]], on="path")
+if boundary is not None:  # the polygons as written, clipped to it; areas measured again
+    clipped = region_frame(chosen, graph, iteration, table["lat_deg"].to_numpy(), table["lon_deg"].to_numpy(), boundary)
+    polygons = json.loads(clipped[["region", "geometry"]].to_json())
+    summary = summary.drop(columns="area_km2").merge(clipped[["region", "area_km2"]], on="region")
+    table["outside"] = boundary.outside(table["lat_deg"], table["lon_deg"])
 online = basemap_online()
 st.pydeck_chart(viz.regions_deck(table, polygons, run.graph_edges_latlon(graph) if show_edges else None, online=online), height=560)
-st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location.")
+st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location. "
+           f"Polygons clipped to {'the uploaded boundary' if boundary else run.region_clip()}.")
+if table["outside"].any():
+    where = boundary.name if boundary else "clip area (the coarse 1:110m land keeps a disc around their sites)"
+    st.warning(f"{int(table['outside'].sum())} of {len(table)} photos lie outside the {where}: they keep their region.")
+    st.dataframe(table.loc[table["outside"], ["path", "lat_deg", "lon_deg", "region"]], hide_index=True, width="stretch")
 
 with st.expander("Regions table", expanded=True):
     details = summary.merge(region_details(run, chosen, fingerprint([chosen.csv])), on="region", how="left")
@@ -31,8 +49,12 @@ with st.expander("Regions table", expanded=True):
                                          "area_km2": "area (km²)"}),
                  hide_index=True, width="stretch", column_config=columns)
     st.caption("Places: the nearest town (GeoNames, 1,000+ people, offline) of each photo, most frequent first, with counts.")
-st.download_button("Download regions GeoJSON", chosen.geojson.read_bytes(),
-                   file_name=f"{graph}-{iteration.replace(' ', '_').replace('/', '')}-regions.geojson", mime="application/geo+json")
+d1, d2, d3 = st.columns([2, 1, 2])
+d1.download_button("Map of every graph and iteration (HTML, opens offline)", lambda: standalone_html(run_map(run, boundary=boundary)),
+                   file_name=f"{run.root.name}-regions.html", mime="text/html")
+fmt = d2.selectbox("GIS format", GIS_FORMATS, help=help_of(ShareConfig, "format"), label_visibility="collapsed")
+d3.download_button(f"Regions as {fmt} (a layer per graph and iteration)", lambda: layers_bytes(region_layers(run, None, boundary), fmt),
+                   file_name=f"{run.root.name}-regions{SUFFIX[fmt]}", mime=MIME[fmt])
 
 analysis.signatures_section(run, graph, chosen)
 analysis.confusion_section(run, chosen, summary, polygons)
