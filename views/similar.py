@@ -93,6 +93,8 @@ sites = found.sites.merge(found.closest[["site", "photo"]].rename(columns={"phot
 st.pydeck_chart(viz.similarity_deck(sites, found.closest, online=basemap_online()), height=520)
 st.caption(f"Embeddings: **{found.space}**. A site's score: the {'best' if how == 'max' else 'mean'} cosine of its photos to the query; "
            "colour by rank among the sites (yellow: the most alike). Ringed red: the query's own sites; numbered: the closest others.")
-st.dataframe(found.closest[["rank", "place", "similarity", "n_photos", "lat_deg", "lon_deg", "photo"]], hide_index=True, width="stretch",
+table = found.closest.assign(percentile=found.closest["percentile"] * 100)
+st.dataframe(table[["rank", "place", "similarity", "percentile", "n_photos", "lat_deg", "lon_deg", "photo"]], hide_index=True, width="stretch",
              column_config={"photo": st.column_config.ImageColumn("best photo"), "similarity": st.column_config.NumberColumn(format="%.3f"),
+                            "percentile": st.column_config.NumberColumn("more alike than", format="%.1f %% of sites"),
                             "lat_deg": st.column_config.NumberColumn(format="%.5f"), "lon_deg": st.column_config.NumberColumn(format="%.5f")})
