@@ -34,21 +34,13 @@ from .runs import Run
 class Correspondences:
     """Mutual nearest patches of two photos' g x g patch grids (row-major patch indices)."""
 
-    query_patch: np.ndarray  # (M,) int, strongest first
+    query_patch: np.ndarray  # (M,) int, the most distinctive pair first
     match_patch: np.ndarray  # (M,) int
     similarity: np.ndarray  # (M,) cosine of each pair
     margin: np.ndarray  # (M,) how far that cosine is ahead of either patch's runner-up (the order kept)
     query_heat: np.ndarray  # (P,) each query patch's best cosine against the other photo's patches
     match_heat: np.ndarray  # (Q,) each of the other photo's patches' best cosine against the query's
-    n_mutual: int  # mutual pairs found before keeping the strongest `max_matches`
-
-    @property
-    def query_grid(self) -> int:
-        return grid_side(len(self.query_heat))
-
-    @property
-    def match_grid(self) -> int:
-        return grid_side(len(self.match_heat))
+    n_mutual: int  # mutual pairs found before keeping the `max_matches` most distinctive
 
 
 @dataclass
