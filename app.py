@@ -17,5 +17,6 @@ st.navigation([
     st.Page("views/regions.py", title="Regions", icon="🗺️"),
     st.Page("views/train.py", title="Train", icon="🏋️"),
     st.Page("views/evaluate.py", title="Evaluate", icon="📊"),
+    st.Page("views/similar.py", title="Similar places", icon="🔎"),
     st.Page("views/data.py", title="Data", icon="🗂️"),
 ]).run()

@@ -24,6 +24,7 @@ from .config import (
     CrossValConfig,
     EmbedConfig,
     EvalConfig,
+    ExplainConfig,
     FinetuneConfig,
     GraphConfig,
     IngestConfig,
@@ -176,6 +177,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     c.add_argument("--format", choices=GIS_FORMATS, default=None, help="also write predictions.{gpkg,kml,zip,geojson} in this GIS "
                    "format (predictions, uncertainty circles, neighbours)")
+    c = command("explain", _cmd_explain, "why each photo was placed where it was: the patches it shares with each retrieved neighbour, "
+                "as pictures and matches.csv")
+    c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
+    add_settings(c, PredictorConfig, "predictor")
+    add_settings(c, PredictConfig, "predict")
+    add_settings(c, ExplainConfig, "explain")
+    c.add_argument("--out", type=Path, default=Path("explanations"), help="folder for one subfolder of pictures per photo and matches.csv")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
     add_settings(c, CompareConfig, "compare")
     add_settings(c, CrossValConfig, "cv")
@@ -316,16 +324,21 @@ def _cmd_experiment(a) -> None:
                  ("comparison", "metric", "difference", "interval", "verdict"))
 
 
-def _cmd_predict(a) -> None:
+def _photo_files(paths: list[Path]) -> list[Path]:
+    """Files as given, folders as the photos inside them."""
     from .ingest import IMAGE_SUFFIXES
+
+    return [f for p in paths for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
+
+
+def _cmd_predict(a) -> None:
     from .predict import predict, predictions_frame, predictions_geojson
     from .predictor import open_predictor
     from .storage import write_bytes, write_csv
 
     cfg = settings(a, PredictConfig, "predict", predictor=settings(a, PredictorConfig, "predictor"))
     predictor = open_predictor(a.run, cfg)
-    files = [f for p in a.photos for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
-    preds, failed = predict(files, predictor)
+    preds, failed = predict(_photo_files(a.photos), predictor)
     csv, geojson = a.out / "predictions.csv", a.out / "predictions.geojson"
     write_csv(csv, predictions_frame(preds))
     write_bytes(geojson, predictions_geojson(preds).encode())
@@ -400,6 +413,49 @@ def _cmd_report(a) -> None:
     cfg, start = settings(a, ShareConfig, "share"), time.perf_counter()
     path = write_report(Run(a.run), a.out, cfg.tiles, cfg.thumb_px)
     print(f"report -> {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s; opens offline)")
+
+
+def _cmd_explain(a) -> None:
+    import io
+
+    import pandas as pd
+
+    from .explain import explain_prediction, matches_frame, upright_size
+    from .predict import predict
+    from .predictor import open_predictor
+    from .storage import write_bytes, write_csv
+    from .viz import match_figure, match_heatmaps, upright
+
+    cfg = settings(a, PredictConfig, "predict", predictor=settings(a, PredictorConfig, "predictor"))
+    max_matches = settings(a, ExplainConfig, "explain").max_matches
+    predictor = open_predictor(a.run, cfg)
+    preds, failed = predict(_photo_files(a.photos), predictor, keep_tokens=True)
+    frames, used = [], set()
+    for p in preds:
+        name, k = Path(p.path).stem, 1
+        while name in used:  # two photos of one name in different folders
+            k += 1
+            name = f"{Path(p.path).stem}-{k}"
+        used.add(name)
+        folder = a.out / name
+        explanations = explain_prediction(p, predictor, a.run, max_matches)
+        frames.append(matches_frame(p.path, upright_size(p.path), explanations))
+        query = upright(p.path, 640)
+        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f}; neighbours' patch tokens {explanations[0].tokens_from if explanations else '-'}")
+        for e in explanations:
+            neighbour = upright(e.neighbour.path, 640)
+            for kind, figure in (("match", match_figure), ("heat", match_heatmaps)):
+                buf = io.BytesIO()
+                figure(query, neighbour, e.matches, side=480).save(buf, "PNG")
+                write_bytes(folder / f"{kind}_{e.rank + 1:02d}.png", buf.getvalue())
+            m = e.matches
+            print(f"  {e.rank + 1:2d}. {e.neighbour.path} (sim {e.neighbour.similarity:.3f}, {e.neighbour.dist_km:.1f} km): "
+                  f"{m.n_mutual} mutual patch pairs, the {len(m.similarity)} drawn at cosine {float(m.similarity.mean()):.3f} on average")
+    for path, reason in failed.items():
+        print(f"  could not read {path}: {reason}")
+    csv = a.out / "matches.csv"
+    write_csv(csv, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    print(f"{len(preds)} photos explained -> {a.out}/PHOTO/match_NN.png, heat_NN.png (NN: neighbour rank), {csv}")
 
 
 def _cmd_compare(a) -> None:

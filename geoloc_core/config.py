@@ -143,6 +143,13 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class ExplainConfig:
+    """Explaining a match: the patches two photos share (`geoloc explain`, the Predict page)."""
+
+    max_matches: int = setting(40, "mutually nearest patch pairs drawn per neighbour, the most distinctive first")
+
+
+@dataclass(frozen=True)
 class CompareConfig:
     """`geoloc compare`: which retrieval rows, what counts as a retrieval hit, and the protocol."""
 

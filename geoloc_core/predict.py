@@ -1,7 +1,9 @@
 """Photos -> predicted location, uncertainty radius, region and nearest known photos; CSV / GeoJSON exports.
 
 Each photo is embedded once: the predictor's region classifier (where the run has one) runs inside
-that pass (`embed_images(head=...)`), then `predictor.locate` retrieves and verifies. The predicted
+that pass (`embed_images(head=...)`), then `predictor.locate` retrieves and verifies. With
+`keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for explaining
+its matches (`explain.explain_prediction`) without a second forward pass. The predicted
 region is the classifier's answer, or else the region of the database photo nearest the predicted
 location. A photo's EXIF GPS, where it has one, is reported beside the prediction as the truth,
 never used.
@@ -33,6 +35,7 @@ class Neighbour:
     lon_deg: float
     similarity: float
     dist_km: float  # from the predicted location
+    photo: int = -1  # its row in the run's photos (and patch tokens)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Prediction:
     familiarity: float | None = None  # share of the database's leave-location-out queries whose best match was no closer
     unfamiliar: bool = False  # familiarity under the predictor's threshold: unlike any photo of the database, a guess
     region_agrees: bool | None = None  # whether the classifier's region holds the predicted point (None: no classifier)
+    tokens: np.ndarray | None = field(default=None, repr=False)  # (P, Dp) float16 patch tokens of its one forward pass (keep_tokens)
 
     @property
     def error_km(self) -> float | None:
@@ -58,10 +62,14 @@ class Prediction:
         return float(haversine_km(self.lat_deg, self.lon_deg, self.true_lat_deg, self.true_lon_deg))
 
 
-def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tuple[list[Prediction], dict[str, str]]:
-    """Predict each photo; returns the predictions and {path: reason} for photos that could not be read."""
+def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_tokens: bool = False
+            ) -> tuple[list[Prediction], dict[str, str]]:
+    """Predict each photo; returns the predictions and {path: reason} for photos that could not be read.
+
+    `keep_tokens`: each prediction keeps its photo's patch tokens (`Prediction.tokens`), which the one forward pass
+    computes anyway, for `explain.explain_prediction`."""
     paths = [Path(p) for p in paths]
-    need_patches = predictor.descriptor != "cls"
+    need_patches = predictor.descriptor != "cls" or keep_tokens
     out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20,
                        head=predictor.region_head)
     ok = np.flatnonzero(out.ok)
@@ -79,17 +87,19 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16) -> tu
     familiarity = predictor.familiarity(sims[:, 0])
     n_lat, n_lon = neighbour_coords(predictor, ids)
     dists = haversine_km(p_lat[:, None], p_lon[:, None], n_lat, n_lon)
+    photo_rows = predictor.db["photo"].to_numpy() if "photo" in predictor.db else np.full(len(predictor.db), -1)
     preds = []
     for row, i in enumerate(ok):
         truth = exif_truth(paths[i])
-        neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]), float(sims[row, c]), float(dists[row, c]))
-                      for c, j in enumerate(ids[row])]
+        neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]), float(sims[row, c]),
+                                float(dists[row, c]), int(photo_rows[j])) for c, j in enumerate(ids[row])]
         preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km, predictor.coverage,
                                 int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth,
                                 region_prob=None if np.isnan(region_probs[row]) else float(region_probs[row]),
                                 familiarity=None if np.isnan(familiarity[row]) else float(familiarity[row]),
                                 unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
-                                region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None))
+                                region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None,
+                                tokens=out.patches[i] if keep_tokens else None))
     return preds, failed
 
 

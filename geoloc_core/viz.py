@@ -362,3 +362,115 @@ def coverage_deck(geojson: dict, value: str = "n_photos", online: bool = False) 
     layers.append(pdk.Layer("GeoJsonLayer", geojson, stroked=True, filled=True, get_fill_color="properties.color",
                             get_line_color=[80, 80, 80, 120], line_width_min_pixels=1, pickable=True))
     return pdk.Deck(layers=layers, initial_view_state=_view(corners[:, 1], corners[:, 0]), map_style=style, tooltip={"text": "{label}"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Explain a match, find places like this (issue 16, items 1 and 6)
+# ---------------------------------------------------------------------------------------------------
+
+def _ramp(t: np.ndarray) -> np.ndarray:
+    """(n,) values in [0, 1] -> (n, 3) uint8 colours, dark blue (0) through teal and green to yellow (1), like viridis."""
+    stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
+    x = np.clip(np.asarray(t, float), 0, 1) * (len(stops) - 1)
+    lo = np.minimum(x.astype(int), len(stops) - 2)
+    f = (x - lo)[:, None]
+    return (stops[lo] * (1 - f) + stops[lo + 1] * f).astype(np.uint8)
+
+
+def _fit(image: Image.Image, side: int, vertical: bool) -> Image.Image:
+    """`image` scaled to `side` px wide (stacked one above the other) or high (side by side)."""
+    w, h = image.size
+    size = (side, max(1, round(h * side / w))) if vertical else (max(1, round(w * side / h)), side)
+    return image.convert("RGB").resize(size, Image.BILINEAR)
+
+
+def _crop_box(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The centred square the encoder sees, in pixels of an image of `size`."""
+    w, h = size
+    s = min(w, h)
+    return (w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2
+
+
+def match_figure(query: Image.Image, match: Image.Image, matches, side: int = 320, vertical: bool = False,
+                 gap: int = 12) -> Image.Image:
+    """Two photos side by side (or stacked) with a line between each pair of mutually nearest patches
+    (`explain.Correspondences`), coloured by their cosine (yellow: strongest), over the squares the encoder saw."""
+    from PIL import ImageDraw
+
+    from .explain import patch_centres
+
+    a, b = _fit(query, side, vertical), _fit(match, side, vertical)
+    if vertical:
+        canvas = Image.new("RGB", (side, a.height + gap + b.height), (255, 255, 255))
+        offset_b = (0, a.height + gap)
+    else:
+        canvas = Image.new("RGB", (a.width + gap + b.width, side), (255, 255, 255))
+        offset_b = (a.width + gap, 0)
+    canvas.paste(a, (0, 0))
+    canvas.paste(b, offset_b)
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    for img, (ox, oy) in ((a, (0, 0)), (b, offset_b)):
+        x0, y0, x1, y1 = _crop_box(img.size)
+        draw.rectangle((ox + x0, oy + y0, ox + x1 - 1, oy + y1 - 1), outline=(255, 255, 255, 160), width=1)
+    pa = patch_centres(len(matches.query_heat), *a.size)[matches.query_patch] * a.size
+    pb = patch_centres(len(matches.match_heat), *b.size)[matches.match_patch] * b.size + offset_b
+    sim = matches.similarity
+    spread = max(float(sim.max() - sim.min()), 1e-6) if len(sim) else 1.0
+    colours = _ramp((sim - sim.min()) / spread if len(sim) else sim)
+    radius = max(2, side // 80)
+    for (xa, ya), (xb, yb), c in reversed(list(zip(pa, pb, colours))):  # the strongest drawn last, on top
+        rgba = (*map(int, c), 220)
+        draw.line((xa, ya, xb, yb), fill=rgba, width=max(1, side // 200))
+        for x, y in ((xa, ya), (xb, yb)):
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=rgba, outline=(0, 0, 0, 200))
+    return canvas
+
+
+def match_heatmaps(query: Image.Image, match: Image.Image, matches, side: int = 320, gap: int = 12) -> Image.Image:
+    """The two photos side by side, each patch of the encoder's square tinted by its best cosine against the other photo."""
+    tiles = []
+    for image, heat in ((query, matches.query_heat), (match, matches.match_heat)):
+        img = _fit(image, side, vertical=False)
+        g = int(round(len(heat) ** 0.5))
+        x0, y0, x1, y1 = (round(v) for v in _crop_box(img.size))
+        lo, hi = float(np.min(heat)), float(np.max(heat))
+        rgb = _ramp((np.asarray(heat, float) - lo) / max(hi - lo, 1e-6)).reshape(g, g, 3)
+        overlay = Image.fromarray(rgb).resize((x1 - x0, y1 - y0), Image.NEAREST)
+        region = img.crop((x0, y0, x1, y1))
+        img.paste(Image.blend(region, overlay, 0.45), (x0, y0))
+        tiles.append(img)
+    canvas = Image.new("RGB", (tiles[0].width + gap + tiles[1].width, side), (255, 255, 255))
+    canvas.paste(tiles[0], (0, 0))
+    canvas.paste(tiles[1], (tiles[0].width + gap, 0))
+    return canvas
+
+
+def similarity_deck(sites: pd.DataFrame, closest: pd.DataFrame, online: bool = False) -> pdk.Deck:
+    """Every site coloured by how much it looks like the query (by percentile: yellow the most alike), the query's own
+    sites ringed in red, the closest ones numbered; a thumbnail of each site's best photo in its tooltip where given.
+
+    Args:
+        sites: `similar.SimilarPlaces.sites` (lat_deg, lon_deg, similarity, percentile, query; optional thumb).
+        closest: its `closest` (rank, lat_deg, lon_deg, place).
+    """
+    sites = sites.assign(color=[list(map(int, c)) + [210] for c in _ramp(sites["percentile"].to_numpy())],
+                         label=[f"cosine {s:.3f} (more alike than {p:.0%} of sites)" for s, p in zip(sites["similarity"], sites["percentile"])])
+    if "thumb" not in sites:
+        sites = sites.assign(thumb="")
+    layers, style = _base(online)
+    layers.append(pdk.Layer("ScatterplotLayer", sites.sort_values("percentile"), get_position=["lon_deg", "lat_deg"],
+                            get_fill_color="color", get_radius=1, radius_min_pixels=5, radius_max_pixels=5, pickable=True))
+    query = sites[sites["query"]]
+    if len(query):
+        layers.append(pdk.Layer("ScatterplotLayer", query, get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
+                                get_line_color=[220, 40, 40], line_width_min_pixels=2, get_radius=1, radius_min_pixels=9,
+                                radius_max_pixels=9))
+    if len(closest):
+        ranked = closest.assign(text=[str(r) for r in closest["rank"]])
+        layers.append(pdk.Layer("ScatterplotLayer", ranked, get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
+                                get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1, radius_min_pixels=9,
+                                radius_max_pixels=9))
+        layers.append(pdk.Layer("TextLayer", ranked, get_position=["lon_deg", "lat_deg"], get_text="text", get_size=14,
+                                get_color=[20, 20, 20], get_pixel_offset=[0, -16]))
+    return pdk.Deck(layers=layers, initial_view_state=_view(sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()),
+                    map_style=style, tooltip={"html": "<img src='{thumb}' style='max-width:96px'/><br/>{label}"})

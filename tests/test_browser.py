@@ -110,7 +110,7 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
 
 @pytest.mark.parametrize(("name", "shows"), [("predict", "Drop one or more photos"), ("regions", "Regions table"),
                                              ("train", "Start a new fine-tuning run"), ("evaluate", "Evaluate"),
-                                             ("data", "Photos accepted")])
+                                             ("data", "Photos accepted"), ("similar", "Where else looks like this?")])
 def test_every_page_works_from_a_cold_deep_link(app_url, page, name, shows):
     """The first request of a fresh server is a bookmark: Streamlit took a `pages/` folder for a legacy multipage
     app then, listing helper modules as pages and drawing the page's header alone."""
@@ -119,7 +119,7 @@ def test_every_page_works_from_a_cold_deep_link(app_url, page, name, shows):
     _idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     nav = page.locator("[data-testid='stSidebarNav']").inner_text()
-    assert all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Data")) and "common" not in nav
+    assert all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Similar places", "Data")) and "common" not in nav
 
 
 def test_a_viewer_sees_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, tmp_path, page):
@@ -207,3 +207,51 @@ def test_shared_map_opens_offline_switches_layers_and_shows_a_photo_popup(tiny_r
     assert "DT w/o: region" in page.locator(".leaflet-popup-content").inner_text()
     if os.environ.get("GEOLOC_SCREENSHOTS"):
         page.screenshot(path=str(Path(os.environ["GEOLOC_SCREENSHOTS"]) / "map.png"))
+
+
+def _held_out_photo(run_dir: str) -> Path:
+    from geoloc_core.runs import Run
+
+    run = Run(Path(run_dir))
+    _, is_test = run.read_split()
+    return [p for p, t in zip(run.photo_table().abs_paths(), is_test) if t][0]
+
+
+@pytest.fixture
+def browser_run(request) -> str:
+    return os.environ.get("GEOLOC_BROWSER_RUN") or str(request.getfixturevalue("tiny_run"))
+
+
+def test_predict_explains_each_neighbour_with_its_matching_patches(browser_run, app_url, page, tmp_path):
+    shots = Path(os.environ.get("GEOLOC_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(app_url)
+    page.get_by_text("Where was this photo taken?").wait_for(timeout=120_000)
+    page.locator("input[type=file]").set_input_files([str(_held_out_photo(browser_run))])
+    page.get_by_text("Predicted location").first.wait_for(timeout=240_000)
+    _idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    explained = page.get_by_text("mutual patch pairs")
+    assert explained.count() >= 5  # under each neighbour of the gallery
+    assert page.get_by_text("Lines join patches").count() == 1
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(shots / "predict_explain.png"), full_page=True)
+
+
+def test_similar_places_for_a_photo_then_a_region(app_url, page, tmp_path):
+    shots = Path(os.environ.get("GEOLOC_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{app_url}/similar")
+    page.get_by_text("Where else looks like this?").wait_for(timeout=120_000)
+    _idle(page)
+    page.locator("[data-testid='stDeckGlJsonChart']").first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("Embeddings:").count() >= 1 and page.locator("[data-testid='stDataFrame']").count() == 1
+    page.wait_for_timeout(4000)
+    page.screenshot(path=str(shots / "similar.png"), full_page=True)
+    page.get_by_text("a region").click()
+    _idle(page)
+    page.get_by_text("Partition").first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0 and page.locator("[data-testid='stDeckGlJsonChart']").count() == 1

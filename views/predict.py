@@ -8,6 +8,7 @@ import streamlit as st
 
 from geoloc_core import viz
 from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig
+from geoloc_core.explain import explain_prediction
 from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.maps import prediction_map, standalone_html
@@ -23,6 +24,11 @@ descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exist
 use_head = st.sidebar.toggle("Region from the fine-tuned classifier", value=True,
                              help="The latest fine-tuning round's classifier, where this run has one (its blocks run once more "
                                   "per photo); off: the w/o region of the database photo nearest the prediction.")
+explain = st.sidebar.toggle("Explain each match", value=True,
+                            help="Under each neighbour, the patches it shares with the photo: lines join mutually nearest patches of "
+                                 "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
+                                 "forward pass; a neighbour's from the run's stored patch tokens (`geoloc embed --patches`), else one "
+                                 "forward pass per neighbour, cached.")
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
@@ -44,7 +50,8 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
         row = examples[examples["name"] == name].iloc[0]
         shown_as[row["path"]] = name
         truth[row["path"]] = (float(row["lat_deg"]), float(row["lon_deg"]))
-    preds, failed = predict([Path(p) for p in shown_as], model)
+    preds, failed = predict([Path(p) for p in shown_as], model, keep_tokens=explain)
+    explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
     images = [viz.upright(p.path, 800) for p in preds]
@@ -63,7 +70,7 @@ if preds:
     fmt = c4.selectbox("GIS format", GIS_FORMATS, label_visibility="collapsed")
     c5.download_button(f"As {fmt} (points, circles, neighbours)", lambda: layers_bytes(prediction_layers(frame), fmt),
                        file_name=f"predictions{SUFFIX[fmt]}", mime=MIME[fmt])
-for p, image in zip(preds, images):
+for p, image, why in zip(preds, images, explained):
     st.subheader(p.path)
     photo, facts = st.columns([1, 2])
     photo.image(image, width="stretch")
@@ -82,10 +89,18 @@ for p, image in zip(preds, images):
     polygon = region_polygon(model.regions, p.region, fingerprint([model.regions.geojson] if model.regions else []))
     st.pydeck_chart(viz.prediction_deck(p, polygon, online=basemap_online()), height=420)
     gallery = st.columns(5)
-    for col, n in zip(gallery * 2, p.neighbours):
+    for rank, (col, n) in enumerate(zip(gallery * 2, p.neighbours)):
         caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"
         thumb = thumbnail(n.path)
         if thumb is None:
             col.warning(f"{Path(n.path).name} unreadable · {caption}")
-        else:
-            col.image(thumb, caption=caption, width="stretch")
+            continue
+        col.image(thumb, caption=caption, width="stretch")
+        if rank in why:
+            m = why[rank].matches
+            col.image(viz.match_figure(image, thumb, m, side=320, vertical=True), width="stretch",
+                      caption=f"this photo ↕ neighbour: {m.n_mutual} mutual patch pairs, {len(m.similarity)} drawn")
+    if why:
+        st.caption("Lines join patches that are each other's nearest among the two photos' DINOv2 patch tokens, the most distinctive "
+                   f"pairs (best cosine furthest ahead of the runner-up) first; yellow: the closest. Neighbours' tokens: "
+                   f"{'stored in the run' if next(iter(why.values())).tokens_from == 'run' else 'computed for these photos (cached)'}.")
