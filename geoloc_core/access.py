@@ -48,7 +48,7 @@ def load_server_config(environ: dict[str, str] | None = None) -> ServerConfig:
             values = tomllib.load(f)
     for f in fields(ServerConfig):
         text = environ.get(f"GEOLOC_{f.name.upper()}")
-        if text is None or text == "":
+        if text is None or (text == "" and f.name != "data_roots"):  # an empty GEOLOC_DATA_ROOTS: no folder is allowed
             continue
         if f.name == "data_roots":
             values[f.name] = [p for p in text.split(os.pathsep) if p]

@@ -92,3 +92,15 @@ def test_the_job_the_app_starts_refuses_a_path_outside_the_apps_roots_itself(tmp
     status = run.read_status()
     assert status["state"] == "failed" and "outside the data roots" in status["error"], run.log.read_text()[-2000:]
     assert not run.photos.exists()
+
+
+def test_a_server_with_no_data_roots_passes_no_roots_to_its_jobs_not_no_check(tmp_path):
+    """`data_roots = []` (nowhere allowed) reaches the job as an empty GEOLOC_DATA_ROOTS, which must still mean nowhere."""
+    file = tmp_path / "geoloc.toml"
+    file.write_text("data_roots = []\n")
+    cfg = load_server_config({"GEOLOC_CONFIG": str(file)})
+    env = access.job_environment(cfg)
+    job_cfg = load_server_config({"GEOLOC_CONFIG": str(tmp_path / "none.toml"), **env})
+    assert job_cfg.data_roots == ()
+    with pytest.raises(Refused, match="outside the data roots"):
+        access.check_source(tmp_path, job_cfg)
