@@ -38,7 +38,7 @@ from .regions import region_areas_km2
 from .runs import RegionFiles, Run
 
 CRS = "EPSG:4326"
-TEXT_MAX = 254  # the Shapefile's longest text field: longer text is cut in every format alike
+TEXT_MAX = 254  # the Shapefile's longest text field, in UTF-8 bytes: longer text is cut in every format alike
 
 FIELDS: dict[str, str] = {  # short name -> type; the same names in every format (<= 10 characters: the Shapefile's limit)
     "layer": "str", "graph": "str", "iter": "str", "region": "int", "n_photos": "int", "n_outside": "int", "area_km2": "float",
@@ -109,6 +109,11 @@ def region_frame(files: RegionFiles, graph: str, iteration: str, lat_deg: np.nda
     return gpd.GeoDataFrame(frame, geometry=[_multipolygon(g) for g in polygons.geometry], crs=CRS)
 
 
+def _text(value: str) -> str:
+    """`value` cut to the Shapefile's TEXT_MAX bytes of UTF-8 (never inside a character), so every format holds the same text."""
+    return value.encode("utf-8")[:TEXT_MAX].decode("utf-8", errors="ignore")
+
+
 def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[str, gpd.GeoDataFrame]:
     """`predict.predictions_frame` (or a predictions CSV / GeoJSON read back) -> predictions, uncertainty circles, neighbours."""
     if not len(frame):
@@ -116,7 +121,7 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
     pred = np.arange(len(frame))
     agrees = frame["region_agrees"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(-1).astype(int)  # -1: no classifier
     points = pd.DataFrame({
-        "layer": "predictions", "pred": pred, "path": frame["path"].astype(str).str.slice(0, TEXT_MAX),
+        "layer": "predictions", "pred": pred, "path": [_text(p) for p in frame["path"].astype(str)],
         "lat_deg": frame["lat_deg"].astype(float), "lon_deg": frame["lon_deg"].astype(float),
         "radius_km": frame["radius_km"].astype(float), "coverage": frame["coverage"].astype(float),
         "region": pd.to_numeric(frame["region"], errors="coerce").fillna(-1).astype(int),  # -1: no region
@@ -125,7 +130,7 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
         "unfamiliar": frame["unfamiliar"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(0).astype(int),
         "reg_agrees": agrees})
     circles = [_geodesic_circle(lat, lon, r, circle_vertices) for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
-    rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": str(n["path"])[:TEXT_MAX], "lat_deg": float(n["lat_deg"]),
+    rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])), "lat_deg": float(n["lat_deg"]),
              "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
             for i, text in zip(pred, frame["neighbours"]) for rank, n in enumerate(json.loads(text) if isinstance(text, str) else [])]
     neighbours = pd.DataFrame(rows, columns=list(LAYER_FIELDS["neighbours"]))

@@ -1,5 +1,7 @@
 """GIS exports: every format written, read back with geopandas, equal in geometry and attributes."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,18 @@ def test_export_clipped_to_a_boundary_recomputes_areas_and_counts_photos_outside
     assert main(["export", "--run", str(tiny_run), "--graphs", "dt", "--boundary", str(path), "--format", "geojson",
                  "--out", str(tmp_path / "r.geojson")]) == 0
     assert f"{(~west).sum()} of {len(photos)} photos lie outside" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", GIS_FORMATS)
+def test_long_non_ascii_paths_are_cut_alike_in_every_format(tmp_path, fmt):
+    """A path of 200 two-byte characters (400 bytes) is longer than a Shapefile text field (254 bytes): every format
+    must hold the same cut text, whole characters only."""
+    path = "/photos/" + "é" * 200 + ".jpg"
+    frame = pd.DataFrame({"path": [path], "lat_deg": [43.5], "lon_deg": [16.4], "radius_km": [1.0], "coverage": [0.8], "region": [0],
+                          "neighbours": [json.dumps([{"path": path, "lat_deg": 43.5, "lon_deg": 16.4, "similarity": 0.9, "dist_km": 0.1}])],
+                          "region_prob": [None], "true_lat_deg": [None], "true_lon_deg": [None], "error_km": [None],
+                          "familiarity": [None], "unfamiliar": [False], "region_agrees": [None]})
+    layers = prediction_layers(frame)
+    assert all(len(f["path"].iat[0].encode()) <= 254 for f in (layers["predictions"], layers["neighbours"]))
+    out = write_layers(layers, tmp_path / f"p{SUFFIX[fmt]}", fmt)
+    assert_same_layers(layers, read_layers(out, fmt), fmt)
