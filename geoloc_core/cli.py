@@ -384,6 +384,8 @@ def _cmd_export(a) -> None:
     from .predict import read_predictions
 
     cfg = settings(a, ShareConfig, "share")
+    if a.predictions and cfg.boundary:  # predictions have no polygons to clip: said, not silently ignored
+        raise ValueError(f"--boundary {cfg.boundary} clips a run's region polygons; it does not apply to --predictions {a.predictions}")
     if a.predictions:
         layers = prediction_layers(read_predictions(a.predictions))
     else:

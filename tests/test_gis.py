@@ -93,3 +93,15 @@ def test_long_non_ascii_paths_are_cut_alike_in_every_format(tmp_path, fmt):
     assert all(len(f["path"].iat[0].encode()) <= 254 for f in (layers["predictions"], layers["neighbours"]))
     out = write_layers(layers, tmp_path / f"p{SUFFIX[fmt]}", fmt)
     assert_same_layers(layers, read_layers(out, fmt), fmt)
+
+
+def test_export_of_predictions_refuses_a_boundary_it_would_ignore(tmp_path, caplog):
+    csv = tmp_path / "predictions.csv"
+    pd.DataFrame({"path": ["a.jpg"], "lat_deg": [43.5], "lon_deg": [16.4], "radius_km": [1.0], "coverage": [0.8], "region": [0],
+                  "neighbours": ["[]"]}).to_csv(csv, index=False)
+    boundary = tmp_path / "b.geojson"
+    boundary.write_text(__import__("geopandas").GeoSeries([shapely.box(16, 43, 17, 44)], crs=4326).to_json())
+    out = tmp_path / "p.gpkg"
+    assert main(["export", "--predictions", str(csv), "--boundary", str(boundary), "--format", "gpkg", "--out", str(out)]) == 2
+    assert not out.exists() and "does not apply to --predictions" in caplog.text
+    assert main(["export", "--predictions", str(csv), "--format", "gpkg", "--out", str(out)]) == 0 and out.exists()
