@@ -446,6 +446,9 @@ def _cmd_explain(a) -> None:
         print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f}; neighbours' patch tokens {explanations[0].tokens_from if explanations else '-'}")
         for e in explanations:
             neighbour = upright(e.neighbour.path, 640)
+            if neighbour is None:  # tokens stored in the run, the photo since moved away: its matches listed, not drawn
+                print(f"  {e.rank + 1:2d}. {e.neighbour.path}: cannot be read (moved since the run?), no picture drawn")
+                continue
             for kind, figure in (("match", match_figure), ("heat", match_heatmaps)):
                 buf = io.BytesIO()
                 figure(query, neighbour, e.matches, side=480).save(buf, "PNG")

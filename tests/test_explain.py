@@ -150,3 +150,18 @@ def test_real_dinov2_matches_a_flipped_and_a_shifted_copy_in_the_right_places(di
     in_part = patch_centres(len(shifted), box[2], box[3])[m.query_patch] * [box[2], box[3]]  # pixels of the original
     off = np.abs(in_part - centres[m.match_patch] * [w, h]).max(axis=1) / patch_px
     assert np.mean(off < 0.5) >= 0.9  # the very patch: 3 columns over, where the shifted square puts it
+
+
+def test_cli_explain_goes_on_when_a_neighbour_with_stored_tokens_has_moved_away(tiny_run, tiny_checkpoint, tmp_path, capsys):
+    """Stored patch tokens serve a neighbour whose photo is gone: its matches are listed, its pictures skipped, no crash."""
+    assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
+                 "--device", "cpu"]) == 0
+    original = Path(open_predictor(tiny_run, CPU).db["path"].iat[2])
+    query = tmp_path / "query.jpg"
+    query.write_bytes(original.read_bytes())
+    original.rename(original.with_suffix(".moved"))  # its best neighbour (itself) can no longer be read
+    out = tmp_path / "why"
+    assert main(["explain", str(query), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--device", "cpu"]) == 0
+    assert "cannot be read" in capsys.readouterr().out
+    assert "match_01.png" not in {p.name for p in (out / "query").glob("*.png")} and (out / "query" / "match_02.png").exists()
+    assert str(original) in set(pd.read_csv(out / "matches.csv")["neighbour"])
