@@ -60,8 +60,11 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
             p.true_lat_deg, p.true_lon_deg = truth[p.path]
         p.path = shown_as[p.path]
 
-if preds:
-    frame = predictions_frame(preds)
+
+
+@st.fragment
+def downloads(frame, preds) -> None:
+    """A fragment: picking a GIS format reruns these buttons only, not the batch's predictions."""
     c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 2])
     c1.download_button("Predictions CSV", frame.to_csv(index=False), file_name="predictions.csv", mime="text/csv")
     c2.download_button("GeoJSON", predictions_geojson(preds), file_name="predictions.geojson", mime="application/geo+json")
@@ -70,6 +73,10 @@ if preds:
     fmt = c4.selectbox("GIS format", GIS_FORMATS, label_visibility="collapsed")
     c5.download_button(f"As {fmt} (points, circles, neighbours)", lambda: layers_bytes(prediction_layers(frame), fmt),
                        file_name=f"predictions{SUFFIX[fmt]}", mime=MIME[fmt])
+
+
+if preds:
+    downloads(predictions_frame(preds), preds)
 for p, image, why in zip(preds, images, explained):
     st.subheader(p.path)
     photo, facts = st.columns([1, 2])
