@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +149,17 @@ def tiny_run(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path) -> Path
                  "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
     return run
 
+
+SLEEPER = "import geoloc_core, time; time.sleep(120)"  # stands in for a job's process (a geoloc process, as a job is)
+
+
+@pytest.fixture
+def sleeper_jobs(monkeypatch):
+    """Queued jobs run a sleeping geoloc process instead of the command they were given (fast and harmless)."""
+    from geoloc_core import jobqueue
+
+    monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c", SLEEPER))
+    yield
+    for job in jobqueue.all_jobs():
+        if job.pid and jobqueue.is_geoloc(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)

@@ -1,9 +1,6 @@
 """The app as a user meets it, through streamlit.testing (AppTest) over a tiny finished run."""
 
 import json
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -287,21 +284,17 @@ def test_data_page_refuses_a_missing_gpx_track_and_an_unreadable_time_offset(tin
         assert not at.exception and error in at.error[0].value and not at.success
 
 
-SLEEPER = "import geoloc_core, time; time.sleep(120)"  # stands in for a job's process (a geoloc process, as a job is)
-
-
-@pytest.fixture
-def sleeper_jobs(monkeypatch):
-    """Queued jobs run a sleeping geoloc process instead of the command they were given (fast and harmless)."""
-    monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c", SLEEPER))
-    yield
-    for job in jobqueue.all_jobs():
-        if job.pid and jobqueue.is_geoloc(job.pid):
-            os.killpg(job.pid, signal.SIGKILL)
-
-
 CONTROLS = ("Start a new fine-tuning run", "Ingest, embed and cut regions", "Stop", "Resume from the last checkpoint",
             "Take it out of the queue")
+
+
+def _ana_running_and_waiting(tiny_run: Path, monkeypatch) -> tuple[FinetuneRun, FinetuneRun]:
+    """Two fine-tuning jobs ana started on a server that runs one job at a time: the first runs, the second waits."""
+    monkeypatch.setenv("GEOLOC_MAX_JOBS", "1")
+    access.server_config.cache_clear()
+    run = Run(tiny_run)
+    return (jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana"),
+            jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana"))
 
 
 def _controls(at: AppTest) -> set[str]:
@@ -309,11 +302,7 @@ def _controls(at: AppTest) -> set[str]:
 
 
 def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, sleeper_jobs, monkeypatch):
-    monkeypatch.setenv("GEOLOC_MAX_JOBS", "1")
-    access.server_config.cache_clear()
-    run = Run(tiny_run)
-    running = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
-    waiting = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    running, waiting = _ana_running_and_waiting(tiny_run, monkeypatch)
     assert running.state() == "running" and waiting.state() == "queued"
     editor_pages = {p: page(f"views/{p}.py", tiny_run, user="ana") for p in ("train", "data")}
     assert {"Start a new fine-tuning run", "Take it out of the queue", f"Take {waiting.root.name} out of the queue"} <= \
@@ -336,11 +325,7 @@ def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_del
 
 
 def test_stopping_or_cancelling_another_persons_job_asks_first(tiny_run, sleeper_jobs, monkeypatch):
-    monkeypatch.setenv("GEOLOC_MAX_JOBS", "1")
-    access.server_config.cache_clear()
-    run = Run(tiny_run)
-    running = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
-    waiting = jobs.start_finetune(run, FinetuneConfig(rounds=1, epochs=1), user="ana")
+    running, waiting = _ana_running_and_waiting(tiny_run, monkeypatch)
     at = page("views/train.py", tiny_run, user="ana")  # ana takes her own waiting job out of the queue: no question
     [cancel] = [b for b in at.button if b.label == "Take it out of the queue"]
     cancel.click().run()

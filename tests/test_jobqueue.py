@@ -2,7 +2,6 @@
 
 import os
 import signal
-import sys
 import threading
 import time
 
@@ -10,8 +9,6 @@ import pytest
 
 from geoloc_core import access, jobqueue, storage
 from geoloc_core.runs import Folder
-
-SLEEPER = "import geoloc_core, time; time.sleep(120)"  # stands in for a job's process (a geoloc process, as a job is)
 
 
 @pytest.fixture
@@ -22,22 +19,13 @@ def limit(monkeypatch):
     return set_limit
 
 
-@pytest.fixture
-def sleepers(monkeypatch):
-    monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c", SLEEPER))
-    yield
-    for job in jobqueue.all_jobs():
-        if job.pid and jobqueue.is_geoloc(job.pid):
-            os.killpg(job.pid, signal.SIGKILL)
-
-
 def _ended(pid: int, timeout: float = 20) -> None:
     deadline = time.time() + timeout
     while storage.pid_alive(pid) and time.time() < deadline:
         time.sleep(0.1)
 
 
-def test_the_queue_holds_the_third_job_until_one_ends(tmp_path, limit, sleepers):
+def test_the_queue_holds_the_third_job_until_one_ends(tmp_path, limit, sleeper_jobs):
     limit(2)
     folders = [Folder(tmp_path / f"job{i}") for i in range(3)]
     submitted = [jobqueue.submit("finetune", f, ["finetune"], user=f"user{i}") for i, f in enumerate(folders)]
@@ -53,7 +41,7 @@ def test_the_queue_holds_the_third_job_until_one_ends(tmp_path, limit, sleepers)
     assert jobqueue.get(submitted[0].id).state == "ended" and jobqueue.get(submitted[0].id).ended
 
 
-def test_the_queue_survives_the_app_and_two_dispatchers_never_start_one_job_too_many(tmp_path, limit, sleepers):
+def test_the_queue_survives_the_app_and_two_dispatchers_never_start_one_job_too_many(tmp_path, limit, sleeper_jobs):
     limit(2)
     for i in range(5):
         jobqueue.submit("run", Folder(tmp_path / f"job{i}"), ["run"], user="a")
@@ -69,7 +57,7 @@ def test_the_queue_survives_the_app_and_two_dispatchers_never_start_one_job_too_
     assert [jobqueue.position(j) for j in records] == [None, None, 1, 2, 3]
 
 
-def test_a_cancelled_job_leaves_the_line_and_gives_its_folder_back(tmp_path, limit, sleepers):
+def test_a_cancelled_job_leaves_the_line_and_gives_its_folder_back(tmp_path, limit, sleeper_jobs):
     limit(1)
     jobqueue.submit("run", Folder(tmp_path / "first"), ["run"], user="a")
     old = Folder(tmp_path / "old")
