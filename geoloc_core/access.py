@@ -105,6 +105,8 @@ def resolve_source(text: str | Path, roots: list[Path], base: Path | None = None
         raise Refused(f"{text}: '..' is not allowed in a path; give the folder itself (photos may come from: {_listed(roots)})")
     if given.is_absolute() or base is not None:
         candidates = [Path(os.path.abspath(Path(base or "/") / given))]
+    elif not roots:  # nothing to look a relative path up under
+        raise Refused(f"{text}: this server takes photos from no folder (no data roots are configured)")
     else:
         candidates = [root / given for root in roots]
         candidates = [c for c in candidates if c.exists()] or candidates[:1]

@@ -380,10 +380,13 @@ def _boundary(cfg: ShareConfig, run: Run | None):
 
 
 def _cmd_export(a) -> None:
-    from .gis import prediction_layers, region_layers, write_layers
+    from .gis import SUFFIX, prediction_layers, region_layers, write_layers
     from .predict import read_predictions
 
     cfg = settings(a, ShareConfig, "share")
+    named = {suffix: fmt for fmt, suffix in SUFFIX.items()}.get(a.out.suffix.lower())
+    if named and named != cfg.format:  # a file named .kml holding a GeoPackage would open nowhere
+        raise ValueError(f"--out {a.out} names a {named} file but --format is {cfg.format}; give --format {named} or another name")
     if a.predictions and cfg.boundary:  # predictions have no polygons to clip: said, not silently ignored
         raise ValueError(f"--boundary {cfg.boundary} clips a run's region polygons; it does not apply to --predictions {a.predictions}")
     if a.predictions:

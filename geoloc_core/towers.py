@@ -53,11 +53,10 @@ class Suffix(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens
-        if self.pool_type == "tok" and len(self.blocks):
+        if self.pool_type == "tok":
             for block in self.blocks[:-1]:
                 x = block(x)
-            x = self.ln_post(class_token_block(self.blocks[-1], x))
-            pooled = x[:, 0]
+            pooled = self.ln_post(class_token_block(self.blocks[-1], x) if len(self.blocks) else x)[:, 0]
         else:
             for block in self.blocks:
                 x = block(x)

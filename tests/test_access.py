@@ -104,3 +104,8 @@ def test_a_server_with_no_data_roots_passes_no_roots_to_its_jobs_not_no_check(tm
     assert job_cfg.data_roots == ()
     with pytest.raises(Refused, match="outside the data roots"):
         access.check_source(tmp_path, job_cfg)
+
+
+def test_a_server_with_no_data_roots_refuses_a_relative_path_instead_of_crashing():
+    with pytest.raises(access.Refused, match="no data roots"):
+        access.resolve_source("croatia-streetview", [])

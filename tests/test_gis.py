@@ -105,3 +105,13 @@ def test_export_of_predictions_refuses_a_boundary_it_would_ignore(tmp_path, capl
     assert main(["export", "--predictions", str(csv), "--boundary", str(boundary), "--format", "gpkg", "--out", str(out)]) == 2
     assert not out.exists() and "does not apply to --predictions" in caplog.text
     assert main(["export", "--predictions", str(csv), "--format", "gpkg", "--out", str(out)]) == 0 and out.exists()
+
+
+def test_export_refuses_a_file_name_that_names_another_format(tmp_path, caplog):
+    csv = tmp_path / "predictions.csv"
+    pd.DataFrame({"path": ["a.jpg"], "lat_deg": [43.5], "lon_deg": [16.4], "radius_km": [1.0], "coverage": [0.8], "region": [0],
+                  "neighbours": ["[]"]}).to_csv(csv, index=False)
+    out = tmp_path / "p.kml"
+    assert main(["export", "--predictions", str(csv), "--out", str(out)]) == 2  # --format defaults to gpkg
+    assert not out.exists() and "names a kml file but --format is gpkg" in caplog.text
+    assert main(["export", "--predictions", str(csv), "--format", "kml", "--out", str(out)]) == 0 and out.exists()

@@ -6,7 +6,7 @@ from geoloc_core.encoders import build_vision_tower
 from geoloc_core.towers import Suffix, finish_forward, prefix_tokens
 
 
-@pytest.mark.parametrize("unfrozen", [1, 2])
+@pytest.mark.parametrize("unfrozen", [0, 1, 2])
 def test_the_suffix_with_a_class_token_last_block_equals_the_whole_tower_forward_and_backward(unfrozen):
     torch.manual_seed(0)
     tower = build_vision_tower(TINY).eval()
