@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,6 +65,27 @@ class RegionHead:
     @property
     def name(self) -> str:
         return f"FT{self.round} classifier"
+
+
+@dataclass
+class BackboneHead:
+    """An `encoders.Head` for retrieving with a fine-tuning round's backbone: of one pass, its (B, D) unit embedding and
+    its (B, C) region log-probabilities, side by side in one (B, D + C) output that `split` parts."""
+
+    region: RegionHead
+
+    @property
+    def unfrozen_blocks(self) -> int:
+        return self.region.unfrozen_blocks
+
+    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        pooled = self.region.suffix(prefix).float()
+        return torch.cat([nn.functional.normalize(pooled, dim=-1), torch.log_softmax(self.region.head(pooled).float(), dim=1)], dim=1)
+
+    def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D + C) outputs -> (N, D) unit embeddings, (N, C) log-probabilities."""
+        d = self.region.head.weight.shape[1]
+        return out[:, :d], out[:, d:]
 
 
 def load_region_head(ft: FinetuneRun, r: int, encoder: Encoder) -> RegionHead:

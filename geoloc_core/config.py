@@ -124,6 +124,9 @@ class PredictorConfig:
     sources: tuple[str, ...] = setting(("top1", "clusters", "gallery"), "where candidate coordinates come from, comma-separated",
                                        choices=SOURCES)
     n_words: int = setting(32, "VLAD vocabulary size")
+    ft_round: int = setting(0, "retrieve with fine-tuning round r's backbone (its re-embedded database, and the query through its "
+                               "blocks in the same forward pass; that round's classifier names the region): 0 = the pretrained one. "
+                               "Needs a finished round r over the region graph, and the cls descriptor")
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 

@@ -88,7 +88,7 @@ class EmbeddingCache:
 
 def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] | None = None, batch_size: int = 32,
                  patches: bool = False, cache: EmbeddingCache | None = None, workers: int = 4,
-                 progress: bool = True, head: Head | None = None) -> Embeddings:
+                 progress: bool = True, head: Head | None = None, head_only: bool = False) -> Embeddings:
     """Embed photos in batches; decoding runs in threads one batch ahead of the model.
 
     Args:
@@ -100,12 +100,16 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         cache: looked up first and filled with what was computed.
         workers: decoding threads.
         head: also run on every photo in the same forward pass (`Encoder.forward_with`); needs no cache.
+        head_only: the head's output is all that is wanted: the tower's own last blocks are skipped, and `emb`
+            (and `patches`) come back with no columns.
 
     Returns:
         Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
     """
     if head is not None and cache is not None:
         raise ValueError("a head runs in the forward pass, which a cached photo skips: pass no cache with a head")
+    if head_only and (head is None or patches):
+        raise ValueError("head_only needs a head, and skips the blocks that give patch tokens")
     n = len(paths)
     hits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     if cache is not None:  # without one, nothing needs the (whole-file) hashes
@@ -126,8 +130,9 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
             if head is None:
                 pooled, tokens = encoder.forward(pixels)
             else:
-                pooled, tokens, out = encoder.forward_with(pixels, head)
+                pooled, tokens, out = encoder.forward_with(pixels, head, finish=not head_only)
                 outs |= dict(zip(idx, out.cpu().numpy()))
+        if len(idx) and not head_only:
             emb = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
             pt = tokens.half().cpu().numpy() if patches else None
             for j, i in enumerate(idx):

@@ -109,14 +109,18 @@ class Encoder:
         return pooled.float(), tokens.float()
 
     @torch.no_grad()
-    def forward_with(self, pixels: torch.Tensor, head: Head) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`forward` plus `head` run on the tokens entering the tower's last `head.unfrozen_blocks` blocks, in one pass."""
+    def forward_with(self, pixels: torch.Tensor, head: Head, finish: bool = True
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """`forward` plus `head` run on the tokens entering the tower's last `head.unfrozen_blocks` blocks, in one pass.
+
+        `finish=False` skips the tower's own last blocks (pooled and tokens are None) where the head's output is all
+        that is wanted: a fine-tuned backbone's embedding costs no more than the pretrained one's."""
         pixels = pixels.to(self.device, non_blocking=True)
         with autocast(self.device):
             prefix = prefix_tokens(self.model, pixels, head.unfrozen_blocks)
-            pooled, tokens = finish_forward(self.model, prefix, head.unfrozen_blocks)
+            pooled, tokens = finish_forward(self.model, prefix, head.unfrozen_blocks) if finish else (None, None)
             out = head(prefix)
-        return pooled.float(), tokens.float(), out.float()
+        return (pooled.float(), tokens.float(), out.float()) if finish else (None, None, out.float())
 
 
 class Head(Protocol):

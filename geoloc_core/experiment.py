@@ -151,6 +151,27 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     return table, verdicts
 
 
+def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[tuple[np.ndarray, FinetuneRun]]:
+    """Each fold's held-out mask and its finished fine-tuning over `cfg.graph` (run here where missing, resumed where
+    killed): the fine-tuned backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and
+    folders, so either reuses the other's finished work."""
+    run = Run(Path(run_dir).resolve())
+    out = run.cross_validation(cv.folds, cv.fold_seed)
+    fold = location_folds(run.photo_table().frame["group"].to_numpy(), cv.folds, cv.fold_seed)
+    done = []
+    for i in range(cv.folds):
+        fold_run = out.fold(i)
+        prepare_fold(run, fold_run, fold == i, (cfg.graph,))
+        ft = fold_run.experiment.finetune(cfg.graph)
+        if len(ft.round_checkpoints()) < cfg.rounds or not all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1)):
+            log.info("fold %d of %d: fine-tuning %s", i + 1, cv.folds, cfg.graph)
+            with ft.job():
+                for result in finetune_rounds(fold_run.root, cfg, out_dir=ft.root):
+                    log.info("fold %d %s: acc %.3f, %d regions", i + 1, result.name, result.metrics["acc"], result.metrics["n_regions"])
+        done.append((fold == i, ft))
+    return done
+
+
 def _finished_table(fold: Run, cfg: FinetuneConfig, graphs: tuple[str, ...]) -> pd.DataFrame | None:
     """A fold's table from an earlier call with the same settings (a resumed cross-validation retrains nothing)."""
     done = fold.experiment

@@ -1,7 +1,7 @@
 """Photos -> predicted location, uncertainty radius, region and nearest known photos; CSV / GeoJSON exports.
 
 Each photo is embedded once: the predictor's region classifier (where the run has one) runs inside
-that pass (`embed_images(head=...)`), then `predictor.locate` retrieves and verifies. With
+that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate` retrieves and verifies. With
 `keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for explaining
 its matches (`explain.explain_prediction`) without a second forward pass. The predicted
 region is the classifier's answer, or else the region of the database photo nearest the predicted
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .classifier import BackboneHead
 from .descriptors import describe
 from .embed import embed_images
 from .exif import GpsError, read_gps
@@ -70,17 +71,18 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     computes anyway, for `explain.explain_prediction`."""
     paths = [Path(p) for p in paths]
     need_patches = predictor.descriptor != "cls" or keep_tokens
+    backbone = BackboneHead(predictor.backbone) if predictor.backbone is not None else None
     out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20,
-                       head=predictor.region_head)
+                       head=backbone or predictor.region_head, head_only=backbone is not None and not need_patches)
     ok = np.flatnonzero(out.ok)
     failed = {str(paths[i]): reason for i, reason in out.failed.items()}
     if not len(ok):
         return [], failed
-    desc = describe(predictor.descriptor, out.emb[ok], None if out.patches is None else out.patches[ok], predictor.vocabulary)
-    p_lat, p_lon, sims, ids = locate(predictor, desc, out.emb[ok])
+    emb, log_probs = (backbone.split(out.head_out[ok]) if backbone else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
+    desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
+    p_lat, p_lon, sims, ids = locate(predictor, desc, emb)
     at_point = predictor.region_at(p_lat, p_lon)
     if predictor.region_head is not None:
-        log_probs = out.head_out[ok]
         regions, region_probs = log_probs.argmax(1), np.exp(log_probs.max(1))
     else:
         regions, region_probs = at_point, np.full(len(ok), np.nan)

@@ -10,6 +10,8 @@ database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
    region centroids;
 3. answer the candidate the verifier scores highest. Without a verifier (or with no sources) the
    answer is the strongest neighbour group, a similarity vote.
+With `PredictorConfig.ft_round` r the database is a fine-tuning round's re-embedded photos, and a query runs
+through that round's blocks in its one forward pass (`classifier.BackboneHead`), so both live in the fine-tuned space.
 `bandwidth_km` is calibrated by leave-location-out queries (each database photo located from the
 others, never from its own location). The uncertainty radius is the `coverage` quantile of the
 errors on database locations held out of a calibration verifier's training; the errors are saved,
@@ -72,6 +74,7 @@ class Predictor:
     region_head: RegionHead | None = None
     regions: RegionFiles | None = None  # the partition `Prediction.region` numbers (polygons beside it)
     region_labels: np.ndarray | None = None  # (len(db),) each database photo's region in `regions`; None: db["region"]
+    backbone: RegionHead | None = None  # with cfg.ft_round: the round the database was embedded with; queries run its blocks
 
     @property
     def descriptor(self) -> str:
@@ -255,6 +258,10 @@ def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), dat
     _, is_test = run.read_split()
     keep = np.ones(len(table), bool) if database == "all" else ~is_test
     emb, patches = run.read_embeddings()
+    if cfg.ft_round:
+        if cfg.descriptor != "cls":
+            raise ValueError(f"ft_round {cfg.ft_round} retrieves with the fine-tuned class token: use the cls descriptor, not {cfg.descriptor}")
+        emb, patches = storage.read_npy(run.finetune_round(graph, cfg.ft_round).embeddings(cfg.ft_round)), None
     regions_file, regions = run_regions(run, graph)
     db = pd.DataFrame({"photo": np.flatnonzero(keep), "path": [str(p) for p, m in zip(table.abs_paths(), keep) if m],
                        "lat_deg": table.lat_deg[keep], "lon_deg": table.lon_deg[keep],
@@ -285,7 +292,8 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
 
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
     """A saved predictor with the run's encoder, its current regions of `cfg.graph` and, with `cfg.region_from ==
-    "classifier"`, the latest fine-tuning round's region classifier for that graph where the run has one."""
+    "classifier"`, the latest fine-tuning round's region classifier for that graph where the run has one. A predictor
+    built with `ft_round` r retrieves with round r's backbone, and names regions with round r's classifier."""
     run = Run(run_dir)
     meta = store.read_meta()
     built = from_dict(PredictorConfig, meta["config"])
@@ -293,15 +301,16 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     vocabulary = storage.read_npy(store.vocabulary) if built.descriptor == "vlad" else None
     verifier = load_locator(store.verifier) if built.verify else None
     encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
-    latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" else None
-    head = load_region_head(*latest, encoder) if latest else None
+    backbone = load_region_head(run.finetune_round(cfg.graph, built.ft_round), built.ft_round, encoder) if built.ft_round else None
+    latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" and backbone is None else None
+    head = load_region_head(*latest, encoder) if latest else (backbone if cfg.region_from == "classifier" else None)
     db = pd.read_csv(store.db, dtype={"group": str})
     regions_file, regions = run_regions(run, cfg.graph)
     db["region"] = regions[db["photo"].to_numpy()]
     head_labels = head.regions.labels()["region"].to_numpy()[db["photo"].to_numpy()] if head else None
     return Predictor(built, load_index(store.index), db, vocabulary, meta["bandwidth_km"],
                      storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
-                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels)
+                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone)
 
 
 def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str) -> PredictorStore:
@@ -316,13 +325,16 @@ def predictor_inputs(run_dir: Path, cfg: PredictorConfig, graph: str) -> list[Pa
     the graph's regions where their centroids are candidates."""
     run = Run(run_dir)
     files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
+    if cfg.ft_round:
+        ft = run.finetune_round(graph, cfg.ft_round)
+        files += [ft.embeddings(cfg.ft_round), ft.round_checkpoint(cfg.ft_round)]
     return files + ([run.regions(graph).csv] if "regions" in cfg.sources else [])
 
 
 def inputs_digest(files: list[Path], cfg: PredictorConfig, database: str, graph: str) -> str:
     """The digest of a predictor's input files' contents, with the format, its settings and the database."""
     h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database,
-                                 "graph": graph if "regions" in cfg.sources else None}, sort_keys=True).encode())
+                                 "graph": graph if "regions" in cfg.sources or cfg.ft_round else None}, sort_keys=True).encode())
     for path in files:
         if path.exists():
             with open(path, "rb") as f:

@@ -427,6 +427,13 @@ class Run(Folder):
         r, _, ft = max(rounds, key=lambda t: t[:2])
         return ft, r
 
+    def finetune_round(self, graph: str, r: int) -> FinetuneRun:
+        """The newest fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded photos)."""
+        done = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]
+        if not done:
+            raise FileNotFoundError(f"{self.root}: no fine-tuning over {graph.upper()} finished round {r} (geoloc finetune --graph {graph})")
+        return max(done, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime)
+
     def iterations(self, graph: str) -> dict[str, RegionFiles]:
         """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
         found = {"w/o": self.regions(graph)} if self.regions(graph).exists() else {}
