@@ -189,6 +189,11 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
+    c = command("levers", _cmd_levers, "accuracy levers one at a time (fine-tuned backbone, ...), each paired against the default "
+                "predictor over K folds of the run's locations")
+    add_settings(c, CrossValConfig, "cv")
+    add_settings(c, PredictorConfig, "predictor", only=("k", "sources"))
+    add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
 
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
     add_settings(c, CoverageConfig, "coverage")
@@ -494,6 +499,26 @@ def _cmd_compare(a) -> None:
         print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
         _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
+
+
+def _cmd_levers(a) -> None:
+    import pandas as pd
+
+    from .levers import lever_variants, measure_levers
+    from .storage import write_csv
+    from .viz import with_intervals
+
+    run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
+    result = measure_levers(a.run, lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds), finetune, cv, finetune.graph)
+    write_csv(run.levers_table, pd.DataFrame(result.rows))
+    write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))
+    write_csv(run.levers_errors, result.errors)
+    _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"),
+                 ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "changes"))
+    print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Each lever minus the default, paired:")
+    _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
+                 ("comparison", "metric", "difference", "interval", "verdict"))
+    print(f"-> {run.levers_table}, {run.levers_verdicts}, {run.levers_errors}")
 
 
 def _cmd_coverage(a) -> None:

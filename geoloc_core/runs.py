@@ -493,6 +493,18 @@ class Run(Folder):
         return self.root / "compare_folds.csv"
 
     # readers
+    @property
+    def levers_table(self) -> Path:
+        return self.root / "levers.csv"
+
+    @property
+    def levers_verdicts(self) -> Path:
+        return self.root / "levers_verdicts.csv"
+
+    @property
+    def levers_errors(self) -> Path:
+        return self.root / "levers_errors.csv"
+
     def pipeline_config(self) -> PipelineConfig:
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
         return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})

@@ -1,0 +1,114 @@
+"""Accuracy levers, measured one at a time and together, against today's default (`geoloc levers`).
+
+Each lever is a setting of the predictor (`PredictorConfig`), so a row of the table is the verified predictor
+under one set of settings, and the combination is just several settings at once. Every row is cross-validated
+over the run's locations with the folds of `geoloc compare --folds K` and `geoloc experiment --folds K`: each
+fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
+fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
+`geoloc predict --ft-round r` does with the run's fine-tuning. Each row is paired against the first (the
+default) on the same held-out photos and the same resampled locations.
+
+Choosing the best round from this table and then reporting its figure from the same table flatters it a
+little (a choice among a few rows); a lever becomes the default only when it wins beyond the interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import storage
+from .config import CrossValConfig, FinetuneConfig, PredictorConfig
+from .evaluate import THRESHOLDS_KM, threshold_key
+from .experiment import finetune_folds
+from .geo import haversine_km
+from .pipeline import cut_regions
+from .predictor import fit_predictor, locate
+from .runs import Run
+from .stats import distance_measures, estimates, location_folds, location_weights, paired
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: a name and the predictor settings it stands for."""
+
+    name: str
+    predictor: PredictorConfig
+
+
+def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
+    """The default first (every other row is paired against it), then each lever alone."""
+    return [Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
+
+
+@dataclass
+class LeverTable:
+    rows: list[dict]  # one per variant: estimates with 95 % intervals
+    verdicts: list[dict]  # each variant minus the default, paired
+    errors: pd.DataFrame  # photo, fold and each variant's error in km: the per-photo answers behind both
+
+
+def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneConfig = FinetuneConfig(),
+                   cv: CrossValConfig = CrossValConfig(folds=5), graph: str = "dt") -> LeverTable:
+    """Every variant's held-out answers over `cv.folds` folds of the run's locations, then estimates and paired verdicts.
+
+    Folds are fine-tuned (`finetune` over `graph`) only if a variant retrieves with a fine-tuned backbone; finished
+    fold fine-tunings are reused."""
+    if cv.folds < 2:
+        raise ValueError("levers are compared over folds of the run's locations: --folds 2 or more")
+    run = Run(Path(run_dir).resolve())
+    table = run.photo_table()
+    emb0, _ = run.read_embeddings()
+    groups = table.frame["group"].to_numpy()
+    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    needs_ft = max(v.predictor.ft_round for v in variants)
+    if needs_ft > finetune.rounds:
+        raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
+    tuned = finetune_folds(run.root, replace(finetune, graph=graph), cv) if needs_ft else [None] * cv.folds
+    regions = run.pipeline_config().regions
+    errors = {v.name: np.full(len(table), np.nan) for v in variants}
+    for f in range(cv.folds):
+        is_test = fold == f
+        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+        labels = cut_regions(table, emb0, is_test, graph, regions)  # the fold's w/o regions: cut without its locations
+        db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
+                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train],
+                           "region": labels[train]})
+        for v in variants:
+            r = v.predictor.ft_round
+            emb = emb0 if r == 0 else storage.read_npy(tuned[f][1].embeddings(r))
+            predictor = fit_predictor(db, emb[train], None, v.predictor, graph)
+            lat, lon, _, _ = locate(predictor, emb[test], emb[test])
+            errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
+        log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
+    weights = location_weights(groups, seed=cv.fold_seed)
+    rows = [{"method": v.name, **estimates(distance_measures(errors[v.name]), weights), **_settings(v, variants[0])} for v in variants]
+    return LeverTable(rows, _verdicts(errors, variants, weights), pd.DataFrame({"photo": np.arange(len(table)), "fold": fold, **errors}))
+
+
+def _settings(v: Variant, reference: Variant) -> dict:
+    """The settings in which a variant differs from the reference, as text (what the row changes)."""
+    a, b = storage.to_jsonable(v.predictor), storage.to_jsonable(reference.predictor)
+    return {"changes": ", ".join(f"{k}={a[k]}" for k in a if a[k] != b[k]) or "-"}
+
+
+def _verdicts(errors: dict[str, np.ndarray], variants: list[Variant], weights: np.ndarray) -> list[dict]:
+    """Each variant minus the default, paired: median km, and accuracy at every threshold where the default gets between
+    2 % and 98 % (the thresholds that tell methods apart at this scale)."""
+    ref = variants[0].name
+    base = distance_measures(errors[ref])
+    informative = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < base[threshold_key(t)][0].mean() < 0.98]
+    rows = []
+    for v in variants[1:]:
+        theirs = distance_measures(errors[v.name])
+        for metric, higher_is_better in (("median_km", False), *((key, True) for key in informative)):
+            (a, statistic), (b, _) = theirs[metric], base[metric]
+            rows.append({"comparison": f"{v.name} vs {ref}", "metric": metric,
+                         **paired(a.astype(np.float64), b.astype(np.float64), weights, statistic, higher_is_better)})
+    return rows
