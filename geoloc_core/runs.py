@@ -427,6 +427,11 @@ class Run(Folder):
         r, _, ft = max(rounds, key=lambda t: t[:2])
         return ft, r
 
+    def finished_rounds(self, graph: str) -> list[int]:
+        """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the backbones
+        a predictor can retrieve with (`PredictorConfig.ft_round`)."""
+        return sorted({r for ft in self.finetune_dirs(graph) for r in ft.round_checkpoints() if ft.embeddings(r).exists()})
+
     def finetune_round(self, graph: str, r: int) -> FinetuneRun:
         """The newest fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded photos)."""
         done = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]

@@ -15,7 +15,7 @@ from geoloc_core.config import CrossValConfig, FinetuneConfig
 from geoloc_core.experiment import cross_validate
 from geoloc_core.finetune import finetune_rounds
 from geoloc_core.regions import match_labels
-from geoloc_core.runs import FinetuneRun, Folder, Run
+from geoloc_core.runs import FinetuneRun, Folder, PredictorStore, Run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,13 @@ def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_neare
     at.sidebar.toggle[0].set_value(False).run()
     assert not at.exception
     assert all("(DT w/o, nearest photo)" in m.value for m in at.markdown if "region **" in m.value)
+    # retrieving with the FT1 backbone builds (and labels with) that round's predictor
+    at.sidebar.toggle[0].set_value(True).run()
+    assert at.sidebar.selectbox[1].options == ["pretrained backbone", "FT1 backbone (DT)"]
+    at.sidebar.selectbox[1].set_value(1).run()
+    assert not at.exception and len(at.subheader) == 2
+    built = [PredictorStore(p).read_meta()["config"]["ft_round"] for p in tiny_run.glob("predictor_cls_train_*")]
+    assert sorted(built) == [0, 1]
 
 
 def test_regions_page_switches_graph_iteration_and_edges(tiny_run):

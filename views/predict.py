@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
-from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig
+from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig, help_of
 from geoloc_core.explain import explain_prediction
 from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.ingest import IMAGE_SUFFIXES
@@ -21,9 +21,13 @@ run = current_run()
 if run is None:
     st.stop()
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
+rounds = run.finished_rounds("dt") if descriptor == "cls" else []
+ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds], format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",
+                                help=help_of(PredictorConfig, "ft_round"), disabled=not rounds)
 use_head = st.sidebar.toggle("Region from the fine-tuned classifier", value=True,
                              help="The latest fine-tuning round's classifier, where this run has one (its blocks run once more "
-                                  "per photo); off: the w/o region of the database photo nearest the prediction.")
+                                  "per photo; retrieving with a fine-tuned backbone, that round's classifier, at no extra cost); "
+                                  "off: the w/o region of the database photo nearest the prediction.")
 explain = st.sidebar.toggle("Explain each match", value=True,
                             help="Under each neighbour, the patches it shares with the photo: lines join mutually nearest patches of "
                                  "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
@@ -38,7 +42,8 @@ if not uploads and not picked:
     st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
     st.stop()
 
-model = predictor(run, PredictConfig(predictor=PredictorConfig(descriptor=descriptor), region_from="classifier" if use_head else "nearest"))
+model = predictor(run, PredictConfig(predictor=PredictorConfig(descriptor=descriptor, ft_round=ft_round),
+                                     region_from="classifier" if use_head else "nearest"))
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
     shown_as = {}
     for i, up in enumerate(uploads):

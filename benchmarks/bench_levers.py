@@ -1,0 +1,57 @@
+"""The latency of each accuracy lever's predictor beside the default's, measured interleaved in one run.
+
+    .venv/bin/python benchmarks/bench_levers.py --run RUN [--photos 20] [--ft-round 2]
+
+RUN needs a finished fine-tuning round for `--ft-round` over DT (`geoloc finetune`, or one fold of
+`geoloc levers`: RUN/experiment_k5_seed0/fold0). One photo at a time, `predict([path])` end to end
+(read, decode, one forward pass, search, candidates, verify), the variants taking turns photo by photo
+so machine noise hits them alike. p50 and p90 in ms, and each variant's p50 over the default's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_predict import timed_predict  # noqa: E402
+
+from bench_core import machine  # noqa: E402
+from geoloc_core.config import PredictConfig, PredictorConfig  # noqa: E402
+from geoloc_core.predict import predict  # noqa: E402
+from geoloc_core.predictor import open_predictor  # noqa: E402
+
+
+def variants(ft_round: int) -> dict[str, PredictConfig]:
+    base = PredictConfig(device="cpu")
+    return {"default": base, f"FT{ft_round} backbone": replace(base, predictor=PredictorConfig(ft_round=ft_round))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--ft-round", type=int, default=2)
+    a = parser.parse_args()
+    predictors = {name: open_predictor(a.run, cfg) for name, cfg in variants(a.ft_round).items()}
+    db = next(iter(predictors.values())).db
+    paths = [Path(p) for p in db["path"].iloc[:: max(1, len(db) // (a.photos + 1))][: a.photos + 1]]
+    for predictor in predictors.values():
+        predict([paths[0]], predictor)  # warm-up: threads, allocator, first-call costs
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for path in paths[1:]:
+        for name, predictor in predictors.items():
+            times[name].append(timed_predict(path, predictor) * 1e3)
+    print(f"{machine()}; {len(paths) - 1} photos of {a.run}, one at a time, interleaved")
+    ref = np.median(times["default"])
+    for name, t in times.items():
+        print(f"{name:>20}: p50 {np.median(t):7.1f} ms, p90 {np.quantile(t, 0.9):7.1f} ms, p50 {np.median(t) / ref:.2f}x the default")
+
+
+if __name__ == "__main__":
+    main()

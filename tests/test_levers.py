@@ -1,0 +1,103 @@
+"""Retrieval with a fine-tuned backbone (`PredictorConfig.ft_round`) and the cross-validated lever table."""
+
+import numpy as np
+import pytest
+import torch
+
+from geoloc_core import finetune as ft
+from geoloc_core.config import CrossValConfig, FinetuneConfig, PredictConfig, PredictorConfig
+from geoloc_core.levers import Variant, lever_variants, measure_levers
+from geoloc_core.predict import predict
+from geoloc_core.predictor import open_predictor
+from geoloc_core.runs import Run
+from geoloc_core.stats import location_folds
+
+CFG = FinetuneConfig(graph="dt", rounds=2, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
+
+
+@pytest.fixture
+def finetuned_run(tiny_run):
+    list(ft.finetune_rounds(tiny_run, CFG))
+    return tiny_run
+
+
+def test_a_query_runs_through_the_rounds_blocks_into_the_space_the_database_was_embedded_in(finetuned_run):
+    run = Run(finetuned_run)
+    tuned = run.finetune_round("dt", 1)
+    predictor = open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1), device="cpu"))
+    assert predictor.backbone.round == 1 and predictor.region_head is predictor.backbone  # its classifier names the region
+    stored = np.load(tuned.embeddings(1))
+    assert not np.allclose(stored, run.read_embeddings()[0], atol=1e-3)  # fine-tuning moved the space
+    rows = [0, 5, 11]
+    preds, failed = predict([predictor.db["path"].iat[i] for i in rows], predictor)
+    assert not failed
+    for row, pred in zip(rows, preds):  # each database photo finds itself: the query's embedding is its stored FT1 one
+        top = pred.neighbours[0]
+        assert top.photo == predictor.db["photo"].iat[row] and top.similarity == pytest.approx(1.0, abs=2e-3)
+    pretrained = open_predictor(finetuned_run, PredictConfig(device="cpu"))
+    assert pretrained.backbone is None and pretrained.region_head.round == 2  # the default still takes the latest classifier
+
+
+def test_the_fine_tuned_query_costs_no_pretrained_blocks(finetuned_run, monkeypatch):
+    """Without patch tokens to keep, the tower's own last blocks are skipped: the forward pass is as long as the plain one."""
+    from geoloc_core import encoders
+
+    calls = []
+    real = encoders.finish_forward
+    monkeypatch.setattr(encoders, "finish_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    predictor = open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=2), device="cpu"))
+    path = predictor.db["path"].iat[2]
+    [plain], _ = predict([path], predictor)
+    assert calls == []
+    [kept], _ = predict([path], predictor, keep_tokens=True)  # explaining needs the pretrained patch tokens: computed then
+    assert calls and kept.tokens is not None and (kept.lat_deg, kept.lon_deg) == pytest.approx((plain.lat_deg, plain.lon_deg))
+
+
+def test_a_round_the_run_has_not_finished_or_another_descriptor_is_refused(finetuned_run):
+    with pytest.raises(FileNotFoundError, match="finished round 3"):
+        open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=3), device="cpu"))
+    with pytest.raises(ValueError, match="cls descriptor"):
+        open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1, descriptor="gem"), device="cpu"))
+
+
+def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
+    cv = CrossValConfig(folds=2, fold_seed=0)
+    variants = lever_variants(PredictorConfig(), CFG.rounds)
+    assert [v.name for v in variants][:3] == ["default", "FT1 backbone", "FT2 backbone"]
+    table = measure_levers(tiny_run, variants, CFG, cv)
+    run = Run(tiny_run)
+    fold = location_folds(run.photo_table().frame["group"].to_numpy(), 2, 0)
+    for i in range(2):  # each fold fine-tuned without its own locations, every photo re-embedded
+        fold_run = run.cross_validation(2, 0).fold(i)
+        assert np.array_equal(fold_run.read_split()[1], fold == i)
+        assert fold_run.experiment.finetune("dt").embeddings(2).exists()
+    assert [r["method"] for r in table.rows] == [v.name for v in variants]
+    assert table.rows[1]["changes"] == "ft_round=1" and table.rows[0]["changes"] == "-"
+    assert np.isfinite(table.errors[[v.name for v in variants]].to_numpy()).all()  # every photo held out once
+    assert {v["comparison"] for v in table.verdicts} == {f"{v.name} vs default" for v in variants[1:]}
+    for row in table.rows:
+        assert row["median_km_lo"] <= row["median_km"] <= row["median_km_hi"]
+    # a second call fine-tunes nothing again
+    mtime = run.cross_validation(2, 0).fold(0).experiment.finetune("dt").round_checkpoint(2).stat().st_mtime
+    again = measure_levers(tiny_run, variants[:2], CFG, cv)
+    assert run.cross_validation(2, 0).fold(0).experiment.finetune("dt").round_checkpoint(2).stat().st_mtime == mtime
+    assert np.array_equal(again.errors["FT1 backbone"], table.errors["FT1 backbone"])
+
+
+def test_a_variant_past_the_fine_tuning_rounds_or_a_single_split_is_refused(tiny_run):
+    with pytest.raises(ValueError, match="FT3"):
+        measure_levers(tiny_run, [Variant("default", PredictorConfig()), Variant("x", PredictorConfig(ft_round=3))], CFG)
+    with pytest.raises(ValueError, match="folds"):
+        measure_levers(tiny_run, [Variant("default", PredictorConfig())], CFG, CrossValConfig(folds=1))
+
+
+def test_the_backbone_head_splits_one_pass_into_embedding_and_region(finetuned_run):
+    from geoloc_core.classifier import BackboneHead
+
+    predictor = open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1), device="cpu"))
+    head = BackboneHead(predictor.backbone)
+    prefix = torch.randn(3, 5, predictor.backbone.suffix.ln_post.normalized_shape[0])
+    with torch.no_grad():
+        emb, log_probs = head.split(head(prefix).numpy())
+        expected = predictor.backbone(prefix).numpy()
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5) and np.allclose(log_probs, expected, atol=1e-5)
