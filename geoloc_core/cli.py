@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources"))
     add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
+    c.set_defaults(**{"cv.folds": 5})  # levers are only ever compared over folds
 
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
     add_settings(c, CoverageConfig, "coverage")
@@ -509,7 +510,7 @@ def _cmd_levers(a) -> None:
     from .viz import with_intervals
 
     run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
-    result = measure_levers(a.run, lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds), finetune, cv, finetune.graph)
+    result = measure_levers(a.run, lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds), finetune, cv)
     write_csv(run.levers_table, pd.DataFrame(result.rows))
     write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))
     write_csv(run.levers_errors, result.errors)

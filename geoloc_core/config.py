@@ -136,9 +136,10 @@ class PredictConfig:
 
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     coverage: float = setting(0.9, "share of calibration photos the uncertainty radius must hold")
-    graph: str = setting("dt", "graph whose regions label the predictions", choices=GRAPHS, flag="--region-graph")
-    region_from: str = setting("classifier", "the latest fine-tuning round's classifier (where the run has one) or the w/o "
-                               "region of the database photo nearest the prediction", choices=("classifier", "nearest"))
+    graph: str = setting("dt", "graph whose regions label the predictions (and whose fine-tuning --ft-round retrieves with)",
+                         choices=GRAPHS, flag="--region-graph")
+    region_from: str = setting("classifier", "the latest fine-tuning round's classifier (where the run has one; with --ft-round, that "
+                               "round's) or the w/o region of the database photo nearest the prediction", choices=("classifier", "nearest"))
     unfamiliar_below: float = setting(0.05, "flag a photo as unlike the run's photos when its best match is closer than fewer than "
                                       "this share of the database's own leave-location-out matches (the rate of false flags on "
                                       "places the database covers)")

@@ -151,10 +151,10 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     return table, verdicts
 
 
-def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[tuple[np.ndarray, FinetuneRun]]:
-    """Each fold's held-out mask and its finished fine-tuning over `cfg.graph` (run here where missing, resumed where
-    killed): the fine-tuned backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and
-    folders, so either reuses the other's finished work."""
+def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[FinetuneRun]:
+    """Each fold's finished fine-tuning over `cfg.graph` (run here where missing, resumed where killed): the fine-tuned
+    backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and folders, so either
+    reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as these."""
     run = Run(Path(run_dir).resolve())
     out = run.cross_validation(cv.folds, cv.fold_seed)
     fold = location_folds(run.photo_table().frame["group"].to_numpy(), cv.folds, cv.fold_seed)
@@ -163,12 +163,15 @@ def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> li
         fold_run = out.fold(i)
         prepare_fold(run, fold_run, fold == i, (cfg.graph,))
         ft = fold_run.experiment.finetune(cfg.graph)
+        saved = ft.read_config().get("finetune")
+        if saved is not None and {**saved, "device": cfg.device} != storage.to_jsonable(cfg):
+            raise ValueError(f"{ft.root} was fine-tuned with other settings ({saved}); ask for those, or remove the folder")
         if len(ft.round_checkpoints()) < cfg.rounds or not all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1)):
             log.info("fold %d of %d: fine-tuning %s", i + 1, cv.folds, cfg.graph)
             with ft.job():
                 for result in finetune_rounds(fold_run.root, cfg, out_dir=ft.root):
                     log.info("fold %d %s: acc %.3f, %d regions", i + 1, result.name, result.metrics["acc"], result.metrics["n_regions"])
-        done.append((fold == i, ft))
+        done.append(ft)
     return done
 
 

@@ -1,4 +1,4 @@
-"""Accuracy levers, measured one at a time and together, against today's default (`geoloc levers`).
+"""Accuracy levers measured against today's default (`geoloc levers`), one row per set of predictor settings.
 
 Each lever is a setting of the predictor (`PredictorConfig`), so a row of the table is the verified predictor
 under one set of settings, and the combination is just several settings at once. Every row is cross-validated
@@ -55,10 +55,10 @@ class LeverTable:
 
 
 def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneConfig = FinetuneConfig(),
-                   cv: CrossValConfig = CrossValConfig(folds=5), graph: str = "dt") -> LeverTable:
+                   cv: CrossValConfig = CrossValConfig(folds=5)) -> LeverTable:
     """Every variant's held-out answers over `cv.folds` folds of the run's locations, then estimates and paired verdicts.
 
-    Folds are fine-tuned (`finetune` over `graph`) only if a variant retrieves with a fine-tuned backbone; finished
+    Folds are fine-tuned (`finetune`, over its graph, whose regions the rows use too) only if a variant retrieves with a fine-tuned backbone; finished
     fold fine-tunings are reused."""
     if cv.folds < 2:
         raise ValueError("levers are compared over folds of the run's locations: --folds 2 or more")
@@ -70,7 +70,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     needs_ft = max(v.predictor.ft_round for v in variants)
     if needs_ft > finetune.rounds:
         raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
-    tuned = finetune_folds(run.root, replace(finetune, graph=graph), cv) if needs_ft else [None] * cv.folds
+    graph = finetune.graph
+    tuned = finetune_folds(run.root, finetune, cv) if needs_ft else [None] * cv.folds
     regions = run.pipeline_config().regions
     errors = {v.name: np.full(len(table), np.nan) for v in variants}
     for f in range(cv.folds):
@@ -82,7 +83,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
                            "region": labels[train]})
         for v in variants:
             r = v.predictor.ft_round
-            emb = emb0 if r == 0 else storage.read_npy(tuned[f][1].embeddings(r))
+            emb = emb0 if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             predictor = fit_predictor(db, emb[train], None, v.predictor, graph)
             lat, lon, _, _ = locate(predictor, emb[test], emb[test])
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])

@@ -497,7 +497,6 @@ class Run(Folder):
     def compare_folds(self) -> Path:
         return self.root / "compare_folds.csv"
 
-    # readers
     @property
     def levers_table(self) -> Path:
         return self.root / "levers.csv"
@@ -510,6 +509,7 @@ class Run(Folder):
     def levers_errors(self) -> Path:
         return self.root / "levers_errors.csv"
 
+    # readers
     def pipeline_config(self) -> PipelineConfig:
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
         return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})

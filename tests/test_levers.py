@@ -1,5 +1,7 @@
 """Retrieval with a fine-tuned backbone (`PredictorConfig.ft_round`) and the cross-validated lever table."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,9 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     again = measure_levers(tiny_run, variants[:2], CFG, cv)
     assert run.cross_validation(2, 0).fold(0).experiment.finetune("dt").round_checkpoint(2).stat().st_mtime == mtime
     assert np.array_equal(again.errors["FT1 backbone"], table.errors["FT1 backbone"])
+    # a fold fine-tuned with other settings is refused, never passed off as these
+    with pytest.raises(ValueError, match="other settings"):
+        measure_levers(tiny_run, variants[:2], replace(CFG, epochs=3), cv)
 
 
 def test_a_variant_past_the_fine_tuning_rounds_or_a_single_split_is_refused(tiny_run):
