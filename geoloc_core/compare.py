@@ -89,7 +89,7 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
         return recall_hits(ids, lat[train], lon[train], lat[test], lon[test], compare.recall_radius_km)
 
     for name in descriptors:
-        predictor = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor=name, verify=False), graph)
+        predictor = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor=name, verify=False, retrieval="image"), graph)
         desc = describe(name, emb[test], None if patches is None else patches[test], predictor.vocabulary)
         sims, ids = search(predictor.index, desc, cfg.k)
         n_lat, n_lon = neighbour_coords(predictor, ids)

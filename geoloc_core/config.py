@@ -18,6 +18,7 @@ DESCRIPTORS = ("cls", "gem", "vlad")
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
+RETRIEVALS = ("image", "geo", "both")  # the space a predictor retrieves in: descriptor, verifier's image codes, both
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
@@ -112,6 +113,8 @@ class LocatorConfig:
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     jitter: float = setting(0.01, "GPS noise during training, as a share of the extent (smooths the encoder)")
     seed: int = setting(0, "initialisation, batches and the calibration split")
+    smooth: float = setting(0.0, "PIGEON's haversine label smoothing of the verifier: another photo of the batch is a soft positive "
+                                 "with weight exp(-distance / (smooth x extent)); 0: only photos of one location are positives")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,11 @@ class PredictorConfig:
     ft_round: int = setting(0, "retrieve with fine-tuning round r's backbone (its re-embedded database, and the query through its "
                                "blocks in the same forward pass; that round's classifier names the region): 0 = the pretrained one. "
                                "Needs a finished round r over the region graph, and the cls descriptor")
+    retrieval: str = setting("image", 'retrieval space: "image" (the descriptor), "geo" (the GPS verifier\'s image codes: photos the '
+                                      'verifier places close are close) or "both" (side by side, mean of the two cosines); geo and '
+                                      "both need the verifier", choices=RETRIEVALS)
+    propagate: float = setting(0.0, "share a of a database photo's vector taken from the mean of its Delaunay-neighbour sites' "
+                                    "vectors, normalize((1 - a) v + a mean): the database carries its surroundings, queries stay plain")
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 

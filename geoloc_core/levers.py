@@ -42,9 +42,14 @@ class Variant:
     predictor: PredictorConfig
 
 
+PROPAGATE_SHARE = 0.5  # the graph-propagated row: a photo and its surroundings weigh alike (1.0 would hide the photo itself)
+
+
 def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
     """The default first (every other row is paired against it), then each lever alone."""
-    return [Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
+    return [Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)] + [
+        Variant("geo projection retrieval", replace(base, retrieval="geo")),
+        Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE))]
 
 
 @dataclass

@@ -124,12 +124,16 @@ def fit_verifier(emb: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray, grou
     model = GpsVerifier(cfg, emb.shape[1], extent)
     e, p = torch.from_numpy(np.asarray(emb, np.float32)), torch.from_numpy(xyz.astype(np.float32))
     g = torch.from_numpy(np.unique(groups, return_inverse=True)[1])
+    p64 = torch.from_numpy(xyz)  # float64: a campus's chords are far below float32's resolution of arccos near 1
     noise = torch.Generator().manual_seed(cfg.seed + 1)
 
     def loss(idx: torch.Tensor) -> torch.Tensor:
         pos = nn.functional.normalize(p[idx] + torch.randn(p[idx].shape, generator=noise) * cfg.jitter * extent, dim=-1)
         logits = model.log_scale.exp().clamp(max=100) * model.image_codes(e[idx]) @ model.gps(pos).T
         same = (g[idx][:, None] == g[idx][None, :]).float()
+        if cfg.smooth > 0:  # PIGEON's haversine smoothing: nearby photos are soft positives
+            angle = 2 * torch.asin((torch.cdist(p64[idx], p64[idx]) / 2).clamp(max=1))
+            same = torch.maximum(same, torch.exp(-angle / (cfg.smooth * extent)).float())
         return -(torch.log_softmax(logits, dim=1) * same / same.sum(1, keepdim=True)).sum(1).mean()
 
     return _fit(model, loss, len(e), cfg)

@@ -44,6 +44,7 @@ from .geo import haversine_km, latlon_to_xyz, xyz_to_latlon
 from .index import build_index, load_index, save_index, search
 from .locators import GpsVerifier, fit_verifier, load_locator, locator_meta, save_locator
 from .regions import region_table
+from .retrieval import propagate_over_sites, retrieval_vectors
 from .runs import PredictorStore, RegionFiles, Run, fingerprint
 from .splits import grouped_split
 
@@ -180,8 +181,9 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
 
 
 def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k))."""
-    sims, ids = search(predictor.index, desc, predictor.k)
+    """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k)); the query is
+    searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated)."""
+    sims, ids = search(predictor.index, retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier), predictor.k)
     if predictor.verifier is None or not predictor.sources:
         return *vote(sims, *neighbour_coords(predictor, ids), predictor.bandwidth_km), sims, ids
     c_lat, c_lon = candidates(predictor, emb, sims, ids)
@@ -214,6 +216,12 @@ def calibrate_bandwidth(db: pd.DataFrame, q: np.ndarray, sims: np.ndarray, ids: 
     return min(errors, key=errors.get)
 
 
+def database_index(vectors: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray, propagate: float):
+    """(N, D) database photos' unit vectors in the retrieval space -> their index, each vector first mixed with its
+    Delaunay-neighbour sites' (`retrieval.propagate_over_sites`) when `propagate` > 0."""
+    return build_index(propagate_over_sites(vectors, lat_deg, lon_deg, propagate))
+
+
 def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None, cfg: PredictorConfig = PredictorConfig(),
                   graph: str = "dt") -> Predictor:
     """A predictor over database photos (`db`: lat_deg, lon_deg, group, region, path) and their embeddings.
@@ -223,17 +231,19 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
     """
     vocabulary = fit_vlad_vocabulary(patches, cfg.n_words) if cfg.descriptor == "vlad" and patches is not None else None
     desc = describe(cfg.descriptor, emb, patches, vocabulary)
-    index = build_index(desc)
-    q, sims, ids = leave_location_out(desc, db, index, cfg.k)
-    bandwidth = calibrate_bandwidth(db, q, sims, ids)
     lat, lon, groups = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy(), db["group"].to_numpy()
     verifier = fit_verifier(emb, lat, lon, groups, cfg.locator) if cfg.verify else None
+    queries = retrieval_vectors(cfg.retrieval, desc, emb, verifier)
+    index = database_index(queries, lat, lon, cfg.propagate)
+    q, sims, ids = leave_location_out(queries, db, index, cfg.k)
+    bandwidth = calibrate_bandwidth(db, q, sims, ids)
     predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), np.sort(sims[:, 0]), graph=graph, verifier=verifier)
     if db["group"].nunique() >= 5:
         held = grouped_split(groups, CALIBRATION_FRAC, seed=cfg.locator.seed)
         fit = np.flatnonzero(~held)
-        probe = replace(predictor, index=build_index(desc[fit]), db=db.iloc[fit].reset_index(drop=True),
-                        verifier=fit_verifier(emb[fit], lat[fit], lon[fit], groups[fit], cfg.locator) if cfg.verify else None)
+        probe_verifier = fit_verifier(emb[fit], lat[fit], lon[fit], groups[fit], cfg.locator) if cfg.verify else None
+        probe_index = database_index(retrieval_vectors(cfg.retrieval, desc[fit], emb[fit], probe_verifier), lat[fit], lon[fit], cfg.propagate)
+        probe = replace(predictor, index=probe_index, db=db.iloc[fit].reset_index(drop=True), verifier=probe_verifier)
         p_lat, p_lon, _, _ = locate(probe, desc[held], emb[held])
         predictor.calibration_errors_km = haversine_km(p_lat, p_lon, lat[held], lon[held])
     log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor, len(db),
