@@ -17,6 +17,7 @@ GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
+TTAS = ("none", "flip")  # test-time views of a photo (embed.TTA_VIEWS)
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
 RETRIEVALS = ("image", "geo", "both")  # the space a predictor retrieves in: descriptor, verifier's image codes, both
 
@@ -135,6 +136,13 @@ class PredictorConfig:
                                       "both need the verifier", choices=RETRIEVALS)
     propagate: float = setting(0.0, "share a of a database photo's vector taken from the mean of its Delaunay-neighbour sites' "
                                     "vectors, normalize((1 - a) v + a mean): the database carries its surroundings, queries stay plain")
+    top_regions: int = setting(0, "hierarchy: classify the photo's region first (a linear probe on the database's embeddings and "
+                                  "w/o regions), then retrieve and verify within its top regions only: 0 = off")
+    region_weight: float = setting(0.0, "hierarchy: add this times log p(candidate's region) (the probe's) to the verifier's logit "
+                                        "of each candidate: 0 = off")
+    tta: str = setting("none", "test-time views: none, or flip (the photo and its mirror image through the encoder in one batch, "
+                               "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
+                               "once); needs ft_round 0", choices=TTAS)
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 

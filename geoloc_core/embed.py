@@ -1,6 +1,8 @@
 """Photos -> L2-normalised float32 embeddings (+ patch tokens, + a head's outputs), batched and cached.
 
-Decoding runs in threads one batch ahead of the model. Embeddings are cached in one SQLite file per
+Decoding runs in threads one batch ahead of the model. A photo can be seen in several views (`VIEWS`: itself, its
+mirror image) that go through the encoder in the same batch; its embedding is then the normalised mean of theirs
+(test-time augmentation). Embeddings are cached in one SQLite file per
 encoder key, keyed by the photo's content hash: a photo that changes is embedded again, an unchanged
 one never is, and two processes can share the cache.
 """
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .encoders import Encoder, Head
 from .images import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
+
+VIEWS = {"photo": lambda image: image, "mirror": ImageOps.mirror}  # what the encoder may see of a photo
+TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror")}  # config.TTAS -> the views a photo is embedded in
 
 
 def cache_dir() -> Path:
@@ -88,7 +94,8 @@ class EmbeddingCache:
 
 def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] | None = None, batch_size: int = 32,
                  patches: bool = False, cache: EmbeddingCache | None = None, workers: int = 4,
-                 progress: bool = True, head: Head | None = None, head_only: bool = False) -> Embeddings:
+                 progress: bool = True, head: Head | None = None, head_only: bool = False,
+                 views: tuple[str, ...] = ("photo",)) -> Embeddings:
     """Embed photos in batches; decoding runs in threads one batch ahead of the model.
 
     Args:
@@ -102,6 +109,9 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         head: also run on every photo in the same forward pass (`Encoder.forward_with`); needs no cache.
         head_only: the head's output is all that is wanted: the tower's own last blocks are skipped, and `emb`
             (and `patches`) come back with no columns.
+        views: names in `VIEWS`, all of one photo in the same batch: its embedding is the normalised mean of the views'
+            unit embeddings, a head's output their mean, its patch tokens the first view's. The cache holds one view
+            ("photo") only.
 
     Returns:
         Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
@@ -110,6 +120,8 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         raise ValueError("a head runs in the forward pass, which a cached photo skips: pass no cache with a head")
     if head_only and (head is None or patches):
         raise ValueError("head_only needs a head, and skips the blocks that give patch tokens")
+    if cache is not None and tuple(views) != ("photo",):
+        raise ValueError(f"the cache holds the photo itself, not the views {views}: pass no cache with other views")
     n = len(paths)
     hits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     if cache is not None:  # without one, nothing needs the (whole-file) hashes
@@ -124,17 +136,18 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
     outs: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
     bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
-    for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers):
+    n_views = len(views)
+    for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers, views):
         failed |= errors
         if len(idx):
             if head is None:
                 pooled, tokens = encoder.forward(pixels)
             else:
                 pooled, tokens, out = encoder.forward_with(pixels, head, finish=not head_only)
-                outs |= dict(zip(idx, out.cpu().numpy()))
+                outs |= dict(zip(idx, out.cpu().numpy().reshape(len(idx), n_views, -1).mean(axis=1)))
         if len(idx) and not head_only:
-            emb = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
-            pt = tokens.half().cpu().numpy() if patches else None
+            emb = mean_of_views(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy(), n_views)
+            pt = tokens.half().cpu().numpy()[::n_views] if patches else None
             for j, i in enumerate(idx):
                 vecs[i] = emb[j]
                 if patches:
@@ -161,27 +174,38 @@ def _rows(rows: dict[int, np.ndarray], n: int, dtype) -> np.ndarray | None:
     return out
 
 
-def _load_pixels(path: Path, encoder: Encoder) -> torch.Tensor | str:
+def mean_of_views(emb: np.ndarray, n_views: int) -> np.ndarray:
+    """(B * V, D) unit embeddings, each photo's V views in a row -> (B, D) the unit mean of each photo's views."""
+    if n_views == 1:
+        return emb
+    mean = emb.reshape(-1, n_views, emb.shape[1]).mean(axis=1)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _load_pixels(path: Path, encoder: Encoder, views: tuple[str, ...] = ("photo",)) -> torch.Tensor | str:
+    """(V, 3, S, S) the photo's views, decoded once."""
     try:
-        return encoder.preprocess(decode_image(Path(path).read_bytes(), min_side=encoder.image_size))
+        image: Image.Image = decode_image(Path(path).read_bytes(), min_side=encoder.image_size)
     except (ImageDecodeError, OSError) as exc:
         return str(exc)
+    return torch.stack([encoder.preprocess(VIEWS[v](image)) for v in views])
 
 
 def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
-                     workers: int) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
-    """Yield (ids, pixels (B, 3, S, S), {id: error}); the next batch decodes while this one runs.
+                     workers: int, views: tuple[str, ...] = ("photo",)) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
+    """Yield (ids, pixels (B * V, 3, S, S), {id: error}), each photo's V views in a row; the next batch decodes while
+    this one runs.
 
     A single photo (the app's and the CLI's common case) decodes inline: a pool would only add its start-up.
     """
     if len(paths) == 1:
-        r = _load_pixels(paths[0], encoder)
-        yield ([ids[0]], r[None], {}) if isinstance(r, torch.Tensor) else ([], torch.empty(0), {ids[0]: r})
+        r = _load_pixels(paths[0], encoder, views)
+        yield ([ids[0]], r, {}) if isinstance(r, torch.Tensor) else ([], torch.empty(0), {ids[0]: r})
         return
     starts = range(0, len(paths), batch_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def submit(s: int) -> list[Future]:
-            return [pool.submit(_load_pixels, p, encoder) for p in paths[s:s + batch_size]]
+            return [pool.submit(_load_pixels, p, encoder, views) for p in paths[s:s + batch_size]]
 
         pending = submit(0) if len(paths) else []
         for k, s in enumerate(starts):
@@ -189,5 +213,5 @@ def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder,
             results = [f.result() for f in current]
             good = [(ids[s + j], r) for j, r in enumerate(results) if isinstance(r, torch.Tensor)]
             errors = {ids[s + j]: r for j, r in enumerate(results) if isinstance(r, str)}
-            pixels = torch.stack([r for _, r in good]) if good else torch.empty(0)
+            pixels = torch.cat([r for _, r in good]) if good else torch.empty(0)
             yield [i for i, _ in good], pixels, errors

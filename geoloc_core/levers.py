@@ -26,7 +26,7 @@ from .config import CrossValConfig, FinetuneConfig, PredictorConfig
 from .evaluate import THRESHOLDS_KM, threshold_key
 from .experiment import finetune_folds
 from .geo import haversine_km
-from .pipeline import cut_regions
+from .pipeline import cut_regions, view_embeddings
 from .predictor import fit_predictor, locate
 from .runs import Run
 from .stats import distance_measures, estimates, location_folds, location_weights, paired
@@ -47,9 +47,11 @@ PROPAGATE_SHARE = 0.5  # the graph-propagated row: a photo and its surroundings 
 
 def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
     """The default first (every other row is paired against it), then each lever alone."""
-    return [Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)] + [
-        Variant("geo projection retrieval", replace(base, retrieval="geo")),
-        Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE))]
+    return ([Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
+            + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
+               Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
+               Variant("top 3 regions", replace(base, top_regions=3)), Variant("region prior", replace(base, region_weight=1.0)),
+               Variant("flip views", replace(base, tta="flip"))])
 
 
 @dataclass
@@ -70,9 +72,12 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     run = Run(Path(run_dir).resolve())
     table = run.photo_table()
     emb0, _ = run.read_embeddings()
+    views = {tta: view_embeddings(run.root, tta) for tta in {v.predictor.tta for v in variants}}  # a row's database and queries
     groups = table.frame["group"].to_numpy()
     fold = location_folds(groups, cv.folds, cv.fold_seed)
     needs_ft = max(v.predictor.ft_round for v in variants)
+    if any(v.predictor.ft_round and v.predictor.tta != "none" for v in variants):
+        raise ValueError("test-time views average the pretrained class token: a variant with tta needs ft_round 0")
     if needs_ft > finetune.rounds:
         raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
     graph = finetune.graph
@@ -88,7 +93,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
                            "region": labels[train]})
         for v in variants:
             r = v.predictor.ft_round
-            emb = emb0 if r == 0 else storage.read_npy(tuned[f].embeddings(r))
+            emb = views[v.predictor.tta] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             predictor = fit_predictor(db, emb[train], None, v.predictor, graph)
             lat, lon, _, _ = locate(predictor, emb[test], emb[test])
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])

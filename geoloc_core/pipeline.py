@@ -18,7 +18,7 @@ from . import storage
 from .access import check_source
 from .boundaries import ClipArea, clip_area
 from .config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
-from .embed import EmbeddingCache, embed_images
+from .embed import TTA_VIEWS, EmbeddingCache, embed_images, mean_of_views
 from .encoders import load_encoder
 from .evaluate import chance_metrics, held_out_answers, region_metrics
 from .geo import LocalProjection
@@ -73,6 +73,25 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     run.record_config("embed", cfg)
     run.append_metrics({"stage": "embed", "encoder": encoder.key, "n_embedded": int(ok.sum()), "n_failed": len(result.failed)})
     return result.emb[ok]
+
+
+def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
+    """(N, D) the run's photos embedded in the test-time views `tta` (config.TTAS): with "flip", the unit mean of each
+    photo's embedding and its mirror image's, as `embed_images(views=...)` gives a query. The mirror pass is made once
+    with the run's encoder and kept (`Run.mirror_embeddings`) until the run is embedded again."""
+    run = Run(run_dir)
+    emb = run.read_embeddings()[0]
+    if TTA_VIEWS[tta] == ("photo",):
+        return emb
+    mirror = run.mirror_embeddings
+    if not mirror.exists() or mirror.stat().st_mtime < run.embeddings.stat().st_mtime:
+        cfg = run.pipeline_config().embed
+        encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
+        result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size, workers=cfg.workers, views=("mirror",))
+        if result.failed:
+            raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
+        storage.write_npy(mirror, result.emb)
+    return mean_of_views(np.stack([emb, storage.read_npy(mirror)], axis=1).reshape(-1, emb.shape[1]), 2)
 
 
 def _reject_more(run: Run, table: PhotoTable, reasons: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """Photos -> predicted location, uncertainty radius, region and nearest known photos; CSV / GeoJSON exports.
 
-Each photo is embedded once: the predictor's region classifier (where the run has one) runs inside
+Each photo is embedded once (with flip test-time views, `PredictorConfig.tta`, it and its mirror image in one batch):
+the predictor's region classifier (where the run has one) runs inside
 that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate` retrieves and verifies. With
 `keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for explaining
 its matches (`explain.explain_prediction`) without a second forward pass. The predicted
@@ -23,7 +24,7 @@ from PIL import Image
 
 from .classifier import BackboneHead
 from .descriptors import describe
-from .embed import embed_images
+from .embed import TTA_VIEWS, embed_images
 from .exif import GpsError, read_gps
 from .geo import haversine_km
 from .predictor import Predictor, locate, neighbour_coords
@@ -73,7 +74,8 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     need_patches = predictor.descriptor != "cls" or keep_tokens
     backbone = BackboneHead(predictor.backbone) if predictor.backbone is not None else None
     out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20,
-                       head=backbone or predictor.region_head, head_only=backbone is not None and not need_patches)
+                       head=backbone or predictor.region_head, head_only=backbone is not None and not need_patches,
+                       views=TTA_VIEWS[predictor.cfg.tta])
     ok = np.flatnonzero(out.ok)
     failed = {str(paths[i]): reason for i, reason in out.failed.items()}
     if not len(ok):

@@ -10,6 +10,10 @@ database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
    region centroids;
 3. answer the candidate the verifier scores highest. Without a verifier (or with no sources) the
    answer is the strongest neighbour group, a similarity vote.
+With the hierarchy (`PredictorConfig.top_regions`, `region_weight`), PIGEON's cell -> retrieval: a linear probe on the
+database's embeddings and w/o regions classifies the photo's region first; retrieval and verification then keep to its
+`top_regions` most likely regions, and each candidate's logit gains `region_weight` times log p(its region).
+With `PredictorConfig.tta` "flip" the database and the queries are the mean of each photo's and its mirror image's embeddings.
 With `PredictorConfig.ft_round` r the database is a fine-tuning round's re-embedded photos, and a query runs
 through that round's blocks in its one forward pass (`classifier.BackboneHead`), so both live in the fine-tuned space.
 `bandwidth_km` is calibrated by leave-location-out queries (each database photo located from the
@@ -43,6 +47,8 @@ from .encoders import Encoder, load_encoder
 from .geo import haversine_km, latlon_to_xyz, xyz_to_latlon
 from .index import build_index, load_index, save_index, search
 from .locators import GpsVerifier, fit_verifier, load_locator, locator_meta, save_locator
+from .pipeline import view_embeddings
+from .probe import LinearProbe, as_linear, fit_linear_probe
 from .regions import region_table
 from .retrieval import propagate_over_sites, retrieval_vectors
 from .runs import PredictorStore, RegionFiles, Run, fingerprint
@@ -53,7 +59,8 @@ log = logging.getLogger(__name__)
 BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise distances, tried in calibration
 GALLERY_SIZE = 10  # database sites proposed by the verifier's own GPS-code search
 CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
-PREDICTOR_FORMAT = 4  # bump when a saved predictor's contents change meaning
+PREDICTOR_FORMAT = 5  # bump when a saved predictor's contents change meaning
+REGION_POOL = 20  # neighbours searched per one kept when retrieval keeps to the top regions
 
 
 @dataclass
@@ -76,6 +83,22 @@ class Predictor:
     regions: RegionFiles | None = None  # the partition `Prediction.region` numbers (polygons beside it)
     region_labels: np.ndarray | None = None  # (len(db),) each database photo's region in `regions`; None: db["region"]
     backbone: RegionHead | None = None  # with cfg.ft_round: the round the database was embedded with; queries run its blocks
+    region_probe: LinearProbe | None = None  # with the hierarchy: the database's region classifier over db["region"]
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.region_probe is not None and bool(self.cfg.top_regions or self.cfg.region_weight)
+
+    @cached_property
+    def _db_region_class(self) -> np.ndarray:
+        """(len(db),) each database photo's region as a column of the probe's classes (-1: a region it does not know)."""
+        classes, regions = self.region_probe.classes, self.db["region"].to_numpy()
+        at = np.clip(np.searchsorted(classes, regions), 0, len(classes) - 1)
+        return np.where(classes[at] == regions, at, -1)
+
+    def region_class_at(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        """(...) coordinates -> (...) the probe's class of the nearest database photo's w/o region (-1: unknown)."""
+        return self._db_region_class[self._db_tree.query(latlon_to_xyz(lat_deg, lon_deg))[1]]
 
     @property
     def descriptor(self) -> str:
@@ -183,12 +206,53 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
 def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k)); the query is
     searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated)."""
-    sims, ids = search(predictor.index, retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier), predictor.k)
+    query = retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier)
+    log_p = predictor.region_probe.log_proba(emb) if predictor.hierarchical else None
+    top = top_region_mask(log_p, predictor.cfg.top_regions) if log_p is not None and predictor.cfg.top_regions else None
+    sims, ids = search(predictor.index, query, predictor.k) if top is None else search_within(predictor, query, top)
     if predictor.verifier is None or not predictor.sources:
         return *vote(sims, *neighbour_coords(predictor, ids), predictor.bandwidth_km), sims, ids
     c_lat, c_lon = candidates(predictor, emb, sims, ids)
-    best = np.argmax(predictor.verifier.scores(emb, c_lat, c_lon), axis=1)[:, None]
+    scores = predictor.verifier.scores(emb, c_lat, c_lon)
+    if log_p is not None:
+        scores = hierarchy_scores(predictor, scores, log_p, top, predictor.region_class_at(c_lat, c_lon))
+    best = np.argmax(scores, axis=1)[:, None]
     return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0], sims, ids
+
+
+def top_region_mask(log_p: np.ndarray, n: int) -> np.ndarray:
+    """(M, R) region log-probabilities -> (M, R) True at each query's `n` most likely regions."""
+    top = np.argsort(-log_p, axis=1, kind="stable")[:, :n]
+    mask = np.zeros(log_p.shape, bool)
+    np.put_along_axis(mask, top, True, axis=1)
+    return mask
+
+
+def search_within(predictor: Predictor, desc: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k database photos among those of each query's top regions ((M, R) `top`): (sims (M, k), ids (M, k)).
+
+    Searches `REGION_POOL` times k and keeps the pool's photos of the top regions first, in order of similarity; where
+    the pool holds fewer than k of them, the best of the rest fill it (their candidates are then refused in verification)."""
+    sims, ids = search(predictor.index, desc, predictor.k * REGION_POOL)
+    cls = predictor._db_region_class[ids]
+    inside = (cls >= 0) & np.take_along_axis(top, np.maximum(cls, 0), axis=1)
+    order = np.argsort(~inside, axis=1, kind="stable")[:, :predictor.k]
+    return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def hierarchy_scores(predictor: Predictor, scores: np.ndarray, log_p: np.ndarray, top: np.ndarray | None,
+                     cand_class: np.ndarray) -> np.ndarray:
+    """(M, C) verifier cosines -> (M, C) the verifier's logits (cosine times its learned scale) plus `region_weight` times
+    log p(candidate's region); with `top`, a candidate outside the query's top regions scores -inf (unless all do).
+
+    A candidate whose region the probe does not know counts as the query's least likely region."""
+    logits = scores * float(predictor.verifier.log_scale.detach().exp().clamp(max=100))
+    cand_log_p = np.where(cand_class >= 0, np.take_along_axis(log_p, np.maximum(cand_class, 0), axis=1), log_p.min(1, keepdims=True))
+    logits = logits + predictor.cfg.region_weight * cand_log_p
+    if top is None:
+        return logits
+    inside = (cand_class >= 0) & np.take_along_axis(top, np.maximum(cand_class, 0), axis=1)
+    return np.where(inside.any(axis=1, keepdims=True) & ~inside, -np.inf, logits)
 
 
 def leave_location_out(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0
@@ -230,6 +294,7 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
     of the database's locations, which it then locates; the final predictor uses everything.
     """
     vocabulary = fit_vlad_vocabulary(patches, cfg.n_words) if cfg.descriptor == "vlad" and patches is not None else None
+    region_probe = fit_region_probe(emb, db, cfg)
     desc = describe(cfg.descriptor, emb, patches, vocabulary)
     lat, lon, groups = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy(), db["group"].to_numpy()
     verifier = fit_verifier(emb, lat, lon, groups, cfg.locator) if cfg.verify else None
@@ -237,18 +302,29 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
     index = database_index(queries, lat, lon, cfg.propagate)
     q, sims, ids = leave_location_out(queries, db, index, cfg.k)
     bandwidth = calibrate_bandwidth(db, q, sims, ids)
-    predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), np.sort(sims[:, 0]), graph=graph, verifier=verifier)
+    predictor = Predictor(cfg, index, db, vocabulary, bandwidth, np.empty(0), np.sort(sims[:, 0]), graph=graph, verifier=verifier,
+                          region_probe=region_probe)
     if db["group"].nunique() >= 5:
         held = grouped_split(groups, CALIBRATION_FRAC, seed=cfg.locator.seed)
         fit = np.flatnonzero(~held)
+        fit_db = db.iloc[fit].reset_index(drop=True)
         probe_verifier = fit_verifier(emb[fit], lat[fit], lon[fit], groups[fit], cfg.locator) if cfg.verify else None
         probe_index = database_index(retrieval_vectors(cfg.retrieval, desc[fit], emb[fit], probe_verifier), lat[fit], lon[fit], cfg.propagate)
-        probe = replace(predictor, index=probe_index, db=db.iloc[fit].reset_index(drop=True), verifier=probe_verifier)
+        probe = replace(predictor, index=probe_index, db=fit_db, region_probe=fit_region_probe(emb[fit], fit_db, cfg), verifier=probe_verifier)
         p_lat, p_lon, _, _ = locate(probe, desc[held], emb[held])
         predictor.calibration_errors_km = haversine_km(p_lat, p_lon, lat[held], lon[held])
     log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor, len(db),
              bandwidth, predictor.radius_km, "on" if cfg.verify else "off")
     return predictor
+
+
+def fit_region_probe(emb: np.ndarray, db: pd.DataFrame, cfg: PredictorConfig) -> LinearProbe | None:
+    """The hierarchy's region classifier: a linear probe on the database photos of known w/o region (`db["region"]`);
+    None when the hierarchy is off or the database has fewer than two regions."""
+    known = db["region"].to_numpy() >= 0
+    if not (cfg.top_regions or cfg.region_weight) or len(np.unique(db["region"].to_numpy()[known])) < 2:
+        return None
+    return as_linear(fit_linear_probe(emb[known], db["region"].to_numpy()[known], db["group"].to_numpy()[known], cfg.locator.seed))
 
 
 def run_regions(run: Run, graph: str) -> tuple[RegionFiles | None, np.ndarray]:
@@ -268,6 +344,10 @@ def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), dat
     _, is_test = run.read_split()
     keep = np.ones(len(table), bool) if database == "all" else ~is_test
     emb, patches = run.read_embeddings()
+    if cfg.tta != "none":
+        if cfg.ft_round or cfg.descriptor != "cls":
+            raise ValueError(f"tta {cfg.tta} averages the pretrained class token's views: use ft_round 0 and the cls descriptor")
+        emb = view_embeddings(run_dir, cfg.tta)
     if cfg.ft_round:
         if cfg.descriptor != "cls":
             raise ValueError(f"ft_round {cfg.ft_round} retrieves with the fine-tuned class token: use the cls descriptor, not {cfg.descriptor}")
@@ -289,6 +369,9 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
     storage.write_csv(store.db, predictor.db.drop(columns="region"))
     store.vocabulary.unlink(missing_ok=True)  # a part the new predictor has not must not outlive the old one
     store.verifier.unlink(missing_ok=True)
+    store.region_probe.unlink(missing_ok=True)
+    if predictor.region_probe is not None:
+        storage.write_npy(store.region_probe, predictor.region_probe.weights)
     if predictor.vocabulary is not None:
         storage.write_npy(store.vocabulary, predictor.vocabulary)
     if predictor.verifier is not None:
@@ -296,8 +379,9 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
         save_locator(v, store.verifier, locator_meta("verifier", v.cfg, v.in_dim, extent_rad=v.extent_rad))
     storage.write_npy(store.calibration, predictor.calibration_errors_km)
     storage.write_npy(store.familiarity, predictor.familiar_sims)
+    classes = None if predictor.region_probe is None else predictor.region_probe.classes.tolist()
     storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
-                                    "stamp": stamp, "format": PREDICTOR_FORMAT})
+                                    "stamp": stamp, "format": PREDICTOR_FORMAT, "region_classes": classes})
 
 
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
@@ -318,9 +402,11 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     regions_file, regions = run_regions(run, cfg.graph)
     db["region"] = regions[db["photo"].to_numpy()]
     head_labels = head.regions.labels()["region"].to_numpy()[db["photo"].to_numpy()] if head else None
+    classes = meta.get("region_classes")
+    region_probe = LinearProbe(storage.read_npy(store.region_probe), np.asarray(classes)) if classes is not None else None
     return Predictor(built, load_index(store.index), db, vocabulary, meta["bandwidth_km"],
                      storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
-                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone)
+                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone, region_probe)
 
 
 def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str) -> PredictorStore:
@@ -332,19 +418,25 @@ def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str) -> Predi
 
 def predictor_inputs(run_dir: Path, cfg: PredictorConfig, graph: str) -> list[Path]:
     """The run's files a saved predictor is built from: photos, embeddings and split, the patch tokens for gem / vlad,
-    the graph's regions where their centroids are candidates."""
+    the graph's regions where their centroids are candidates or the hierarchy classifies them, the mirror pass for flip views."""
     run = Run(run_dir)
     files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
+    files += [run.mirror_embeddings] if cfg.tta == "flip" else []
     if cfg.ft_round:
         ft = run.finetune_round(graph, cfg.ft_round)
         files += [ft.embeddings(cfg.ft_round), ft.round_checkpoint(cfg.ft_round)]
-    return files + ([run.regions(graph).csv] if "regions" in cfg.sources else [])
+    return files + ([run.regions(graph).csv] if "regions" in cfg.sources or _uses_regions(cfg) else [])
+
+
+def _uses_regions(cfg: PredictorConfig) -> bool:
+    """Whether the predictor depends on the run's regions: their centroids as candidates, or the hierarchy's classes."""
+    return "regions" in cfg.sources or bool(cfg.top_regions or cfg.region_weight)
 
 
 def inputs_digest(files: list[Path], cfg: PredictorConfig, database: str, graph: str) -> str:
     """The digest of a predictor's input files' contents, with the format, its settings and the database."""
     h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database,
-                                 "graph": graph if "regions" in cfg.sources or cfg.ft_round else None}, sort_keys=True).encode())
+                                 "graph": graph if _uses_regions(cfg) or cfg.ft_round else None}, sort_keys=True).encode())
     for path in files:
         if path.exists():
             with open(path, "rb") as f:

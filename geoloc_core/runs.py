@@ -8,6 +8,7 @@ these classes for a path or a reader; none of them spells a file name.
       config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
       photos.csv  rejected.csv  ingest.json                  ingest: accepted photos, rejections and why
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
+      embeddings_mirror.npy                                  the mirror images' (N, D) unit vectors (flip test-time views)
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
       graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
       regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside the clip area), per region, polygons
@@ -312,6 +313,11 @@ class PredictorStore:
         return self.root / "calibration_errors.npy"
 
     @property
+    def region_probe(self) -> Path:
+        """The hierarchy's region classifier: (D + 1, R) linear weights, its classes in `meta`."""
+        return self.root / "region_probe.npy"
+
+    @property
     def familiarity(self) -> Path:
         return self.root / "familiar_similarities.npy"
 
@@ -357,6 +363,11 @@ class Run(Folder):
     @property
     def embeddings(self) -> Path:
         return self.root / "embeddings.npy"
+
+    @property
+    def mirror_embeddings(self) -> Path:
+        """The photos' mirror images embedded, for flip test-time views (`pipeline.view_embeddings`); made on demand."""
+        return self.root / "embeddings_mirror.npy"
 
     @property
     def patches(self) -> Path:
