@@ -5,13 +5,15 @@
 RUN needs a finished fine-tuning round for `--ft-round` over DT (`geoloc finetune`, or one fold of
 `geoloc levers`: RUN/experiment_k5_seed0/fold0). One photo at a time, `predict([path])` end to end
 (read, decode, one forward pass, search, candidates, verify), the variants taking turns photo by photo
-so machine noise hits them alike. p50 and p90 in ms, and each variant's p50 over the default's.
+so machine noise hits them alike. p50 and p90 in ms, and each variant's p50 over the default's; then 4 photos
+located together against the same 4 located alone, per photo.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,8 +30,12 @@ from geoloc_core.predictor import open_predictor  # noqa: E402
 
 
 def variants(ft_round: int) -> dict[str, PredictConfig]:
+    """The default and each lever that changes a single photo's path (photos located together: `together_cost`)."""
     base = PredictConfig(device="cpu")
-    return {"default": base, f"FT{ft_round} backbone": replace(base, predictor=PredictorConfig(ft_round=ft_round))}
+    levers = {f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round), "top 3 regions": PredictorConfig(top_regions=3),
+              "region prior": PredictorConfig(region_weight=1.0), "flip views": PredictorConfig(tta="flip"),
+              f"FT{ft_round} + region prior": PredictorConfig(ft_round=ft_round, region_weight=1.0)}
+    return {"default": base, **{name: replace(base, predictor=cfg) for name, cfg in levers.items()}}
 
 
 def main() -> None:
@@ -50,7 +56,23 @@ def main() -> None:
     print(f"{machine()}; {len(paths) - 1} photos of {a.run}, one at a time, interleaved")
     ref = np.median(times["default"])
     for name, t in times.items():
-        print(f"{name:>20}: p50 {np.median(t):7.1f} ms, p90 {np.quantile(t, 0.9):7.1f} ms, p50 {np.median(t) / ref:.2f}x the default")
+        print(f"{name:>24}: p50 {np.median(t):7.1f} ms, p90 {np.quantile(t, 0.9):7.1f} ms, p50 {np.median(t) / ref:.2f}x the default")
+    together, alone = together_cost(predictors["default"], paths[1:5])
+    print(f"4 photos in one batch, default predictor: {together:.1f} ms per photo located together, {alone:.1f} ms alone "
+          f"({together / alone:.2f}x)")
+
+
+def together_cost(predictor, paths: list[Path], repeats: int = 5) -> tuple[float, float]:
+    """p50 ms per photo of locating a batch of photos as one place and of locating the same batch with each photo alone,
+    interleaved: what the joint scoring of the group's pooled candidates adds."""
+    times = {"together": [], "alone": []}
+    for _ in range(repeats):
+        for name, groups in (("together", ["place"] * len(paths)), ("alone", None)):
+            start = time.perf_counter()
+            preds, _ = predict(paths, predictor, groups=groups)
+            times[name].append((time.perf_counter() - start) * 1e3 / len(paths))
+            assert len(preds) == len(paths)
+    return float(np.median(times["together"])), float(np.median(times["alone"]))
 
 
 if __name__ == "__main__":

@@ -174,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     add_settings(c, PredictorConfig, "predictor")
     add_settings(c, PredictConfig, "predict")
+    c.add_argument("--groups", type=Path, default=None, help="CSV with columns path and group: photos of one group are one place, "
+                   "located together (instead of --together)")
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
     c.add_argument("--format", choices=GIS_FORMATS, default=None, help="also write predictions.{gpkg,kml,zip,geojson} in this GIS "
                    "format (predictions, uncertainty circles, neighbours)")
@@ -181,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
                 "as pictures and matches.csv")
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     add_settings(c, PredictorConfig, "predictor")
-    add_settings(c, PredictConfig, "predict")
+    add_settings(c, PredictConfig, "predict", only=tuple(f.name for f in dataclasses.fields(PredictConfig) if not f.name.startswith("together")))
     add_settings(c, ExplainConfig, "explain")
     c.add_argument("--out", type=Path, default=Path("explanations"), help="folder for one subfolder of pictures per photo and matches.csv")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
@@ -341,17 +343,22 @@ def _cmd_predict(a) -> None:
     from .predict import predict, predictions_frame, predictions_geojson
     from .predictor import open_predictor
     from .storage import write_bytes, write_csv
+    from .together import photo_groups, read_groups
 
     cfg = settings(a, PredictConfig, "predict", predictor=settings(a, PredictorConfig, "predictor"))
     predictor = open_predictor(a.run, cfg)
-    preds, failed = predict(_photo_files(a.photos), predictor)
+    photos = _photo_files(a.photos)
+    groups = read_groups(a.groups, photos) if a.groups else photo_groups(photos, cfg.together, cfg.together_gap_min)
+    preds, failed = predict(photos, predictor, groups=groups)
     csv, geojson = a.out / "predictions.csv", a.out / "predictions.geojson"
     write_csv(csv, predictions_frame(preds))
     write_bytes(geojson, predictions_geojson(preds).encode())
     for p in preds:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
         certainty = f" (p {p.region_prob:.2f})" if p.region_prob is not None else ""
-        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}{certainty}{truth}")
+        together = f", located together as {p.group}" if p.group else ""
+        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}"
+              f"{certainty}{truth}{together}")
         if p.unfamiliar:
             print(f"  warning: looks unlike any photo of this run (familiarity {p.familiarity:.3f}): the location is a guess")
         if p.region_agrees is False:

@@ -20,6 +20,7 @@ CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary
 TTAS = ("none", "flip")  # test-time views of a photo (embed.TTA_VIEWS)
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
 RETRIEVALS = ("image", "geo", "both")  # the space a predictor retrieves in: descriptor, verifier's image codes, both
+TOGETHER = ("none", "all", "folder", "time")  # how a batch of photos is grouped into places located together (together.py)
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
@@ -159,6 +160,10 @@ class PredictConfig:
     unfamiliar_below: float = setting(0.05, "flag a photo as unlike the run's photos when its best match is closer than fewer than "
                                       "this share of the database's own leave-location-out matches (the rate of false flags on "
                                       "places the database covers)")
+    together: str = setting("none", "locate photos of one place together, with one answer: none, all (the whole batch is one place), "
+                                    "folder (a folder's photos are one place) or time (photos taken within --together-gap-min "
+                                    "minutes of each other, by EXIF); --groups FILE names the groups instead", choices=TOGETHER)
+    together_gap_min: float = setting(10.0, "with --together time: the largest gap, in minutes, between consecutive photos of one place")
     device: str = setting("auto", '"auto" = CUDA when present, else CPU')
 
 

@@ -6,7 +6,9 @@ over the run's locations with the folds of `geoloc compare --folds K` and `geolo
 fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
 fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
 `geoloc predict --ft-round r` does with the run's fine-tuning. Each row is paired against the first (the
-default) on the same held-out photos and the same resampled locations.
+default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
+location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group figure, per photo, beside
+the single-photo figures of every other row.
 
 Choosing the best round from this table and then reporting its figure from the same table flatters it a
 little (a choice among a few rows); a lever becomes the default only when it wins beyond the interval.
@@ -40,18 +42,24 @@ class Variant:
 
     name: str
     predictor: PredictorConfig
+    together: bool = False  # a location's photos (its headings) located together: a group figure, not a single-photo one
 
 
 PROPAGATE_SHARE = 0.5  # the graph-propagated row: a photo and its surroundings weigh alike (1.0 would hide the photo itself)
+COMBINED_ROUND = 2  # the combination's fine-tuned round: the best on croatia-streetview's table, confirmed or not elsewhere
 
 
 def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
-    """The default first (every other row is paired against it), then each lever alone."""
+    """The default first (every other row is paired against it), then each lever alone, then the combination of those
+    that stack (a fine-tuned backbone with the region prior), alone and with a location's photos located together."""
+    combined = replace(base, ft_round=min(COMBINED_ROUND, rounds), region_weight=1.0)
     return ([Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
-               Variant("top 3 regions", replace(base, top_regions=3)), Variant("region prior", replace(base, region_weight=1.0)),
-               Variant("flip views", replace(base, tta="flip"))])
+               Variant("top 3 regions", replace(base, top_regions=3)), Variant("region prior", replace(base, region_weight=1.0))]
+            + [Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True),
+               Variant(f"FT{combined.ft_round} + region prior", combined),
+               Variant(f"FT{combined.ft_round} + region prior, together", combined, together=True)])
 
 
 @dataclass
@@ -91,11 +99,14 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
                            "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train],
                            "region": labels[train]})
+        fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round
             emb = views[v.predictor.tta] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
-            predictor = fit_predictor(db, emb[train], None, v.predictor, graph)
-            lat, lon, _, _ = locate(predictor, emb[test], emb[test])
+            if v.predictor not in fitted:
+                fitted[v.predictor] = fit_predictor(db, emb[train], None, v.predictor, graph)
+            predictor = fitted[v.predictor]
+            lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
     weights = location_weights(groups, seed=cv.fold_seed)
@@ -106,7 +117,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
 def _settings(v: Variant, reference: Variant) -> dict:
     """The settings in which a variant differs from the reference, as text (what the row changes)."""
     a, b = storage.to_jsonable(v.predictor), storage.to_jsonable(reference.predictor)
-    return {"changes": ", ".join(f"{k}={a[k]}" for k in a if a[k] != b[k]) or "-"}
+    changes = [f"{k}={a[k]}" for k in a if a[k] != b[k]] + (["together=location"] if v.together else [])
+    return {"changes": ", ".join(changes) or "-"}
 
 
 def _verdicts(errors: dict[str, np.ndarray], variants: list[Variant], weights: np.ndarray) -> list[dict]:

@@ -2,12 +2,12 @@
 
 Each photo is embedded once (with flip test-time views, `PredictorConfig.tta`, it and its mirror image in one batch):
 the predictor's region classifier (where the run has one) runs inside
-that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate` retrieves and verifies. With
-`keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for explaining
-its matches (`explain.explain_prediction`) without a second forward pass. The predicted
-region is the classifier's answer, or else the region of the database photo nearest the predicted
-location. A photo's EXIF GPS, where it has one, is reported beside the prediction as the truth,
-never used.
+that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate`
+retrieves and verifies. With `keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for
+explaining its matches (`explain.explain_prediction`) without a second forward pass. The predicted region is the
+classifier's answer, or else the region of the database photo nearest the predicted location. Photos of one place
+(`groups`, `together.photo_groups`) are located together, with one answer. A photo's EXIF GPS, where it has one, is
+reported beside the prediction as the truth, never used.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class Prediction:
     unfamiliar: bool = False  # familiarity under the predictor's threshold: unlike any photo of the database, a guess
     region_agrees: bool | None = None  # whether the classifier's region holds the predicted point (None: no classifier)
     tokens: np.ndarray | None = field(default=None, repr=False)  # (P, Dp) float16 patch tokens of its one forward pass (keep_tokens)
+    group: str | None = None  # the place it was located together with (`together`); None: located alone
 
     @property
     def error_km(self) -> float | None:
@@ -64,12 +65,14 @@ class Prediction:
         return float(haversine_km(self.lat_deg, self.lon_deg, self.true_lat_deg, self.true_lon_deg))
 
 
-def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_tokens: bool = False
-            ) -> tuple[list[Prediction], dict[str, str]]:
+def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_tokens: bool = False,
+            groups: list[str | None] | None = None) -> tuple[list[Prediction], dict[str, str]]:
     """Predict each photo; returns the predictions and {path: reason} for photos that could not be read.
 
     `keep_tokens`: each prediction keeps its photo's patch tokens (`Prediction.tokens`), which the one forward pass
-    computes anyway, for `explain.explain_prediction`."""
+    computes anyway, for `explain.explain_prediction`. `groups`: one label per path (`together.photo_groups`); the
+    readable photos that share one are located together and get one answer, a photo labelled None (or alone in its
+    group after the others failed to read) is located alone."""
     paths = [Path(p) for p in paths]
     need_patches = predictor.descriptor != "cls" or keep_tokens
     backbone = BackboneHead(predictor.backbone) if predictor.backbone is not None else None
@@ -82,7 +85,8 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
         return [], failed
     emb, log_probs = (backbone.split(out.head_out[ok]) if backbone else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
     desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
-    p_lat, p_lon, sims, ids = locate(predictor, desc, emb)
+    group = _readable_groups(groups, ok)
+    p_lat, p_lon, sims, ids = locate(predictor, desc, emb, group)
     at_point = predictor.region_at(p_lat, p_lon)
     if predictor.region_head is not None:
         regions, region_probs = log_probs.argmax(1), np.exp(log_probs.max(1))
@@ -103,8 +107,20 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
                                 familiarity=None if np.isnan(familiarity[row]) else float(familiarity[row]),
                                 unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
                                 region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None,
-                                tokens=out.patches[i] if keep_tokens else None))
+                                tokens=out.patches[i] if keep_tokens else None,
+                                group=None if group is None or group[row].startswith("\0") else group[row]))
     return preds, failed
+
+
+def _readable_groups(groups: list[str | None] | None, ok: np.ndarray) -> np.ndarray | None:
+    """The group label of each readable photo, a photo alone under a label of its own ("\0" and its row); None when
+    no two readable photos share a group."""
+    if groups is None:
+        return None
+    labels = [groups[i] for i in ok]
+    counts = pd.Series([g for g in labels if g is not None], dtype=object).value_counts()
+    label = np.array([g if g is not None and counts[g] > 1 else f"\0{row}" for row, g in enumerate(labels)], dtype=object)
+    return label if (counts > 1).any() else None
 
 
 def exif_truth(path: Path) -> tuple[float | None, float | None]:
@@ -121,7 +137,7 @@ def predictions_frame(preds: list[Prediction]) -> pd.DataFrame:
         "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "radius_km": p.radius_km, "coverage": p.coverage,
         "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg, "true_lon_deg": p.true_lon_deg,
         "error_km": p.error_km, "familiarity": p.familiarity, "unfamiliar": p.unfamiliar, "region_agrees": p.region_agrees,
-        "neighbours": json.dumps([vars(n) for n in p.neighbours]),
+        "group": p.group, "neighbours": json.dumps([vars(n) for n in p.neighbours]),
     } for p in preds])
 
 
@@ -142,7 +158,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     missing = {"path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "neighbours"} - set(frame)
     if missing:
         raise ValueError(f"{path} is not a predictions file of `geoloc predict`: no column {', '.join(sorted(missing))}")
-    for column in ("region_prob", "true_lat_deg", "true_lon_deg", "error_km", "familiarity", "unfamiliar", "region_agrees"):
+    for column in ("region_prob", "true_lat_deg", "true_lon_deg", "error_km", "familiarity", "unfamiliar", "region_agrees", "group"):
         if column not in frame:
             frame[column] = None
     return frame

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
+from scipy.special import log_softmax
 
 from . import storage
 from .classifier import RegionHead, load_region_head
@@ -203,21 +204,68 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
     return np.concatenate(lats, axis=1), np.concatenate(lons, axis=1)
 
 
-def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k)); the query is
-    searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated)."""
+    searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated).
+
+    `together`: (M,) labels; queries that share one are photos of one place, located jointly. The group's region
+    probabilities are the product of its photos' (with the hierarchy), every photo scores every candidate of the group, and
+    the candidate of highest summed logit is the answer of each (without a verifier, the vote over the group's pooled
+    neighbours). Each photo keeps its own neighbours."""
     query = retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier)
     log_p = predictor.region_probe.log_proba(emb) if predictor.hierarchical else None
+    if log_p is not None and together is not None:
+        log_p = joint_log_proba(log_p, together)
     top = top_region_mask(log_p, predictor.cfg.top_regions) if log_p is not None and predictor.cfg.top_regions else None
     sims, ids = search(predictor.index, query, predictor.k) if top is None else search_within(predictor, query, top)
     if predictor.verifier is None or not predictor.sources:
-        return *vote(sims, *neighbour_coords(predictor, ids), predictor.bandwidth_km), sims, ids
+        n_lat, n_lon = neighbour_coords(predictor, ids)
+        if together is not None:
+            return *vote(pooled(sims, together, fill=0.0), pooled(n_lat, together), pooled(n_lon, together), predictor.bandwidth_km), sims, ids
+        return *vote(sims, n_lat, n_lon, predictor.bandwidth_km), sims, ids
     c_lat, c_lon = candidates(predictor, emb, sims, ids)
+    if together is not None:
+        c_lat, c_lon = pooled(c_lat, together), pooled(c_lon, together)
     scores = predictor.verifier.scores(emb, c_lat, c_lon)
     if log_p is not None:
         scores = hierarchy_scores(predictor, scores, log_p, top, predictor.region_class_at(c_lat, c_lon))
+    if together is not None:
+        scores = summed_within(scores, together)
     best = np.argmax(scores, axis=1)[:, None]
     return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0], sims, ids
+
+
+def _members(together: np.ndarray) -> list[np.ndarray]:
+    """(M,) group labels -> the rows of each group."""
+    _, inverse = np.unique(np.asarray(together), return_inverse=True)
+    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+
+
+def pooled(values: np.ndarray, together: np.ndarray, fill: float | None = None) -> np.ndarray:
+    """(M, C) per-query values -> (M, W): each query's row is its whole group's rows side by side, padded to the widest
+    group with `fill` (None: the group's last value again, a duplicate candidate that changes no argmax)."""
+    members = _members(together)
+    width = max(len(rows) for rows in members) * values.shape[1]
+    out = np.empty((len(values), width), values.dtype)
+    for rows in members:
+        flat = values[rows].ravel()
+        out[rows] = np.pad(flat, (0, width - len(flat)), mode="edge") if fill is None else np.pad(flat, (0, width - len(flat)), constant_values=fill)
+    return out
+
+
+def summed_within(scores: np.ndarray, together: np.ndarray) -> np.ndarray:
+    """(M, W) each query's scores of its group's pooled candidates -> (M, W) the group's sum, the same for its members:
+    the joint log-likelihood of photos that are independent views of one place."""
+    out = np.empty_like(scores)
+    for rows in _members(together):
+        out[rows] = scores[rows].sum(axis=0)
+    return out
+
+
+def joint_log_proba(log_p: np.ndarray, together: np.ndarray) -> np.ndarray:
+    """(M, R) each query's region log-probabilities -> (M, R) its group's, normalised: the product of its photos'."""
+    return log_softmax(summed_within(log_p, together), axis=1)
 
 
 def top_region_mask(log_p: np.ndarray, n: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from geoloc_core.ingest import IMAGE_SUFFIXES
 from geoloc_core.maps import prediction_map, standalone_html
 from geoloc_core.predict import predict, predictions_frame, predictions_geojson
 from geoloc_core.runs import fingerprint
+from geoloc_core.together import photo_groups
 from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
 
 st.header("Where was this photo taken?")
@@ -33,6 +34,11 @@ explain = st.sidebar.toggle("Explain each match", value=True,
                                  "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
                                  "forward pass; a neighbour's from the run's stored patch tokens (`geoloc embed --patches`), else one "
                                  "forward pass per neighbour, cached.")
+together = st.sidebar.selectbox("Locate", ("none", "all", "time"), help=help_of(PredictConfig, "together"),
+                                format_func={"none": "each photo alone", "all": "all photos together (one place)",
+                                             "time": "together when taken close in time (EXIF)"}.get)
+gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, PredictConfig.together_gap_min,
+                                  disabled=together != "time", help=help_of(PredictConfig, "together_gap_min"))
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
@@ -55,7 +61,8 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
         row = examples[examples["name"] == name].iloc[0]
         shown_as[row["path"]] = name
         truth[row["path"]] = (float(row["lat_deg"]), float(row["lon_deg"]))
-    preds, failed = predict([Path(p) for p in shown_as], model, keep_tokens=explain)
+    paths = [Path(p) for p in shown_as]
+    preds, failed = predict(paths, model, keep_tokens=explain, groups=photo_groups(paths, together, gap_min))
     explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
@@ -90,6 +97,10 @@ for p, image, why in zip(preds, images, explained):
     certainty = f", p = {p.region_prob:.2f}" if p.region_prob is not None else ""
     facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · "
                 f"region **{p.region}** ({model.region_source}{certainty})")
+    if p.group:
+        others = sum(q.group == p.group for q in preds) - 1
+        facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer for all, "
+                   "from every photo's evidence; the radius is calibrated on single photos.")
     if p.unfamiliar:
         facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match is weaker "
                       f"than {1 - p.familiarity:.0%} of the run's own photos find at other places); the location is a guess.")

@@ -1,0 +1,117 @@
+"""Photos of one place located together: grouping (folder, EXIF time, a table) and the joint answer."""
+
+import io
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import ExifTags, Image
+from scipy.special import log_softmax
+
+from conftest import textured
+from geoloc_core.cli import main
+from geoloc_core.config import PredictConfig, PredictorConfig
+from geoloc_core.predict import predict, predictions_frame
+from geoloc_core.predictor import build_predictor, candidates, joint_log_proba, load_predictor, locate, save_predictor
+from geoloc_core.runs import PredictorStore, Run
+from geoloc_core.together import photo_groups, read_groups, time_groups
+
+
+def jpeg_taken(seed: int, taken: str | None) -> bytes:
+    """A real JPEG whose EXIF DateTimeOriginal is `taken` ("YYYY:MM:DD HH:MM:SS"), or none."""
+    exif = Image.Exif()
+    if taken is not None:
+        exif.get_ifd(ExifTags.IFD.Exif)[0x9003] = taken
+    buf = io.BytesIO()
+    Image.fromarray(textured(seed).astype(np.uint8)).save(buf, "JPEG", exif=exif)
+    return buf.getvalue()
+
+
+def test_photos_taken_close_in_time_form_a_place_and_a_gap_starts_the_next():
+    t0 = datetime(2026, 5, 1, 10, 0)
+    minutes = [0, 4, 30, 9, None, 200, 205, 400]  # out of order: grouped in time order
+    labels = time_groups([None if m is None else t0 + timedelta(minutes=m) for m in minutes], gap_min=10)
+    first = labels[0]
+    assert labels[1] == labels[3] == first and first.endswith("10:00:00")  # 0, 4, 9: each within 10 min of the one before
+    assert labels[2] is None  # 30 is 21 min after 9 and alone
+    assert labels[4] is None and labels[7] is None  # no time; alone
+    assert labels[5] == labels[6] != first
+    assert time_groups([t0 + timedelta(minutes=m) for m in (0, 4, 9)], gap_min=3) == [None, None, None]
+
+
+def test_groups_come_from_folders_the_whole_batch_exif_time_or_a_table(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    paths = [tmp_path / "a" / "1.jpg", tmp_path / "a" / "2.jpg", tmp_path / "b" / "3.jpg"]
+    for i, (p, taken) in enumerate(zip(paths, ("2026:05:01 10:00:00", "2026:05:01 10:05:00", None))):
+        p.write_bytes(jpeg_taken(i, taken))
+    assert photo_groups(paths, "none") == [None] * 3
+    assert photo_groups(paths, "all") == ["all"] * 3 and photo_groups(paths[:1], "all") == [None]
+    assert photo_groups(paths, "folder") == [str(tmp_path / "a")] * 2 + [str(tmp_path / "b")]
+    by_time = photo_groups(paths, "time", gap_min=10)
+    assert by_time[0] == by_time[1] is not None and by_time[2] is None
+    assert photo_groups(paths, "time", gap_min=1) == [None] * 3
+    table = tmp_path / "groups.csv"
+    pd.DataFrame({"path": ["a/1.jpg", str(paths[2]), "a/2.jpg"], "group": ["square", "square", ""]}).to_csv(table, index=False)
+    assert read_groups(table, paths) == ["square", None, "square"]  # relative to the table's folder; empty: alone
+    pd.DataFrame({"file": ["a/1.jpg"]}).to_csv(table, index=False)
+    with pytest.raises(ValueError, match="path and group"):
+        read_groups(table, paths)
+
+
+def test_a_group_gets_the_candidate_its_photos_score_highest_together(tiny_run):
+    predictor = build_predictor(tiny_run, PredictorConfig(k=5))
+    emb = Run(tiny_run).read_embeddings()[0]
+    rows = np.array([0, 3, 17, 30, 31])
+    together = np.array(["x", "x", "x", "alone", "y"])  # "alone" is a group of one
+    lat, lon, sims, ids = locate(predictor, emb[rows], emb[rows], together)
+    s_lat, s_lon, s_sims, s_ids = locate(predictor, emb[rows], emb[rows])
+    assert np.array_equal(ids, s_ids) and np.array_equal(sims, s_sims)  # each photo keeps its own neighbours
+    assert (lat[3], lon[3]) == (s_lat[3], s_lon[3])  # a group of one: as if located alone
+    assert (lat[4], lon[4]) == (s_lat[4], s_lon[4])
+    x = rows[:3]
+    c_lat, c_lon = (c.ravel() for c in candidates(predictor, emb[x], sims[:3], ids[:3]))
+    summed = predictor.verifier.scores(emb[x], np.tile(c_lat, (3, 1)), np.tile(c_lon, (3, 1))).sum(0)
+    best = np.argmax(summed)
+    assert np.allclose(lat[:3], c_lat[best]) and np.allclose(lon[:3], c_lon[best])  # one answer, the best summed score
+    no_verifier = build_predictor(tiny_run, PredictorConfig(k=5, verify=False))
+    v_lat, v_lon, _, _ = locate(no_verifier, emb[rows], emb[rows], together)
+    assert len(set(zip(v_lat[:3], v_lon[:3]))) == 1  # the vote over pooled neighbours, one answer too
+
+
+def test_the_joint_region_probabilities_are_the_product_of_the_photos():
+    rng = np.random.default_rng(0)
+    log_p = log_softmax(rng.normal(size=(4, 3)), axis=1)
+    joint = joint_log_proba(log_p, np.array([1, 0, 1, 2]))
+    assert np.allclose(joint[0], log_softmax(log_p[0] + log_p[2])) and np.allclose(joint[0], joint[2])
+    assert np.allclose(joint[1], log_p[1]) and np.allclose(np.exp(joint).sum(1), 1)
+
+
+def test_predicting_a_group_gives_its_readable_photos_one_answer_and_says_so(tiny_run, tmp_path):
+    built = build_predictor(tiny_run, PredictorConfig(k=5, region_weight=1.0))  # with the hierarchy: the joint region prior
+    store = PredictorStore(tmp_path / "store")
+    save_predictor(built, store)
+    predictor = load_predictor(store, tiny_run, PredictConfig(device="cpu", region_from="nearest"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"nope")
+    paths = [predictor.db["path"].iat[i] for i in (0, 9, 25)] + [broken]
+    preds, failed = predict(paths, predictor, groups=["g", "g", "h", "h"])
+    assert list(failed) == [str(broken)]
+    assert [p.group for p in preds] == ["g", "g", None]  # h lost its other photo: located alone
+    assert (preds[0].lat_deg, preds[0].lon_deg) == (preds[1].lat_deg, preds[1].lon_deg)
+    alone, _ = predict(paths[2:3], predictor)
+    assert (preds[2].lat_deg, preds[2].lon_deg) == (alone[0].lat_deg, alone[0].lon_deg)
+    frame = predictions_frame(preds)
+    assert frame["group"].tolist()[:2] == ["g", "g"] and pd.isna(frame["group"].iat[2])
+
+
+def test_cli_predict_locates_a_groups_table_together(tiny_run, tmp_path, capsys):
+    photos = sorted(Run(tiny_run).photo_table().abs_paths())[:3]
+    table = tmp_path / "groups.csv"
+    pd.DataFrame({"path": [str(p) for p in photos[:2]], "group": ["corner", "corner"]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out), "--device", "cpu"]) == 0
+    frame = pd.read_csv(out / "predictions.csv")
+    assert frame["group"].tolist()[:2] == ["corner", "corner"] and pd.isna(frame["group"].iat[2])
+    assert frame["lat_deg"].iat[0] == frame["lat_deg"].iat[1]
+    assert "located together as corner" in capsys.readouterr().out
