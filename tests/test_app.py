@@ -110,6 +110,17 @@ def test_predict_page_offers_the_batch_as_an_offline_map_and_a_gis_file(tiny_run
     assert "Map of the batch (HTML, opens offline)" in buttons and any(b.startswith("As gpkg") for b in buttons)
 
 
+def test_predict_page_locates_the_picked_photos_together_as_one_place(tiny_run):
+    at = page("views/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:2]).run()
+    [locate] = [s for s in at.sidebar.selectbox if s.label == "Locate"]
+    locate.set_value("all").run()
+    assert not at.exception
+    assert len([i for i in at.info if "Located together with 1 other photo(s)" in i.value]) == 2
+    together = [m.value for m in at.metric]
+    assert together[0] == together[1]  # one answer for the place
+
+
 def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
     at = page("views/evaluate.py", tiny_run)
     assert not at.exception
