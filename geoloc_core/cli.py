@@ -33,6 +33,7 @@ from .config import (
     PredictorConfig,
     RegionConfig,
     ShareConfig,
+    TogetherConfig,
 )
 from .runs import FinetuneRun, Run
 
@@ -174,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     add_settings(c, PredictorConfig, "predictor")
     add_settings(c, PredictConfig, "predict")
+    add_settings(c, TogetherConfig, "together")
     c.add_argument("--groups", type=Path, default=None, help="CSV with columns path and group: photos of one group are one place, "
                    "located together (instead of --together)")
     c.add_argument("--out", type=Path, default=Path("predictions"), help="folder for predictions.csv / .geojson")
@@ -183,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
                 "as pictures and matches.csv")
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     add_settings(c, PredictorConfig, "predictor")
-    add_settings(c, PredictConfig, "predict", only=tuple(f.name for f in dataclasses.fields(PredictConfig) if not f.name.startswith("together")))
+    add_settings(c, PredictConfig, "predict")
     add_settings(c, ExplainConfig, "explain")
     c.add_argument("--out", type=Path, default=Path("explanations"), help="folder for one subfolder of pictures per photo and matches.csv")
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
@@ -346,9 +348,14 @@ def _cmd_predict(a) -> None:
     from .together import photo_groups, read_groups
 
     cfg = settings(a, PredictConfig, "predict", predictor=settings(a, PredictorConfig, "predictor"))
+    together = settings(a, TogetherConfig, "together")
+    if a.groups and together.how != "none":
+        raise ValueError("--groups names the places itself: leave out --together")
+    if together.how != "time" and together.gap_min != TogetherConfig.gap_min:
+        raise ValueError("--together-gap-min is the gap of --together time only")
     predictor = open_predictor(a.run, cfg)
     photos = _photo_files(a.photos)
-    groups = read_groups(a.groups, photos) if a.groups else photo_groups(photos, cfg.together, cfg.together_gap_min)
+    groups = read_groups(a.groups, photos) if a.groups else photo_groups(photos, together)
     preds, failed = predict(photos, predictor, groups=groups)
     csv, geojson = a.out / "predictions.csv", a.out / "predictions.geojson"
     write_csv(csv, predictions_frame(preds))
@@ -366,6 +373,9 @@ def _cmd_predict(a) -> None:
     for path, reason in failed.items():
         print(f"  could not read {path}: {reason}")
     regions = predictor.regions.csv if predictor.regions else "none"
+    places = {p.group for p in preds if p.group}
+    if places:
+        print(f"{sum(bool(p.group) for p in preds)} photos located together as {len(places)} place(s)")
     print(f"{len(preds)} predictions -> {csv}, {geojson}; regions: {predictor.region_source} ({regions})")
     if a.format and preds:
         from .gis import SUFFIX, prediction_layers, write_layers

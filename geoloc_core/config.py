@@ -160,11 +160,17 @@ class PredictConfig:
     unfamiliar_below: float = setting(0.05, "flag a photo as unlike the run's photos when its best match is closer than fewer than "
                                       "this share of the database's own leave-location-out matches (the rate of false flags on "
                                       "places the database covers)")
-    together: str = setting("none", "locate photos of one place together, with one answer: none, all (the whole batch is one place), "
-                                    "folder (a folder's photos are one place) or time (photos taken within --together-gap-min "
-                                    "minutes of each other, by EXIF); --groups FILE names the groups instead", choices=TOGETHER)
-    together_gap_min: float = setting(10.0, "with --together time: the largest gap, in minutes, between consecutive photos of one place")
     device: str = setting("auto", '"auto" = CUDA when present, else CPU')
+
+
+@dataclass(frozen=True)
+class TogetherConfig:
+    """Which photos of a batch show one place, located together with one answer (together.py)."""
+
+    how: str = setting("none", "none; all (the batch is one place); folder (each folder is one place); time (EXIF time taken: a new "
+                               "place wherever consecutive photos are more than the gap apart)", choices=TOGETHER, flag="--together")
+    gap_min: float = setting(10.0, "with time: the largest gap, in minutes, between consecutive photos of one place",
+                             flag="--together-gap-min")
 
 
 @dataclass(frozen=True)

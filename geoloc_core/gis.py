@@ -45,12 +45,12 @@ FIELDS: dict[str, str] = {  # short name -> type; the same names in every format
     "lat_deg": "float", "lon_deg": "float", "places": "str",
     "pred": "int", "path": "str", "radius_km": "float", "coverage": "float", "reg_prob": "float", "true_lat": "float",
     "true_lon": "float", "error_km": "float", "familiar": "float", "unfamiliar": "int", "reg_agrees": "int",
-    "rank": "int", "similarity": "float", "dist_km": "float",
+    "group": "str", "rank": "int", "similarity": "float", "dist_km": "float",
 }
 REGION_FIELDS = ("layer", "graph", "iter", "region", "n_photos", "n_outside", "area_km2", "lat_deg", "lon_deg", "places")
 LAYER_FIELDS = {  # the fields of each prediction layer (every other layer is a partition's regions: REGION_FIELDS)
     "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "reg_prob", "true_lat", "true_lon",
-                    "error_km", "familiar", "unfamiliar", "reg_agrees"),
+                    "error_km", "familiar", "unfamiliar", "reg_agrees", "group"),
     "uncertainty": ("layer", "pred", "path", "radius_km", "coverage"),
     "neighbours": ("layer", "pred", "rank", "path", "lat_deg", "lon_deg", "similarity", "dist_km"),
 }
@@ -128,7 +128,7 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
         "reg_prob": _floats(frame["region_prob"]), "true_lat": _floats(frame["true_lat_deg"]), "true_lon": _floats(frame["true_lon_deg"]),
         "error_km": _floats(frame["error_km"]), "familiar": _floats(frame["familiarity"]),
         "unfamiliar": frame["unfamiliar"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(0).astype(int),
-        "reg_agrees": agrees})
+        "reg_agrees": agrees, "group": [_text(g) if isinstance(g, str) else "" for g in frame.get("group", [None] * len(frame))]})
     circles = [_geodesic_circle(lat, lon, r, circle_vertices) for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
     rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])), "lat_deg": float(n["lat_deg"]),
              "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
@@ -303,10 +303,12 @@ def read_layers(path: Path, fmt: str) -> dict[str, gpd.GeoDataFrame]:
     if fmt == "shp":
         with zipfile.ZipFile(path) as z:
             names = [Path(n).stem for n in z.namelist() if n.endswith(".shp")]
-        return {n: gpd.read_file(f"zip://{path.resolve()}!{n}.shp") for n in names}
-    return {n: gpd.read_file(path, layer=n) for n in fiona.listlayers(str(path))}
+        return {n: _typed(gpd.read_file(f"zip://{path.resolve()}!{n}.shp")) for n in names}
+    return {n: _typed(gpd.read_file(path, layer=n)) for n in fiona.listlayers(str(path))}
 
 
 def _typed(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Integer fields as integers again (a column that other layers leave empty reads back as float)."""
-    return frame.astype({c: "int64" for c in frame.columns if FIELDS.get(c) == "int"})
+    """Integer fields as integers again (a column that other layers leave empty reads back as float), text fields as text
+    (a Shapefile reads an empty text back as missing)."""
+    text = [c for c in frame.columns if FIELDS.get(c) == "str"]
+    return frame.astype({c: "int64" for c in frame.columns if FIELDS.get(c) == "int"}).fillna({c: "" for c in text})

@@ -57,9 +57,9 @@ def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
                Variant("top 3 regions", replace(base, top_regions=3)), Variant("region prior", replace(base, region_weight=1.0))]
-            + [Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True),
-               Variant(f"FT{combined.ft_round} + region prior", combined),
-               Variant(f"FT{combined.ft_round} + region prior, together", combined, together=True)])
+            + [Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True)]
+            + ([Variant(f"FT{combined.ft_round} + region prior", combined),
+                Variant(f"FT{combined.ft_round} + region prior, together", combined, together=True)] if rounds else []))
 
 
 @dataclass

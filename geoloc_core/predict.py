@@ -27,7 +27,7 @@ from .descriptors import describe
 from .embed import TTA_VIEWS, embed_images
 from .exif import GpsError, read_gps
 from .geo import haversine_km
-from .predictor import Predictor, locate, neighbour_coords
+from .predictor import Predictor, joint_log_proba, locate, neighbour_coords
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,10 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
         return [], failed
     emb, log_probs = (backbone.split(out.head_out[ok]) if backbone else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
     desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
-    group = _readable_groups(groups, ok)
+    group = _readable_groups(groups, ok, len(paths))
     p_lat, p_lon, sims, ids = locate(predictor, desc, emb, group)
+    if group is not None and log_probs is not None:
+        log_probs = joint_log_proba(log_probs, group)  # one place, one region: the classifier's evidence pooled as well
     at_point = predictor.region_at(p_lat, p_lon)
     if predictor.region_head is not None:
         regions, region_probs = log_probs.argmax(1), np.exp(log_probs.max(1))
@@ -108,19 +110,20 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
                                 unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
                                 region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None,
                                 tokens=out.patches[i] if keep_tokens else None,
-                                group=None if group is None or group[row].startswith("\0") else group[row]))
+                                group=None if group is None else group[row]))
     return preds, failed
 
 
-def _readable_groups(groups: list[str | None] | None, ok: np.ndarray) -> np.ndarray | None:
-    """The group label of each readable photo, a photo alone under a label of its own ("\0" and its row); None when
-    no two readable photos share a group."""
+def _readable_groups(groups: list[str | None] | None, ok: np.ndarray, n: int) -> list[str | None] | None:
+    """The group of each readable photo, None for one no other readable photo shares a group with; None when no two do."""
     if groups is None:
         return None
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group labels for {n} photos")
     labels = [groups[i] for i in ok]
     counts = pd.Series([g for g in labels if g is not None], dtype=object).value_counts()
-    label = np.array([g if g is not None and counts[g] > 1 else f"\0{row}" for row, g in enumerate(labels)], dtype=object)
-    return label if (counts > 1).any() else None
+    labels = [g if g is not None and counts[g] > 1 else None for g in labels]
+    return labels if any(g is not None for g in labels) else None
 
 
 def exif_truth(path: Path) -> tuple[float | None, float | None]:

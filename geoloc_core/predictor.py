@@ -209,63 +209,66 @@ def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np
     """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k)); the query is
     searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated).
 
-    `together`: (M,) labels; queries that share one are photos of one place, located jointly. The group's region
-    probabilities are the product of its photos' (with the hierarchy), every photo scores every candidate of the group, and
-    the candidate of highest summed logit is the answer of each (without a verifier, the vote over the group's pooled
-    neighbours). Each photo keeps its own neighbours."""
+    `together`: (M,) labels (None: alone); queries that share one are photos of one place, located jointly
+    (`locate_groups`). Each keeps its own neighbours, searched within the group's top regions with the hierarchy."""
+    if together is not None and len(together) != len(emb):
+        raise ValueError(f"{len(together)} group labels for {len(emb)} photos")
     query = retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier)
     log_p = predictor.region_probe.log_proba(emb) if predictor.hierarchical else None
-    if log_p is not None and together is not None:
-        log_p = joint_log_proba(log_p, together)
-    top = top_region_mask(log_p, predictor.cfg.top_regions) if log_p is not None and predictor.cfg.top_regions else None
+    joint = joint_log_proba(log_p, together) if log_p is not None and together is not None else log_p
+    top = top_region_mask(joint, predictor.cfg.top_regions) if joint is not None and predictor.cfg.top_regions else None
     sims, ids = search(predictor.index, query, predictor.k) if top is None else search_within(predictor, query, top)
     if predictor.verifier is None or not predictor.sources:
-        n_lat, n_lon = neighbour_coords(predictor, ids)
-        if together is not None:
-            return *vote(pooled(sims, together, fill=0.0), pooled(n_lat, together), pooled(n_lon, together), predictor.bandwidth_km), sims, ids
-        return *vote(sims, n_lat, n_lon, predictor.bandwidth_km), sims, ids
-    c_lat, c_lon = candidates(predictor, emb, sims, ids)
+        lat, lon = vote(sims, *neighbour_coords(predictor, ids), predictor.bandwidth_km)
+    else:
+        c_lat, c_lon = candidates(predictor, emb, sims, ids)
+        scores = predictor.verifier.scores(emb, c_lat, c_lon)
+        if log_p is not None:
+            scores = hierarchy_scores(predictor, scores, log_p, top, predictor.region_class_at(c_lat, c_lon))
+        best = np.argmax(scores, axis=1)[:, None]
+        lat, lon = np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0]
     if together is not None:
-        c_lat, c_lon = pooled(c_lat, together), pooled(c_lon, together)
-    scores = predictor.verifier.scores(emb, c_lat, c_lon)
-    if log_p is not None:
-        scores = hierarchy_scores(predictor, scores, log_p, top, predictor.region_class_at(c_lat, c_lon))
-    if together is not None:
-        scores = summed_within(scores, together)
-    best = np.argmax(scores, axis=1)[:, None]
-    return np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0], sims, ids
+        locate_groups(predictor, emb, sims, ids, log_p, top, together, lat, lon)
+    return lat, lon, sims, ids
 
 
-def _members(together: np.ndarray) -> list[np.ndarray]:
-    """(M,) group labels -> the rows of each group."""
-    _, inverse = np.unique(np.asarray(together), return_inverse=True)
-    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
-
-
-def pooled(values: np.ndarray, together: np.ndarray, fill: float | None = None) -> np.ndarray:
-    """(M, C) per-query values -> (M, W): each query's row is its whole group's rows side by side, padded to the widest
-    group with `fill` (None: the group's last value again, a duplicate candidate that changes no argmax)."""
-    members = _members(together)
-    width = max(len(rows) for rows in members) * values.shape[1]
-    out = np.empty((len(values), width), values.dtype)
-    for rows in members:
-        flat = values[rows].ravel()
-        out[rows] = np.pad(flat, (0, width - len(flat)), mode="edge") if fill is None else np.pad(flat, (0, width - len(flat)), constant_values=fill)
-    return out
-
-
-def summed_within(scores: np.ndarray, together: np.ndarray) -> np.ndarray:
-    """(M, W) each query's scores of its group's pooled candidates -> (M, W) the group's sum, the same for its members:
-    the joint log-likelihood of photos that are independent views of one place."""
-    out = np.empty_like(scores)
+def locate_groups(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray, log_p: np.ndarray | None,
+                  top: np.ndarray | None, together: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
+    """Overwrites `lat`, `lon` of each group of two or more queries with the group's one answer: every photo of the group
+    scores every candidate the group's photos proposed, and the candidate of highest summed logit wins (with the region
+    prior, each photo adds its own log p(candidate's region), so the sum carries the product of the photos' region
+    probabilities once). Without a verifier, the vote over the group's neighbours pooled. A query alone keeps its answer."""
     for rows in _members(together):
-        out[rows] = scores[rows].sum(axis=0)
-    return out
+        if len(rows) < 2:
+            continue
+        if predictor.verifier is None or not predictor.sources:
+            n_lat, n_lon = neighbour_coords(predictor, ids[rows])
+            g_lat, g_lon = vote(sims[rows].reshape(1, -1), n_lat.reshape(1, -1), n_lon.reshape(1, -1), predictor.bandwidth_km)
+            lat[rows], lon[rows] = g_lat[0], g_lon[0]
+            continue
+        c_lat, c_lon = (c.reshape(1, -1) for c in candidates(predictor, emb[rows], sims[rows], ids[rows]))
+        scores = predictor.verifier.image_codes_np(emb[rows]) @ predictor.verifier.gps_codes(c_lat, c_lon)[0].T  # (G, C)
+        if log_p is not None:
+            cand_class = np.broadcast_to(predictor.region_class_at(c_lat, c_lon), scores.shape)
+            scores = hierarchy_scores(predictor, scores, log_p[rows], None if top is None else top[rows], cand_class)
+        best = np.argmax(scores.sum(axis=0))
+        lat[rows], lon[rows] = c_lat[0, best], c_lon[0, best]
 
 
-def joint_log_proba(log_p: np.ndarray, together: np.ndarray) -> np.ndarray:
+def _members(together) -> list[np.ndarray]:
+    """(M,) group labels -> the rows of each group; a None label is a group of its own."""
+    groups: dict = {}
+    for row, label in enumerate(together):
+        groups.setdefault(object() if label is None else label, []).append(row)
+    return [np.asarray(rows) for rows in groups.values()]
+
+
+def joint_log_proba(log_p: np.ndarray, together) -> np.ndarray:
     """(M, R) each query's region log-probabilities -> (M, R) its group's, normalised: the product of its photos'."""
-    return log_softmax(summed_within(log_p, together), axis=1)
+    joint = log_p.copy()
+    for rows in _members(together):
+        joint[rows] = log_softmax(log_p[rows].sum(axis=0))
+    return joint
 
 
 def top_region_mask(log_p: np.ndarray, n: int) -> np.ndarray:

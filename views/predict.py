@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
-from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig, help_of
+from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig, TogetherConfig, help_of
 from geoloc_core.explain import explain_prediction
 from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.ingest import IMAGE_SUFFIXES
@@ -34,11 +34,11 @@ explain = st.sidebar.toggle("Explain each match", value=True,
                                  "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
                                  "forward pass; a neighbour's from the run's stored patch tokens (`geoloc embed --patches`), else one "
                                  "forward pass per neighbour, cached.")
-together = st.sidebar.selectbox("Locate", ("none", "all", "time"), help=help_of(PredictConfig, "together"),
+together = st.sidebar.selectbox("Locate", ("none", "all", "time"), help=help_of(TogetherConfig, "how"),
                                 format_func={"none": "each photo alone", "all": "all photos together (one place)",
                                              "time": "together when taken close in time (EXIF)"}.get)
-gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, PredictConfig.together_gap_min,
-                                  disabled=together != "time", help=help_of(PredictConfig, "together_gap_min"))
+gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, TogetherConfig.gap_min,
+                                  disabled=together != "time", help=help_of(TogetherConfig, "gap_min"))
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
@@ -62,7 +62,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
         shown_as[row["path"]] = name
         truth[row["path"]] = (float(row["lat_deg"]), float(row["lon_deg"]))
     paths = [Path(p) for p in shown_as]
-    preds, failed = predict(paths, model, keep_tokens=explain, groups=photo_groups(paths, together, gap_min))
+    preds, failed = predict(paths, model, keep_tokens=explain, groups=photo_groups(paths, TogetherConfig(together, gap_min)))
     explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
