@@ -460,10 +460,12 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
                      cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone, region_probe)
 
 
-def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str) -> PredictorStore:
-    """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest, so
-    alternating settings reload each other's predictor instead of rebuilding it."""
-    settings = hashlib.sha1(json.dumps(storage.to_jsonable(cfg), sort_keys=True).encode()).hexdigest()[:10]
+def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str = "dt") -> PredictorStore:
+    """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest (with the
+    graph, where the predictor depends on its regions or fine-tuning), so alternating settings reload each other's
+    predictor instead of rebuilding it."""
+    key = storage.to_jsonable(cfg) if not (_uses_regions(cfg) or cfg.ft_round) else {"config": storage.to_jsonable(cfg), "graph": graph}
+    settings = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Run(run_dir).predictor(cfg.descriptor, database, settings)
 
 
@@ -506,7 +508,7 @@ def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
 def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
     """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
     if there is none or what it was built from (settings included) has changed since."""
-    store = predictor_store(run_dir, cfg.predictor, database)
+    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
     files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
     saved, stamp = store.read_meta(), fingerprint(files)
     if saved.get("stamp") != stamp or saved.get("format") != PREDICTOR_FORMAT:  # touched or outdated: the contents decide

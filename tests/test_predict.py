@@ -226,3 +226,10 @@ def test_a_photo_s_familiarity_is_its_best_match_among_the_database_photos(tiny_
     preds, _ = predict([run.photo_table().abs_paths()[i] for i in held], predictor)
     best = (emb[held] @ emb[~is_test].T).max(axis=1)
     assert [p.familiarity for p in preds] == pytest.approx(predictor.familiarity(best).tolist())
+
+
+def test_a_predictor_that_depends_on_the_graph_is_saved_per_graph(tmp_path):
+    """Its regions or fine-tuning differ per graph: alternating graphs reload each one's predictor, never rebuild one store."""
+    for cfg in (PredictorConfig(ft_round=1), PredictorConfig(region_weight=1.0), PredictorConfig(sources=("top1", "regions"))):
+        assert predictor_store(tmp_path, cfg, "all", "dt").root != predictor_store(tmp_path, cfg, "all", "gg").root
+    assert predictor_store(tmp_path, PredictorConfig(), "all", "dt").root == predictor_store(tmp_path, PredictorConfig(), "all", "gg").root
