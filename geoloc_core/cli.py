@@ -198,6 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources"))
     add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
+    c.add_argument("--pair", nargs=2, metavar=("ROW", "REFERENCE"), default=None, help="instead of measuring: ROW minus REFERENCE, "
+                   "two rows of the run's last lever table, paired over its per-photo errors (what a combination adds over a part)")
     c.set_defaults(**{"cv.folds": 5})  # levers are only ever compared over folds
 
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
@@ -522,11 +524,15 @@ def _cmd_compare(a) -> None:
 def _cmd_levers(a) -> None:
     import pandas as pd
 
-    from .levers import lever_variants, measure_levers
+    from .levers import lever_variants, measure_levers, pair_rows
     from .storage import write_csv
     from .viz import with_intervals
 
     run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
+    if a.pair:
+        _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in pair_rows(a.run, *a.pair, cv)],
+                     ("comparison", "metric", "difference", "interval", "verdict"))
+        return
     result = measure_levers(a.run, lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds), finetune, cv)
     write_csv(run.levers_table, pd.DataFrame(result.rows))
     write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))

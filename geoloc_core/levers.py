@@ -111,7 +111,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
     weights = location_weights(groups, seed=cv.fold_seed)
     rows = [{"method": v.name, **estimates(distance_measures(errors[v.name]), weights), **_settings(v, variants[0])} for v in variants]
-    return LeverTable(rows, _verdicts(errors, variants, weights), pd.DataFrame({"photo": np.arange(len(table)), "fold": fold, **errors}))
+    verdicts = paired_verdicts(errors, [v.name for v in variants], weights)
+    return LeverTable(rows, verdicts, pd.DataFrame({"photo": np.arange(len(table)), "fold": fold, **errors}))
 
 
 def _settings(v: Variant, reference: Variant) -> dict:
@@ -121,17 +122,29 @@ def _settings(v: Variant, reference: Variant) -> dict:
     return {"changes": ", ".join(changes) or "-"}
 
 
-def _verdicts(errors: dict[str, np.ndarray], variants: list[Variant], weights: np.ndarray) -> list[dict]:
-    """Each variant minus the default, paired: median km, and accuracy at every threshold where the default gets between
-    2 % and 98 % (the thresholds that tell methods apart at this scale)."""
-    ref = variants[0].name
+def paired_verdicts(errors: dict[str, np.ndarray], names: list[str], weights: np.ndarray) -> list[dict]:
+    """Each row of `names` after the first minus the first, paired: median km, and accuracy at every threshold where the
+    first gets between 2 % and 98 % (the thresholds that tell methods apart at this scale)."""
+    ref = names[0]
     base = distance_measures(errors[ref])
     informative = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < base[threshold_key(t)][0].mean() < 0.98]
     rows = []
-    for v in variants[1:]:
-        theirs = distance_measures(errors[v.name])
+    for name in names[1:]:
+        theirs = distance_measures(errors[name])
         for metric, higher_is_better in (("median_km", False), *((key, True) for key in informative)):
             (a, statistic), (b, _) = theirs[metric], base[metric]
-            rows.append({"comparison": f"{v.name} vs {ref}", "metric": metric,
+            rows.append({"comparison": f"{name} vs {ref}", "metric": metric,
                          **paired(a.astype(np.float64), b.astype(np.float64), weights, statistic, higher_is_better)})
     return rows
+
+
+def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = CrossValConfig(folds=5)) -> list[dict]:
+    """Any two rows of the run's last lever table paired, from its per-photo errors (`RUN/levers_errors.csv`) and the same
+    resampled locations: what a combination adds over one of its parts, without measuring anything again."""
+    run = Run(Path(run_dir).resolve())
+    errors = pd.read_csv(run.levers_errors)
+    missing = [name for name in (row, reference) if name not in errors]
+    if missing:
+        raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
+    weights = location_weights(run.photo_table().frame["group"].to_numpy(), seed=cv.fold_seed)
+    return paired_verdicts({name: errors[name].to_numpy() for name in (reference, row)}, [reference, row], weights)

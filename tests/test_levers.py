@@ -8,11 +8,12 @@ import torch
 
 from geoloc_core import finetune as ft
 from geoloc_core.config import CrossValConfig, FinetuneConfig, PredictConfig, PredictorConfig
-from geoloc_core.levers import Variant, lever_variants, measure_levers
+from geoloc_core.levers import Variant, lever_variants, measure_levers, pair_rows
 from geoloc_core.predict import predict
 from geoloc_core.predictor import open_predictor
 from geoloc_core.runs import Run
 from geoloc_core.stats import location_folds
+from geoloc_core.storage import write_csv
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
 
@@ -79,6 +80,12 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     assert {v["comparison"] for v in table.verdicts} == {f"{v.name} vs default" for v in variants[1:]}
     for row in table.rows:
         assert row["median_km_lo"] <= row["median_km"] <= row["median_km_hi"]
+    # any two rows paired again from the saved per-photo errors: the table's own verdicts for a row against the default
+    write_csv(run.levers_errors, table.errors)
+    again_paired = pair_rows(tiny_run, "FT1 backbone", "default", cv)
+    assert again_paired == [v for v in table.verdicts if v["comparison"] == "FT1 backbone vs default"]
+    with pytest.raises(ValueError, match="no row 'FT9'"):
+        pair_rows(tiny_run, "FT9", "default", cv)
     # a second call fine-tunes nothing again
     mtime = run.cross_validation(2, 0).fold(0).experiment.finetune("dt").round_checkpoint(2).stat().st_mtime
     again = measure_levers(tiny_run, variants[:2], CFG, cv)
