@@ -199,7 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources"))
     add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
     c.add_argument("--pair", nargs=2, metavar=("ROW", "REFERENCE"), default=None, help="instead of measuring: ROW minus REFERENCE, "
-                   "two rows of the run's last lever table, paired over its per-photo errors (what a combination adds over a part)")
+                   "two rows of the run's last lever table, paired over its per-photo errors (what a combination adds over a part); "
+                   "only --folds and --fold-seed apply, and must be those it was measured with")
     c.set_defaults(**{"cv.folds": 5})  # levers are only ever compared over folds
 
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more photos would help")
@@ -365,9 +366,9 @@ def _cmd_predict(a) -> None:
     for p in preds:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
         certainty = f" (p {p.region_prob:.2f})" if p.region_prob is not None else ""
-        together = f", located together as {p.group}" if p.group else ""
+        joint = f", located together as {p.group}" if p.group else ""
         print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), region {p.region}"
-              f"{certainty}{truth}{together}")
+              f"{certainty}{truth}{joint}")
         if p.unfamiliar:
             print(f"  warning: looks unlike any photo of this run (familiarity {p.familiarity:.3f}): the location is a guess")
         if p.region_agrees is False:

@@ -128,7 +128,7 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
         "reg_prob": _floats(frame["region_prob"]), "true_lat": _floats(frame["true_lat_deg"]), "true_lon": _floats(frame["true_lon_deg"]),
         "error_km": _floats(frame["error_km"]), "familiar": _floats(frame["familiarity"]),
         "unfamiliar": frame["unfamiliar"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(0).astype(int),
-        "reg_agrees": agrees, "group": [_text(g) if isinstance(g, str) else "" for g in frame.get("group", [None] * len(frame))]})
+        "reg_agrees": agrees, "group": ["" if pd.isna(g) else _text(str(g)) for g in frame.get("group", [None] * len(frame))]})
     circles = [_geodesic_circle(lat, lon, r, circle_vertices) for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
     rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])), "lat_deg": float(n["lat_deg"]),
              "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}

@@ -146,5 +146,9 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     missing = [name for name in (row, reference) if name not in errors]
     if missing:
         raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
-    weights = location_weights(run.photo_table().frame["group"].to_numpy(), seed=cv.fold_seed)
+    groups = run.photo_table().frame["group"].to_numpy()
+    if len(errors) != len(groups) or not np.array_equal(errors["fold"], location_folds(groups, cv.folds, cv.fold_seed)):
+        raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
+                         f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")
+    weights = location_weights(groups, seed=cv.fold_seed)
     return paired_verdicts({name: errors[name].to_numpy() for name in (reference, row)}, [reference, row], weights)

@@ -120,7 +120,7 @@ def _readable_groups(groups: list[str | None] | None, ok: np.ndarray, n: int) ->
         return None
     if len(groups) != n:
         raise ValueError(f"{len(groups)} group labels for {n} photos")
-    labels = [groups[i] for i in ok]
+    labels = [None if pd.isna(groups[i]) else groups[i] for i in ok]
     counts = pd.Series([g for g in labels if g is not None], dtype=object).value_counts()
     labels = [g if g is not None and counts[g] > 1 else None for g in labels]
     return labels if any(g is not None for g in labels) else None
@@ -157,7 +157,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
         features = json.loads(path.read_text())["features"]
         frame = pd.DataFrame([f["properties"] for f in features])
     else:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype={"group": str})  # a group named "7" stays the text "7"
     missing = {"path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "neighbours"} - set(frame)
     if missing:
         raise ValueError(f"{path} is not a predictions file of `geoloc predict`: no column {', '.join(sorted(missing))}")

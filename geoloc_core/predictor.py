@@ -62,6 +62,7 @@ GALLERY_SIZE = 10  # database sites proposed by the verifier's own GPS-code sear
 CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
 PREDICTOR_FORMAT = 5  # bump when a saved predictor's contents change meaning
 REGION_POOL = 20  # neighbours searched per one kept when retrieval keeps to the top regions
+MAX_POOLED = 1000  # a group's strongest neighbours its vote runs over (the vote's memory grows with their square)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np
     searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated).
 
     `together`: (M,) labels (None: alone); queries that share one are photos of one place, located jointly
-    (`locate_groups`). Each keeps its own neighbours, searched within the group's top regions with the hierarchy."""
+    (`group_answer`). Each keeps its own neighbours, searched within the group's top regions with the hierarchy."""
     if together is not None and len(together) != len(emb):
         raise ValueError(f"{len(together)} group labels for {len(emb)} photos")
     query = retrieval_vectors(predictor.cfg.retrieval, desc, emb, predictor.verifier)
@@ -227,39 +228,42 @@ def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np
             scores = hierarchy_scores(predictor, scores, log_p, top, predictor.region_class_at(c_lat, c_lon))
         best = np.argmax(scores, axis=1)[:, None]
         lat, lon = np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0]
-    if together is not None:
-        locate_groups(predictor, emb, sims, ids, log_p, top, together, lat, lon)
+    for rows in _members(together) if together is not None else []:
+        if len(rows) > 1:  # a photo alone keeps its own answer
+            lat[rows], lon[rows] = group_answer(predictor, emb[rows], sims[rows], ids[rows], None if log_p is None else log_p[rows],
+                                                None if top is None else top[rows])
     return lat, lon, sims, ids
 
 
-def locate_groups(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray, log_p: np.ndarray | None,
-                  top: np.ndarray | None, together: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
-    """Overwrites `lat`, `lon` of each group of two or more queries with the group's one answer: every photo of the group
-    scores every candidate the group's photos proposed, and the candidate of highest summed logit wins (with the region
-    prior, each photo adds its own log p(candidate's region), so the sum carries the product of the photos' region
-    probabilities once). Without a verifier, the vote over the group's neighbours pooled. A query alone keeps its answer."""
-    for rows in _members(together):
-        if len(rows) < 2:
-            continue
-        if predictor.verifier is None or not predictor.sources:
-            n_lat, n_lon = neighbour_coords(predictor, ids[rows])
-            g_lat, g_lon = vote(sims[rows].reshape(1, -1), n_lat.reshape(1, -1), n_lon.reshape(1, -1), predictor.bandwidth_km)
-            lat[rows], lon[rows] = g_lat[0], g_lon[0]
-            continue
-        c_lat, c_lon = (c.reshape(1, -1) for c in candidates(predictor, emb[rows], sims[rows], ids[rows]))
-        scores = predictor.verifier.image_codes_np(emb[rows]) @ predictor.verifier.gps_codes(c_lat, c_lon)[0].T  # (G, C)
-        if log_p is not None:
-            cand_class = np.broadcast_to(predictor.region_class_at(c_lat, c_lon), scores.shape)
-            scores = hierarchy_scores(predictor, scores, log_p[rows], None if top is None else top[rows], cand_class)
-        best = np.argmax(scores.sum(axis=0))
-        lat[rows], lon[rows] = c_lat[0, best], c_lon[0, best]
+def group_answer(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray, log_p: np.ndarray | None,
+                 top: np.ndarray | None) -> tuple[float, float]:
+    """One place's photos ((G, D) embeddings, their (G, k) neighbours, region log-probabilities and the group's top-region
+    mask) -> the group's one answer: the candidate, of all the photos proposed, of highest summed verifier logit. The sum is
+    linear in the photos (scale times the summed image codes against each candidate's code, plus the region prior times the
+    summed log p(candidate's region): the product of the photos' region probabilities), so it costs one pass over the
+    distinct candidates. Without a verifier, the vote over the group's strongest `MAX_POOLED` neighbours, pooled."""
+    if predictor.verifier is None or not predictor.sources:
+        photo, summed = np.unique(ids.ravel(), return_inverse=True)
+        support = np.bincount(summed.ravel(), weights=sims.ravel().astype(np.float64))
+        keep = np.argsort(-support, kind="stable")[:MAX_POOLED]
+        lat, lon = vote(support[keep][None], *neighbour_coords(predictor, photo[keep][None]), predictor.bandwidth_km)
+        return float(lat[0]), float(lon[0])
+    c_lat, c_lon = candidates(predictor, emb, sims, ids)
+    sites = np.unique(np.column_stack([c_lat.ravel(), c_lon.ravel()]), axis=0)
+    c_lat, c_lon = sites[None, :, 0], sites[None, :, 1]
+    scores = predictor.verifier.image_codes_np(emb).sum(0, keepdims=True) @ predictor.verifier.gps_codes(sites[:, 0], sites[:, 1]).T
+    if log_p is not None:
+        scores = hierarchy_scores(predictor, scores, log_p.sum(0, keepdims=True), None if top is None else top[:1],
+                                  predictor.region_class_at(c_lat, c_lon))
+    best = int(np.argmax(scores[0]))
+    return float(c_lat[0, best]), float(c_lon[0, best])
 
 
 def _members(together) -> list[np.ndarray]:
-    """(M,) group labels -> the rows of each group; a None label is a group of its own."""
+    """(M,) group labels -> the rows of each group; a None (or NaN) label is a group of its own."""
     groups: dict = {}
     for row, label in enumerate(together):
-        groups.setdefault(object() if label is None else label, []).append(row)
+        groups.setdefault(object() if label is None or pd.isna(label) else label, []).append(row)
     return [np.asarray(rows) for rows in groups.values()]
 
 
@@ -294,7 +298,8 @@ def search_within(predictor: Predictor, desc: np.ndarray, top: np.ndarray) -> tu
 def hierarchy_scores(predictor: Predictor, scores: np.ndarray, log_p: np.ndarray, top: np.ndarray | None,
                      cand_class: np.ndarray) -> np.ndarray:
     """(M, C) verifier cosines -> (M, C) the verifier's logits (cosine times its learned scale) plus `region_weight` times
-    log p(candidate's region); with `top`, a candidate outside the query's top regions scores -inf (unless all do).
+    log p(candidate's region); with `top`, a candidate outside the query's top regions scores -inf (unless all do). For a
+    group (`group_answer`): its summed cosines and summed log-probabilities, one row.
 
     A candidate whose region the probe does not know counts as the query's least likely region."""
     logits = scores * float(predictor.verifier.log_scale.detach().exp().clamp(max=100))
@@ -460,11 +465,11 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
                      cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone, region_probe)
 
 
-def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str = "dt") -> PredictorStore:
+def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> PredictorStore:
     """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest (with the
     graph, where the predictor depends on its regions or fine-tuning), so alternating settings reload each other's
     predictor instead of rebuilding it."""
-    key = storage.to_jsonable(cfg) if not (_uses_regions(cfg) or cfg.ft_round) else {"config": storage.to_jsonable(cfg), "graph": graph}
+    key = {"config": storage.to_jsonable(cfg), "graph": graph} if _depends_on_graph(cfg) else storage.to_jsonable(cfg)
     settings = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Run(run_dir).predictor(cfg.descriptor, database, settings)
 
@@ -486,10 +491,15 @@ def _uses_regions(cfg: PredictorConfig) -> bool:
     return "regions" in cfg.sources or bool(cfg.top_regions or cfg.region_weight)
 
 
+def _depends_on_graph(cfg: PredictorConfig) -> bool:
+    """Whether the predictor is built from a graph's regions or fine-tuning, so each graph has its own."""
+    return _uses_regions(cfg) or bool(cfg.ft_round)
+
+
 def inputs_digest(files: list[Path], cfg: PredictorConfig, database: str, graph: str) -> str:
     """The digest of a predictor's input files' contents, with the format, its settings and the database."""
     h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database,
-                                 "graph": graph if _uses_regions(cfg) or cfg.ft_round else None}, sort_keys=True).encode())
+                                 "graph": graph if _depends_on_graph(cfg) else None}, sort_keys=True).encode())
     for path in files:
         if path.exists():
             with open(path, "rb") as f:

@@ -77,6 +77,10 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     assert [r["method"] for r in table.rows] == [v.name for v in variants]
     assert table.rows[1]["changes"] == "ft_round=1" and table.rows[0]["changes"] == "-"
     assert np.isfinite(table.errors[[v.name for v in variants]].to_numpy()).all()  # every photo held out once
+    groups = run.photo_table().frame["group"].to_numpy()
+    for v in variants:  # a row located together gives a location's photos one answer; single-photo rows do not
+        spread = table.errors.groupby(groups)[v.name].nunique()
+        assert (spread == 1).all() if v.together else (spread > 1).any(), v.name
     assert {v["comparison"] for v in table.verdicts} == {f"{v.name} vs default" for v in variants[1:]}
     for row in table.rows:
         assert row["median_km_lo"] <= row["median_km"] <= row["median_km_hi"]

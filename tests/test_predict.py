@@ -125,7 +125,7 @@ def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_ve
 
 def test_saved_predictor_is_reused_until_the_run_is_re_embedded(tiny_run):
     first = open_predictor(tiny_run, CPU)
-    store = predictor_store(tiny_run, PredictorConfig(), "all")
+    store = predictor_store(tiny_run, PredictorConfig(), "all", "dt")
     stamp, built = store.meta.read_text(), store.index.stat().st_mtime_ns
     open_predictor(tiny_run, CPU)
     assert store.meta.read_text() == stamp  # loaded, not rebuilt
@@ -149,9 +149,9 @@ def test_a_build_setting_rebuilds_the_saved_predictor_and_coverage_sets_the_radi
                      "--out", str(tiny_run.parent / "p")]) == 0
         radius[coverage] = float(capsys.readouterr().out.split("±")[1].split(" km")[0])
     assert radius["0.5"] < radius["0.9"]
-    assert json.loads(predictor_store(tiny_run, PredictorConfig(), "all").meta.read_text())["config"]["k"] == 10
+    assert json.loads(predictor_store(tiny_run, PredictorConfig(), "all", "dt").meta.read_text())["config"]["k"] == 10
     assert main(["predict", photo, "--run", str(tiny_run), "--k", "3", "--device", "cpu", "--out", str(tiny_run.parent / "p")]) == 0
-    assert json.loads(predictor_store(tiny_run, PredictorConfig(k=3), "all").meta.read_text())["config"]["k"] == 3  # built for it
+    assert json.loads(predictor_store(tiny_run, PredictorConfig(k=3), "all", "dt").meta.read_text())["config"]["k"] == 3  # built for it
     assert pd.read_csv(tiny_run.parent / "p" / "predictions.csv")["neighbours"].map(lambda n: len(json.loads(n))).tolist() == [3]
 
 

@@ -11,10 +11,10 @@ from scipy.special import log_softmax
 
 from conftest import textured
 from geoloc_core.cli import main
-from geoloc_core.config import PredictConfig, PredictorConfig, TogetherConfig
+from geoloc_core.config import SOURCES, PredictConfig, PredictorConfig, TogetherConfig
 from geoloc_core.gis import prediction_layers
-from geoloc_core.predict import predict, predictions_frame
-from geoloc_core.predictor import build_predictor, candidates, joint_log_proba, load_predictor, locate, save_predictor, vote
+from geoloc_core.predict import predict, predictions_frame, read_predictions
+from geoloc_core.predictor import build_predictor, candidates, joint_log_proba, load_predictor, locate, save_predictor, top_region_mask, vote
 from geoloc_core.runs import PredictorStore, Run
 from geoloc_core.together import photo_groups, read_groups, time_groups
 
@@ -81,6 +81,7 @@ def test_a_group_gets_the_candidate_its_photos_score_highest_together(tiny_run, 
     logits = cosines * float(predictor.verifier.log_scale.detach().exp().clamp(max=100))
     if region_weight:  # each photo's own log p(region), once: the sum is the log of the product of the photos' probabilities
         cls = predictor.region_class_at(c_lat, c_lon)
+        assert (cls >= 0).all()  # every candidate's region known to the probe (an unknown one counts as the least likely)
         logits += region_weight * predictor.region_probe.log_proba(emb[x])[:, cls]
     best = np.argmax(logits.sum(0))
     assert np.allclose(lat[:3], c_lat[best]) and np.allclose(lon[:3], c_lon[best])  # one answer, the best summed logit
@@ -91,6 +92,19 @@ def test_a_group_gets_the_candidate_its_photos_score_highest_together(tiny_run, 
     assert np.allclose(v_lat[:3], g_lat[0]) and np.allclose(v_lon[:3], g_lon[0])  # the vote over the pooled neighbours
     with pytest.raises(ValueError, match="2 group labels for 5 photos"):
         locate(predictor, emb[rows], emb[rows], together[:2])
+
+
+def test_a_group_keeps_to_its_joint_top_region(tiny_run):
+    predictor = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES, top_regions=1))
+    emb = Run(tiny_run).read_embeddings()[0]
+    rows = np.array([0, 1, 12, 25])  # photos of different places, told they are one
+    together = np.array(["x"] * 4, dtype=object)
+    joint = joint_log_proba(predictor.region_probe.log_proba(emb[rows]), together)
+    lat, lon, _, ids = locate(predictor, emb[rows], emb[rows], together)
+    assert len(set(zip(lat, lon))) == 1
+    top = top_region_mask(joint, 1)
+    assert np.take_along_axis(top, predictor._db_region_class[ids], 1).all()  # every photo searched within the group's region
+    assert top[0, predictor.region_class_at(lat[:1], lon[:1])[0]]  # and the answer lies in it
 
 
 def test_the_joint_region_probabilities_are_the_product_of_the_photos():
@@ -135,3 +149,7 @@ def test_cli_predict_locates_a_groups_table_together(tiny_run, tmp_path, capsys)
     frame = pd.read_csv(out / "predictions.csv")
     assert frame["group"].eq("all").all() and "3 photos located together as 1 place(s)" in capsys.readouterr().out
     assert prediction_layers(frame)["predictions"]["group"].eq("all").all()  # the GIS exports say so too
+    pd.DataFrame({"path": [str(p) for p in photos[:2]], "group": ["7", "7"]}).to_csv(table, index=False)
+    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out), "--device", "cpu"]) == 0
+    back = read_predictions(out / "predictions.csv")  # a group named "7" comes back as the text "7", in every export
+    assert back["group"].tolist()[:2] == ["7", "7"] and prediction_layers(back)["predictions"]["group"].tolist() == ["7", "7", ""]

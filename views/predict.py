@@ -34,7 +34,10 @@ explain = st.sidebar.toggle("Explain each match", value=True,
                                  "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
                                  "forward pass; a neighbour's from the run's stored patch tokens (`geoloc embed --patches`), else one "
                                  "forward pass per neighbour, cached.")
-together = st.sidebar.selectbox("Locate", ("none", "all", "time"), help=help_of(TogetherConfig, "how"),
+together = st.sidebar.selectbox("Locate", ("none", "all", "time"),
+                                help="Photos of one place located together get one answer from all their evidence: every photo "
+                                     "scores every candidate any of them proposed. By time: each photo within the gap of the one "
+                                     "before (EXIF time taken) is the same place; a photo without a time stays alone.",
                                 format_func={"none": "each photo alone", "all": "all photos together (one place)",
                                              "time": "together when taken close in time (EXIF)"}.get)
 gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, TogetherConfig.gap_min,
@@ -100,7 +103,8 @@ for p, image, why in zip(preds, images, explained):
     if p.group:
         others = sum(q.group == p.group for q in preds) - 1
         facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer for all, "
-                   "from every photo's evidence; the radius is calibrated on single photos.")
+                   "from every photo's evidence. The radius is calibrated on single photos, and the region's p multiplies "
+                   "the photos' as if they were independent views, so it is overconfident.")
     if p.unfamiliar:
         facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match is weaker "
                       f"than {1 - p.familiarity:.0%} of the run's own photos find at other places); the location is a guess.")
