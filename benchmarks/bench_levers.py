@@ -31,10 +31,9 @@ from geoloc_core.predictor import open_predictor  # noqa: E402
 
 def variants(ft_round: int) -> dict[str, PredictConfig]:
     """The default and each lever that changes a single photo's path (photos located together: `together_cost`)."""
-    base = PredictConfig(device="cpu")
-    levers = {f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round), "top 3 regions": PredictorConfig(top_regions=3),
-              "region prior": PredictorConfig(region_weight=1.0), "flip views": PredictorConfig(tta="flip"),
-              f"FT{ft_round} + region prior": PredictorConfig(ft_round=ft_round, region_weight=1.0)}
+    base = PredictConfig(device="cpu")  # the default has the region prior (region_weight 1)
+    levers = {"no region prior": PredictorConfig(region_weight=0.0), f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round),
+              "top 3 regions": PredictorConfig(top_regions=3), "flip views": PredictorConfig(tta="flip")}
     return {"default": base, **{name: replace(base, predictor=cfg) for name, cfg in levers.items()}}
 
 

@@ -196,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     c = command("levers", _cmd_levers, "accuracy levers one at a time (fine-tuned backbone, ...), each paired against the default "
                 "predictor over K folds of the run's locations")
     add_settings(c, CrossValConfig, "cv")
-    add_settings(c, PredictorConfig, "predictor", only=("k", "sources"))
+    add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "region_weight"))
     add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
     c.add_argument("--pair", nargs=2, metavar=("ROW", "REFERENCE"), default=None, help="instead of measuring: ROW minus REFERENCE, "
                    "two rows of the run's last lever table, paired over its per-photo errors (what a combination adds over a part); "

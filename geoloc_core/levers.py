@@ -50,16 +50,21 @@ COMBINED_ROUND = 2  # the combination's fine-tuned round: the best on croatia-st
 
 
 def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
-    """The default first (every other row is paired against it), then each lever alone, then the combination of those
-    that stack (a fine-tuned backbone with the region prior), alone and with a location's photos located together."""
-    combined = replace(base, ft_round=min(COMBINED_ROUND, rounds), region_weight=1.0)
+    """The default first (every other row is paired against it), then each lever alone (the region prior switched on,
+    or off where the default has it), then the combination of those that stack (a fine-tuned backbone with the region
+    prior), with a location's photos located together too."""
+    prior_on = bool(base.region_weight)
+    prior = (Variant("no region prior", replace(base, region_weight=0.0)) if prior_on
+             else Variant("region prior", replace(base, region_weight=1.0)))
+    combined = replace(base, ft_round=min(COMBINED_ROUND, rounds), region_weight=base.region_weight or 1.0)
+    name = f"FT{combined.ft_round}" + ("" if prior_on else " + region prior")
+    combination = ([] if prior_on else [Variant(name, combined)]) + [Variant(f"{name}, together", combined, together=True)]
     return ([Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
-               Variant("top 3 regions", replace(base, top_regions=3)), Variant("region prior", replace(base, region_weight=1.0))]
-            + [Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True)]
-            + ([Variant(f"FT{combined.ft_round} + region prior", combined),
-                Variant(f"FT{combined.ft_round} + region prior, together", combined, together=True)] if rounds else []))
+               Variant("top 3 regions", replace(base, top_regions=3)), prior,
+               Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True)]
+            + (combination if rounds else []))
 
 
 @dataclass

@@ -31,7 +31,7 @@ def test_answers_keep_to_the_top_regions_and_a_heavy_prior_picks_the_likeliest_r
     assert np.take_along_axis(top, hier._db_region_class[ids], 1).all()  # retrieval kept to each photo's top region
     lat, lon, _, _ = locate(hier, emb, emb)
     assert top[np.arange(len(emb)), hier.region_class_at(lat, lon)].all()  # so did the answer
-    flat = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES))
+    flat = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES, region_weight=0.0))
     f_lat, f_lon, _, _ = locate(flat, emb, emb)
     assert not top[np.arange(len(emb)), hier.region_class_at(f_lat, f_lon)].all()  # without it, some answers lie elsewhere
 
@@ -53,5 +53,5 @@ def test_a_saved_hierarchical_predictor_answers_as_it_did_before_saving(tiny_run
     emb = Run(tiny_run).read_embeddings()[0]
     for a, b in zip(locate(built, emb, emb), locate(loaded, emb, emb)):
         assert np.array_equal(a, b)
-    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5)), store)  # no hierarchy: no probe left behind
+    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, region_weight=0.0)), store)  # no hierarchy: no probe left behind
     assert not store.region_probe.exists() and load_predictor(store, tiny_run, PredictConfig(device="cpu")).region_probe is None
