@@ -141,7 +141,7 @@ class PredictorConfig:
                                   "w/o regions), then retrieve and verify within its top regions only: 0 = off")
     region_weight: float = setting(1.0, "hierarchy: add this times log p(candidate's region) (the probe's) to the verifier's logit "
                                         "of each candidate: 0 = off (the default until it was measured better, beyond the interval, on "
-                                        "croatia-streetview and bgu-campus at 4 % more latency)")
+                                        "croatia-streetview and bgu-campus at the same p50 latency)")
     tta: str = setting("none", "test-time views: none, or flip (the photo and its mirror image through the encoder in one batch, "
                                "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
                                "once); needs ft_round 0", choices=TTAS)

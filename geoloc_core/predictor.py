@@ -376,9 +376,13 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
 
 def fit_region_probe(emb: np.ndarray, db: pd.DataFrame, cfg: PredictorConfig) -> LinearProbe | None:
     """The hierarchy's region classifier: a linear probe on the database photos of known w/o region (`db["region"]`);
-    None when the hierarchy is off or the database has fewer than two regions."""
+    None when the hierarchy is off (the region prior needs the verifier whose logits it adds to) or the database has
+    fewer than two regions (then said: the prior is on by default)."""
     known = db["region"].to_numpy() >= 0
-    if not (cfg.top_regions or cfg.region_weight) or len(np.unique(db["region"].to_numpy()[known])) < 2:
+    if not (cfg.top_regions or (cfg.region_weight and cfg.verify)):
+        return None
+    if len(np.unique(db["region"].to_numpy()[known])) < 2:
+        log.warning("no region prior or top regions: the database has fewer than two w/o regions (run `geoloc regions`)")
         return None
     return as_linear(fit_linear_probe(emb[known], db["region"].to_numpy()[known], db["group"].to_numpy()[known], cfg.locator.seed))
 

@@ -100,6 +100,17 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
         measure_levers(tiny_run, variants[:2], replace(CFG, epochs=3), cv)
 
 
+def test_lever_rows_switch_the_region_prior_against_whichever_default():
+    with_prior = {v.name: v for v in lever_variants(PredictorConfig(), 2)}
+    assert with_prior["no region prior"].predictor.region_weight == 0 and "region prior" not in with_prior
+    assert with_prior["FT2, together"].together and with_prior["FT2, together"].predictor.ft_round == 2
+    old = {v.name: v for v in lever_variants(PredictorConfig(region_weight=0.0), 2)}  # the table measured before the prior was default
+    assert old["region prior"].predictor.region_weight == 1 and "no region prior" not in old
+    assert old["FT2 + region prior"].predictor == replace(PredictorConfig(), ft_round=2, region_weight=1.0)
+    assert old["FT2 + region prior, together"].together
+    assert not [v for v in lever_variants(PredictorConfig(region_weight=0.0), 0) if v.predictor.ft_round]  # nothing to combine
+
+
 def test_a_variant_past_the_fine_tuning_rounds_or_a_single_split_is_refused(tiny_run):
     with pytest.raises(ValueError, match="FT3"):
         measure_levers(tiny_run, [Variant("default", PredictorConfig()), Variant("x", PredictorConfig(ft_round=3))], CFG)
