@@ -531,6 +531,8 @@ def _cmd_levers(a) -> None:
 
     run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
     if a.pair:
+        if settings(a, PredictorConfig, "predictor") != PredictorConfig() or finetune != FinetuneConfig():
+            raise ValueError("--pair reads the saved errors and measures nothing: only --folds and --fold-seed apply")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in pair_rows(a.run, *a.pair, cv)],
                      ("comparison", "metric", "difference", "interval", "verdict"))
         return

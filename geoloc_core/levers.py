@@ -148,7 +148,7 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     resampled locations: what a combination adds over one of its parts, without measuring anything again."""
     run = Run(Path(run_dir).resolve())
     errors = pd.read_csv(run.levers_errors)
-    missing = [name for name in (row, reference) if name not in errors]
+    missing = [name for name in (row, reference) if name not in errors.columns[2:]]  # the rows, not photo and fold
     if missing:
         raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
     groups = run.photo_table().frame["group"].to_numpy()

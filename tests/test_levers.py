@@ -90,6 +90,8 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     assert again_paired == [v for v in table.verdicts if v["comparison"] == "FT1 backbone vs default"]
     with pytest.raises(ValueError, match="no row 'FT9'"):
         pair_rows(tiny_run, "FT9", "default", cv)
+    with pytest.raises(ValueError, match="no row 'fold'"):  # the errors' other columns are not rows
+        pair_rows(tiny_run, "fold", "default", cv)
     # a second call fine-tunes nothing again
     mtime = run.cross_validation(2, 0).fold(0).experiment.finetune("dt").round_checkpoint(2).stat().st_mtime
     again = measure_levers(tiny_run, variants[:2], CFG, cv)
