@@ -1,17 +1,20 @@
 """The latency of each accuracy lever's predictor beside the default's, measured interleaved in one run.
 
-    .venv/bin/python benchmarks/bench_levers.py --run RUN [--photos 20] [--ft-round 2]
+    .venv/bin/python benchmarks/bench_levers.py --run RUN [--photos 20] [--ft-round 2] [--larger-input 322]
 
 RUN needs a finished fine-tuning round for `--ft-round` over DT (`geoloc finetune`, or one fold of
 `geoloc levers`: RUN/experiment_k5_seed0/fold0). One photo at a time, `predict([path])` end to end
 (read, decode, one forward pass, search, candidates, verify), the variants taking turns photo by photo
 so machine noise hits them alike. p50 and p90 in ms, and each variant's p50 over the default's; then 4 photos
-located together against the same 4 located alone, per photo.
+located together against the same 4 located alone, per photo. The higher-resolution row is the default predictor with
+the encoder at `--larger-input` px: a run embedded at that size (`geoloc run --image-size`) would find other
+neighbours, at the same search cost, so the query's larger forward pass is the whole difference in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from dataclasses import replace
@@ -24,16 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_predict import timed_predict  # noqa: E402
 
 from bench_core import machine  # noqa: E402
-from geoloc_core.config import PredictConfig, PredictorConfig  # noqa: E402
+from geoloc_core.config import LARGER_INPUT, PredictConfig, PredictorConfig  # noqa: E402
+from geoloc_core.encoders import load_encoder  # noqa: E402
 from geoloc_core.predict import predict  # noqa: E402
 from geoloc_core.predictor import open_predictor  # noqa: E402
+from geoloc_core.runs import Run  # noqa: E402
 
 
 def variants(ft_round: int) -> dict[str, PredictConfig]:
     """The default and each lever that changes a single photo's path (photos located together: `together_cost`)."""
     base = PredictConfig(device="cpu")  # the default has the region prior (region_weight 1)
     levers = {"no region prior": PredictorConfig(region_weight=0.0), f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round),
-              "top 3 regions": PredictorConfig(top_regions=3), "flip views": PredictorConfig(tta="flip")}
+              "top 3 regions": PredictorConfig(top_regions=3), "flip views": PredictorConfig(tta="flip"),
+              "multi-crop views": PredictorConfig(tta="crops")}
     return {"default": base, **{name: replace(base, predictor=cfg) for name, cfg in levers.items()}}
 
 
@@ -42,8 +48,12 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--ft-round", type=int, default=2)
+    parser.add_argument("--larger-input", type=int, default=LARGER_INPUT)
     a = parser.parse_args()
     predictors = {name: open_predictor(a.run, cfg) for name, cfg in variants(a.ft_round).items()}
+    predictors[f"input {a.larger_input} px"] = larger = copy.copy(predictors["default"])
+    embed = Run(a.run).pipeline_config().embed
+    larger.encoder = load_encoder(embed.model, embed.checkpoint, embed.pretrained, "cpu", a.larger_input)
     db = next(iter(predictors.values())).db
     paths = [Path(p) for p in db["path"].iloc[:: max(1, len(db) // (a.photos + 1))][: a.photos + 1]]
     for predictor in predictors.values():

@@ -17,7 +17,8 @@ GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
-TTAS = ("none", "flip")  # test-time views of a photo (embed.TTA_VIEWS)
+TTAS = ("none", "flip", "crops")  # test-time views of a photo (embed.TTA_VIEWS)
+LARGER_INPUT = 322  # `geoloc levers`' higher-resolution row: DINOv2's 23 x 23 patches of 14 px, about croatia-streetview's 320 px
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
 RETRIEVALS = ("image", "geo", "both")  # the space a predictor retrieves in: descriptor, verifier's image codes, both
 TOGETHER = ("none", "all", "folder", "time")  # how a batch of photos is grouped into places located together (together.py)
@@ -142,9 +143,10 @@ class PredictorConfig:
     region_weight: float = setting(1.0, "hierarchy: add this times log p(candidate's region) (the probe's) to the verifier's logit "
                                         "of each candidate: 0 = off (the default until it was measured better, beyond the interval, on "
                                         "croatia-streetview and bgu-campus at the same p50 latency)")
-    tta: str = setting("none", "test-time views: none, or flip (the photo and its mirror image through the encoder in one batch, "
+    tta: str = setting("none", "test-time views: none; flip (the photo and its mirror image through the encoder in one batch, "
                                "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
-                               "once); needs ft_round 0", choices=TTAS)
+                               "once); crops (the photo and its four overlapping corner crops, each 3/4 of a side, likewise: 5 "
+                               "views); needs ft_round 0", choices=TTAS)
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 

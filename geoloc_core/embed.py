@@ -1,8 +1,8 @@
 """Photos -> L2-normalised float32 embeddings (+ patch tokens, + a head's outputs), batched and cached.
 
 Decoding runs in threads one batch ahead of the model. A photo can be seen in several views (`VIEWS`: itself, its
-mirror image) that go through the encoder in the same batch; its embedding is then the normalised mean of theirs
-(test-time augmentation). Embeddings are cached in one SQLite file per
+mirror image, its four corner crops) that go through the encoder in the same batch; its embedding is then the
+normalised mean of theirs (test-time augmentation). Embeddings are cached in one SQLite file per
 encoder key, keyed by the photo's content hash: a photo that changes is embedded again, an unchanged
 one never is, and two processes can share the cache.
 """
@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,23 @@ from .images import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 
-VIEWS = {"photo": lambda image: image, "mirror": ImageOps.mirror}  # what the encoder may see of a photo
-TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror")}  # config.TTAS -> the views a photo is embedded in
+CROP_SHARE = 0.75  # a corner crop's share of each side: the four overlap and cover the photo, each seen 1 / 0.75 closer
+CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bottom_right": (1, 1)}  # (x, y): 0 left / top
+
+
+def corner_crop(fx: int, fy: int) -> Callable[[Image.Image], Image.Image]:
+    """The view of the photo's CROP_SHARE x CROP_SHARE corner (fx, fy) (`CORNERS`)."""
+    def crop(image: Image.Image) -> Image.Image:
+        w, h = round(image.width * CROP_SHARE), round(image.height * CROP_SHARE)
+        x, y = fx * (image.width - w), fy * (image.height - h)
+        return image.crop((x, y, x + w, y + h))
+    return crop
+
+
+VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {  # what the encoder may see of a photo
+    "photo": lambda image: image, "mirror": ImageOps.mirror, **{f"crop_{name}": corner_crop(*c) for name, c in CORNERS.items()}}
+TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror"),  # config.TTAS -> the views a photo is embedded in
+             "crops": ("photo", *(f"crop_{name}" for name in CORNERS))}
 
 
 def cache_dir() -> Path:
@@ -183,9 +198,10 @@ def mean_of_views(emb: np.ndarray, n_views: int) -> np.ndarray:
 
 
 def _load_pixels(path: Path, encoder: Encoder, views: tuple[str, ...] = ("photo",)) -> torch.Tensor | str:
-    """(V, 3, S, S) the photo's views, decoded once."""
+    """(V, 3, S, S) the photo's views, decoded once, at a size that leaves a crop view the encoder's input side."""
+    zoom = 1 / CROP_SHARE if any(v.startswith("crop_") for v in views) else 1
     try:
-        image: Image.Image = decode_image(Path(path).read_bytes(), min_side=encoder.image_size)
+        image: Image.Image = decode_image(Path(path).read_bytes(), min_side=round(encoder.image_size * zoom))
     except (ImageDecodeError, OSError) as exc:
         return str(exc)
     return torch.stack([encoder.preprocess(VIEWS[v](image)) for v in views])

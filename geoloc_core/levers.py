@@ -5,7 +5,8 @@ under one set of settings, and the combination is just several settings at once.
 over the run's locations with the folds of `geoloc compare --folds K` and `geoloc experiment --folds K`: each
 fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
 fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
-`geoloc predict --ft-round r` does with the run's fine-tuning. Each row is paired against the first (the
+`geoloc predict --ft-round r` does with the run's fine-tuning. A row at another input size embeds the run's photos at
+that size, as a run made with `geoloc run --image-size` holds them. Each row is paired against the first (the
 default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
 location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group figure, per photo, beside
 the single-photo figures of every other row.
@@ -24,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 from . import storage
-from .config import CrossValConfig, FinetuneConfig, PredictorConfig
+from .config import LARGER_INPUT, CrossValConfig, FinetuneConfig, PredictorConfig
 from .evaluate import THRESHOLDS_KM, threshold_key
 from .experiment import finetune_folds
 from .geo import haversine_km
-from .pipeline import cut_regions, view_embeddings
+from .pipeline import cut_regions, resized_embeddings, view_embeddings
 from .predictor import fit_predictor, locate
 from .runs import Run
 from .stats import distance_measures, estimates, location_folds, location_weights, paired
@@ -43,15 +44,17 @@ class Variant:
     name: str
     predictor: PredictorConfig
     together: bool = False  # a location's photos (its headings) located together: a group figure, not a single-photo one
+    image_size: int = 0  # database and queries embedded at this input side (`geoloc run --image-size`); 0: the run's own
 
 
 PROPAGATE_SHARE = 0.5  # the graph-propagated row: a photo and its surroundings weigh alike (1.0 would hide the photo itself)
 COMBINED_ROUND = 2  # the combination's fine-tuned round: the best on croatia-streetview's table, confirmed or not elsewhere
 
 
-def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
+def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGER_INPUT) -> list[Variant]:
     """The default first (every other row is paired against it), then each lever alone (the region prior switched on,
-    or off where the default has it), then the combination of those that stack (a fine-tuned backbone with the region
+    or off where the default has it; the photos embedded at `larger_input` px, a multiple of the encoder's patch side,
+    unless 0), then the combination of those that stack (a fine-tuned backbone with the region
     prior), with a location's photos located together too."""
     prior_on = bool(base.region_weight)
     prior = (Variant("no region prior", replace(base, region_weight=0.0)) if prior_on
@@ -63,8 +66,18 @@ def lever_variants(base: PredictorConfig, rounds: int) -> list[Variant]:
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
                Variant("top 3 regions", replace(base, top_regions=3)), prior,
-               Variant("flip views", replace(base, tta="flip")), Variant("photos of a place together", base, together=True)]
+               Variant("flip views", replace(base, tta="flip")), Variant("multi-crop views", replace(base, tta="crops")),
+               *([Variant(f"input {larger_input} px", base, image_size=larger_input)] if larger_input else []),
+               Variant("photos of a place together", base, together=True)]
             + (combination if rounds else []))
+
+
+def select_rows(variants: list[Variant], names: list[str]) -> list[Variant]:
+    """The default (the first row, which every other is paired against) and the rows named, in the table's order."""
+    unknown = [n for n in names if n not in {v.name for v in variants}]
+    if unknown:
+        raise ValueError(f"no lever row {unknown[0]!r}; the rows: {', '.join(v.name for v in variants)}")
+    return variants[:1] + [v for v in variants[1:] if v.name in names]
 
 
 @dataclass
@@ -85,12 +98,16 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     run = Run(Path(run_dir).resolve())
     table = run.photo_table()
     emb0, _ = run.read_embeddings()
-    views = {tta: view_embeddings(run.root, tta) for tta in {v.predictor.tta for v in variants}}  # a row's database and queries
     groups = table.frame["group"].to_numpy()
     fold = location_folds(groups, cv.folds, cv.fold_seed)
     needs_ft = max(v.predictor.ft_round for v in variants)
-    if any(v.predictor.ft_round and v.predictor.tta != "none" for v in variants):
-        raise ValueError("test-time views average the pretrained class token: a variant with tta needs ft_round 0")
+    if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
+        raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant needs ft_round 0")
+    if any(v.image_size and v.predictor.tta != "none" for v in variants):
+        raise ValueError("a variant at another input size is measured with the photo's own view only: tta none")
+    views = {}  # (tta, image_size) -> the pretrained rows' database and queries
+    for tta, size in {(v.predictor.tta, v.image_size) for v in variants if not v.predictor.ft_round}:
+        views[tta, size] = resized_embeddings(run.root, size) if size else view_embeddings(run.root, tta)
     if needs_ft > finetune.rounds:
         raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
     graph = finetune.graph
@@ -107,10 +124,11 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round
-            emb = views[v.predictor.tta] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
-            if v.predictor not in fitted:
-                fitted[v.predictor] = fit_predictor(db, emb[train], None, v.predictor, graph)
-            predictor = fitted[v.predictor]
+            emb = views[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
+            key = (v.predictor, v.image_size)
+            if key not in fitted:
+                fitted[key] = fit_predictor(db, emb[train], None, v.predictor, graph)
+            predictor = fitted[key]
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
@@ -123,7 +141,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
 def _settings(v: Variant, reference: Variant) -> dict:
     """The settings in which a variant differs from the reference, as text (what the row changes)."""
     a, b = storage.to_jsonable(v.predictor), storage.to_jsonable(reference.predictor)
-    changes = [f"{k}={a[k]}" for k in a if a[k] != b[k]] + (["together=location"] if v.together else [])
+    changes = ([f"{k}={a[k]}" for k in a if a[k] != b[k]] + (["together=location"] if v.together else [])
+               + ([f"image_size={v.image_size}"] if v.image_size != reference.image_size else []))
     return {"changes": ", ".join(changes) or "-"}
 
 

@@ -76,22 +76,41 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
 
 
 def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
-    """(N, D) the run's photos embedded in the test-time views `tta` (config.TTAS): with "flip", the unit mean of each
-    photo's embedding and its mirror image's, as `embed_images(views=...)` gives a query. The mirror pass is made once
-    with the run's encoder and kept (`Run.mirror_embeddings`) until the run is embedded again."""
+    """(N, D) the run's photos embedded in the test-time views `tta` (config.TTAS): the unit mean of each photo's
+    embedding and its other views' (its mirror image, its corner crops), as `embed_images(views=...)` gives a query.
+    Each view's pass is made once with the run's encoder and kept (`Run.view_embeddings`) until the run is embedded again."""
     run = Run(run_dir)
     emb = run.read_embeddings()[0]
-    if TTA_VIEWS[tta] == ("photo",):
-        return emb
-    mirror = run.mirror_embeddings
-    if not mirror.exists() or mirror.stat().st_mtime < run.embeddings.stat().st_mtime:
+    views = TTA_VIEWS[tta]
+    stale = [v for v in views if v != "photo" and (not run.view_embeddings(v).exists()
+                                                   or run.view_embeddings(v).stat().st_mtime < run.embeddings.stat().st_mtime)]
+    if stale:
         cfg = run.pipeline_config().embed
         encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
-        result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size, workers=cfg.workers, views=("mirror",))
-        if result.failed:
-            raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
-        storage.write_npy(mirror, result.emb)
-    return mean_of_views(np.stack([emb, storage.read_npy(mirror)], axis=1).reshape(-1, emb.shape[1]), 2)
+        for view in stale:
+            result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size, workers=cfg.workers, views=(view,))
+            if result.failed:
+                raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
+            storage.write_npy(run.view_embeddings(view), result.emb)
+    passes = [emb if v == "photo" else storage.read_npy(run.view_embeddings(v)) for v in views]
+    return mean_of_views(np.stack(passes, axis=1).reshape(-1, emb.shape[1]), len(views))
+
+
+def resized_embeddings(run_dir: Path, image_size: int) -> np.ndarray:
+    """(N, D) the run's photos embedded at another input side, as `geoloc run --image-size` would embed them: what a
+    higher resolution is worth, measured without a second run (the embedding cache is keyed by the size, so once)."""
+    run = Run(run_dir)
+    table, cfg = run.photo_table(), run.pipeline_config().embed
+    encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, image_size)
+    cache = EmbeddingCache.for_encoder(encoder)
+    try:
+        result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(), batch_size=cfg.batch_size,
+                              cache=cache, workers=cfg.workers)
+    finally:
+        cache.close()
+    if result.failed:
+        raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
+    return result.emb
 
 
 def _reject_more(run: Run, table: PhotoTable, reasons: dict[str, str]) -> None:

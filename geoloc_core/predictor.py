@@ -13,7 +13,8 @@ database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
 With the hierarchy (`PredictorConfig.top_regions`, `region_weight`), PIGEON's cell -> retrieval: a linear probe on the
 database's embeddings and w/o regions classifies the photo's region first; retrieval and verification then keep to its
 `top_regions` most likely regions, and each candidate's logit gains `region_weight` times log p(its region).
-With `PredictorConfig.tta` "flip" the database and the queries are the mean of each photo's and its mirror image's embeddings.
+With `PredictorConfig.tta` "flip" (or "crops") the database and the queries are the mean of each photo's and its mirror
+image's (or its four corner crops') embeddings.
 With `PredictorConfig.ft_round` r the database is a fine-tuning round's re-embedded photos, and a query runs
 through that round's blocks in its one forward pass (`classifier.BackboneHead`), so both live in the fine-tuned space.
 `bandwidth_km` is calibrated by leave-location-out queries (each database photo located from the
@@ -44,6 +45,7 @@ from . import storage
 from .classifier import RegionHead, load_region_head
 from .config import PredictConfig, PredictorConfig, from_dict
 from .descriptors import describe, fit_vlad_vocabulary
+from .embed import TTA_VIEWS
 from .encoders import Encoder, load_encoder
 from .geo import haversine_km, latlon_to_xyz, xyz_to_latlon
 from .index import build_index, load_index, save_index, search
@@ -480,10 +482,10 @@ def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: s
 
 def predictor_inputs(run_dir: Path, cfg: PredictorConfig, graph: str) -> list[Path]:
     """The run's files a saved predictor is built from: photos, embeddings and split, the patch tokens for gem / vlad,
-    the graph's regions where their centroids are candidates or the hierarchy classifies them, the mirror pass for flip views."""
+    the graph's regions where their centroids are candidates or the hierarchy classifies them, the passes of test-time views."""
     run = Run(run_dir)
     files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
-    files += [run.mirror_embeddings] if cfg.tta == "flip" else []
+    files += [run.view_embeddings(v) for v in TTA_VIEWS[cfg.tta] if v != "photo"]
     if cfg.ft_round:
         ft = run.finetune_round(graph, cfg.ft_round)
         files += [ft.embeddings(cfg.ft_round), ft.round_checkpoint(cfg.ft_round)]

@@ -8,7 +8,7 @@ these classes for a path or a reader; none of them spells a file name.
       config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
       photos.csv  rejected.csv  ingest.json                  ingest: accepted photos, rejections and why
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
-      embeddings_mirror.npy                                  the mirror images' (N, D) unit vectors (flip test-time views)
+      embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: test-time views)
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
       graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
       regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside the clip area), per region, polygons
@@ -364,10 +364,10 @@ class Run(Folder):
     def embeddings(self) -> Path:
         return self.root / "embeddings.npy"
 
-    @property
-    def mirror_embeddings(self) -> Path:
-        """The photos' mirror images embedded, for flip test-time views (`pipeline.view_embeddings`); made on demand."""
-        return self.root / "embeddings_mirror.npy"
+    def view_embeddings(self, view: str) -> Path:
+        """The photos seen in one view (`embed.VIEWS`: the mirror image, a corner crop) embedded, for test-time views
+        (`pipeline.view_embeddings`); made on demand."""
+        return self.root / f"embeddings_{view}.npy"
 
     @property
     def patches(self) -> Path:

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -65,7 +66,7 @@ def test_a_round_the_run_has_not_finished_or_another_descriptor_is_refused(finet
 
 def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     cv = CrossValConfig(folds=2, fold_seed=0)
-    variants = lever_variants(PredictorConfig(), CFG.rounds)
+    variants = lever_variants(PredictorConfig(), CFG.rounds, larger_input=40)  # the tiny tower's 5 x 5 patches of 8 px
     assert [v.name for v in variants][:3] == ["default", "FT1 backbone", "FT2 backbone"]
     table = measure_levers(tiny_run, variants, CFG, cv)
     run = Run(tiny_run)
@@ -76,6 +77,10 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
         assert fold_run.experiment.finetune("dt").embeddings(2).exists()
     assert [r["method"] for r in table.rows] == [v.name for v in variants]
     assert table.rows[1]["changes"] == "ft_round=1" and table.rows[0]["changes"] == "-"
+    changes = {r["method"]: r["changes"] for r in table.rows}
+    assert changes["input 40 px"] == "image_size=40" and changes["multi-crop views"] == "tta=crops"
+    for name in ("input 40 px", "multi-crop views"):  # each embeds the photos its own way, not the default's
+        assert not np.array_equal(table.errors[name], table.errors["default"]), name
     assert np.isfinite(table.errors[[v.name for v in variants]].to_numpy()).all()  # every photo held out once
     groups = run.photo_table().frame["group"].to_numpy()
     for v in variants:  # a row located together gives a location's photos one answer; single-photo rows do not
@@ -130,3 +135,19 @@ def test_the_backbone_head_splits_one_pass_into_embedding_and_region(finetuned_r
         emb, log_probs = head.split(head(prefix).numpy())
         expected = predictor.backbone(prefix).numpy()
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5) and np.allclose(log_probs, expected, atol=1e-5)
+
+
+def test_the_levers_command_measures_the_rows_asked_for_and_pairs_them_again(tiny_run, capsys, caplog):
+    from geoloc_core.cli import main
+
+    levers = ["levers", "--run", str(tiny_run), "--folds", "2"]
+    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px, multi-crop views", "--device", "cpu"]) == 0
+    rows = pd.read_csv(Run(tiny_run).levers_table).set_index("method")
+    assert list(rows.index) == ["default", "multi-crop views", "input 40 px"]  # the default always, then the table's order
+    assert rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["multi-crop views", "changes"] == "tta=crops"
+    assert "input 40 px vs default" in capsys.readouterr().out
+    assert main([*levers, "--pair", "input 40 px", "multi-crop views"]) == 0
+    assert "input 40 px vs multi-crop views" in capsys.readouterr().out
+    assert main([*levers, "--rounds", "0", "--rows", "flip"]) == 2 and "no lever row 'flip'" in caplog.text
+    # a measuring flag beside --pair would be ignored: refused
+    assert main([*levers, "--larger-input", "40", "--pair", "input 40 px", "default"]) == 2 and "measures nothing" in caplog.text

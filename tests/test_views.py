@@ -1,15 +1,18 @@
-"""Flip test-time views: a photo and its mirror image through the encoder in one batch, their embeddings averaged."""
+"""Test-time views: a photo and its mirror image (flip), or its four corner crops (crops), through the encoder in one
+batch, their embeddings averaged; and a run's photos embedded at another input size."""
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 from conftest import TINY, textured
+from geoloc_core import embed
 from geoloc_core.config import PredictConfig, PredictorConfig
-from geoloc_core.embed import embed_images
+from geoloc_core.embed import TTA_VIEWS, VIEWS, embed_images
 from geoloc_core.encoders import load_encoder
-from geoloc_core.pipeline import view_embeddings
+from geoloc_core.pipeline import resized_embeddings, view_embeddings
 from geoloc_core.predict import predict
 from geoloc_core.predictor import open_predictor
 from geoloc_core.runs import Run
@@ -43,10 +46,10 @@ def test_flip_embedding_is_the_unit_mean_of_both_passes_and_blind_to_mirroring(t
 def test_a_flip_predictor_answers_a_photo_and_its_mirror_alike(tiny_run, tmp_path):
     run = Run(tiny_run)
     emb = view_embeddings(tiny_run, "flip")  # the mirror pass, made on demand and kept
-    stamp = run.mirror_embeddings.stat().st_mtime_ns
-    mean = run.read_embeddings()[0] + np.load(run.mirror_embeddings)
+    stamp = run.view_embeddings("mirror").stat().st_mtime_ns
+    mean = run.read_embeddings()[0] + np.load(run.view_embeddings("mirror"))
     assert np.allclose(emb, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6)
-    assert np.array_equal(view_embeddings(tiny_run, "flip"), emb) and run.mirror_embeddings.stat().st_mtime_ns == stamp  # reused
+    assert np.array_equal(view_embeddings(tiny_run, "flip"), emb) and run.view_embeddings("mirror").stat().st_mtime_ns == stamp  # reused
     predictor = open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(tta="flip")))
     photo = run.photo_table().abs_paths()[0]
     image = Image.open(photo).convert("RGB")
@@ -54,3 +57,45 @@ def test_a_flip_predictor_answers_a_photo_and_its_mirror_alike(tiny_run, tmp_pat
     (a, b), _ = predict([tmp_path / "photo.png", tmp_path / "mirror.png"], predictor)
     assert (a.lat_deg, a.lon_deg) == (b.lat_deg, b.lon_deg) and [n.path for n in a.neighbours] == [n.path for n in b.neighbours]
     assert a.neighbours[0].path == str(photo)  # the database is flip-averaged too: the photo finds itself first
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_corner_crops_cover_the_photo_and_are_averaged_with_it(tiny_checkpoint, tmp_path, monkeypatch):
+    image = Image.fromarray(textured(0, size=(40, 56)).astype(np.uint8))  # 56 wide, 40 high
+    top_left, bottom_right = VIEWS["crop_top_left"](image), VIEWS["crop_bottom_right"](image)
+    assert top_left.size == bottom_right.size == (42, 30)  # 3/4 of each side
+    assert np.array_equal(np.asarray(top_left), np.asarray(image)[:30, :42])
+    assert np.array_equal(np.asarray(bottom_right), np.asarray(image)[-30:, -42:])
+    enc = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu")
+    photos, _ = _photos_and_mirrors(tmp_path)
+    sides = []
+    real = embed.decode_image
+    monkeypatch.setattr(embed, "decode_image", lambda data, min_side=None: sides.append(min_side) or real(data, min_side))
+    crops = embed_images(photos, enc, batch_size=3, progress=False, views=TTA_VIEWS["crops"]).emb
+    assert set(sides) == {round(enc.image_size / 0.75)}  # a big photo is decoded large enough for a crop to keep full detail
+    passes = [embed_images(photos, enc, progress=False, views=(v,)).emb for v in TTA_VIEWS["crops"]]
+    assert np.allclose(crops, _unit(sum(passes)), atol=1e-5)
+    assert not np.allclose(crops, passes[0], atol=1e-3)
+
+
+def test_a_crops_predictor_keeps_each_views_pass_and_finds_a_database_photo_itself(tiny_run):
+    run = Run(tiny_run)
+    emb = view_embeddings(tiny_run, "crops")
+    passes = [run.read_embeddings()[0]] + [np.load(run.view_embeddings(v)) for v in TTA_VIEWS["crops"][1:]]
+    assert np.allclose(emb, _unit(sum(passes)), atol=1e-6)
+    predictor = open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(tta="crops")))
+    photo = run.photo_table().abs_paths()[3]
+    [pred], _ = predict([photo], predictor)
+    assert pred.neighbours[0].path == str(photo) and pred.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)  # same 5 views
+
+
+def test_a_runs_photos_at_another_input_size_are_what_that_encoder_gives(tiny_run, tiny_checkpoint):
+    run = Run(tiny_run)
+    larger = resized_embeddings(tiny_run, 40)  # 5 x 5 patches of 8 px instead of the tiny tower's 4 x 4
+    enc = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu", image_size=40)
+    assert enc.image_size == 40
+    assert np.allclose(larger, embed_images(run.photo_table().abs_paths(), enc, progress=False).emb, atol=1e-5)
+    assert not np.allclose(larger, run.read_embeddings()[0], atol=1e-3)
