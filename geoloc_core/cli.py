@@ -92,7 +92,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, section: str, only:
         else:
             optional_value = {"nargs": "?", "const": meta["const"]} if "const" in meta else {}
             parser.add_argument(_flag(f), dest=dest, type=kind, default=f.default, choices=meta.get("choices"), metavar=f.name.upper(),
-                                help=f"{help_text} (default: {f.default})", **optional_value)
+                                help=f"{help_text} (default: %(default)s)", **optional_value)  # a command's set_defaults shows
 
 
 def _list_of(kind: type, choices: tuple | None):

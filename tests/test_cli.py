@@ -1,5 +1,6 @@
 import argparse
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -132,3 +133,11 @@ def test_a_config_survives_the_trip_through_its_flags(cfg):
     assert settings(parser.parse_args(config_argv(cfg)), type(cfg), section) == cfg
     with pytest.raises(ValueError, match="no flag of its own"):
         config_argv(PredictorConfig())  # its verifier settings are a nested config: refused, not dropped
+
+
+def test_help_gives_the_default_a_command_sets_not_the_settings_own(capsys):
+    for command, folds in (("levers", 5), ("compare", 1)):  # levers are only ever compared over folds
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = re.search(r"--folds FOLDS\s+1: the run's own split.*?\(default: (\d+)\)", capsys.readouterr().out, re.S)
+        assert shown and int(shown.group(1)) == folds, command
