@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from geoloc_core import viz
-from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, PredictConfig, PredictorConfig, TogetherConfig, help_of
+from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, TTAS, PredictConfig, PredictorConfig, TogetherConfig, help_of
 from geoloc_core.explain import explain_prediction
 from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.ingest import IMAGE_SUFFIXES
@@ -42,6 +42,10 @@ together = st.sidebar.selectbox("Locate", ("none", "all", "time"),
                                              "time": "together when taken close in time (EXIF)"}.get)
 gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, TogetherConfig.gap_min,
                                   disabled=together != "time", help=help_of(TogetherConfig, "gap_min"))
+prior = st.sidebar.toggle("Region prior", value=bool(PredictorConfig.region_weight), help=help_of(PredictorConfig, "region_weight"))
+tta = st.sidebar.selectbox("Test-time views", TTAS, disabled=bool(ft_round) or descriptor != "cls", help=help_of(PredictorConfig, "tta"),
+                           format_func={"none": "the photo", "flip": "the photo and its mirror image",
+                                        "crops": "the photo and its 4 corner crops"}.get)
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
@@ -51,7 +55,9 @@ if not uploads and not picked:
     st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
     st.stop()
 
-model = predictor(run, PredictConfig(predictor=PredictorConfig(descriptor=descriptor, ft_round=ft_round),
+settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round, region_weight=PredictorConfig.region_weight if prior else 0.0,
+                           tta="none" if ft_round or descriptor != "cls" else tta)  # views average the pretrained class token
+model = predictor(run, PredictConfig(predictor=settings,
                                      region_from="classifier" if use_head else "nearest"))
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
     shown_as = {}
