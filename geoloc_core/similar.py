@@ -17,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import storage
-from .classifier import load_region_head
+from .classifier import BackboneHead, load_region_head
 from .config import GRAPHS
 from .embed import embed_images
 from .encoders import Encoder, load_encoder
 from .places import nearest_places
 from .runs import FinetuneRun, Run
-from .towers import Suffix
 
 PRETRAINED = "pretrained (what retrieval searches)"
 HOW = ("max", "mean")  # a site's score: its best photo's cosine, or its photos' mean
@@ -89,17 +87,6 @@ def region_query(emb: np.ndarray, labels: np.ndarray, region: int, label: str) -
     return Query(mean / max(np.linalg.norm(mean), 1e-12), label, members)
 
 
-@dataclass
-class SuffixEmbedding:
-    """A `encoders.Head` giving a fine-tuning round's unit embedding from the tokens entering its blocks."""
-
-    suffix: Suffix
-    unfrozen_blocks: int
-
-    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.suffix(prefix).float(), dim=-1)
-
-
 def run_encoder(run: Run, device: str = "auto") -> Encoder:
     cfg = run.pipeline_config().embed
     return load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, device, cfg.image_size)
@@ -107,14 +94,11 @@ def run_encoder(run: Run, device: str = "auto") -> Encoder:
 
 def upload_query(path: Path, encoder: Encoder, space: Space) -> Query:
     """A new photo in `space`: one forward pass, a fine-tuning round's blocks run inside it."""
-    head = None
-    if space.ft is not None:
-        trained = load_region_head(space.ft, space.round, encoder)
-        head = SuffixEmbedding(trained.suffix, trained.unfrozen_blocks)
+    head = BackboneHead(load_region_head(space.ft, space.round, encoder)) if space.ft is not None else None
     out = embed_images([Path(path)], encoder, progress=False, head=head)
     if out.failed:
         raise ValueError(f"{path}: {out.failed[0]}")
-    return Query((out.emb if head is None else out.head_out)[0], Path(path).name)
+    return Query((out.emb if head is None else head.split(out.head_out)[0])[0], Path(path).name)
 
 
 def site_scores(emb: np.ndarray, site_of_photo: np.ndarray, query: np.ndarray, how: str = "max"
