@@ -3,15 +3,15 @@
 An analyst often has a handful of photos of one spot: a burst, a walk round a square, the four headings of a street-view
 stop. Photos of one group are located jointly (`predictor.locate(together=...)`): evidence is combined at the candidate
 and score level, and every photo of the group gets the group's answer. Groups come from the photos' folders, from the
-time they were taken (EXIF DateTimeOriginal: a new group wherever consecutive photos are further apart than a gap), from
-a table with a group column, or are the whole batch. A photo no group claims is located alone (group None).
+time they were taken (EXIF DateTimeOriginal, in UTC where every photo records its zone: a new group wherever consecutive
+photos are further apart than a gap), from a table with a group column, or are the whole batch. A photo no group claims is located alone (group None).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -35,13 +35,13 @@ def photo_groups(paths: list[Path], cfg: TogetherConfig) -> list[str | None]:
     if cfg.how == "time":
         if not cfg.gap_min > 0:
             raise ValueError(f"the gap between photos of one place must be positive minutes, not {cfg.gap_min}")
-        return time_groups([_time_taken(p) for p in paths], cfg.gap_min)
+        return time_groups(comparable_times([_time_taken(p) for p in paths]), cfg.gap_min)
     raise ValueError(f"unknown grouping {cfg.how!r}")
 
 
 def time_groups(times: list[datetime | None], gap_min: float) -> list[str | None]:
     """Photos taken within `gap_min` minutes of the one before (in time order) share a group, labelled by the first
-    photo's time; a photo without a time is None. Times are camera-clock times: one camera's photos of a trip compare."""
+    photo's time; a photo without a time is None. The times must compare (`comparable_times`)."""
     order = sorted((t, i) for i, t in enumerate(times) if t is not None)
     labels: list[str | None] = [None] * len(times)
     label = None
@@ -52,11 +52,20 @@ def time_groups(times: list[datetime | None], gap_min: float) -> list[str | None
     return labels
 
 
-def _time_taken(path: Path) -> datetime | None:
-    """The camera-clock time a photo was taken, or None where its EXIF does not say (it is then located alone)."""
+def comparable_times(stamps: list[tuple[datetime, timedelta | None] | None]) -> list[datetime | None]:
+    """(camera-clock time, UTC offset or None) per photo -> times that compare across the photos: UTC where every timed
+    photo records its zone (two cameras set to different zones), else the camera clocks (one camera's photos of a trip)."""
+    timed = [s for s in stamps if s is not None]
+    zoned = bool(timed) and all(offset is not None for _, offset in timed)
+    return [None if s is None else s[0] - s[1] if zoned else s[0] for s in stamps]
+
+
+def _time_taken(path: Path) -> tuple[datetime, timedelta | None] | None:
+    """(camera-clock time, its UTC offset where EXIF records one) a photo was taken, or None where its EXIF does not say
+    (it is then located alone)."""
     try:
         with Image.open(io.BytesIO(Path(path).read_bytes())) as image:
-            return read_time_taken(image)[0]
+            return read_time_taken(image)
     except (TimeError, OSError, ValueError):
         return None
 

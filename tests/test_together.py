@@ -16,7 +16,7 @@ from geoloc_core.gis import prediction_layers
 from geoloc_core.predict import predict, predictions_frame, read_predictions
 from geoloc_core.predictor import build_predictor, candidates, joint_log_proba, load_predictor, locate, save_predictor, top_region_mask, vote
 from geoloc_core.runs import PredictorStore, Run
-from geoloc_core.together import photo_groups, read_groups, time_groups
+from geoloc_core.together import comparable_times, photo_groups, read_groups, time_groups
 
 
 def jpeg_taken(seed: int, taken: str | None) -> bytes:
@@ -39,6 +39,19 @@ def test_photos_taken_close_in_time_form_a_place_and_a_gap_starts_the_next():
     assert labels[4] is None  # no time: alone
     assert labels[5] == labels[6] not in (first, labels[2], labels[7])
     assert len(set(time_groups([t0 + timedelta(minutes=m) for m in (0, 4, 9)], gap_min=3))) == 3
+
+
+def test_times_are_compared_in_utc_where_every_photo_records_its_zone():
+    clock = datetime(2026, 5, 1, 10, 0)
+    east, west = timedelta(hours=2), timedelta(hours=-5)
+    # one camera on Croatian time, one left on New York time, photographing the same square at the same moment
+    zoned = comparable_times([(clock, east), (clock - east + west, west), None])
+    assert zoned[0] == zoned[1] == clock - east and zoned[2] is None
+    assert len(set(time_groups(zoned[:2], gap_min=10))) == 1
+    # the same clock times 7 h apart in UTC are two places, which the camera clocks alone would have merged
+    assert len(set(time_groups(comparable_times([(clock, east), (clock, west)]), gap_min=10))) == 2
+    # where one photo has no zone, the clocks are all there is to compare
+    assert comparable_times([(clock, east), (clock, None)]) == [clock, clock]
 
 
 def test_groups_come_from_folders_the_whole_batch_exif_time_or_a_table(tmp_path):
