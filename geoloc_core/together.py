@@ -4,7 +4,8 @@ An analyst often has a handful of photos of one spot: a burst, a walk round a sq
 stop. Photos of one group are located jointly (`predictor.locate(together=...)`): evidence is combined at the candidate
 and score level, and every photo of the group gets the group's answer. Groups come from the photos' folders, from the
 time they were taken (EXIF DateTimeOriginal, in UTC where every photo records its zone: a new group wherever consecutive
-photos are further apart than a gap), from a table with a group column, or are the whole batch. A photo no group claims is located alone (group None).
+photos are further apart than a gap), from a table with a group column, or are the whole batch. A photo no group claims
+is located alone (group None).
 """
 
 from __future__ import annotations
