@@ -29,6 +29,7 @@ from bench_predict import timed_predict  # noqa: E402
 from bench_core import machine  # noqa: E402
 from geoloc_core.config import LARGER_INPUT, PredictConfig, PredictorConfig  # noqa: E402
 from geoloc_core.encoders import load_encoder  # noqa: E402
+from geoloc_core.levers import larger_input  # noqa: E402
 from geoloc_core.predict import predict  # noqa: E402
 from geoloc_core.predictor import open_predictor  # noqa: E402
 from geoloc_core.runs import Run  # noqa: E402
@@ -51,9 +52,11 @@ def main() -> None:
     parser.add_argument("--larger-input", type=int, default=LARGER_INPUT)
     a = parser.parse_args()
     predictors = {name: open_predictor(a.run, cfg) for name, cfg in variants(a.ft_round).items()}
-    predictors[f"input {a.larger_input} px"] = larger = copy.copy(predictors["default"])
-    embed = Run(a.run).pipeline_config().embed
-    larger.encoder = load_encoder(embed.model, embed.checkpoint, embed.pretrained, "cpu", a.larger_input)
+    size = larger_input(a.run, a.larger_input)  # 0 where the run's encoder cannot take it, or is at that size already
+    if size:
+        predictors[f"input {size} px"] = larger = copy.copy(predictors["default"])
+        embed = Run(a.run).pipeline_config().embed
+        larger.encoder = load_encoder(embed.model, embed.checkpoint, embed.pretrained, "cpu", size)
     db = next(iter(predictors.values())).db
     paths = [Path(p) for p in db["path"].iloc[:: max(1, len(db) // (a.photos + 1))][: a.photos + 1]]
     for predictor in predictors.values():

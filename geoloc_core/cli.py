@@ -199,10 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     add_settings(c, CrossValConfig, "cv")
     add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "region_weight"))
     add_settings(c, FinetuneConfig, "finetune", only=("graph", "rounds", "epochs", "unfrozen_blocks", "device"))
-    c.add_argument("--larger-input", type=int, default=LARGER_INPUT, metavar="PX", help="the higher-resolution row's input side "
-                   f"in px (a multiple of the encoder's patch side), as `geoloc run --image-size` sets it; 0: no such row (default {LARGER_INPUT})")
-    c.add_argument("--rows", default=None, metavar="NAMES", help="measure only these rows (names as the table prints them, "
-                   "comma-separated) besides the default; the table written holds just these")
+    c.add_argument("--larger-input", type=int, default=None, metavar="PX", help="the higher-resolution row's input side in px, "
+                   f"as `geoloc run --image-size` sets it; 0: no such row (default: {LARGER_INPUT}, where the run's encoder takes "
+                   "it and is embedded smaller)")
+    c.add_argument("--rows", nargs="+", default=None, metavar="NAME", help="measure only these rows (names as the table prints "
+                   "them, each quoted) besides the default; the table written holds just these")
     c.add_argument("--pair", nargs=2, metavar=("ROW", "REFERENCE"), default=None, help="instead of measuring: ROW minus REFERENCE, "
                    "two rows of the run's last lever table, paired over its per-photo errors (what a combination adds over a part); "
                    "only --folds and --fold-seed apply, and must be those it was measured with")
@@ -530,21 +531,22 @@ def _cmd_compare(a) -> None:
 def _cmd_levers(a) -> None:
     import pandas as pd
 
-    from .levers import lever_variants, measure_levers, pair_rows, select_rows
+    from .levers import larger_input, lever_variants, measure_levers, pair_rows, select_rows
     from .storage import write_csv
     from .viz import with_intervals
 
     run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
     if a.pair:
         if (settings(a, PredictorConfig, "predictor") != PredictorConfig() or finetune != FinetuneConfig()
-                or a.larger_input != LARGER_INPUT or a.rows is not None):
+                or a.larger_input is not None or a.rows is not None):
             raise ValueError("--pair reads the saved errors and measures nothing: only --folds and --fold-seed apply")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in pair_rows(a.run, *a.pair, cv)],
                      ("comparison", "metric", "difference", "interval", "verdict"))
         return
-    variants = lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds, a.larger_input)
+    size = larger_input(a.run, LARGER_INPUT if a.larger_input is None else a.larger_input)
+    variants = lever_variants(settings(a, PredictorConfig, "predictor"), finetune.rounds, size)
     if a.rows is not None:
-        variants = select_rows(variants, [name.strip() for name in a.rows.split(",")])
+        variants = select_rows(variants, a.rows)
     result = measure_levers(a.run, variants, finetune, cv)
     write_csv(run.levers_table, pd.DataFrame(result.rows))
     write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))

@@ -146,7 +146,7 @@ class PredictorConfig:
     tta: str = setting("none", "test-time views: none; flip (the photo and its mirror image through the encoder in one batch, "
                                "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
                                "once); crops (the photo and its four overlapping corner crops, each 3/4 of a side, likewise: 5 "
-                               "views); needs ft_round 0", choices=TTAS)
+                               "views); needs ft_round 0 and the cls descriptor", choices=TTAS)
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 
@@ -170,8 +170,9 @@ class PredictConfig:
 class TogetherConfig:
     """Which photos of a batch show one place, located together with one answer (together.py)."""
 
-    how: str = setting("none", "none; all (the batch is one place); folder (each folder is one place); time (EXIF time taken: a new "
-                               "place wherever consecutive photos are more than the gap apart)", choices=TOGETHER, flag="--together")
+    how: str = setting("none", "none; all (the batch is one place); folder (each folder is one place); time (EXIF time taken, in UTC "
+                               "where every photo records its zone: a new place wherever consecutive photos are more than the gap "
+                               "apart)", choices=TOGETHER, flag="--together")
     gap_min: float = setting(10.0, "with time: the largest gap, in minutes, between consecutive photos of one place",
                              flag="--together-gap-min")
 

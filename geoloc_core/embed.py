@@ -28,7 +28,8 @@ from .images import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 
-CROP_SHARE = 0.75  # a corner crop's share of each side: the four overlap and cover the photo, each seen 1 / 0.75 closer
+CROP_SHARE = 0.75  # a corner crop's share of each side, seen 1 / 0.75 closer; the encoder's preprocessing then centre-crops it
+# to a square as it does the photo, so on a square photo the four overlap and cover it, on a wide one they miss its far corners
 CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bottom_right": (1, 1)}  # (x, y): 0 left / top
 
 
@@ -198,13 +199,20 @@ def mean_of_views(emb: np.ndarray, n_views: int) -> np.ndarray:
 
 
 def _load_pixels(path: Path, encoder: Encoder, views: tuple[str, ...] = ("photo",)) -> torch.Tensor | str:
-    """(V, 3, S, S) the photo's views, decoded once, at a size that leaves a crop view the encoder's input side."""
-    zoom = 1 / CROP_SHARE if any(v.startswith("crop_") for v in views) else 1
+    """(V, 3, S, S) the photo's views. A crop view is decoded larger, so that it keeps the detail of the encoder's input
+    side; every other view is decoded as a run's embedding pass decodes the photo, so a view means the same pixels in a
+    query and in the database's pass of that view."""
     try:
-        image: Image.Image = decode_image(Path(path).read_bytes(), min_side=round(encoder.image_size * zoom))
+        data = Path(path).read_bytes()
+        decoded = {side: decode_image(data, min_side=side) for side in {_decode_side(v, encoder) for v in views}}
     except (ImageDecodeError, OSError) as exc:
         return str(exc)
-    return torch.stack([encoder.preprocess(VIEWS[v](image)) for v in views])
+    return torch.stack([encoder.preprocess(VIEWS[v](decoded[_decode_side(v, encoder)])) for v in views])
+
+
+def _decode_side(view: str, encoder: Encoder) -> int:
+    """The shorter side a JPEG is decoded to at the least for `view` (`images.decode_image`'s min_side)."""
+    return round(encoder.image_size / CROP_SHARE) if view.startswith("crop_") else encoder.image_size
 
 
 def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,

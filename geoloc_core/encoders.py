@@ -151,6 +151,13 @@ def resize_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([cls, x.permute(0, 2, 3, 1).reshape(grid * grid, -1).to(pos.dtype)])
 
 
+def input_sides(name: str, checkpoint: str | Path | None = None) -> tuple[int, int] | None:
+    """(native input side, patch side) in px of a registered encoder (or one its checkpoint describes), whose input size
+    `load_encoder(image_size=...)` can change; None for an open_clip model, which keeps its own."""
+    spec = ENCODERS.get(name) or (spec_from_checkpoint(Path(checkpoint)) if checkpoint else None)
+    return None if spec is None else (spec.tower["image_size"], spec.tower["patch_size"])
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = None, pretrained: str | None = None,
                  device: str = "auto", image_size: int | None = None) -> Encoder:
     """Load an encoder by registry name or open_clip model name.

@@ -6,7 +6,7 @@ over the run's locations with the folds of `geoloc compare --folds K` and `geolo
 fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
 fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
 `geoloc predict --ft-round r` does with the run's fine-tuning. A row at another input size embeds the run's photos at
-that size, as a run made with `geoloc run --image-size` holds them. Each row is paired against the first (the
+that size and cuts its regions from those, as a run made with `geoloc run --image-size` would. Each row is paired against the first (the
 default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
 location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group figure, per photo, beside
 the single-photo figures of every other row.
@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import storage
 from .config import LARGER_INPUT, CrossValConfig, FinetuneConfig, PredictorConfig
+from .encoders import input_sides
 from .evaluate import THRESHOLDS_KM, threshold_key
 from .experiment import finetune_folds
 from .geo import haversine_km
@@ -72,6 +73,23 @@ def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGE
             + (combination if rounds else []))
 
 
+def larger_input(run_dir: Path, size: int) -> int:
+    """The higher-resolution row's input side: `size` where the run's encoder can take it and the run is embedded smaller,
+    else 0 (no such row), with the reason logged."""
+    cfg = Run(run_dir).pipeline_config().embed
+    sides = input_sides(cfg.model, cfg.checkpoint)
+    if not size or sides is None:
+        if size:
+            log.warning("%s keeps its own input size: no higher-resolution row", cfg.model)
+        return 0
+    patch, own = sides[1], cfg.image_size or sides[0]
+    if size % patch or size <= own:
+        log.warning("no higher-resolution row: %d px is %s", size, f"not a multiple of {cfg.model}'s {patch} px patches" if size % patch
+                    else f"no larger than the {own} px the run is embedded at")
+        return 0
+    return size
+
+
 def select_rows(variants: list[Variant], names: list[str]) -> list[Variant]:
     """The default (the first row, which every other is paired against) and the rows named, in the table's order."""
     unknown = [n for n in names if n not in {v.name for v in variants}]
@@ -105,11 +123,11 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant needs ft_round 0")
     if any(v.image_size and v.predictor.tta != "none" for v in variants):
         raise ValueError("a variant at another input size is measured with the photo's own view only: tta none")
+    if needs_ft > finetune.rounds:
+        raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
     views = {}  # (tta, image_size) -> the pretrained rows' database and queries
     for tta, size in {(v.predictor.tta, v.image_size) for v in variants if not v.predictor.ft_round}:
         views[tta, size] = resized_embeddings(run.root, size) if size else view_embeddings(run.root, tta)
-    if needs_ft > finetune.rounds:
-        raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
     graph = finetune.graph
     tuned = finetune_folds(run.root, finetune, cv) if needs_ft else [None] * cv.folds
     regions = run.pipeline_config().regions
@@ -117,17 +135,19 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     for f in range(cv.folds):
         is_test = fold == f
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
-        labels = cut_regions(table, emb0, is_test, graph, regions)  # the fold's w/o regions: cut without its locations
+        # the fold's w/o regions, cut without its locations from the run's embeddings (a row at another input size: from
+        # its own, as a run embedded at that size cuts them)
+        labels = {size: cut_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
+                  for size in {v.image_size for v in variants}}
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
-                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train],
-                           "region": labels[train]})
+                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train]})
         fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round
             emb = views[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             key = (v.predictor, v.image_size)
             if key not in fitted:
-                fitted[key] = fit_predictor(db, emb[train], None, v.predictor, graph)
+                fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None, v.predictor, graph)
             predictor = fitted[key]
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])

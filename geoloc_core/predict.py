@@ -1,6 +1,6 @@
 """Photos -> predicted location, uncertainty radius, region and nearest known photos; CSV / GeoJSON exports.
 
-Each photo is embedded once (with flip test-time views, `PredictorConfig.tta`, it and its mirror image in one batch):
+Each photo is embedded once (with test-time views, `PredictorConfig.tta`, all its views in one batch):
 the predictor's region classifier (where the run has one) runs inside
 that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate`
 retrieves and verifies. With `keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for
@@ -21,6 +21,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.special import log_softmax
 
 from .classifier import BackboneHead
 from .descriptors import describe
@@ -84,6 +85,8 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     if not len(ok):
         return [], failed
     emb, log_probs = (backbone.split(out.head_out[ok]) if backbone else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
+    if log_probs is not None:
+        log_probs = log_softmax(log_probs, axis=1)  # the mean over a photo's views of its log-probabilities, normalised again
     desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
     group = _readable_groups(groups, ok, len(paths))
     p_lat, p_lon, sims, ids = locate(predictor, desc, emb, group)

@@ -524,6 +524,8 @@ def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
 def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
     """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
     if there is none or what it was built from (settings included) has changed since."""
+    if cfg.predictor.tta != "none":
+        view_embeddings(run_dir, cfg.predictor.tta)  # the views' passes are inputs: made first, or the stamp changes with the build
     store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
     files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
     saved, stamp = store.read_meta(), fingerprint(files)

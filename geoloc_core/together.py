@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +48,7 @@ def time_groups(times: list[datetime | None], gap_min: float) -> list[str | None
     label = None
     for k, (t, i) in enumerate(order):
         if k == 0 or (t - order[k - 1][0]).total_seconds() > gap_min * 60:
-            label = f"taken from {t:%Y-%m-%d %H:%M:%S}"
+            label = f"taken from {t:%Y-%m-%d %H:%M:%S}" + (" UTC" if t.tzinfo else "")
         labels[i] = label
     return labels
 
@@ -58,7 +58,7 @@ def comparable_times(stamps: list[tuple[datetime, timedelta | None] | None]) -> 
     photo records its zone (two cameras set to different zones), else the camera clocks (one camera's photos of a trip)."""
     timed = [s for s in stamps if s is not None]
     zoned = bool(timed) and all(offset is not None for _, offset in timed)
-    return [None if s is None else s[0] - s[1] if zoned else s[0] for s in stamps]
+    return [None if s is None else (s[0] - s[1]).replace(tzinfo=UTC) if zoned else s[0] for s in stamps]
 
 
 def _time_taken(path: Path) -> tuple[datetime, timedelta | None] | None:

@@ -9,7 +9,7 @@ import torch
 
 from geoloc_core import finetune as ft
 from geoloc_core.config import CrossValConfig, FinetuneConfig, PredictConfig, PredictorConfig
-from geoloc_core.levers import Variant, lever_variants, measure_levers, pair_rows
+from geoloc_core.levers import Variant, larger_input, lever_variants, measure_levers, pair_rows, select_rows
 from geoloc_core.predict import predict
 from geoloc_core.predictor import open_predictor
 from geoloc_core.runs import Run
@@ -141,7 +141,7 @@ def test_the_levers_command_measures_the_rows_asked_for_and_pairs_them_again(tin
     from geoloc_core.cli import main
 
     levers = ["levers", "--run", str(tiny_run), "--folds", "2"]
-    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px, multi-crop views", "--device", "cpu"]) == 0
+    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px", "multi-crop views", "--device", "cpu"]) == 0
     rows = pd.read_csv(Run(tiny_run).levers_table).set_index("method")
     assert list(rows.index) == ["default", "multi-crop views", "input 40 px"]  # the default always, then the table's order
     assert rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["multi-crop views", "changes"] == "tta=crops"
@@ -151,3 +151,19 @@ def test_the_levers_command_measures_the_rows_asked_for_and_pairs_them_again(tin
     assert main([*levers, "--rounds", "0", "--rows", "flip"]) == 2 and "no lever row 'flip'" in caplog.text
     # a measuring flag beside --pair would be ignored: refused
     assert main([*levers, "--larger-input", "40", "--pair", "input 40 px", "default"]) == 2 and "measures nothing" in caplog.text
+
+
+def test_the_higher_resolution_row_only_where_the_encoder_takes_the_size_and_the_run_is_smaller(tiny_run, caplog):
+    assert larger_input(tiny_run, 40) == 40  # the tiny tower: 32 px, patches of 8
+    assert larger_input(tiny_run, 0) == 0
+    assert larger_input(tiny_run, 322) == 0 and "not a multiple of" in caplog.text
+    assert larger_input(tiny_run, 32) == 0 and "no larger than the 32 px" in caplog.text
+    assert not [v for v in lever_variants(PredictorConfig(), 0, larger_input=0) if v.image_size]
+    assert [v.name for v in lever_variants(PredictorConfig(), 0, larger_input=40) if v.image_size] == ["input 40 px"]
+
+
+def test_rows_are_chosen_by_their_names_commas_and_all():
+    variants = lever_variants(PredictorConfig(), 2)
+    assert [v.name for v in select_rows(variants, ["FT2, together", "flip views"])] == ["default", "flip views", "FT2, together"]
+    with pytest.raises(ValueError, match="no lever row 'FT2'"):
+        select_rows(variants, ["FT2"])

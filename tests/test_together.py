@@ -1,7 +1,7 @@
 """Photos of one place located together: grouping (folder, EXIF time, a table) and the joint answer."""
 
 import io
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -19,11 +19,14 @@ from geoloc_core.runs import PredictorStore, Run
 from geoloc_core.together import comparable_times, photo_groups, read_groups, time_groups
 
 
-def jpeg_taken(seed: int, taken: str | None) -> bytes:
-    """A real JPEG whose EXIF DateTimeOriginal is `taken` ("YYYY:MM:DD HH:MM:SS"), or none."""
+def jpeg_taken(seed: int, taken: str | None, zone: str | None = None) -> bytes:
+    """A real JPEG whose EXIF DateTimeOriginal is `taken` ("YYYY:MM:DD HH:MM:SS"), or none, in the zone OffsetTimeOriginal
+    `zone` ("+02:00"), or none."""
     exif = Image.Exif()
     if taken is not None:
         exif.get_ifd(ExifTags.IFD.Exif)[0x9003] = taken
+    if zone is not None:
+        exif.get_ifd(ExifTags.IFD.Exif)[0x9011] = zone
     buf = io.BytesIO()
     Image.fromarray(textured(seed).astype(np.uint8)).save(buf, "JPEG", exif=exif)
     return buf.getvalue()
@@ -41,17 +44,24 @@ def test_photos_taken_close_in_time_form_a_place_and_a_gap_starts_the_next():
     assert len(set(time_groups([t0 + timedelta(minutes=m) for m in (0, 4, 9)], gap_min=3))) == 3
 
 
-def test_times_are_compared_in_utc_where_every_photo_records_its_zone():
+def test_times_are_compared_in_utc_where_every_photo_records_its_zone(tmp_path):
     clock = datetime(2026, 5, 1, 10, 0)
     east, west = timedelta(hours=2), timedelta(hours=-5)
     # one camera on Croatian time, one left on New York time, photographing the same square at the same moment
     zoned = comparable_times([(clock, east), (clock - east + west, west), None])
-    assert zoned[0] == zoned[1] == clock - east and zoned[2] is None
+    assert zoned[0] == zoned[1] == (clock - east).replace(tzinfo=UTC) and zoned[2] is None
     assert len(set(time_groups(zoned[:2], gap_min=10))) == 1
     # the same clock times 7 h apart in UTC are two places, which the camera clocks alone would have merged
     assert len(set(time_groups(comparable_times([(clock, east), (clock, west)]), gap_min=10))) == 2
     # where one photo has no zone, the clocks are all there is to compare
     assert comparable_times([(clock, east), (clock, None)]) == [clock, clock]
+    # read from the photos' EXIF: the same moment on two clocks is one place, labelled in UTC
+    paths = [tmp_path / "split.jpg", tmp_path / "nyc.jpg", tmp_path / "later.jpg"]
+    for i, (path, taken, zone) in enumerate(zip(paths, ("2026:05:01 10:00:00", "2026:05:01 03:02:00", "2026:05:01 10:02:00"),
+                                                ("+02:00", "-05:00", "-05:00"))):
+        path.write_bytes(jpeg_taken(i, taken, zone))
+    labels = photo_groups(paths, TogetherConfig("time", gap_min=10))
+    assert labels[0] == labels[1] == "taken from 2026-05-01 08:00:00 UTC" and labels[2] not in (None, labels[0])
 
 
 def test_groups_come_from_folders_the_whole_batch_exif_time_or_a_table(tmp_path):

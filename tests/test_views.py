@@ -65,28 +65,40 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def test_corner_crops_cover_the_photo_and_are_averaged_with_it(tiny_checkpoint, tmp_path, monkeypatch):
     image = Image.fromarray(textured(0, size=(40, 56)).astype(np.uint8))  # 56 wide, 40 high
-    top_left, bottom_right = VIEWS["crop_top_left"](image), VIEWS["crop_bottom_right"](image)
-    assert top_left.size == bottom_right.size == (42, 30)  # 3/4 of each side
-    assert np.array_equal(np.asarray(top_left), np.asarray(image)[:30, :42])
-    assert np.array_equal(np.asarray(bottom_right), np.asarray(image)[-30:, -42:])
+    pixels = np.asarray(image)
+    for name, (rows, cols) in {"top_left": (slice(0, 30), slice(0, 42)), "top_right": (slice(0, 30), slice(14, 56)),
+                               "bottom_left": (slice(10, 40), slice(0, 42)), "bottom_right": (slice(10, 40), slice(14, 56))}.items():
+        assert np.array_equal(np.asarray(VIEWS[f"crop_{name}"](image)), pixels[rows, cols]), name  # 3/4 of each side, in its corner
     enc = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu")
-    photos, _ = _photos_and_mirrors(tmp_path)
+    photos = []
+    for i in range(3):  # JPEGs 320 px high: the tiny tower's 32 px input is decoded at 1/8, a crop view's 43 px at 1/4
+        photos.append(tmp_path / f"p{i}.jpg")
+        Image.fromarray(textured(i, size=(320, 400)).astype(np.uint8)).save(photos[-1], quality=95)
     sides = []
     real = embed.decode_image
     monkeypatch.setattr(embed, "decode_image", lambda data, min_side=None: sides.append(min_side) or real(data, min_side))
-    crops = embed_images(photos, enc, batch_size=3, progress=False, views=TTA_VIEWS["crops"]).emb
-    assert set(sides) == {round(enc.image_size / 0.75)}  # a big photo is decoded large enough for a crop to keep full detail
+    crops = embed_images(photos, enc, batch_size=2, progress=False, views=TTA_VIEWS["crops"]).emb
+    assert sorted(set(sides)) == [enc.image_size, round(enc.image_size / 0.75)]  # a crop decoded large enough to keep its detail
+    # each view alone, as the database's passes are made (the photo itself: the run's own embedding pass)
     passes = [embed_images(photos, enc, progress=False, views=(v,)).emb for v in TTA_VIEWS["crops"]]
     assert np.allclose(crops, _unit(sum(passes)), atol=1e-5)
     assert not np.allclose(crops, passes[0], atol=1e-3)
 
 
-def test_a_crops_predictor_keeps_each_views_pass_and_finds_a_database_photo_itself(tiny_run):
+def test_a_crops_predictor_keeps_each_views_pass_and_finds_a_database_photo_itself(tiny_run, monkeypatch):
+    from geoloc_core import predictor as predictor_module
+
     run = Run(tiny_run)
+    builds = []
+    real = predictor_module.build_predictor
+    monkeypatch.setattr(predictor_module, "build_predictor", lambda *a, **k: builds.append(1) or real(*a, **k))
+    cfg = PredictConfig(device="cpu", predictor=PredictorConfig(tta="crops"))
+    for _ in range(2):  # the views' passes are made with the first: the second opens what the first saved
+        predictor = open_predictor(tiny_run, cfg)
+    assert len(builds) == 1
     emb = view_embeddings(tiny_run, "crops")
     passes = [run.read_embeddings()[0]] + [np.load(run.view_embeddings(v)) for v in TTA_VIEWS["crops"][1:]]
     assert np.allclose(emb, _unit(sum(passes)), atol=1e-6)
-    predictor = open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(tta="crops")))
     photo = run.photo_table().abs_paths()[3]
     [pred], _ = predict([photo], predictor)
     assert pred.neighbours[0].path == str(photo) and pred.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)  # same 5 views

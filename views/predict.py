@@ -43,9 +43,11 @@ together = st.sidebar.selectbox("Locate", ("none", "all", "time"),
 gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, TogetherConfig.gap_min,
                                   disabled=together != "time", help=help_of(TogetherConfig, "gap_min"))
 prior = st.sidebar.toggle("Region prior", value=bool(PredictorConfig.region_weight), help=help_of(PredictorConfig, "region_weight"))
-tta = st.sidebar.selectbox("Test-time views", TTAS, disabled=bool(ft_round) or descriptor != "cls", help=help_of(PredictorConfig, "tta"),
-                           format_func={"none": "the photo", "flip": "the photo and its mirror image",
-                                        "crops": "the photo and its 4 corner crops"}.get)
+tta = "none"  # views average the pretrained class token: offered only where the predictor retrieves with it
+if not ft_round and descriptor == "cls":
+    tta = st.sidebar.selectbox("Test-time views", TTAS, help=help_of(PredictorConfig, "tta") + " The first use embeds the run's photos "
+                               "once more per view.", format_func={"none": "the photo", "flip": "the photo and its mirror image",
+                                                                   "crops": "the photo and its 4 corner crops"}.get)
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
@@ -55,8 +57,7 @@ if not uploads and not picked:
     st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
     st.stop()
 
-settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round, region_weight=PredictorConfig.region_weight if prior else 0.0,
-                           tta="none" if ft_round or descriptor != "cls" else tta)  # views average the pretrained class token
+settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round, region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
 model = predictor(run, PredictConfig(predictor=settings,
                                      region_from="classifier" if use_head else "nearest"))
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
