@@ -96,7 +96,7 @@ def simulate(run: Path, sessions: int, photos: int, timeout_s: float = 600) -> L
     try:
         # AppTest flips the process-wide option `global.appTest` around each run; held on for the whole crowd (see
         # tests/reliability/test_concurrency.py), every session sees it as the app does
-        with testing_util.patch_config_options({"global.appTest": True}), _one_runtime():
+        with testing_util.patch_config_options({"global.appTest": True}), _one_runtime(), one_compile_at_a_time():
             for t in threads:
                 t.start()
             for t in threads:
@@ -105,6 +105,25 @@ def simulate(run: Path, sessions: int, photos: int, timeout_s: float = 600) -> L
         predict_module.predict = real_predict
     load.errors += [f"{t.name} did not finish within {timeout_s:.0f} s" for t in threads if t.is_alive()]
     return load
+
+
+@contextlib.contextmanager
+def one_compile_at_a_time():
+    """A server compiles each page once, in its one locked script cache; AppTest gives every session a cache of its own,
+    and CPython 3.11's compiler run in several threads at once fails at random ("SystemError: AST constructor recursion
+    depth mismatch"). For the crowd, the sessions' caches compile one page at a time, as the server's one cache does."""
+    from unittest import mock
+
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    lock, compile_page = threading.Lock(), ScriptCache.get_bytecode
+
+    def serialised(self, script_path: str):
+        with lock:
+            return compile_page(self, script_path)
+
+    with mock.patch.object(ScriptCache, "get_bytecode", serialised):
+        yield
 
 
 @contextlib.contextmanager

@@ -18,6 +18,9 @@ import geoloc_core.predictor as predictor_module
 from conftest import TINY
 from geoloc_core.runs import Folder
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_load import one_compile_at_a_time  # noqa: E402
+
 pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +49,7 @@ def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run
     # turns it off again when that run ends, while other sessions' runs go on: one of them then skipped recording a
     # widget's format_func for the test and failed with KeyError('$$ID-...') now and then (AppTest is not thread-safe
     # there; the app is not involved). Held on for the whole crowd, every session sees the option as the app does.
-    with patch_config_options({"global.appTest": True}):
+    with patch_config_options({"global.appTest": True}), one_compile_at_a_time():  # and the page compiled as a server does
         for t in threads:
             t.start()
         for t in threads:
