@@ -6,8 +6,8 @@ over the run's locations with the folds of `geoloc compare --folds K` and `geolo
 fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
 fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
 `geoloc predict --ft-round r` does with the run's fine-tuning. A row at another input size embeds the run's photos at
-that size and cuts its regions from those, as a run made with `geoloc run --image-size` would. Each row is paired against the first (the
-default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
+that size and cuts its regions from those, as a run made with `geoloc run --image-size` would. Each row is paired
+against the first (the default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
 location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group figure, per photo, beside
 the single-photo figures of every other row.
 
@@ -54,9 +54,9 @@ COMBINED_ROUND = 2  # the combination's fine-tuned round: the best on croatia-st
 
 def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGER_INPUT) -> list[Variant]:
     """The default first (every other row is paired against it), then each lever alone (the region prior switched on,
-    or off where the default has it; the photos embedded at `larger_input` px, a multiple of the encoder's patch side,
-    unless 0), then the combination of those that stack (a fine-tuned backbone with the region
-    prior), with a location's photos located together too."""
+    or off where the default has it; the photos embedded at `larger_input` px unless 0, see `larger_input`), then the
+    combination of those that stack (a fine-tuned backbone with the region prior), with a location's photos located
+    together too."""
     prior_on = bool(base.region_weight)
     prior = (Variant("no region prior", replace(base, region_weight=0.0)) if prior_on
              else Variant("region prior", replace(base, region_weight=1.0)))
