@@ -34,14 +34,14 @@ from scipy.spatial import Delaunay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from geoloc_core.base.images import decode_image  # noqa: E402
 from geoloc_core.config import DEFAULT_DATA  # noqa: E402
-from geoloc_core.embed import embed_images  # noqa: E402
-from geoloc_core.encoders import load_encoder  # noqa: E402
-from geoloc_core.finetune import RegionClassifier  # noqa: E402
-from geoloc_core.graphs import proximity_graphs  # noqa: E402
-from geoloc_core.images import decode_image  # noqa: E402
-from geoloc_core.regions import edge_weights, louvain_regions, region_table, site_embeddings  # noqa: E402
-from geoloc_core.towers import Suffix, prefix_tokens  # noqa: E402
+from geoloc_core.features.embed import embed_images  # noqa: E402
+from geoloc_core.features.encoders import load_encoder  # noqa: E402
+from geoloc_core.features.towers import Suffix, prefix_tokens  # noqa: E402
+from geoloc_core.learn.finetune import RegionClassifier  # noqa: E402
+from geoloc_core.regions.graphs import proximity_graphs  # noqa: E402
+from geoloc_core.regions.partition import edge_weights, louvain_regions, region_table, site_embeddings  # noqa: E402
 
 Row = dict
 
@@ -159,7 +159,7 @@ def bench_memory(n: int, dim: int = 384) -> list[Row]:
 def bench_finetune(unfrozen: int, batch_size: int, device: str = "auto", repeat: int = 3) -> list[Row]:
     """A training step of the last k blocks (class-token last block, as `Suffix` runs it) vs the same step
     computing every token of the last block (the reference: what the suffix did before), and a full forward."""
-    from geoloc_core.encoders import autocast
+    from geoloc_core.features.encoders import autocast
 
     enc = load_encoder(device=device)
     x = torch.randn(batch_size, 3, enc.image_size, enc.image_size, device=enc.device)

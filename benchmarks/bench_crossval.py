@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_core import machine  # noqa: E402
+from geoloc_core.analysis.experiment import cross_validate, run_experiment  # noqa: E402
 from geoloc_core.config import CrossValConfig, FinetuneConfig  # noqa: E402
-from geoloc_core.experiment import cross_validate, run_experiment  # noqa: E402
-from geoloc_core.finetune import FinetuneContext  # noqa: E402
-from geoloc_core.runs import Experiment  # noqa: E402
+from geoloc_core.learn.finetune import FinetuneContext  # noqa: E402
+from geoloc_core.runs.folders import Experiment  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,14 +27,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_core import machine  # noqa: E402
-from geoloc_core import storage, viz  # noqa: E402
+from geoloc_core.base import storage
+from geoloc_core.base.images import upright
 from geoloc_core.config import PredictConfig  # noqa: E402
-from geoloc_core.embed import EmbeddingCache, embed_images  # noqa: E402
-from geoloc_core.explain import explain_prediction, mutual_matches  # noqa: E402
-from geoloc_core.predict import predict  # noqa: E402
-from geoloc_core.predictor import open_predictor  # noqa: E402
-from geoloc_core.runs import Run  # noqa: E402
-from geoloc_core.similar import (  # noqa: E402
+from geoloc_core.features.embed import EmbeddingCache, embed_images  # noqa: E402
+from geoloc_core.locate.explain import explain_prediction, mutual_matches  # noqa: E402
+from geoloc_core.locate.predict import predict  # noqa: E402
+from geoloc_core.locate.similar import (  # noqa: E402
     find_similar,
     photo_query,
     region_query,
@@ -44,6 +43,9 @@ from geoloc_core.similar import (  # noqa: E402
     spaces,
     upload_query,
 )
+from geoloc_core.locate.store import open_predictor  # noqa: E402
+from geoloc_core.runs.folders import Run  # noqa: E402
+from geoloc_core.share.pictures import match_figure
 
 
 def timed(fn, *args, **kwargs):
@@ -65,12 +67,12 @@ def bench_explain(run: Run, paths: list[Path]) -> float:
         explanations, t = timed(explain_prediction, preds[0], predictor, run.root)
         whole.append(t / len(explanations))
         source = explanations[0].tokens_from
-        query = viz.upright(str(p), 800)
+        query = upright(str(p), 800)
         for e in explanations:
             tokens = preds[0].tokens if stored is None else np.asarray(stored[e.neighbour.photo])
             matching.append(timed(mutual_matches, preds[0].tokens, tokens)[1])
-            thumb = viz.upright(e.neighbour.path, 320)
-            drawing.append(timed(viz.match_figure, query, thumb, e.matches, side=320, vertical=True)[1])
+            thumb = upright(e.neighbour.path, 320)
+            drawing.append(timed(match_figure, query, thumb, e.matches, side=320, vertical=True)[1])
         pairs += len(explanations)
     ref = np.median(plain)
     print(f"explain    {len(paths)} photos, {pairs} neighbour pairs, {predictor.encoder.key}, k = {predictor.k}, "

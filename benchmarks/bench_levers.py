@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_predict import timed_predict  # noqa: E402
 
 from bench_core import machine  # noqa: E402
+from geoloc_core.analysis.levers import larger_input  # noqa: E402
 from geoloc_core.config import LARGER_INPUT, PredictConfig, PredictorConfig  # noqa: E402
-from geoloc_core.encoders import load_encoder  # noqa: E402
-from geoloc_core.levers import larger_input  # noqa: E402
-from geoloc_core.predict import predict  # noqa: E402
-from geoloc_core.predictor import open_predictor  # noqa: E402
-from geoloc_core.runs import Run  # noqa: E402
+from geoloc_core.features.encoders import load_encoder  # noqa: E402
+from geoloc_core.locate.predict import predict  # noqa: E402
+from geoloc_core.locate.store import open_predictor  # noqa: E402
+from geoloc_core.runs.folders import Run  # noqa: E402
 
 
 def variants(ft_round: int) -> dict[str, PredictConfig]:

@@ -53,7 +53,7 @@ def simulate(run: Path, sessions: int, photos: int, timeout_s: float = 600) -> L
     import streamlit.testing.v1.util as testing_util
     from streamlit.testing.v1 import AppTest
 
-    import geoloc_core.predict as predict_module
+    import geoloc_core.locate.predict as predict_module
 
     load, lock, real_predict = Load(), threading.Lock(), predict_module.predict
 
@@ -150,8 +150,8 @@ def _one_runtime():
 
 def start_training(run: Path, cfg, timeout_s: float = 1800):
     """A fine-tuning job through the queue, once it is training (its first epoch under way); returns its folder."""
-    from geoloc_core import jobs
-    from geoloc_core.runs import Run
+    from geoloc_core.runs.folders import Run
+    from geoloc_core.server import jobs
 
     ft = jobs.start_finetune(Run(run), cfg, user="load test")
     deadline = time.time() + timeout_s
@@ -166,7 +166,7 @@ def start_training(run: Path, cfg, timeout_s: float = 1800):
 
 
 def stop_training(ft, timeout_s: float = 60) -> str:
-    from geoloc_core import jobs
+    from geoloc_core.server import jobs
 
     jobs.stop(ft)
     deadline = time.time() + timeout_s
@@ -186,12 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GEOLOC_STATE_DIR", tempfile.mkdtemp(prefix="geoloc-bench-queue-"))  # not the server's queue
     os.environ.setdefault("GEOLOC_TILES", "off")
 
-    import geoloc_core.predictor as predictor_module
+    import geoloc_core.locate.store as predictor_store_module
     from bench_core import machine
     from geoloc_core.config import FinetuneConfig
 
-    loads, real_load = [], predictor_module.load_predictor
-    predictor_module.load_predictor = lambda *x, **k: loads.append(1) or real_load(*x, **k)
+    loads, real_load = [], predictor_store_module.load_predictor
+    predictor_store_module.load_predictor = lambda *x, **k: loads.append(1) or real_load(*x, **k)
     run = a.run.resolve()
     print(f"machine: {machine()}; run {run}; {a.sessions} sessions x {a.photos} predictions, then pages {', '.join(PAGES)}")
     start = time.perf_counter()

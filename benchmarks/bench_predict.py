@@ -30,13 +30,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_core import Row, machine, row  # noqa: E402
-from geoloc_core.classifier import load_region_head  # noqa: E402
+from geoloc_core.base.images import decode_image  # noqa: E402
 from geoloc_core.config import PredictConfig  # noqa: E402
-from geoloc_core.images import decode_image  # noqa: E402
-from geoloc_core.index import HNSW_EF_SEARCH, IVF_NPROBE, build_index, search  # noqa: E402
-from geoloc_core.predict import predict  # noqa: E402
-from geoloc_core.predictor import open_predictor  # noqa: E402
-from geoloc_core.runs import Run  # noqa: E402
+from geoloc_core.learn.classifier import load_region_head  # noqa: E402
+from geoloc_core.locate.index import HNSW_EF_SEARCH, IVF_NPROBE, build_index, search  # noqa: E402
+from geoloc_core.locate.predict import predict  # noqa: E402
+from geoloc_core.locate.store import open_predictor  # noqa: E402
+from geoloc_core.runs.folders import Run  # noqa: E402
 
 
 def bench_latency(run: Path, n: int) -> list[Row]:

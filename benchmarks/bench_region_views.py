@@ -19,13 +19,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geoloc_core import viz  # noqa: E402
+from geoloc_core.analysis.coverage import coverage_geojson, run_coverage  # noqa: E402
+from geoloc_core.analysis.signatures import partition_signatures  # noqa: E402
+from geoloc_core.analysis.stability import partition_stability  # noqa: E402
 from geoloc_core.config import CoverageConfig  # noqa: E402
-from geoloc_core.coverage import coverage_geojson, run_coverage  # noqa: E402
-from geoloc_core.evaluate import confusion  # noqa: E402
-from geoloc_core.runs import Run  # noqa: E402
-from geoloc_core.signatures import partition_signatures  # noqa: E402
-from geoloc_core.stability import partition_stability  # noqa: E402
+from geoloc_core.evaluate.metrics import confusion  # noqa: E402
+from geoloc_core.runs.folders import Run  # noqa: E402
+from views import figures  # noqa: E402
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -63,10 +63,10 @@ def main() -> None:
 
         def confusion_view(graded=graded, summary=summary, polygons=polygons):
             for path in graded.values():
-                viz.confusion_deck(summary, confusion(pd.read_csv(path), len(summary)), polygons).to_json()
+                figures.confusion_deck(summary, confusion(pd.read_csv(path), len(summary)), polygons).to_json()
 
         def stability_view(regions=regions, polygons=polygons):
-            viz.stability_deck(partition_stability(run, a.graph, regions, cfg.resolution, tuple(range(a.seeds))).edges, polygons).to_json()
+            figures.stability_deck(partition_stability(run, a.graph, regions, cfg.resolution, tuple(range(a.seeds))).edges, polygons).to_json()
 
         sig = partition_signatures(run, a.graph, regions)
         rows += [{"iteration": name, "view": "signatures", "scorer": sig.method, "ms": best_ms(signatures_view, a.repeat)},
@@ -75,7 +75,7 @@ def main() -> None:
 
     def coverage_view():
         cells, projection, size_m = run_coverage(run, CoverageConfig())
-        viz.coverage_deck(coverage_geojson(cells, projection, size_m), "median_error_km").to_json()
+        figures.coverage_deck(coverage_geojson(cells, projection, size_m), "median_error_km").to_json()
 
     rows.append({"iteration": "(run)", "view": "coverage (leave-location-out)", "ms": best_ms(coverage_view, a.repeat)})
     table = pd.DataFrame(rows).fillna("")

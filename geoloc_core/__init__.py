@@ -1,20 +1,22 @@
 """geoloc: image geolocation over proximity-graph regions (Fushimi & Koike 2025), with retrieval and verification.
 
-The stages, in the order photos flow through them (each module named after its one job):
+The floors, lowest first; a module imports only from its own floor or lower ones (tests/test_layers.py):
 
-    ingest      load_photos           photo folder / manifest -> PhotoTable + what was rejected, and why
-    embed       load_encoder, embed_images   photos -> (N, D) unit embeddings (encoders.py: the registry)
-    graph       build_graph           site coordinates -> DT / GG / RNG edges (graphs.py)
-    regions     SiteGraph.partition   feature-weighted graph -> Louvain regions (regions.py)
-    finetune    finetune_rounds       w/o, FT1, FT2 ... (classifier.py: the head prediction reuses)
-    experiment  run_experiment        Table 1: graphs x rounds, Mesh, CPlaNet
-    predictor   open_predictor        a run's photos -> index + verifier + calibration, saved in the run
-    predict     predict.predict       photos -> Prediction (location, radius, region, neighbours)
-    compare     compare_methods       every locator on the held-out locations
-    pipeline    run_all               ingest -> embed -> graph -> regions -> evaluate over a run folder
+    config      one frozen dataclass per stage: every setting, default and help text
+    base        storage (atomic writes), geo, images, places
+    ingest      load_photos           photo folder / manifest / EXIF / GPX -> PhotoTable + rejections
+    features    load_encoder, embed_images   photos -> (N, D) unit embeddings, descriptors
+    regions     build_graph, SiteGraph.partition   DT / GG / RNG -> Louvain regions; Mesh, CPlaNet
+    evaluate    metrics, the place-level bootstrap, the w/o linear probe, splits
+    runs        Run (every file of a run folder), stages.run_all (`geoloc run`)
+    learn       finetune_rounds       w/o, FT1, FT2 ... (the region classifier)
+    locate      open_predictor, predict   index + verifier + calibration -> Prediction
+    analysis    run_experiment, compare_methods, levers
+    share       GIS files, HTML maps, the report
+    server      data roots, the job queue, jobs
+    cli         main: the `geoloc` command
 
-`runs.Run` names every file of a run folder and reads it back; `config.py` holds every setting;
-`jobs.py` starts and stops background jobs; `cli.main` is the `geoloc` command; `viz.py` builds figures.
+The app (`app.py`, `views/`) sits above all of them; nothing here imports streamlit, plotly or pydeck.
 """
 
 import importlib
@@ -24,13 +26,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _EXPORTS = {
-    "load_photos": "ingest", "PhotoTable": "ingest",
-    "load_encoder": "encoders", "embed_images": "embed",
-    "build_graph": "graphs", "SiteGraph": "regions",
-    "finetune_rounds": "finetune", "run_experiment": "experiment",
-    "open_predictor": "predictor", "Prediction": "predict",  # predict.predict: the package attribute `predict` is its module
-    "compare_methods": "compare", "run_all": "pipeline",
-    "Run": "runs", "PipelineConfig": "config", "FinetuneConfig": "config", "PredictConfig": "config", "main": "cli",
+    "load_photos": "ingest.photos", "PhotoTable": "ingest.photos",
+    "load_encoder": "features.encoders", "embed_images": "features.embed",
+    "build_graph": "regions.graphs", "SiteGraph": "regions.partition",
+    "finetune_rounds": "learn.finetune", "run_experiment": "analysis.experiment",
+    "open_predictor": "locate.store", "predict": "locate.predict", "Prediction": "locate.predict",
+    "compare_methods": "analysis.compare", "run_all": "runs.stages",
+    "Run": "runs.folders", "PipelineConfig": "config", "FinetuneConfig": "config", "PredictConfig": "config", "main": "cli",
 }
 __all__ = list(_EXPORTS)
 

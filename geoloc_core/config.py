@@ -279,3 +279,24 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
     return cls(**kwargs)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a setting: its own `flag`, or `--name-with-dashes`."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def config_argv(cfg: Any) -> list[str]:
+    """The flags that rebuild config `cfg` through `add_settings` (for starting a job in its own process).
+
+    Flags only: a nested config or a positional setting has no flag here, so a config with one is refused."""
+    argv = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) or f.metadata.get("positional"):
+            raise ValueError(f"{type(cfg).__name__}.{f.name} has no flag of its own; pass it to the command yourself")
+        if isinstance(value, bool):
+            argv.append(flag_of(f) if value else "--no-" + flag_of(f)[2:])
+        elif value is not None:  # --flag=value: a value that starts with '-' stays a value
+            argv.append(f"{flag_of(f)}={','.join(map(str, value)) if isinstance(value, tuple) else value}")
+    return argv

@@ -10,7 +10,7 @@ DATA=${1:-}
 RUN=runs/${DATA:+$(basename "${DATA%.csv}")}
 RUN=${RUN%/}
 [ "$RUN" = runs ] && RUN=runs/default
-state=$(.venv/bin/python -c "import sys; from geoloc_core.runs import Run; print(Run(sys.argv[1]).state())" "$RUN")
+state=$(.venv/bin/python -c "import sys; from geoloc_core.runs.folders import Run; print(Run(sys.argv[1]).state())" "$RUN")
 if [ "$state" != done ]; then
   .venv/bin/geoloc run ${DATA:+"$DATA"} --run "$RUN"
 else

@@ -15,8 +15,8 @@ import torch
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from geoloc_core import access
-from geoloc_core.encoders import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
+from geoloc_core.features.encoders import EncoderSpec, build_vision_tower, register_encoder, spec_to_metadata
+from geoloc_core.server import access
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -156,7 +156,7 @@ SLEEPER = "import geoloc_core, time; time.sleep(120)"  # stands in for a job's p
 @pytest.fixture
 def sleeper_jobs(monkeypatch):
     """Queued jobs run a sleeping geoloc process instead of the command they were given (fast and harmless)."""
-    from geoloc_core import jobqueue
+    from geoloc_core.server import jobqueue
 
     monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c", SLEEPER))
     yield

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from geoloc_core import access, jobs
-from geoloc_core.access import Refused, load_server_config, resolve_source
 from geoloc_core.cli import main
-from geoloc_core.runs import Run
+from geoloc_core.runs.folders import Run
+from geoloc_core.server import access, jobs
+from geoloc_core.server.access import Refused, load_server_config, resolve_source
 
 
 @pytest.fixture

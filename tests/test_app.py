@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geoloc_core import access, jobqueue, jobs
+from geoloc_core.analysis.experiment import cross_validate
 from geoloc_core.cli import main
 from geoloc_core.config import CrossValConfig, FinetuneConfig
-from geoloc_core.experiment import cross_validate
-from geoloc_core.finetune import finetune_rounds
-from geoloc_core.regions import match_labels
-from geoloc_core.runs import FinetuneRun, Folder, PredictorStore, Run
+from geoloc_core.learn.finetune import finetune_rounds
+from geoloc_core.regions.partition import match_labels
+from geoloc_core.runs.folders import FinetuneRun, Folder, PredictorStore, Run
+from geoloc_core.server import access, jobqueue, jobs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.finetune import finetune_rounds
+from geoloc_core.learn.finetune import finetune_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 

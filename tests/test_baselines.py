@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geoloc_core.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
+from geoloc_core.analysis.experiment import cross_validate, run_experiment
 from geoloc_core.config import CrossValConfig, FinetuneConfig, RegionConfig
-from geoloc_core.evaluate import chance_metrics
-from geoloc_core.experiment import cross_validate, run_experiment
-from geoloc_core.runs import Run
+from geoloc_core.evaluate.metrics import chance_metrics
+from geoloc_core.regions.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
+from geoloc_core.runs.folders import Run
 
 
 def world(seed=0, n=300):
@@ -57,7 +57,7 @@ def test_experiment_table_has_every_row(tiny_run, tmp_path):
 
 def test_the_like_for_like_row_trains_ft1s_head_on_the_frozen_backbone(tiny_run, tmp_path, monkeypatch):
     """w/o (cosine head) learns FT1's classes with FT1's head and schedule, only the backbone held still."""
-    import geoloc_core.experiment as experiment
+    import geoloc_core.analysis.experiment as experiment
 
     trained = []
     real = experiment.train_fixed

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import geoloc_core.images  # noqa: F401 (registers HEIF with Pillow)
+import geoloc_core.base.images  # noqa: F401 (registers HEIF with Pillow)
 from conftest import shared
-from geoloc_core.runs import Run
+from geoloc_core.runs.folders import Run
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -210,7 +210,7 @@ def test_shared_map_opens_offline_switches_layers_and_shows_a_photo_popup(tiny_r
 
 
 def _held_out_photo(run_dir: str) -> Path:
-    from geoloc_core.runs import Run
+    from geoloc_core.runs.folders import Run
 
     run = Run(Path(run_dir))
     _, is_test = run.read_split()

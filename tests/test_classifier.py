@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc_core import finetune as ft
-from geoloc_core.classifier import load_region_head
+from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import FinetuneConfig, PredictConfig
-from geoloc_core.encoders import load_encoder
-from geoloc_core.geo import haversine_km
-from geoloc_core.predict import predict, predictions_frame
-from geoloc_core.predictor import open_predictor
-from geoloc_core.runs import Run
+from geoloc_core.features.encoders import load_encoder
+from geoloc_core.learn import finetune as ft
+from geoloc_core.learn.classifier import load_region_head
+from geoloc_core.locate.predict import predict, predictions_frame
+from geoloc_core.locate.store import open_predictor
+from geoloc_core.runs.folders import Run
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=3, unfrozen_blocks=1, batch_size=8, device="cpu")
 

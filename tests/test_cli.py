@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import DINOV2_WEIGHTS, TINY, shared
-from geoloc_core import storage
-from geoloc_core.cli import add_settings, config_argv, main, settings
-from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig
-from geoloc_core.runs import Folder, Run
+from geoloc_core.base import storage
+from geoloc_core.cli import add_settings, main, settings
+from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig, config_argv
+from geoloc_core.runs.folders import Folder, Run
 
 
 def tiny_args(tiny_checkpoint):

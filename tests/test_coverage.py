@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import shapely
 
+from geoloc_core.analysis.coverage import coverage_geojson, coverage_table, hex_cells, hex_centres, loo_errors, run_coverage
 from geoloc_core.cli import main
 from geoloc_core.config import CoverageConfig
-from geoloc_core.coverage import coverage_geojson, coverage_table, hex_cells, hex_centres, loo_errors, run_coverage
-from geoloc_core.runs import Run
+from geoloc_core.runs.folders import Run
 
 
 def test_each_point_falls_in_the_hexagon_with_the_nearest_centre():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoloc_core.descriptors import describe, fit_vlad_vocabulary, gem, vlad
+from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary, gem, vlad
 
 
 def test_gem_is_the_power_mean_of_clamped_tokens():

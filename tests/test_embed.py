@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import DINOV2_WEIGHTS, TINY, jpeg_bytes, shared, textured
-from geoloc_core.embed import EmbeddingCache, embed_images
-from geoloc_core.encoders import build_vision_tower, load_encoder
-from geoloc_core.ingest import load_photos
+from geoloc_core.features.embed import EmbeddingCache, embed_images
+from geoloc_core.features.encoders import build_vision_tower, load_encoder
+from geoloc_core.ingest.photos import load_photos
 
 
 def count_images(encoder) -> list[int]:
@@ -111,7 +111,7 @@ def test_a_self_describing_checkpoint_loads_in_a_process_that_never_registered_i
     import subprocess
     import sys
 
-    code = (f"from geoloc_core.encoders import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
+    code = (f"from geoloc_core.features.encoders import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
             "device='cpu'); print(e.image_size, e.model.proj.shape[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["32", "16"]

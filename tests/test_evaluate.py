@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from geoloc_core.evaluate import classification_metrics, distance_metrics
-from geoloc_core.splits import grouped_split
+from geoloc_core.evaluate.metrics import classification_metrics, distance_metrics
+from geoloc_core.evaluate.splits import grouped_split
 
 
 def test_distance_thresholds_are_inclusive():
@@ -38,8 +38,8 @@ def test_grouped_split_never_cuts_a_location():
 def test_confusion_counts_every_held_out_answer_and_its_diagonal_is_the_accuracy(tiny_run):
     import pandas as pd
 
-    from geoloc_core.evaluate import confused_pairs, confusion, region_accuracy
-    from geoloc_core.runs import Run
+    from geoloc_core.evaluate.metrics import confused_pairs, confusion, region_accuracy
+    from geoloc_core.runs.folders import Run
 
     run = Run(tiny_run)
     answers = pd.read_csv(run.held_out("dt"))
@@ -55,7 +55,7 @@ def test_confusion_counts_every_held_out_answer_and_its_diagonal_is_the_accuracy
 
 
 def test_confused_pairs_by_hand():
-    from geoloc_core.evaluate import confused_pairs, region_accuracy
+    from geoloc_core.evaluate.metrics import confused_pairs, region_accuracy
 
     matrix = np.array([[3, 1, 0], [2, 0, 0], [0, 0, 0]])
     pairs = confused_pairs(matrix)

@@ -10,12 +10,12 @@ from PIL import Image
 from conftest import DINOV2_WEIGHTS, TINY, shared
 from geoloc_core.cli import main
 from geoloc_core.config import PredictConfig, PredictorConfig
-from geoloc_core.embed import embed_images
-from geoloc_core.encoders import load_encoder
-from geoloc_core.explain import explain_prediction, grid_side, mutual_matches, patch_centres
-from geoloc_core.predict import predict
-from geoloc_core.predictor import open_predictor
-from geoloc_core.runs import Run
+from geoloc_core.features.embed import embed_images
+from geoloc_core.features.encoders import load_encoder
+from geoloc_core.locate.explain import explain_prediction, grid_side, mutual_matches, patch_centres
+from geoloc_core.locate.predict import predict
+from geoloc_core.locate.store import open_predictor
+from geoloc_core.runs.folders import Run
 
 CPU = PredictConfig(predictor=PredictorConfig(k=4), device="cpu")
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import geoloc_core.finetune as ft
+import geoloc_core.learn.finetune as ft
 from geoloc_core.cli import main
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.runs import FinetuneRun, Folder
+from geoloc_core.runs.folders import FinetuneRun, Folder
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
 

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from geoloc_core.geo import LocalProjection, haversine_km, latlon_to_xyz, spherical_mean, xyz_to_latlon
+from geoloc_core.base.geo import LocalProjection, haversine_km, latlon_to_xyz, spherical_mean, xyz_to_latlon
 
 
 def test_one_degree_of_longitude_on_the_equator():

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import shapely
 
-from geoloc_core.boundaries import boundary_area
 from geoloc_core.cli import main
 from geoloc_core.config import GIS_FORMATS
-from geoloc_core.gis import FIELDS, SUFFIX, layer_name, prediction_layers, read_layers, region_layers, write_layers
-from geoloc_core.predict import read_predictions
-from geoloc_core.runs import Run
+from geoloc_core.locate.predict import read_predictions
+from geoloc_core.regions.boundaries import boundary_area
+from geoloc_core.runs.folders import Run
+from geoloc_core.share.gis import FIELDS, SUFFIX, layer_name, prediction_layers, read_layers, region_layers, write_layers
 
 
 def assert_same_layers(written: dict, read: dict, fmt: str) -> None:

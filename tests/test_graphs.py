@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoloc_core.graphs import build_graph, delaunay_edges, proximity_graphs, unique_sites
+from geoloc_core.regions.graphs import build_graph, delaunay_edges, proximity_graphs, unique_sites
 
 
 def textbook(xy: np.ndarray) -> tuple[set, set]:

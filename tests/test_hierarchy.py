@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from geoloc_core.config import SOURCES, PredictConfig, PredictorConfig
-from geoloc_core.predictor import build_predictor, candidates, load_predictor, locate, save_predictor, search_within, top_region_mask
-from geoloc_core.probe import as_linear, fit_linear_probe
-from geoloc_core.runs import PredictorStore, Run
+from geoloc_core.evaluate.linear_probe import as_linear, fit_linear_probe
+from geoloc_core.locate.build import build_predictor
+from geoloc_core.locate.predictor import candidates, locate, search_within, top_region_mask
+from geoloc_core.locate.store import load_predictor, save_predictor
+from geoloc_core.runs.folders import PredictorStore, Run
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])

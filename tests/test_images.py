@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from conftest import jpeg_bytes, textured
-from geoloc_core.images import ImageDecodeError, decode_image
+from geoloc_core.base.images import ImageDecodeError, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -34,7 +34,7 @@ def test_transparent_pixels_become_white():
 
 
 def test_decompression_bomb_is_refused_by_name(monkeypatch):
-    import geoloc_core.images as images
+    import geoloc_core.base.images as images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 5000)
     with pytest.raises(ImageDecodeError, match=r"image too large \(100 x 100 = 0 megapixels declared"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoloc_core.index import build_index, load_index, save_index, search
+from geoloc_core.locate.index import build_index, load_index, save_index, search
 
 
 def unit(x):

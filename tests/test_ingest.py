@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from conftest import jpeg_bytes, shared, textured
-from geoloc_core.ingest import load_photos
-from geoloc_core.runs import Run
+from geoloc_core.ingest.photos import load_photos
+from geoloc_core.runs.folders import Run
 
 
 def test_exif_samples_read_to_their_manifest_coordinates():

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from geoloc_core import access, jobqueue, storage
-from geoloc_core.runs import Folder
+from geoloc_core.base import storage
+from geoloc_core.runs.folders import Folder
+from geoloc_core.server import access, jobqueue
 
 
 @pytest.fixture

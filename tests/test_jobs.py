@@ -4,8 +4,8 @@ import subprocess
 import sys
 import time
 
-from geoloc_core import jobs
-from geoloc_core.runs import Folder
+from geoloc_core.runs.folders import Folder
+from geoloc_core.server import jobs
 
 SLEEPER = "import geoloc_core, time; time.sleep(60)"  # a geoloc process, as a CLI job is
 

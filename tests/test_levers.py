@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from geoloc_core import finetune as ft
+from geoloc_core.analysis.levers import Variant, larger_input, lever_variants, measure_levers, pair_rows, select_rows
+from geoloc_core.base.storage import write_csv
 from geoloc_core.config import CrossValConfig, FinetuneConfig, PredictConfig, PredictorConfig
-from geoloc_core.levers import Variant, larger_input, lever_variants, measure_levers, pair_rows, select_rows
-from geoloc_core.predict import predict
-from geoloc_core.predictor import open_predictor
-from geoloc_core.runs import Run
-from geoloc_core.stats import location_folds
-from geoloc_core.storage import write_csv
+from geoloc_core.evaluate.stats import location_folds
+from geoloc_core.learn import finetune as ft
+from geoloc_core.locate.predict import predict
+from geoloc_core.locate.store import open_predictor
+from geoloc_core.runs.folders import Run
 
 CFG = FinetuneConfig(graph="dt", rounds=2, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu")
 
@@ -44,7 +44,7 @@ def test_a_query_runs_through_the_rounds_blocks_into_the_space_the_database_was_
 
 def test_the_fine_tuned_query_costs_no_pretrained_blocks(finetuned_run, monkeypatch):
     """Without patch tokens to keep, the tower's own last blocks are skipped: the forward pass is as long as the plain one."""
-    from geoloc_core import encoders
+    from geoloc_core.features import encoders
 
     calls = []
     real = encoders.finish_forward
@@ -126,7 +126,7 @@ def test_a_variant_past_the_fine_tuning_rounds_or_a_single_split_is_refused(tiny
 
 
 def test_the_backbone_head_splits_one_pass_into_embedding_and_region(finetuned_run):
-    from geoloc_core.classifier import BackboneHead
+    from geoloc_core.learn.classifier import BackboneHead
 
     predictor = open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1), device="cpu"))
     head = BackboneHead(predictor.backbone)

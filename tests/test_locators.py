@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from geoloc_core.geo import haversine_km
-from geoloc_core.locators import LocatorConfig, fit_regressor, fit_verifier, load_locator, locator_meta, save_locator
+from geoloc_core.base.geo import haversine_km
+from geoloc_core.locate.locators import LocatorConfig, fit_regressor, fit_verifier, load_locator, locator_meta, save_locator
 
 FAST = LocatorConfig(epochs=60, batch_size=64)
 

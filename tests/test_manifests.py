@@ -9,8 +9,8 @@ from openpyxl import Workbook
 
 from conftest import jpeg_bytes, textured
 from geoloc_core.cli import main
-from geoloc_core.ingest import load_photos
-from geoloc_core.manifests import parse_coordinate
+from geoloc_core.ingest.manifests import parse_coordinate
+from geoloc_core.ingest.photos import load_photos
 
 
 def photos(root, names):

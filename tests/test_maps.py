@@ -5,8 +5,8 @@ import re
 import pytest
 
 from geoloc_core.cli import main
-from geoloc_core.maps import prediction_map, run_map, standalone_html
-from geoloc_core.predict import read_predictions
+from geoloc_core.locate.predict import read_predictions
+from geoloc_core.share.maps import prediction_map, run_map, standalone_html
 
 
 def external_references(html: str) -> list[str]:
@@ -47,7 +47,7 @@ def test_cli_map_draws_predictions_with_their_circles_and_neighbours(tiny_run, e
 
 
 def tiny_run_run(path):
-    from geoloc_core.runs import Run
+    from geoloc_core.runs.folders import Run
 
     return Run(path)
 

@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, shared
+from geoloc_core.analysis.compare import cross_time_recall
+from geoloc_core.base.geo import haversine_km
 from geoloc_core.cli import main
-from geoloc_core.compare import cross_time_recall
-from geoloc_core.geo import haversine_km
-from geoloc_core.orthophotos import capture_date, cut_tiles
+from geoloc_core.ingest.orthophotos import capture_date, cut_tiles
 
 
 @pytest.fixture

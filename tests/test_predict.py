@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
-from geoloc_core import pipeline
+from geoloc_core.analysis.compare import compare_methods
+from geoloc_core.base.geo import haversine_km
 from geoloc_core.cli import main
-from geoloc_core.compare import compare_methods
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
-from geoloc_core.evaluate import recall_at_k
-from geoloc_core.geo import haversine_km
-from geoloc_core.predict import predict, predictions_frame
-from geoloc_core.predictor import build_predictor, candidates, load_predictor, locate, open_predictor, predictor_store, save_predictor, vote
-from geoloc_core.runs import PredictorStore, Run
+from geoloc_core.evaluate.metrics import recall_at_k
+from geoloc_core.locate.build import build_predictor
+from geoloc_core.locate.predict import predict, predictions_frame
+from geoloc_core.locate.predictor import candidates, locate, vote
+from geoloc_core.locate.store import load_predictor, open_predictor, predictor_store, save_predictor
+from geoloc_core.runs import stages
+from geoloc_core.runs.folders import PredictorStore, Run
 
 CPU = PredictConfig(device="cpu")
 
@@ -160,7 +162,7 @@ def test_re_cutting_regions_changes_the_region_the_next_prediction_reports(tiny_
     cfg = PredictConfig(device="cpu", region_from="nearest")
     db_photo = Run(tiny_run).photo_table().abs_paths()[0]
     before = predict([db_photo], open_predictor(tiny_run, cfg))[0][0].region
-    pipeline.run_regions(tiny_run, RegionConfig(resolution=30.0), ("dt",))  # many more, smaller regions
+    stages.cut_regions(tiny_run, RegionConfig(resolution=30.0), ("dt",))  # many more, smaller regions
     labels = Run(tiny_run).regions("dt").labels()["region"].to_numpy()
     after = predict([db_photo], open_predictor(tiny_run, cfg))[0][0]
     assert after.region == labels[0]  # the photo's own location: its region in the new cut

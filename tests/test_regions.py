@@ -7,9 +7,9 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from geoloc_core.geo import LocalProjection
-from geoloc_core.graphs import delaunay_edges
-from geoloc_core.regions import edge_weights, louvain_regions, region_areas_km2, region_polygons, region_table, site_embeddings
+from geoloc_core.base.geo import LocalProjection
+from geoloc_core.regions.graphs import delaunay_edges
+from geoloc_core.regions.partition import edge_weights, louvain_regions, region_areas_km2, region_polygons, region_table, site_embeddings
 
 
 def unit(v):
@@ -113,8 +113,8 @@ COAST = {  # (lat, lon): Croatian towns on the Adriatic and inland; Natural Eart
 
 
 def test_land_clip_takes_the_sea_out_of_coastal_regions_and_keeps_a_disc_around_a_site_at_sea():
-    from geoloc_core.boundaries import clip_area
     from geoloc_core.config import RegionConfig
+    from geoloc_core.regions.boundaries import clip_area
 
     lat, lon = np.array(list(COAST.values())).T
     proj = LocalProjection.centred_on(lat, lon)
@@ -139,7 +139,7 @@ def test_a_boundary_clips_the_regions_reports_photos_outside_and_leaves_the_labe
     import pandas as pd
 
     from geoloc_core.cli import main
-    from geoloc_core.runs import Run
+    from geoloc_core.runs.folders import Run
 
     run = Run(tiny_run)
     before, area_before = run.regions("dt").labels(), run.regions("dt").read_summary()["area_km2"].sum()
@@ -163,9 +163,9 @@ def test_a_boundary_clips_the_regions_reports_photos_outside_and_leaves_the_labe
 
 def test_a_cross_validation_fold_survives_a_change_of_clip_but_not_of_resolution(tiny_run):
     """Clipping draws polygons only: a fold's regions (what the experiment grades) are not cut again for it."""
+    from geoloc_core.analysis.experiment import prepare_fold
     from geoloc_core.cli import main
-    from geoloc_core.experiment import prepare_fold
-    from geoloc_core.runs import Run
+    from geoloc_core.runs.folders import Run
 
     run = Run(tiny_run)
     fold, is_test = run.cross_validation(2, 0).fold(0), run.read_split()[1]

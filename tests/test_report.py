@@ -3,8 +3,8 @@
 import re
 
 from geoloc_core.cli import main
-from geoloc_core.report import report_html
-from geoloc_core.runs import Run
+from geoloc_core.runs.folders import Run
+from geoloc_core.share.report import report_html
 
 
 def test_report_has_its_sections_and_opens_offline(tiny_run, tmp_path, capsys):

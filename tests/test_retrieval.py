@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 
 from geoloc_core.config import LocatorConfig, PredictConfig, PredictorConfig
-from geoloc_core.locators import fit_verifier
-from geoloc_core.predict import predict
-from geoloc_core.predictor import build_predictor, load_predictor, locate, save_predictor
-from geoloc_core.retrieval import propagate_over_sites, retrieval_vectors
-from geoloc_core.runs import PredictorStore, Run
+from geoloc_core.locate.build import build_predictor
+from geoloc_core.locate.locators import fit_verifier
+from geoloc_core.locate.predict import predict
+from geoloc_core.locate.predictor import locate
+from geoloc_core.locate.retrieval import propagate_over_sites, retrieval_vectors
+from geoloc_core.locate.store import load_predictor, save_predictor
+from geoloc_core.runs.folders import PredictorStore, Run
 
 CPU = PredictConfig(device="cpu")
 

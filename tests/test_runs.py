@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from geoloc_core.runs import FinetuneRun, Run, run_in
+from geoloc_core.runs.folders import FinetuneRun, Run, run_in
 
 REPO = Path(__file__).resolve().parents[1]
-# Every file or folder name of a run (runs.py spells each); nothing else in the product may. Whole names are
+# Every file or folder name of a run (runs/folders.py spells each); nothing else in the product may. Whole names are
 # found anywhere in a string; stems only as the literal part before an f-string's field (f"graph_{kind}") or alone.
 RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json", "sites.csv",
              "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log", "table.csv", "table.md",
@@ -32,12 +32,13 @@ def _strings(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_no_file_name_of_a_run_is_spelled_outside_the_layout_module():
-    sources = [*REPO.glob("geoloc_core/*.py"), *REPO.glob("views/*.py"), REPO / "app.py"]
+    layout = REPO / "geoloc_core" / "runs" / "folders.py"
+    sources = [*REPO.glob("geoloc_core/**/*.py"), *REPO.glob("views/*.py"), REPO / "app.py"]
     assert len(sources) > 20
-    found = [f"{p.relative_to(REPO)}:{line}: {text!r}" for p in sources if p.name != "runs.py"
+    found = [f"{p.relative_to(REPO)}:{line}: {text!r}" for p in sources if p != layout
              for line, text in _strings(ast.parse(p.read_text())) if _names_a_run_file(text)]
     assert found == []
-    spelled = {text for _, text in _strings(ast.parse((REPO / "geoloc_core" / "runs.py").read_text()))}
+    spelled = {text for _, text in _strings(ast.parse(layout.read_text()))}
     assert all(any(_names_a_run_file(s) and name in s for s in spelled) for name in RUN_FILES + RUN_STEMS)  # runs.py's own names
 
 

@@ -4,10 +4,10 @@ largest margin, adjacent regions share a graph edge, and a fine-tuned partition 
 import numpy as np
 import pytest
 
+from geoloc_core.analysis.signatures import CENTROID_METHOD, margins, partition_signatures, region_means, signatures
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.finetune import finetune_rounds
-from geoloc_core.runs import Run
-from geoloc_core.signatures import CENTROID_METHOD, margins, partition_signatures, region_means, signatures
+from geoloc_core.learn.finetune import finetune_rounds
+from geoloc_core.runs.folders import Run
 
 
 def _best_per_location(values, labels, train, groups, region):
@@ -78,7 +78,7 @@ def test_head_weights_equal_to_the_region_means_score_like_the_means():
     emb = rng.normal(size=(30, 8)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     labels, train, groups = np.arange(30) % 3, np.ones(30, bool), np.arange(30)
-    from geoloc_core.regions import SiteGraph
+    from geoloc_core.regions.partition import SiteGraph
 
     graph = SiteGraph(np.arange(30), rng.normal(size=(30, 2)), np.arange(30), np.array([[0, 1], [1, 2]]), np.zeros(30, bool))
     plain = signatures(emb, labels, train, groups, graph)

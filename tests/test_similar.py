@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoloc_core import storage, viz
+from geoloc_core.base import storage
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.finetune import finetune_rounds
-from geoloc_core.runs import Run
-from geoloc_core.similar import (
+from geoloc_core.learn.finetune import finetune_rounds
+from geoloc_core.locate.similar import (
     PRETRAINED,
     find_similar,
     photo_query,
@@ -21,6 +20,8 @@ from geoloc_core.similar import (
     spaces,
     upload_query,
 )
+from geoloc_core.runs.folders import Run
+from views import figures
 
 
 def test_site_scores_take_the_best_or_the_mean_photo_of_each_site():
@@ -50,7 +51,7 @@ def test_a_run_photo_finds_other_sites_and_sets_its_own_apart(tiny_run):
     assert closest["similarity"].iat[0] == pytest.approx(others.max(), abs=1e-5)  # the best other photo's site leads
     assert closest["similarity"].is_monotonic_decreasing and all(isinstance(p, str) and "(" in p for p in closest["place"])
     assert all(Path(p).is_file() for p in closest["path"]) and found.space == PRETRAINED and found.how == "max"
-    deck = json.loads(viz.similarity_deck(found.sites, closest).to_json())
+    deck = json.loads(figures.similarity_deck(found.sites, closest).to_json())
     assert [layer["@@type"] for layer in deck["layers"]][-4:] == ["ScatterplotLayer", "ScatterplotLayer", "ScatterplotLayer", "TextLayer"]
 
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from geoloc_core.graphs import build_graph
-from geoloc_core.regions import SiteGraph
-from geoloc_core.runs import Run
-from geoloc_core.stability import coassignment, partition_stability
+from geoloc_core.analysis.stability import coassignment, partition_stability
+from geoloc_core.regions.graphs import build_graph
+from geoloc_core.regions.partition import SiteGraph
+from geoloc_core.runs.folders import Run
 
 
 def _two_clusters(n: int = 7, seed: int = 0) -> tuple[SiteGraph, np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from geoloc_core.stats import estimate, location_folds, location_weights, paired, verdict, weighted_mean, weighted_median
+from geoloc_core.evaluate.stats import estimate, location_folds, location_weights, paired, verdict, weighted_mean, weighted_median
 
 
 def test_every_location_is_held_out_exactly_once_with_all_its_photos():

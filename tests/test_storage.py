@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from geoloc_core import storage
+from geoloc_core.base import storage
 from geoloc_core.config import GraphConfig, PipelineConfig
 
 
@@ -27,7 +27,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 def test_a_write_killed_with_sigkill_leaves_a_temp_that_the_next_write_removes(tmp_path):
     target = tmp_path / "a.npy"
     writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from geoloc_core import storage\n"
+        "import sys, time; from geoloc_core.base import storage\n"
         "def hang(f):\n    f.write(b'partial'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
         f"storage.atomic_write(__import__('pathlib').Path({str(target)!r}), hang)")], stdout=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "writing"

@@ -12,11 +12,13 @@ from scipy.special import log_softmax
 from conftest import textured
 from geoloc_core.cli import main
 from geoloc_core.config import SOURCES, PredictConfig, PredictorConfig, TogetherConfig
-from geoloc_core.gis import prediction_layers
-from geoloc_core.predict import predict, predictions_frame, read_predictions
-from geoloc_core.predictor import build_predictor, candidates, joint_log_proba, load_predictor, locate, save_predictor, top_region_mask, vote
-from geoloc_core.runs import PredictorStore, Run
-from geoloc_core.together import comparable_times, photo_groups, read_groups, time_groups
+from geoloc_core.locate.build import build_predictor
+from geoloc_core.locate.predict import predict, predictions_frame, read_predictions
+from geoloc_core.locate.predictor import candidates, joint_log_proba, locate, top_region_mask, vote
+from geoloc_core.locate.store import load_predictor, save_predictor
+from geoloc_core.locate.together import comparable_times, photo_groups, read_groups, time_groups
+from geoloc_core.runs.folders import PredictorStore, Run
+from geoloc_core.share.gis import prediction_layers
 
 
 def jpeg_taken(seed: int, taken: str | None, zone: str | None = None) -> bytes:

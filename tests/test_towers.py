@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from geoloc_core.encoders import build_vision_tower
-from geoloc_core.towers import Suffix, finish_forward, prefix_tokens
+from geoloc_core.features.encoders import build_vision_tower
+from geoloc_core.features.towers import Suffix, finish_forward, prefix_tokens
 
 
 @pytest.mark.parametrize("unfrozen", [0, 1, 2])

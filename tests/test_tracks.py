@@ -13,8 +13,8 @@ from PIL.TiffImagePlugin import IFDRational
 
 from conftest import TINY, textured
 from geoloc_core.cli import main
-from geoloc_core.ingest import load_photos
-from geoloc_core.tracks import Track, open_tagger, parse_utc_offset, position_at
+from geoloc_core.ingest.photos import load_photos
+from geoloc_core.ingest.tracks import Track, open_tagger, parse_utc_offset, position_at
 
 # the track: 10:00:00, 10:01:00, 10:02:00 UTC walking north-east, then nothing until 11:00:00, 11:01:00
 POINTS = [("10:00:00", 45.800, 15.900), ("10:01:00", 45.806, 15.912), ("10:02:00", 45.812, 15.924),

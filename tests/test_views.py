@@ -8,14 +8,14 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import TINY, textured
-from geoloc_core import embed
 from geoloc_core.config import PredictConfig, PredictorConfig
-from geoloc_core.embed import TTA_VIEWS, VIEWS, embed_images
-from geoloc_core.encoders import load_encoder
-from geoloc_core.pipeline import resized_embeddings, view_embeddings
-from geoloc_core.predict import predict
-from geoloc_core.predictor import open_predictor
-from geoloc_core.runs import Run
+from geoloc_core.features import embed
+from geoloc_core.features.embed import TTA_VIEWS, VIEWS, embed_images
+from geoloc_core.features.encoders import load_encoder
+from geoloc_core.locate.predict import predict
+from geoloc_core.locate.store import open_predictor
+from geoloc_core.runs.folders import Run
+from geoloc_core.runs.stages import resized_embeddings, view_embeddings
 
 
 def _photos_and_mirrors(folder: Path, n: int = 4) -> tuple[list[Path], list[Path]]:
@@ -86,12 +86,12 @@ def test_corner_crops_cover_the_photo_and_are_averaged_with_it(tiny_checkpoint, 
 
 
 def test_a_crops_predictor_keeps_each_views_pass_and_finds_a_database_photo_itself(tiny_run, monkeypatch):
-    from geoloc_core import predictor as predictor_module
+    from geoloc_core.locate import store as predictor_store_module
 
     run = Run(tiny_run)
     builds = []
-    real = predictor_module.build_predictor
-    monkeypatch.setattr(predictor_module, "build_predictor", lambda *a, **k: builds.append(1) or real(*a, **k))
+    real = predictor_store_module.build_predictor
+    monkeypatch.setattr(predictor_store_module, "build_predictor", lambda *a, **k: builds.append(1) or real(*a, **k))
     cfg = PredictConfig(device="cpu", predictor=PredictorConfig(tta="crops"))
     for _ in range(2):  # the views' passes are made with the first: the second opens what the first saved
         predictor = open_predictor(tiny_run, cfg)

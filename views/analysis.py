@@ -1,7 +1,7 @@
 """Page sections that explain a partition (Regions page) and show where the data is thin (Evaluate page).
 
 Each section reads widgets, calls a core function through a cache keyed on the files it reads, and renders
-what `geoloc_core.viz` builds: region signatures, the classifier's confusion on the map, the partition's
+what `views.figures` builds: region signatures, the classifier's confusion on the map, the partition's
 stability over Louvain's seeds, and the coverage hexagons.
 """
 
@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from geoloc_core import viz
+from geoloc_core.analysis.coverage import coverage_geojson, run_coverage
+from geoloc_core.analysis.signatures import partition_signatures
+from geoloc_core.analysis.stability import partition_stability
+from geoloc_core.base.images import thumbnail_uri
 from geoloc_core.config import CoverageConfig, help_of
-from geoloc_core.coverage import coverage_geojson, run_coverage
-from geoloc_core.evaluate import confused_pairs, confusion, region_accuracy
-from geoloc_core.runs import RegionFiles, Run, fingerprint
-from geoloc_core.signatures import partition_signatures
-from geoloc_core.stability import partition_stability
+from geoloc_core.evaluate.metrics import confused_pairs, confusion, region_accuracy
+from geoloc_core.runs.folders import RegionFiles, Run, fingerprint
+from views import figures
 from views.common import basemap_online
 
 SIGNATURE_PHOTOS = 3
@@ -42,7 +43,7 @@ def _abs_paths(run: Run, version: str) -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=2000)
 def _thumb(path: str) -> str:
-    return viz.thumbnail_uri(path, 128)
+    return thumbnail_uri(path, 128)
 
 
 def _photo_columns(picks: pd.DataFrame, paths: list[str], key: str, prefix: str) -> pd.DataFrame:
@@ -94,7 +95,7 @@ def confusion_section(run: Run, regions: RegionFiles, summary: pd.DataFrame, pol
     answers = _answers(str(graded[name]), fingerprint([graded[name]]))
     matrix = confusion(answers, len(summary))
     acc = region_accuracy(matrix)
-    st.pydeck_chart(viz.confusion_deck(summary, matrix, polygons, online=basemap_online()), height=480)
+    st.pydeck_chart(figures.confusion_deck(summary, matrix, polygons, online=basemap_online()), height=480)
     pairs = confused_pairs(matrix).head(3)
     worst = ", ".join(f"{r.region} → {r.pred} ({r.count})" for r in pairs.itertuples()) or "none"
     st.caption(f"{name}: {np.trace(matrix)} of {matrix.sum()} held-out photos in the right region ({np.trace(matrix) / max(matrix.sum(), 1):.0%}). "
@@ -102,7 +103,7 @@ def confusion_section(run: Run, regions: RegionFiles, summary: pd.DataFrame, pol
                f"centroid (blue end) to the region wrongly chosen (red end), wider for more photos. Most mixed up: {worst}. "
                f"Lowest accuracy: region {int(np.nanargmin(acc)) if np.isfinite(acc).any() else '-'}.")
     with st.expander("Confusion matrix"):
-        st.plotly_chart(viz.confusion_figure(matrix), width="stretch")
+        st.plotly_chart(figures.confusion_figure(matrix), width="stretch")
 
 
 @st.cache_data(show_spinner="Cutting the graph once per seed ...", max_entries=64)
@@ -125,7 +126,7 @@ def stability_section(run: Run, graph: str, regions: RegionFiles, polygons: dict
     b.metric("Edges the seeds disagree on", f"{np.mean((rate > 0.1) & (rate < 0.9)):.0%}")
     c.metric("Boundary certainty", f"{result.boundary_certainty:.0%}",
              help="Mean share of seeds that also cut the boundary edges of the regions shown")
-    st.pydeck_chart(viz.stability_deck(result.edges, polygons, online=basemap_online()), height=480)
+    st.pydeck_chart(figures.stability_deck(result.edges, polygons, online=basemap_online()), height=480)
     st.caption(f"Each graph edge between two neighbouring sites, coloured by the share of {n_seeds} seeds at resolution {resolution:g} "
                "that put both sites in one region: red, always apart (a solid boundary); blue, always together; yellow and "
                "thicker, the seeds disagree (an accident of one run). Grey outlines: the regions shown above.")
@@ -148,7 +149,7 @@ def coverage_section(run: Run) -> None:
                         format_func={"median_error_km": "median error", "n_photos": "photos"}.get)
     cfg = CoverageConfig(hex_km=hex_km, errors=errors)
     geojson, cells = _coverage(run, cfg, fingerprint([run.photos, run.embeddings, run.split, run.compare_predictions]))
-    st.pydeck_chart(viz.coverage_deck(geojson, value, online=basemap_online()), height=480)
+    st.pydeck_chart(figures.coverage_deck(geojson, value, online=basemap_online()), height=480)
     size = geojson["properties"]["hex_size_km"]
     st.caption(f"{len(cells)} hexagons of {size:.3g} km (centre to corner) in the run's local metric plane over "
                f"{int(cells['n_photos'].sum())} photos. Red cells locate their photos worst: more photos there would help most.")

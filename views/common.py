@@ -13,12 +13,14 @@ import streamlit as st
 from PIL import Image
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from geoloc_core import access, jobqueue, jobs, viz
-from geoloc_core.boundaries import ClipArea, boundary_area
+from geoloc_core.base.images import thumbnail_uri, upright
+from geoloc_core.base.places import region_places
 from geoloc_core.config import PredictConfig
-from geoloc_core.places import region_places
-from geoloc_core.predictor import open_predictor, predictor_version
-from geoloc_core.runs import Folder, RegionFiles, Run, fingerprint
+from geoloc_core.locate.store import open_predictor, predictor_version
+from geoloc_core.regions.boundaries import ClipArea, boundary_area
+from geoloc_core.runs.folders import Folder, RegionFiles, Run, fingerprint
+from geoloc_core.server import access, jobqueue, jobs
+from views import figures
 
 
 def choose_run() -> None:
@@ -166,14 +168,14 @@ def _held_out_photos(run: Run, version: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=500)
 def thumbnail(path: str, side: int = 320) -> Image.Image | None:
-    """`viz.upright` for database photos, cached: the same neighbours come back prediction after prediction."""
-    return viz.upright(path, side)
+    """`upright` for database photos, cached: the same neighbours come back prediction after prediction."""
+    return upright(path, side)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
 def basemap_online() -> bool:
     """Whether tiles can be had (checked once per 10 minutes; offline machines get the outline map at once)."""
-    return viz.tiles_reachable()
+    return figures.tiles_reachable()
 
 
 @st.cache_data(show_spinner="Naming places and making thumbnails ...")
@@ -187,7 +189,7 @@ def region_details(run: Run, regions: RegionFiles, version: str, thumbs: int = 3
     for region, members in frame.groupby("region"):
         picks = members["abs_path"].iloc[np.linspace(0, len(members) - 1, min(thumbs, len(members))).astype(int)]
         rows.append({"region": region, "places": places[int(region)],
-                     **{f"photo {i + 1}": viz.thumbnail_uri(p) for i, p in enumerate(picks)}})
+                     **{f"photo {i + 1}": thumbnail_uri(p) for i, p in enumerate(picks)}})
     return pd.DataFrame(rows)
 
 

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from geoloc_core import access, jobs, viz
 from geoloc_core.config import IngestConfig, help_of
-from geoloc_core.runs import Run, run_in
-from geoloc_core.tracks import parse_utc_offset
+from geoloc_core.ingest.tracks import parse_utc_offset
+from geoloc_core.runs.folders import Run, run_in
+from geoloc_core.server import access, jobs
+from views import figures
 from views.common import basemap_online, current_run, editor, job_queue, photos, queue_place, user_label
 
 st.header("Data")
@@ -67,7 +68,7 @@ c3.metric("Locations", photos(run)["group"].nunique())
 st.caption(f"Source: {meta['root']}")
 for warning in meta.get("warnings", []):
     st.warning(warning)
-st.pydeck_chart(viz.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
+st.pydeck_chart(figures.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
 rejected = run.read_rejected()
 if len(rejected):
     st.subheader("Rejected files and why")

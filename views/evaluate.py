@@ -4,9 +4,9 @@ verdicts, and the runs' own figures."""
 import pandas as pd
 import streamlit as st
 
-from geoloc_core import viz
-from geoloc_core.pipeline import summary_rows
-from views import analysis
+from geoloc_core.evaluate.stats import with_intervals
+from geoloc_core.runs.stages import summary_rows
+from views import analysis, figures
 from views.common import basemap_online, current_run
 
 st.header("Evaluate")
@@ -19,10 +19,10 @@ if cross_validated:
         "Cross-validation", cross_validated, index=len(cross_validated) - 1, format_func=lambda x: x.root.name)
     table = pd.read_csv(chosen.table_csv, keep_default_na=False)
     st.subheader(f"Experiment, {int(table['folds'].iloc[0])}-fold over locations: region classification on held-out locations")
-    st.plotly_chart(viz.experiment_figure(table), width="stretch")
+    st.plotly_chart(figures.experiment_figure(table), width="stretch")
     cols = [c for c in table if c.removesuffix("_lo").removesuffix("_hi") in ("graph", "method", "acc", "chance_acc", "majority_acc",
                                                                               "macro_f1", "n_regions", "median_km", "acc@25km", "acc@200km")]
-    st.dataframe(viz.with_intervals(table[cols]), hide_index=True, width="stretch")
+    st.dataframe(with_intervals(table[cols]), hide_index=True, width="stretch")
     st.caption("Each figure over all folds with its 95 % interval (a bootstrap over held-out locations); chance_acc, macro_f1 and "
                "n_regions are means over folds. w/o (cosine head): FT1's head on the frozen backbone.")
     if chosen.verdicts.exists():
@@ -33,7 +33,7 @@ if cross_validated:
 if run.experiment.table_csv.exists():
     table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
     st.subheader("Experiment on the run's one split: region classification on held-out locations")
-    st.plotly_chart(viz.experiment_figure(table), width="stretch")
+    st.plotly_chart(figures.experiment_figure(table), width="stretch")
     cols = [c for c in ("graph", "method", "acc", "chance_acc", "majority_acc", "macro_f1", "n_regions", "median_km", "acc@1km",
                         "acc@25km", "acc@200km") if c in table]
     st.dataframe(table[cols], hide_index=True, width="stretch")
@@ -57,8 +57,8 @@ if run.compare_table.exists():
                "One split of the run, no intervals: `geoloc compare --folds 5` gives each figure its 95 % interval.")
     accuracy = next((f"acc@{t}km" for t in ("25", "0.1", "1", "200") if f"acc@{t}km" in compare and 0.02 < compare[f"acc@{t}km"].max() < 0.98),
                     "acc@25km")
-    st.plotly_chart(viz.compare_figure(compare, accuracy), width="stretch")
-    st.dataframe(viz.with_intervals(compare), hide_index=True, width="stretch")
+    st.plotly_chart(figures.compare_figure(compare, accuracy), width="stretch")
+    st.dataframe(with_intervals(compare), hide_index=True, width="stretch")
     if run.compare_verdicts.exists():
         verdicts = pd.read_csv(run.compare_verdicts)
         st.markdown("**Paired differences** (the same held-out photos, resampled by location): which gaps are real")
@@ -71,7 +71,7 @@ if run.compare_table.exists():
 if run.compare_predictions.exists():
     st.subheader("Error map: held-out photos, truth (green) to the verified prediction")
     errors = pd.read_csv(run.compare_predictions, keep_default_na=False)
-    st.pydeck_chart(viz.error_deck(errors, online=basemap_online()), height=480)
+    st.pydeck_chart(figures.error_deck(errors, online=basemap_online()), height=480)
     st.caption(f"{len(errors)} held-out photos; median error {errors['error_km'].median():.2f} km. Lines run green (close) to red (1,000+ km).")
 
 analysis.coverage_section(run)

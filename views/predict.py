@@ -6,15 +6,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from geoloc_core import viz
+from geoloc_core.base.images import upright
 from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, TTAS, PredictConfig, PredictorConfig, TogetherConfig, help_of
-from geoloc_core.explain import explain_prediction
-from geoloc_core.gis import MIME, SUFFIX, layers_bytes, prediction_layers
-from geoloc_core.ingest import IMAGE_SUFFIXES
-from geoloc_core.maps import prediction_map, standalone_html
-from geoloc_core.predict import predict, predictions_frame, predictions_geojson
-from geoloc_core.runs import fingerprint
-from geoloc_core.together import photo_groups
+from geoloc_core.ingest.photos import IMAGE_SUFFIXES
+from geoloc_core.locate.explain import explain_prediction
+from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson
+from geoloc_core.locate.together import photo_groups
+from geoloc_core.runs.folders import fingerprint
+from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
+from geoloc_core.share.maps import prediction_map, standalone_html
+from geoloc_core.share.pictures import match_figure
+from views import figures
 from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
 
 st.header("Where was this photo taken?")
@@ -76,7 +78,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
     explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
         st.error(f"{shown_as[path]}: {reason}")
-    images = [viz.upright(p.path, 800) for p in preds]
+    images = [upright(p.path, 800) for p in preds]
     for p in preds:
         if p.path in truth:  # a held-out photo's recorded location is its truth
             p.true_lat_deg, p.true_lon_deg = truth[p.path]
@@ -121,7 +123,7 @@ for p, image, why in zip(preds, images, explained):
         facts.success(f"The truth (EXIF GPS or the run's record) is {p.true_lat_deg:.5f}, {p.true_lon_deg:.5f}: "
                       f"the prediction is {p.error_km:.2f} km off.")
     polygon = region_polygon(model.regions, p.region, fingerprint([model.regions.geojson] if model.regions else []))
-    st.pydeck_chart(viz.prediction_deck(p, polygon, online=basemap_online()), height=420)
+    st.pydeck_chart(figures.prediction_deck(p, polygon, online=basemap_online()), height=420)
     gallery = st.columns(5)
     for rank, (col, n) in enumerate(zip(gallery * 2, p.neighbours)):
         caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"
@@ -132,7 +134,7 @@ for p, image, why in zip(preds, images, explained):
         col.image(thumb, caption=caption, width="stretch")
         if rank in why:
             m = why[rank].matches
-            col.image(viz.match_figure(image, thumb, m, side=320, vertical=True), width="stretch",
+            col.image(match_figure(image, thumb, m, side=320, vertical=True), width="stretch",
                       caption=f"this photo ↕ neighbour: {m.n_mutual} mutual patch pairs, {len(m.similarity)} drawn")
     if why:
         st.caption("Lines join patches that are each other's nearest among the two photos' DINOv2 patch tokens, the most distinctive "

@@ -4,13 +4,12 @@ import json
 
 import streamlit as st
 
-from geoloc_core import viz
 from geoloc_core.config import GIS_FORMATS, ShareConfig, help_of
-from geoloc_core.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
-from geoloc_core.maps import run_map, standalone_html
-from geoloc_core.regions import match_labels
-from geoloc_core.runs import fingerprint
-from views import analysis
+from geoloc_core.regions.partition import match_labels
+from geoloc_core.runs.folders import fingerprint
+from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
+from geoloc_core.share.maps import run_map, standalone_html
+from views import analysis, figures
 from views.common import basemap_online, boundary_upload, photos, region_details, run_with_graphs
 
 st.header("Regions")
@@ -33,7 +32,7 @@ if boundary is not None:  # the polygons as written, clipped to it; areas measur
     summary = summary.drop(columns="area_km2").merge(clipped[["region", "area_km2"]], on="region")
     table["outside"] = boundary.outside(table["lat_deg"], table["lon_deg"])
 online = basemap_online()
-st.pydeck_chart(viz.regions_deck(table, polygons, run.graph_edges_latlon(graph) if show_edges else None, online=online), height=560)
+st.pydeck_chart(figures.regions_deck(table, polygons, run.graph_edges_latlon(graph) if show_edges else None, online=online), height=560)
 st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photos take the region of their nearest training location. "
            f"Polygons clipped to {'the uploaded boundary' if boundary else run.region_clip()}.")
 if table["outside"].any():
@@ -75,8 +74,8 @@ if len(options) > 1:
     st.caption(f"{second}'s regions are renumbered to match {first}'s by shared photos, so a region keeps its colour; "
                "circled photos changed region.")
     map_a, map_b = st.columns(2)
-    map_a.pydeck_chart(viz.regions_deck(pair.assign(region=pair["region_a"]), a_polygons, online=online, ringed=moved), height=420)
-    map_b.pydeck_chart(viz.regions_deck(pair.assign(region=pair["region_b"]), viz.renumbered(b_polygons, mapping), online=online,
+    map_a.pydeck_chart(figures.regions_deck(pair.assign(region=pair["region_a"]), a_polygons, online=online, ringed=moved), height=420)
+    map_b.pydeck_chart(figures.regions_deck(pair.assign(region=pair["region_b"]), figures.renumbered(b_polygons, mapping), online=online,
                                         ringed=moved), height=420)
     if moved.any():
         st.dataframe(pair.loc[moved, ["path", "region_a", "region_b"]].rename(columns={"region_a": first, "region_b": second}),

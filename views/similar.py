@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from geoloc_core import viz
-from geoloc_core.ingest import IMAGE_SUFFIXES
-from geoloc_core.places import region_places
-from geoloc_core.runs import Run, fingerprint
-from geoloc_core.similar import HOW, Space, find_similar, photo_query, region_query, run_encoder, space_embeddings, spaces, upload_query
+from geoloc_core.base.images import thumbnail_uri, upright
+from geoloc_core.base.places import region_places
+from geoloc_core.ingest.photos import IMAGE_SUFFIXES
+from geoloc_core.locate.similar import HOW, Space, find_similar, photo_query, region_query, run_encoder, space_embeddings, spaces, upload_query
+from geoloc_core.runs.folders import Run, fingerprint
+from views import figures
 from views.common import basemap_online, photos, run_with_graphs
 
 SOURCES = ("a photo of this run", "a new photo", "a region")
@@ -45,7 +46,7 @@ def _region_names(run: Run, labels: tuple, version: str) -> dict[int, str]:
 @st.cache_data(show_spinner="Scoring every site ...", max_entries=50)
 def _similar(run: Run, _emb: np.ndarray, _query, space: Space, how: str, top: int, version: str):
     found = find_similar(run.root, _query, space, how, top, emb=_emb)
-    found.closest["photo"] = [viz.thumbnail_uri(p) for p in found.closest["path"]]
+    found.closest["photo"] = [thumbnail_uri(p) for p in found.closest["path"]]
     return found
 
 
@@ -66,7 +67,7 @@ if source == SOURCES[0]:
     name = st.selectbox("Photo", frame["path"].tolist())
     index = int(np.flatnonzero(frame["path"].to_numpy() == name)[0])
     query = photo_query(emb, index, name)
-    st.image(viz.upright(str(run.photo_table().abs_paths()[index]), 360), caption=name)
+    st.image(upright(str(run.photo_table().abs_paths()[index]), 360), caption=name)
 elif source == SOURCES[1]:
     upload = st.file_uploader("Photo (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)])
     if upload is None:
@@ -90,7 +91,7 @@ else:
 
 found = _similar(run, emb, query, space, how, top, version + hashlib.sha1(query.vector.tobytes()).hexdigest())
 sites = found.sites.merge(found.closest[["site", "photo"]].rename(columns={"photo": "thumb"}), on="site", how="left").fillna({"thumb": ""})
-st.pydeck_chart(viz.similarity_deck(sites, found.closest, online=basemap_online()), height=520)
+st.pydeck_chart(figures.similarity_deck(sites, found.closest, online=basemap_online()), height=520)
 st.caption(f"Embeddings: **{found.space}**. A site's score: the {'best' if how == 'max' else 'mean'} cosine of its photos to the query; "
            "colour by rank among the sites (yellow: the most alike). Ringed red: the query's own sites; numbered: the closest others.")
 table = found.closest.assign(percentile=found.closest["percentile"] * 100)

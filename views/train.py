@@ -4,9 +4,10 @@ import time
 
 import streamlit as st
 
-from geoloc_core import jobqueue, jobs, viz
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.runs import FinetuneRun
+from geoloc_core.runs.folders import FinetuneRun
+from geoloc_core.server import jobqueue, jobs
+from views import figures
 from views.common import confirmed, editor, job_queue, queue_place, run_with_graphs, user_label
 
 st.header("Train")
@@ -72,7 +73,7 @@ def show(ft: FinetuneRun) -> None:
     if state == "failed":
         st.error((ft.read_status() or {}).get("error", "failed"))
     if any(r.get("kind") == "epoch" for r in records):
-        st.plotly_chart(viz.training_figure(records), width="stretch")
+        st.plotly_chart(figures.training_figure(records), width="stretch")
     rows = [r for r in records if r.get("kind") == "round"]
     if rows:
         st.dataframe([{k: r.get(k) for k in ("name", "acc", "macro_f1", "n_regions", "median_km", "next_n_regions")} for r in rows],

@@ -7,9 +7,9 @@ import pytest
 
 from conftest import TINY
 from corpus import exif_corpus, manifest_corpus
+from geoloc_core.base.images import decode_image
 from geoloc_core.cli import main
-from geoloc_core.images import decode_image
-from geoloc_core.ingest import load_photos
+from geoloc_core.ingest.photos import load_photos
 
 pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 

@@ -14,9 +14,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
-import geoloc_core.predictor as predictor_module
+import geoloc_core.locate.store as predictor_store_module
 from conftest import TINY
-from geoloc_core.runs import Folder
+from geoloc_core.runs.folders import Folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_load import one_compile_at_a_time  # noqa: E402
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run, monkeypatch):
     st.cache_resource.clear()
     loads = []
-    real_load = predictor_module.load_predictor
-    monkeypatch.setattr(predictor_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    real_load = predictor_store_module.load_predictor
+    monkeypatch.setattr(predictor_store_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     results, errors = {}, []
 
     def session(i: int) -> None:
@@ -66,13 +66,13 @@ def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run
 def test_two_jobs_on_one_data_set_at_once(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     common = ["--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--test-frac", "0.25"]
-    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core.cli", "run", str(manifest_folder), "--run", str(tmp_path / f"run{i}"),
+    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core", "run", str(manifest_folder), "--run", str(tmp_path / f"run{i}"),
                                *common], env=env, stderr=subprocess.PIPE) for i in range(2)]  # one embedding cache, two writers
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read().decode()[-2000:] for p in procs]
     a, b = (np.load(tmp_path / f"run{i}" / "embeddings.npy") for i in range(2))
     assert np.allclose(a, b)
     ft = ["finetune", "--rounds", "1", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8", "--device", "cpu"]
-    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core.cli", *ft, "--run", str(tmp_path / "run0"),
+    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core", *ft, "--run", str(tmp_path / "run0"),
                                "--out", str(tmp_path / f"ft{i}")], env=env, stderr=subprocess.PIPE) for i in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read().decode()[-2000:] for p in procs]
     for i in range(2):

@@ -8,12 +8,12 @@ import pytest
 
 from conftest import TINY
 from corpus import png_bomb
-from geoloc_core import finetune as ft
+from geoloc_core.base.images import MAX_PIXELS, ImageDecodeError, decode_image
 from geoloc_core.config import FinetuneConfig
-from geoloc_core.encoders import load_encoder
-from geoloc_core.images import MAX_PIXELS, ImageDecodeError, decode_image
-from geoloc_core.index import load_index
-from geoloc_core.locators import load_locator
+from geoloc_core.features.encoders import load_encoder
+from geoloc_core.learn import finetune as ft
+from geoloc_core.locate.index import load_index
+from geoloc_core.locate.locators import load_locator
 
 pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from geoloc_core.runs import FinetuneRun, Folder
+from geoloc_core.runs.folders import FinetuneRun, Folder
 
 pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessions
 
@@ -24,7 +24,7 @@ KILLS = 10
 
 
 def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "geoloc_core.cli", *args]
+    return [sys.executable, "-m", "geoloc_core", *args]
 
 
 def assert_nothing_torn(folder: Path) -> int:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import streamlit as st
 
-import geoloc_core.predictor as predictor_module
+import geoloc_core.locate.store as predictor_store_module
 from conftest import TINY, jpeg_bytes, textured
 from geoloc_core.cli import main
 from geoloc_core.config import FinetuneConfig
@@ -46,8 +46,8 @@ def test_eight_sessions_predict_and_open_every_page_while_a_fine_tuning_job_trai
     monkeypatch.setenv("GEOLOC_TILES", "off")  # nothing leaves this machine
     st.cache_resource.clear()
     loads = []
-    real_load = predictor_module.load_predictor
-    monkeypatch.setattr(predictor_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    real_load = predictor_store_module.load_predictor
+    monkeypatch.setattr(predictor_store_module, "load_predictor", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     warm = simulate(croatia_sized_run, 1, 1, timeout_s=300)  # the predictor is built and loaded here, once
     assert not warm.errors, warm.errors
     idle = simulate(croatia_sized_run, 8, 3, timeout_s=600)

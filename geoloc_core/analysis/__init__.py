@@ -1,0 +1,3 @@
+"""Questions asked of a whole run: Table 1 (`experiment`), every locator compared (`compare`), accuracy levers
+(`levers`), and views of a partition (`signatures`, `stability`, `coverage`).
+"""

@@ -1,0 +1,274 @@
+"""The paper's Table 1 for one data set: DT / GG / RNG x (w/o, FT1 .. FTn), plus Mesh and CPlaNet.
+
+Every row is graded on the same held-out locations with the same backbone. Beside accuracy and
+macro-F1 the table gives each row's region count and its location error (the predicted region's
+centroid against the truth): fine-tuned features reshape the regions themselves, so accuracy
+alone can flatter a row whose regions became fewer or easier. The baselines are trained for as
+many epochs as the whole FTn run (rounds x epochs) and sized to the region count of the best
+graph's last round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from geoloc_core.base import storage
+from geoloc_core.config import POLYGON_SETTINGS, CrossValConfig, FinetuneConfig
+from geoloc_core.evaluate.stats import (
+    distance_measures,
+    estimates,
+    location_folds,
+    location_weights,
+    paired,
+    weighted_mean,
+    weighted_median,
+    with_intervals,
+)
+from geoloc_core.features.towers import Suffix
+from geoloc_core.learn.classifier import RegionClassifier
+from geoloc_core.learn.finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, round_name, train_epoch
+from geoloc_core.regions.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
+from geoloc_core.runs import stages
+from geoloc_core.runs.folders import Experiment, FinetuneRun, Run
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["graph", "method", "acc", "chance_acc", "macro_f1", "n_regions", "median_km", "acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km"]
+
+
+def round_rows(ft: FinetuneRun, graph: str) -> list[dict]:
+    """The finished rounds of a fine-tuning folder, one row each (the last record of a round wins)."""
+    rounds = {r["round"]: r for r in ft.read_metrics() if r.get("kind") == "round"}
+    return [{"graph": graph, "method": rounds[k]["name"], **rounds[k], "held_out": str(ft.held_out(k))} for k in sorted(rounds)]
+
+
+def train_fixed(ctx: FinetuneContext, cfg: FinetuneConfig, label_sets: list[np.ndarray], epochs: int, backbone: bool = True,
+                r: int = 0) -> list[np.ndarray]:
+    """Train a fresh suffix (its blocks frozen with `backbone=False`: the head alone) on fixed label sets, one head each,
+    seeded as fine-tuning's round `r`; held-out log-probabilities per head."""
+    suffix = Suffix(ctx.encoder.model, cfg.unfrozen_blocks).to(ctx.device).requires_grad_(backbone)
+    n_classes = [int(labels.max()) + 1 for labels in label_sets]
+    model = RegionClassifier(suffix, n_classes, ctx.encoder.model.proj.shape[1], cfg.seed + r).to(ctx.device)
+    optimizer = make_optimizer(model, cfg)
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 1000 + epoch)
+        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, label_sets, cfg.batch_size, generator, ctx.device)
+        log.info("baseline epoch %d: loss %.3f, train acc %.3f", epoch, record["loss"], record["train_acc"])
+    return predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)
+
+
+def frozen_head_row(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun, out: Experiment) -> dict:
+    """w/o with FT1's own cosine head and schedule on the frozen backbone: FT1 minus this row is the backbone's gain alone
+    (the w/o row's linear probe is another classifier)."""
+    ctx = FinetuneContext(run_dir, cfg)
+    labels = ft.regions(0).labels()["region"].to_numpy()  # what FT1 learns
+    pred = train_fixed(ctx, cfg, [labels], cfg.epochs, backbone=False, r=1)[0].argmax(1)
+    held_out = out.held_out(f"{cfg.graph}_wo_cosine")
+    return {"graph": cfg.graph, "method": "w/o (cosine head)", "round": 0, **ctx.grade(pred, labels, held_out),
+            "n_regions": int(labels.max()) + 1, "held_out": str(held_out)}
+
+
+def baseline_rows(run_dir: Path, cfg: FinetuneConfig, target: int, out: Experiment) -> list[dict]:
+    """Mesh and CPlaNet-style rows at about `target` classes."""
+    ctx = FinetuneContext(run_dir, cfg)
+    train = ~ctx.is_test
+    xy = ctx.graph.site_xy_m[ctx.graph.site_of_photo]
+    epochs = cfg.epochs * cfg.rounds
+    mesh, cell_deg = mesh_labels(ctx.table.lat_deg, ctx.table.lon_deg, xy, train, target)
+    pred = train_fixed(ctx, cfg, [mesh], epochs)[0].argmax(1)
+    rows = [{"graph": "", "method": "Mesh", **ctx.grade(pred, mesh, out.held_out("mesh")), "n_regions": int(mesh.max()) + 1,
+             "cell_deg": cell_deg, "held_out": str(out.held_out("mesh"))}]
+    parts, cells = cplanet_partitions(xy, train, target, seed=cfg.seed)
+    pred = combine_log_probs(train_fixed(ctx, cfg, parts, epochs), cell_combos(parts, cells, train))
+    rows.append({"graph": "", "method": "CPlaNet", **ctx.grade(pred, cells, out.held_out("cplanet")), "n_regions": int(cells.max()) + 1,
+                 "partitions": [int(p.max()) + 1 for p in parts], "held_out": str(out.held_out("cplanet"))})
+    return rows
+
+
+def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] | None = None,
+                   out_dir: Path | None = None) -> pd.DataFrame:
+    """Fine-tune over each graph (default: every graph the run has; finished work resumes), add the baselines, write the table.
+
+    Mesh and CPlaNet match the region count of the first graph's last round (DT by default): a choice made in advance,
+    never by held-out accuracy, so the held-out photos shape no row.
+    """
+    run = Run(Path(run_dir).resolve())
+    out = Experiment(out_dir) if out_dir is not None else run.experiment
+    graphs = tuple(graphs or run.graphs())
+    rows = []
+    for graph in graphs:
+        ft = out.finetune(graph)
+        with ft.job():  # its state shows (and a killed experiment's folders read as stopped, to resume)
+            for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
+                log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
+        graph_rows = round_rows(ft, graph)
+        rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft, out)] + graph_rows[1:]
+    [matched] = [r for r in rows if r["graph"] == graphs[0] and r["method"] == round_name(cfg.rounds)]
+    rows += baseline_rows(run.root, cfg, target=int(matched["n_regions"]), out=out)
+    table = pd.DataFrame(rows)
+    storage.write_csv(out.table_csv, table)
+    storage.write_bytes(out.table_md, to_markdown(table).encode())
+    storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
+                                    "matched_regions": int(matched["n_regions"]), "matched_to": f"{matched['graph']} {matched['method']}"})
+    return table
+
+
+def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] | None = None, cv: CrossValConfig = CrossValConfig(),
+                   out_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The experiment on K folds over the run's locations: each fold is a run of its own split (graphs, weights,
+    regions, fine-tuning, baselines and the matched region count see only its other locations), every location is
+    held out once, and each row's figures come with a 95 % interval from a bootstrap over held-out locations.
+    Returns the table and the paired verdicts; a killed cross-validation resumes (finished work is kept).
+    """
+    run = Run(Path(run_dir).resolve())
+    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed)
+    graphs = tuple(graphs or run.graphs())
+    groups = run.photo_table().frame["group"].to_numpy()
+    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    tables = []
+    for i in range(cv.folds):
+        log.info("fold %d of %d", i + 1, cv.folds)
+        fold_run = out.fold(i)
+        prepare_fold(run, fold_run, fold == i, graphs)
+        tables.append(_finished_table(fold_run, cfg, graphs))
+        if tables[-1] is None:
+            tables[-1] = run_experiment(fold_run.root, cfg, graphs)
+    indexed = [t.assign(graph=t["graph"].fillna("")).set_index(["graph", "method"]) for t in tables]
+    per_fold = {key: [t.loc[key] for t in indexed] for key in indexed[0].index}
+    held_out = {key: pd.concat([pd.read_csv(row["held_out"]) for row in rows], ignore_index=True) for key, rows in per_fold.items()}
+    order = np.concatenate([np.flatnonzero(fold == i) for i in range(cv.folds)])  # every row's photos, in this order
+    for key, answers in held_out.items():
+        if not np.array_equal(answers["photo"].to_numpy(), order):
+            raise RuntimeError(f"{out.root}: the held-out answers of {key} are not this cross-validation's photos")
+    weights = location_weights(groups[order], seed=cv.fold_seed)
+    sizes = np.bincount(fold, minlength=cv.folds)  # held-out photos per fold: the weight of its per-fold figures
+    table = pd.DataFrame([_cv_row(key, held_out[key], per_fold[key], sizes, weights) for key in per_fold])
+    verdicts = pd.DataFrame(_experiment_verdicts(held_out, graphs, cfg.rounds, weights))
+    storage.write_csv(out.table_csv, table)
+    storage.write_csv(out.verdicts, verdicts)
+    storage.write_bytes(out.table_md, to_markdown(with_intervals(table)).encode())
+    storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root), "cross_validation": cv})
+    return table, verdicts
+
+
+def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[FinetuneRun]:
+    """Each fold's finished fine-tuning over `cfg.graph` (run here where missing, resumed where killed): the fine-tuned
+    backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and folders, so either
+    reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as these."""
+    run = Run(Path(run_dir).resolve())
+    out = run.cross_validation(cv.folds, cv.fold_seed)
+    fold = location_folds(run.photo_table().frame["group"].to_numpy(), cv.folds, cv.fold_seed)
+    done = []
+    for i in range(cv.folds):
+        fold_run = out.fold(i)
+        prepare_fold(run, fold_run, fold == i, (cfg.graph,))
+        ft = fold_run.experiment.finetune(cfg.graph)
+        saved = ft.read_config().get("finetune")
+        if saved is not None and {**saved, "device": cfg.device} != storage.to_jsonable(cfg):
+            raise ValueError(f"{ft.root} was fine-tuned with other settings ({saved}); ask for those, or remove the folder")
+        if len(ft.round_checkpoints()) < cfg.rounds or not all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1)):
+            log.info("fold %d of %d: fine-tuning %s", i + 1, cv.folds, cfg.graph)
+            with ft.job():
+                for result in finetune_rounds(fold_run.root, cfg, out_dir=ft.root):
+                    log.info("fold %d %s: acc %.3f, %d regions", i + 1, result.name, result.metrics["acc"], result.metrics["n_regions"])
+        done.append(ft)
+    return done
+
+
+def _finished_table(fold: Run, cfg: FinetuneConfig, graphs: tuple[str, ...]) -> pd.DataFrame | None:
+    """A fold's table from an earlier call with the same settings (a resumed cross-validation retrains nothing)."""
+    done = fold.experiment
+    recorded = done.read_config()
+    if not done.table_csv.exists() or recorded.get("finetune") != storage.to_jsonable(cfg) or tuple(recorded.get("graphs", ())) != graphs:
+        return None
+    return pd.read_csv(done.table_csv, keep_default_na=False, na_values=[""]).assign(graph=lambda t: t["graph"].fillna(""))
+
+
+def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ...]) -> None:
+    """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions.
+
+    A fold cut for another split, from other photos or embeddings (the parent re-ingested, re-embedded) or with other
+    graph or region settings is removed
+    whole, its fine-tuning with it: nothing of it may pass for this fold's. The same fold asked for another graph keeps
+    its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs it had come out the same).
+    """
+    parent = run.pipeline_config()
+    cut = {k: v for k, v in storage.to_jsonable(parent.regions).items() if k not in POLYGON_SETTINGS}  # polygons: not graded
+    settings = json.dumps(storage.to_jsonable({"regions": cut, "graph": parent.graph}), sort_keys=True)
+    key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
+                       + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
+    same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()
+    if same and all(fold.regions(g).exists() for g in graphs):
+        return  # already cut: a resumed cross-validation keeps it
+    if not same and fold.exists():
+        shutil.rmtree(fold.root)
+    fold.root.mkdir(parents=True, exist_ok=True)  # the same fold asked for more graphs: its finished work stays
+    for name in ("photos", "ingest_meta", "embeddings", "patches", "embed_meta"):
+        source, link = getattr(run, name), getattr(fold, name)
+        if source.exists() and not link.exists():
+            link.symlink_to(source.resolve())
+    fold.record_config("ingest", parent.ingest)
+    fold.record_config("embed", parent.embed)
+    stages.run_graph(fold.root, dataclasses.replace(parent.graph, kinds=graphs), is_test=is_test)
+    stages.cut_regions(fold.root, parent.regions, graphs)
+    fold.record_config("fold", {"of": str(run.root), "key": key.hexdigest()})  # last: a fold cut halfway is cut again
+
+
+def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Series], sizes: np.ndarray, weights: np.ndarray) -> dict:
+    correct = (answers["region"] == answers["pred"]).to_numpy(np.float64)
+    measures = {"acc": (correct, weighted_mean)} | distance_measures(answers["error_km"].to_numpy(np.float64))
+    row = {"graph": key[0], "method": key[1], **estimates(measures, weights)}
+    for k in ("chance_acc", "majority_acc", "macro_f1", "n_regions"):  # per fold; the mean over folds, by held-out photos
+        row[k] = float(np.average([float(f.get(k, np.nan)) for f in per_fold], weights=sizes))
+    return row | {"folds": len(per_fold), "round": per_fold[0].get("round", np.nan)}
+
+
+def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, weights: np.ndarray) -> list[dict]:
+    """The comparisons that matter, paired on the same held-out photos: FT_r against w/o per graph; the first graph's
+    last round (the one the baselines are matched to) against Mesh and CPlaNet; the graphs' last rounds against each other.
+
+    Accuracy is compared only where both rows classify into the same partition (FT1 and the w/o rows learn the w/o
+    regions); across partitions, fewer or larger regions would make a "better" accuracy, so there the verdict is on
+    km error alone. Each verdict is at 95 % on its own, not corrected for the number of comparisons.
+    """
+    last = round_name(rounds)
+    pairs = [((g, round_name(r)), (g, base)) for g in graphs for r in range(1, rounds + 1) for base in ("w/o (cosine head)", "w/o")]
+    pairs += [((graphs[0], last), ("", baseline)) for baseline in ("Mesh", "CPlaNet")]
+    pairs += [((a, last), (b, last)) for i, a in enumerate(graphs) for b in graphs[i + 1:]]
+    same_partition = {(g, "FT1") for g in graphs}
+    rows = []
+    for a, b in pairs:
+        if a not in held_out or b not in held_out:
+            continue
+        x, y = held_out[a], held_out[b]
+        metrics = [("median_km", False, lambda d: d["error_km"].to_numpy(np.float64), weighted_median)]
+        if a in same_partition and b[1].startswith("w/o"):
+            metrics.insert(0, ("acc", True, lambda d: (d["region"] == d["pred"]).to_numpy(np.float64), weighted_mean))
+        for metric, higher_is_better, values, statistic in metrics:
+            rows.append({"comparison": f"{' '.join(a).strip()} vs {' '.join(b).strip()}", "metric": metric,
+                         **paired(values(x), values(y), weights, statistic, higher_is_better)})
+    return rows
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = [c for c in COLUMNS if c in table]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table[cols].iterrows():
+        cells = [_cell(c, v) for c, v in row.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value) -> str:
+    if column == "median_km" and isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 else f"{value:.3f}"  # km at country scale, metres show at campus scale
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,171 @@
+"""Where regions may lie: land from Natural Earth (offline), or the analyst's own boundary file.
+
+Voronoi cells over the sites cover whatever lies between them: for a coast that is sea, for a
+border region the neighbouring country. `clip_area` says what to clip them to, from a run's
+`RegionConfig`; `regions.region_polygons` does the clipping in the run's metric plane.
+
+Natural Earth here is geopandas 0.14's bundled 1:110m countries: it needs no network, but it is
+coarse (a coast can be a few km off and small islands are missing), so with `clip="land"` a site
+that falls at sea keeps a disc of `site_buffer_km` around it rather than losing its cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geoloc_core.config import RegionConfig
+
+log = logging.getLogger(__name__)
+
+LAND_NAME = "land (Natural Earth 1:110m)"
+KML_NS = "http://www.opengis.net/kml/2.2"
+CRS = "EPSG:4326"
+
+
+@lru_cache(maxsize=1)
+def countries() -> gpd.GeoDataFrame:
+    """Natural Earth 1:110m countries (name, iso_a3, geometry) in EPSG:4326, from geopandas' bundled copy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # geopandas 0.14 warns that the dataset leaves in 1.0: the pin keeps it
+        frame = gpd.read_file(gpd.datasets.get_path("naturalearth_lowres"))
+    return frame[["name", "iso_a3", "geometry"]]
+
+
+@lru_cache(maxsize=1)
+def land() -> shapely.Geometry:
+    """All land as one (multi)polygon in lon/lat degrees: the union of the Natural Earth countries."""
+    geometry = shapely.union_all(countries().geometry.to_numpy())
+    shapely.prepare(geometry)
+    return geometry
+
+
+def read_boundary(path: str | Path) -> shapely.Geometry:
+    """A boundary file (GeoPackage, GeoJSON, Shapefile or a .zip holding one, KML) -> its polygons' union in EPSG:4326.
+
+    A file that states no CRS is taken to be in lon/lat degrees (as GeoJSON and KML always are).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"boundary file {path} not found")
+    frame = _read_any(path)
+    if frame.crs is None:
+        log.warning("%s states no CRS: taken as WGS 84 lon/lat (EPSG:4326)", path)
+        frame = frame.set_crs("EPSG:4326")
+    polygons = [g for g in frame.to_crs("EPSG:4326").geometry if g is not None and g.geom_type in ("Polygon", "MultiPolygon")]
+    if not polygons:
+        raise ValueError(f"boundary file {path} holds no polygons")
+    geometry = shapely.make_valid(shapely.union_all(polygons))
+    shapely.prepare(geometry)
+    return geometry
+
+
+def _read_any(path: Path) -> gpd.GeoDataFrame:
+    if path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as z:
+            shp = [n for n in z.namelist() if n.lower().endswith(".shp")]
+        if not shp:
+            raise ValueError(f"{path} holds no Shapefile (.shp)")
+        return gpd.read_file(f"zip://{path.resolve()}!{shp[0]}")
+    if path.suffix.lower() == ".kml":
+        return read_kml(path)
+    return gpd.read_file(path)
+
+
+@dataclass(frozen=True)
+class ClipArea:
+    """An area to clip region polygons to.
+
+    Attributes:
+        geometry: (multi)polygon in lon/lat degrees (EPSG:4326).
+        name: what it is, for reports ("land (Natural Earth 1:110m)", "boundary parish.gpkg").
+        tile: True for a boundary: the regions cover all of it (cells extended over it); False for land:
+            the regions stay within the sites' hull as well.
+        buffer_km: a disc of this radius around each site outside `geometry` keeps a polygon (0: none).
+    """
+
+    geometry: shapely.Geometry
+    name: str
+    tile: bool = False
+    buffer_km: float = 0.0
+
+    def outside(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        """(N,) True where a point lies outside the area (its edge counts as inside)."""
+        return ~shapely.intersects_xy(self.geometry, np.asarray(lon_deg, float), np.asarray(lat_deg, float))
+
+
+def clip_area(cfg: RegionConfig, lat_deg: np.ndarray, lon_deg: np.ndarray) -> ClipArea | None:
+    """What a run's region settings clip its polygons to (the photos at `lat_deg`, `lon_deg` pick the countries):
+    the boundary file, else land or the photos' countries, else nothing (the hull alone)."""
+    if cfg.boundary:
+        return boundary_area(cfg.boundary)
+    if cfg.clip == "land":
+        return ClipArea(land(), LAND_NAME, tile=False, buffer_km=cfg.site_buffer_km)
+    if cfg.clip == "country":
+        names, geometry = home_countries(lat_deg, lon_deg)
+        return ClipArea(geometry, f"{', '.join(names)} (Natural Earth 1:110m)", tile=False, buffer_km=cfg.site_buffer_km)
+    return None
+
+
+COUNTRY_MIN_SHARE = 0.05  # a country holding fewer of the photos than this is not theirs (a coarse border, a stray photo)
+
+
+def home_countries(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[list[str], shapely.Geometry]:
+    """The Natural Earth countries that hold at least COUNTRY_MIN_SHARE of the points, and their union."""
+    frame = countries()
+    lon, lat = np.asarray(lon_deg, float), np.asarray(lat_deg, float)
+    share = np.array([shapely.intersects_xy(g, lon, lat).mean() if len(lon) else 0.0 for g in frame.geometry])
+    keep = share >= COUNTRY_MIN_SHARE
+    if not keep.any():
+        return [LAND_NAME], land()
+    geometry = shapely.union_all(frame.geometry[keep].to_numpy())
+    shapely.prepare(geometry)
+    return frame["name"][keep].tolist(), geometry
+
+
+def boundary_area(path: str | Path) -> ClipArea:
+    return ClipArea(read_boundary(path), f"boundary {Path(path).name}", tile=True)
+
+
+def read_kml(path: Path) -> gpd.GeoDataFrame:
+    """A KML file's placemarks, every folder's, with their SchemaData attributes as columns (and `layer`: the folder)."""
+    import fiona
+
+    frames = []
+    attributes = _kml_attributes(Path(path))
+    for layer in fiona.listlayers(str(path)):
+        geometry = gpd.read_file(path, layer=layer, driver="KML", allow_unsupported_drivers=True)  # GDAL reads KML; fiona does not list it
+        rows = attributes.get(layer, [{}] * len(geometry))
+        frame = pd.DataFrame(rows, index=geometry.index) if rows else pd.DataFrame(index=geometry.index)
+        frames.append(gpd.GeoDataFrame(frame.assign(layer=layer), geometry=geometry.geometry.to_numpy(), crs=CRS))
+    if not frames:
+        raise ValueError(f"{path} holds no placemarks")
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=CRS)
+
+
+def _kml_attributes(path: Path) -> dict[str, list[dict]]:
+    """{folder name: [SimpleData of each placemark, typed by its Schema]}."""
+    ns = {"k": KML_NS}
+    root = ET.parse(path).getroot()
+    types = {f"#{s.get('id')}": {f.get("name"): f.get("type") for f in s.findall("k:SimpleField", ns)} for s in root.iter(f"{{{KML_NS}}}Schema")}
+    cast = {"int": int, "double": float, "float": float}
+    out: dict[str, list[dict]] = {}
+    for folder in root.iter(f"{{{KML_NS}}}Folder"):
+        name = folder.findtext("k:name", default="", namespaces=ns)
+        rows = []
+        for mark in folder.findall("k:Placemark", ns):
+            data = mark.find("k:ExtendedData/k:SchemaData", ns)
+            kinds = types.get(data.get("schemaUrl"), {}) if data is not None else {}
+            rows.append({d.get("name"): cast.get(kinds.get(d.get("name")), str)(d.text or "") for d in (data if data is not None else [])})
+        out[name] = rows
+    return out

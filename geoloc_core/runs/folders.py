@@ -1,0 +1,601 @@
+"""The run folder contract: every artefact of a run is named here, once, and read back from here.
+
+A run folder (`runs/NAME`) is what `geoloc run` and its stages write; a fine-tuning folder, an
+experiment folder and a saved predictor live inside it. Every other module and every page asks
+these classes for a path or a reader; none of them spells a file name.
+
+    RUN/
+      config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
+      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos, rejections and why
+      embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
+      embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: test-time views)
+      split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
+      graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
+      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside the clip area), per region, polygons
+      prefix_{encoder}_k{k}_{photos}.npy                     fine-tuning's cached frozen-prefix tokens
+      finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
+      experiment/  table.csv  table.md  finetune_{graph}/    Experiment (held_out_*.csv: per-photo answers)
+      experiment_k{K}_seed{S}/  verdicts.csv  fold{i}/       cross-validated Experiment; each fold a Run
+      predictor_{descriptor}_{database}_{settings}/          PredictorStore
+      held_out_{kind}.csv                                    evaluate: the w/o probe's answer per held-out photo
+      compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
+      compare_folds.csv)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from geoloc_core.base import storage
+from geoloc_core.config import GRAPHS, PipelineConfig, RegionConfig
+from geoloc_core.base.geo import LocalProjection
+from geoloc_core.ingest.photos import IngestReport, PhotoTable
+from geoloc_core.regions.partition import SiteGraph, region_areas_km2
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def run_in(root: Path, name: str) -> Path:
+    """`root/name` for a new run's plain name; refuses names that are empty, hidden, or that leave `root`."""
+    if not RUN_NAME.fullmatch(name or "") or ".." in name:
+        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (no slashes, no '..', not starting with '.')")
+    path = (Path(root) / name).resolve()
+    if path.parent != Path(root).resolve():
+        raise ValueError(f"run name {name!r} leaves {root}")
+    return path
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What every job folder has: its settings, its metrics records, its state and its log."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "job.log"
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def read_config(self) -> dict[str, Any]:
+        return storage.read_json(self.config) if self.config.exists() else {}
+
+    def record_config(self, section: str, cfg: Any) -> None:
+        """Merge one section into config.json, so the file always says how every artefact was made."""
+        storage.write_json(self.config, {**self.read_config(), section: storage.to_jsonable(cfg)})
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        storage.append_jsonl(self.metrics, record)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return storage.read_jsonl(self.metrics)
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        """running / done / failed, the pid and any detail, for a page that polls the job."""
+        storage.write_json(self.status, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
+
+    def read_status(self) -> dict[str, Any] | None:
+        return storage.read_json(self.status) if self.status.exists() else None
+
+    def state(self) -> str | None:
+        """running / done / failed / stopped (said running, but its process is gone), queued (waiting in the job queue,
+        `jobqueue`), or None before any."""
+        status = self.read_status()
+        if status is None:
+            return None
+        if status["state"] == "running" and not storage.pid_alive(int(status["pid"])):
+            return "stopped"
+        return status["state"]
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        """The folder's state around the work in the block: running, then done, failed, or stopped (SIGTERM, Ctrl-C)."""
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:  # signal handlers belong to the main thread; a job started from a thread is stopped another way
+            previous = signal.signal(signal.SIGTERM, _raise_stop)
+            # a job started from a thread that blocks SIGTERM (a server's) inherits the block: undo it, or Stop never lands
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        self.write_status("running")
+        try:
+            yield
+        except (SystemExit, KeyboardInterrupt):
+            self.write_status("stopped")
+            raise
+        except BaseException as exc:
+            self.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        self.write_status("done")
+
+    def write_progress(self, phase: str, done: int, total: int) -> None:
+        """Where a long phase is (caching tokens, an epoch, re-embedding): the page draws it as a bar."""
+        storage.write_json(self.progress, {"phase": phase, "done": int(done), "total": int(total), "time": time.time()})
+
+    def read_progress(self) -> dict[str, Any] | None:
+        try:
+            return storage.read_json(self.progress)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+
+@dataclass(frozen=True)
+class RegionFiles:
+    """One partition's three files: `{stem}.csv` (region per photo), `{stem}_summary.csv`, `{stem}.geojson`."""
+
+    stem: Path
+
+    @property
+    def csv(self) -> Path:
+        return self.stem.with_name(self.stem.name + ".csv")
+
+    @property
+    def summary(self) -> Path:
+        return self.stem.with_name(self.stem.name + "_summary.csv")
+
+    @property
+    def geojson(self) -> Path:
+        return self.stem.with_name(self.stem.name + ".geojson")
+
+    def exists(self) -> bool:
+        return self.csv.exists()
+
+    def remove(self) -> None:
+        for path in (self.csv, self.summary, self.geojson):
+            path.unlink(missing_ok=True)
+
+    def write(self, labels: pd.DataFrame, summary: pd.DataFrame, polygons: gpd.GeoDataFrame) -> None:
+        storage.write_csv(self.csv, labels)
+        storage.write_csv(self.summary, summary)
+        storage.write_bytes(self.geojson, polygons.to_json().encode())
+
+    def labels(self) -> pd.DataFrame:
+        """path, region, test, outside: one row per photo of the run, in photos.csv order.
+
+        `outside`: the photo lies outside the area the polygons were clipped to (False in files written before clipping)."""
+        frame = pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
+        return frame if "outside" in frame else frame.assign(outside=False)
+
+    def geodataframe(self) -> gpd.GeoDataFrame:
+        """The polygons with their summary row (region, n_photos, lat_deg, lon_deg, area_km2) in EPSG:4326."""
+        return gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
+
+    def polygons(self) -> dict:
+        return json.loads(self.geojson.read_text())
+
+    def read_summary(self) -> pd.DataFrame:
+        summary = pd.read_csv(self.summary)
+        if "area_km2" not in summary:  # written before regions recorded their areas
+            frame = gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
+            areas = pd.DataFrame({"region": frame["region"], "area_km2": region_areas_km2(frame)})
+            summary = summary.merge(areas, on="region", how="left")
+        return summary
+
+
+@dataclass(frozen=True)
+class FinetuneRun(Folder):
+    """A fine-tuning folder: checkpoints, and per round k the regions cut from its features and its embeddings."""
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    def round_checkpoint(self, r: int) -> Path:
+        return self.root / "checkpoints" / f"round{r}.pt"
+
+    def round_checkpoints(self) -> dict[int, Path]:
+        """{round: checkpoint} of the rounds this folder finished."""
+        found = {}
+        for p in (self.root / "checkpoints").glob("round*.pt"):
+            if p.stem.removeprefix("round").isdigit():
+                found[int(p.stem.removeprefix("round"))] = p
+        return dict(sorted(found.items()))
+
+    def regions(self, r: int) -> RegionFiles:
+        """The regions cut from round r's features (r = 0: the pretrained ones), which round r + 1 learns."""
+        return RegionFiles(self.root / f"regions_r{r}")
+
+    def region_rounds(self) -> list[int]:
+        return sorted(int(p.stem.removeprefix("regions_r")) for p in self.root.glob("regions_r*.geojson")
+                      if p.stem.removeprefix("regions_r").isdigit())
+
+    def embeddings(self, r: int) -> Path:
+        return self.root / f"embeddings_r{r}.npy"
+
+    def held_out(self, r: int) -> Path:
+        """Round r's answer for each held-out photo (photo, region, pred, error_km): the unit of every interval."""
+        return self.root / f"held_out_r{r}.csv"
+
+    def run_dir(self) -> Path:
+        """The run this folder fine-tunes (recorded absolute; a relative record from older versions is read against the
+        folder it was written in, else this folder's parents)."""
+        recorded = Path(self.read_config()["run_dir"])
+        if recorded.is_absolute():
+            return recorded
+        for parent in self.root.resolve().parents:
+            if (parent / "photos.csv").exists():
+                return parent
+        return recorded.resolve()
+
+
+@dataclass(frozen=True)
+class Experiment(Folder):
+    """`geoloc experiment`: one fine-tuning folder per graph and the table."""
+
+    @property
+    def table_csv(self) -> Path:
+        return self.root / "table.csv"
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / "table.md"
+
+    def finetune(self, graph: str) -> FinetuneRun:
+        return FinetuneRun(self.root / f"finetune_{graph}")
+
+    def held_out(self, row: str) -> Path:
+        """A baseline row's answer for each held-out photo (`row`: a slug such as "mesh")."""
+        return self.root / f"held_out_{row}.csv"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.root / "verdicts.csv"
+
+    def fold(self, i: int) -> Run:
+        """Fold i of a cross-validated experiment: a run of its own split over the parent run's photos."""
+        return Run(self.root / f"fold{i}")
+
+
+@dataclass(frozen=True)
+class PredictorStore:
+    """A saved predictor: index, database, vocabulary, verifier, calibration errors; `predictor.json` is written last."""
+
+    root: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "predictor.json"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.faiss"
+
+    @property
+    def db(self) -> Path:
+        return self.root / "db.csv"
+
+    @property
+    def vocabulary(self) -> Path:
+        return self.root / "vocabulary.npy"
+
+    @property
+    def verifier(self) -> Path:
+        return self.root / "verifier.safetensors"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration_errors.npy"
+
+    @property
+    def region_probe(self) -> Path:
+        """The hierarchy's region classifier: (D + 1, R) linear weights, its classes in `meta`."""
+        return self.root / "region_probe.npy"
+
+    @property
+    def familiarity(self) -> Path:
+        return self.root / "familiar_similarities.npy"
+
+    def read_meta(self) -> dict[str, Any]:
+        return storage.read_json(self.meta) if self.meta.exists() else {}
+
+
+@dataclass(frozen=True)
+class PartitionSources:
+    """One partition's inputs: the embeddings it was cut from, the round whose cosine head predicts its regions (its
+    checkpoint and the embeddings that head reads; None for the run's w/o regions), the held-out answers of every
+    classifier graded on it (by name), and the region settings it was cut with."""
+
+    features: Path
+    head: Path | None
+    head_features: Path | None
+    held_out: dict[str, Path]
+    regions: RegionConfig
+
+
+def _existing(paths: dict[str, Path]) -> dict[str, Path]:
+    return {name: p for name, p in paths.items() if p.exists()}
+
+
+@dataclass(frozen=True)
+class Run(Folder):
+    """A run folder: the stages' artefacts (see the module docstring) and the folders inside it."""
+
+    # ingest
+    @property
+    def photos(self) -> Path:
+        return self.root / "photos.csv"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected.csv"
+
+    @property
+    def ingest_meta(self) -> Path:
+        return self.root / "ingest.json"
+
+    # embed
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings.npy"
+
+    def view_embeddings(self, view: str) -> Path:
+        """The photos seen in one view (`embed.VIEWS`: the mirror image, a corner crop) embedded, for test-time views
+        (`pipeline.view_embeddings`); made on demand."""
+        return self.root / f"embeddings_{view}.npy"
+
+    @property
+    def patches(self) -> Path:
+        return self.root / "patches.npy"
+
+    @property
+    def embed_meta(self) -> Path:
+        return self.root / "embed.json"
+
+    def shards(self, encoder_key: str) -> Path:
+        return self.root / "shards" / encoder_key
+
+    # graph
+    @property
+    def split(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def sites(self) -> Path:
+        return self.root / "sites.csv"
+
+    @property
+    def site_of_photo(self) -> Path:
+        return self.root / "site_of_photo.npy"
+
+    def graph(self, kind: str) -> Path:
+        return self.root / f"graph_{kind}.npy"
+
+    def graphs(self) -> list[str]:
+        """The proximity graphs this run has built, in the usual order."""
+        return [k for k in GRAPHS if self.graph(k).exists()]
+
+    # regions
+    def regions(self, kind: str) -> RegionFiles:
+        """The w/o regions: Louvain on the pretrained features."""
+        return RegionFiles(self.root / f"regions_{kind}")
+
+    # fine-tuning
+    def prefix_tokens(self, encoder_key: str, unfrozen_blocks: int, photos_digest: str) -> Path:
+        """The photos' frozen-prefix tokens; a fold shares those of the run it was cut from (the same photos)."""
+        return self.photos_home / f"prefix_{encoder_key}_k{unfrozen_blocks}_{photos_digest}.npy"
+
+    @property
+    def photos_home(self) -> Path:
+        """The folder whose photos these are: this run's, or, for a fold of a cross-validated experiment, its parent's."""
+        return Path(self.read_config().get("fold", {}).get("of", self.root))
+
+    def finetune_dirs(self, graph: str = "*") -> list[FinetuneRun]:
+        """The fine-tuning folders for `graph` (a glob): `geoloc finetune`'s, then `geoloc experiment`'s."""
+        found = [*sorted(self.root.glob(f"finetune_{graph}")), *sorted(self.root.glob(f"finetune_{graph}-*")),
+                 *sorted(self.experiment.root.glob(f"finetune_{graph}"))]
+        return [FinetuneRun(p) for p in dict.fromkeys(found) if p.is_dir()]
+
+    def new_finetune(self, graph: str) -> FinetuneRun:
+        """A folder for a new fine-tuning run over `graph`: `finetune_{graph}`, or `-2`, `-3`, ... once that is taken."""
+        candidates = (self.root / (f"finetune_{graph}" + (f"-{n}" if n > 1 else "")) for n in range(1, 10_000))
+        return FinetuneRun(next(p for p in candidates if not p.exists()))
+
+    def round_checkpoints(self, graph: str = "*") -> list[Path]:
+        """Every round checkpoint of every fine-tuning folder for `graph`."""
+        return sorted(p for ft in self.finetune_dirs(graph) for p in ft.round_checkpoints().values())
+
+    def latest_round(self, graph: str) -> tuple[FinetuneRun, int] | None:
+        """The highest finished round for `graph` (the newer where two folders reached it): (its folder, the round)."""
+        rounds = [(r, p.stat().st_mtime, ft) for ft in self.finetune_dirs(graph) for r, p in ft.round_checkpoints().items()]
+        if not rounds:
+            return None
+        r, _, ft = max(rounds, key=lambda t: t[:2])
+        return ft, r
+
+    def finished_rounds(self, graph: str) -> list[int]:
+        """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the backbones
+        a predictor can retrieve with (`PredictorConfig.ft_round`)."""
+        return sorted({r for ft in self.finetune_dirs(graph) for r in ft.round_checkpoints() if ft.embeddings(r).exists()})
+
+    def finetune_round(self, graph: str, r: int) -> FinetuneRun:
+        """The newest fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded photos)."""
+        done = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]
+        if not done:
+            raise FileNotFoundError(f"{self.root}: no fine-tuning over {graph.upper()} finished round {r} (geoloc finetune --graph {graph})")
+        return max(done, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime)
+
+    def iterations(self, graph: str) -> dict[str, RegionFiles]:
+        """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
+        found = {"w/o": self.regions(graph)} if self.regions(graph).exists() else {}
+        for ft in self.finetune_dirs(graph):
+            tag = "" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}" else f" ({ft.root.relative_to(self.root)})"
+            for k in ft.region_rounds():
+                found[(f"after FT{k}" if k else "w/o (fine-tuning run)") + tag] = ft.regions(k)
+        return found
+
+    def held_out(self, kind: str) -> Path:
+        """The w/o linear probe's answer for each held-out photo of `kind`'s regions (photo, region, pred, error_km)."""
+        return self.root / f"held_out_{kind}.csv"
+
+    def partition_sources(self, regions: RegionFiles) -> PartitionSources:
+        """What one partition (an entry of `iterations`) was cut from and which classifiers were graded on it."""
+        parent, name = regions.stem.parent, regions.stem.name
+        if parent == self.root:
+            kind = name.removeprefix("regions_")
+            return PartitionSources(self.embeddings, None, None, _existing({"w/o linear probe": self.held_out(kind)}),
+                                    self.pipeline_config().regions)
+        ft, k = FinetuneRun(parent), int(name.removeprefix("regions_r"))
+        head, head_emb = ft.round_checkpoint(k + 1), ft.embeddings(k + 1)
+        graded = ({"w/o linear probe": ft.held_out(0)} if k == 0 else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
+        return PartitionSources(ft.embeddings(k), head if head.exists() else None, head_emb if head.exists() else None,
+                                _existing(graded), RegionConfig(**ft.read_config().get("regions", {})))
+
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.root / "experiment")
+
+    def cross_validation(self, folds: int, seed: int) -> Experiment:
+        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`)."""
+        return Experiment(self.root / f"experiment_k{folds}_seed{seed}")
+
+    def cross_validations(self) -> list[Experiment]:
+        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
+
+    # prediction and comparison
+    def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:
+        """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings digest."""
+        return PredictorStore(self.root / f"predictor_{descriptor}_{database}_{settings}")
+
+    @property
+    def compare_table(self) -> Path:
+        return self.root / "compare.csv"
+
+    @property
+    def compare_predictions(self) -> Path:
+        return self.root / "compare_predictions.csv"
+
+    @property
+    def compare_verdicts(self) -> Path:
+        return self.root / "compare_verdicts.csv"
+
+    @property
+    def compare_folds(self) -> Path:
+        return self.root / "compare_folds.csv"
+
+    @property
+    def levers_table(self) -> Path:
+        return self.root / "levers.csv"
+
+    @property
+    def levers_verdicts(self) -> Path:
+        return self.root / "levers_verdicts.csv"
+
+    @property
+    def levers_errors(self) -> Path:
+        return self.root / "levers_errors.csv"
+
+    # readers
+    def pipeline_config(self) -> PipelineConfig:
+        sections = {f.name for f in dataclasses.fields(PipelineConfig)}
+        return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})
+
+    def region_clip(self) -> str:
+        """What the run's region polygons were clipped to, as recorded: a boundary file, "land", "country" or "hull"
+        (also for regions cut before polygons were clipped)."""
+        recorded = self.read_config().get("regions", {})
+        return recorded.get("boundary") or recorded.get("clip", "hull")
+
+    def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
+        storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
+        storage.write_csv(self.photos, table.frame)
+        storage.write_json(self.ingest_meta, {"root": str(table.root), "n_candidates": report.n_candidates,
+                                              "n_accepted": report.n_accepted, "n_rejected": len(report.rejected),
+                                              "warnings": report.warnings})
+
+    def photo_table(self) -> PhotoTable:
+        if not self.ingest_meta.exists():
+            raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
+        meta = storage.read_json(self.ingest_meta)
+        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str}, keep_default_na=False)
+        return PhotoTable(root=Path(meta["root"]), frame=frame)
+
+    def read_ingest_meta(self) -> dict[str, Any]:
+        return storage.read_json(self.ingest_meta)
+
+    def read_rejected(self) -> pd.DataFrame:
+        return pd.read_csv(self.rejected, dtype=str, keep_default_na=False)
+
+    def read_split(self) -> tuple[LocalProjection, np.ndarray]:
+        """The local metric projection and the (N,) held-out flags."""
+        meta = storage.read_json(self.split)
+        return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
+
+    def write_split(self, projection: LocalProjection, is_test: np.ndarray) -> None:
+        storage.write_json(self.split, {"projection": dataclasses.asdict(projection), "is_test": np.asarray(is_test).tolist()})
+
+    def read_embeddings(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The unit photo embeddings, and the patch tokens (memory-mapped) if the run kept them, else None."""
+        patches = storage.read_npy(self.patches, mmap=True) if self.patches.exists() else None
+        return storage.read_npy(self.embeddings), patches
+
+    def read_sites(self) -> pd.DataFrame:
+        """site, lat_deg, lon_deg, x_m, y_m, train: the distinct photo locations."""
+        return pd.read_csv(self.sites)
+
+    def site_graph(self, kind: str) -> SiteGraph:
+        """The graph stage's artefacts for one graph kind."""
+        if not self.graph(kind).exists():
+            raise FileNotFoundError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})")
+        sites = self.read_sites()
+        return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
+                         train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),
+                         is_test=self.read_split()[1])
+
+    def graph_edges_latlon(self, kind: str) -> pd.DataFrame:
+        """The graph's edges as coordinate pairs (lat0, lon0, lat1, lon1), for drawing."""
+        sites, e = self.read_sites(), storage.read_npy(self.graph(kind))
+        lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
+        return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
+
+
+
+def _raise_stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A cheap version stamp of files (path, size, mtime; missing ones count too): keys for caches held in memory."""
+    stamps = []
+    for p in paths:
+        try:
+            st = Path(p).stat()
+            stamps.append(f"{p}:{st.st_size}:{st.st_mtime_ns}")
+        except FileNotFoundError:
+            stamps.append(f"{p}:-")
+    return ";".join(stamps)

@@ -1,0 +1,143 @@
+"""Who may do what on a shared server: the server's settings, the folders photos may come from, and read-only viewers.
+
+One server, one `ServerConfig`, read once (`server_config()`): each field from `GEOLOC_<FIELD>`, else from the TOML
+file `GEOLOC_CONFIG` (default `.streamlit/geoloc.toml` beside the app), else its default (`config.py`):
+
+    # .streamlit/geoloc.toml
+    data_roots = ["/srv/photos", "/home/shared/survey-2024"]
+    mode = "editor"          # or "viewer"
+    max_jobs = 2             # 0: one per two cores
+    state_dir = "/var/lib/geoloc/queue"
+
+A path a user types (the Data page's "Folder or manifest") is resolved with `resolve_source`: `..` is refused
+outright, a relative path is looked up under each root, and the resolved path (every symlink followed) must lie
+under a resolved root. The job the app starts checks the same roots again (`check_source`, in `pipeline.run_ingest`),
+and ingest rejects any photo whose resolved path leaves the folder it was given.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from geoloc_core.config import DEFAULT_DATA, ServerConfig, from_dict
+
+CONFIG_FILE = Path(__file__).resolve().parents[1] / ".streamlit" / "geoloc.toml"
+
+
+class Refused(ValueError):
+    """A path outside the data roots, or an action this server does not allow; the message says why, for the user."""
+
+
+@functools.cache
+def server_config() -> ServerConfig:
+    """The server's settings, read once per process (tests clear the cache: `server_config.cache_clear()`)."""
+    return load_server_config()
+
+
+def load_server_config(environ: dict[str, str] | None = None) -> ServerConfig:
+    """`ServerConfig` from the environment over the config file over the defaults."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get("GEOLOC_CONFIG") or CONFIG_FILE)
+    values = {}
+    if path.is_file():
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    for f in fields(ServerConfig):
+        text = environ.get(f"GEOLOC_{f.name.upper()}")
+        if text is None or (text == "" and f.name != "data_roots"):  # an empty GEOLOC_DATA_ROOTS: no folder is allowed
+            continue
+        if f.name == "data_roots":
+            values[f.name] = [p for p in text.split(os.pathsep) if p]
+        elif f.name == "max_jobs":
+            values[f.name] = int(text)
+        else:
+            values[f.name] = text
+    cfg = from_dict(ServerConfig, values)
+    if cfg.mode not in ("editor", "viewer"):
+        raise ValueError(f"mode {cfg.mode!r}: editor or viewer")
+    return cfg
+
+
+def is_viewer(cfg: ServerConfig | None = None) -> bool:
+    return (cfg or server_config()).mode == "viewer"
+
+
+def max_jobs(cfg: ServerConfig | None = None) -> int:
+    """Jobs that run at once: the setting, or one per two cores."""
+    cfg = cfg or server_config()
+    return cfg.max_jobs if cfg.max_jobs > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
+def runs_dir(cfg: ServerConfig | None = None) -> Path:
+    return Path((cfg or server_config()).runs)
+
+
+def state_dir(cfg: ServerConfig | None = None) -> Path:
+    """The job queue's folder: the setting, else `.queue` in the runs folder."""
+    cfg = cfg or server_config()
+    return Path(cfg.state_dir) if cfg.state_dir else runs_dir(cfg) / ".queue"
+
+
+def data_roots(cfg: ServerConfig | None = None) -> list[Path]:
+    """The folders photos may come from, resolved: the configured ones, else ../shared/data and the home folder."""
+    cfg = cfg or server_config()
+    roots = cfg.data_roots if cfg.data_roots is not None else (str(DEFAULT_DATA.parent), str(Path.home()))
+    return [Path(r).expanduser().resolve() for r in roots]
+
+
+def resolve_source(text: str | Path, roots: list[Path], base: Path | None = None) -> Path:
+    """The resolved path a user gave, if it lies under one of `roots`; raises `Refused` saying why otherwise.
+
+    Args:
+        text: what the user typed: an absolute path, or one relative to `base` (the command line's working folder)
+            or, without `base`, to each root in turn (the app: `croatia-streetview` is found under ../shared/data).
+        roots: resolved folders (`data_roots()`).
+    """
+    text = str(text).strip()
+    if not text:
+        raise Refused("no folder or manifest given")
+    given = Path(text)
+    if ".." in given.parts:
+        raise Refused(f"{text}: '..' is not allowed in a path; give the folder itself (photos may come from: {_listed(roots)})")
+    if given.is_absolute() or base is not None:
+        candidates = [Path(os.path.abspath(Path(base or "/") / given))]
+    elif not roots:  # nothing to look a relative path up under
+        raise Refused(f"{text}: this server takes photos from no folder (no data roots are configured)")
+    else:
+        candidates = [root / given for root in roots]
+        candidates = [c for c in candidates if c.exists()] or candidates[:1]
+    lexical = candidates[0]
+    resolved = lexical.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        if any(lexical.is_relative_to(root) for root in roots):
+            raise Refused(f"{text}: a symbolic link on this path leads out of the data roots (to {resolved}); "
+                          f"photos may come from: {_listed(roots)}")
+        raise Refused(f"{text}: outside the data roots; photos may come from: {_listed(roots)}")
+    if not resolved.exists():
+        raise Refused(f"{text}: no such folder or file under the data roots")
+    return resolved
+
+
+def check_source(path: str | Path | None, cfg: ServerConfig | None = None) -> Path | None:
+    """What a job may read: `path` itself where no data roots are configured (a shell user's own machine), else the
+    resolved path under a root (relative paths are read from the working folder); raises `Refused` otherwise."""
+    cfg = cfg or server_config()
+    if path is None or cfg.data_roots is None:
+        return None if path is None else Path(path)
+    return resolve_source(path, data_roots(cfg), base=Path.cwd())
+
+
+def job_environment(cfg: ServerConfig | None = None) -> dict[str, str]:
+    """The settings a job started by the app must see as the app does (absolute paths: a job runs in another folder)."""
+    cfg = cfg or server_config()
+    return {"GEOLOC_DATA_ROOTS": os.pathsep.join(map(str, data_roots(cfg))), "GEOLOC_MODE": cfg.mode,
+            "GEOLOC_MAX_JOBS": str(max_jobs(cfg)), "GEOLOC_STATE_DIR": str(state_dir(cfg).resolve()),
+            "GEOLOC_RUNS": str(runs_dir(cfg).resolve())}
+
+
+def _listed(roots: list[Path]) -> str:
+    return ", ".join(map(str, roots)) or "nowhere (no data roots are configured)"
