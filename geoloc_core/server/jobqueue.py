@@ -211,11 +211,12 @@ def job_ended() -> None:
 def spawn(folder: Folder, argv: list[str], job_id: str | None = None, cfg=None) -> int:
     """Start `geoloc argv` as its own process session, logging to the folder's log; returns its pid.
 
-    The job sees the server's settings as the app does (`access.job_environment`) and its own id, and its folder says
-    "running" at once (so a page shows it before the child has even imported torch)."""
+    The job sees the server's settings as the app does, nothing else of the server's environment
+    (`access.job_environment`), and its own id; its folder says "running" at once (so a page shows it before the child
+    has even imported torch)."""
     folder.root.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    env = {**os.environ, **access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
+    env = {**access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
     with open(folder.log, "ab") as log_file:  # the child keeps its own handle
         proc = subprocess.Popen([*JOB_COMMAND, *argv], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=Path(__file__).resolve().parents[1], env=env)
