@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -83,7 +84,7 @@ def _ask(box, action: str, folder: Folder, job: jobqueue.Job | None, key: str) -
         return None
     started = (f"{job.user} started it at {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else
                "it was started outside this app")
-    box.warning(f"{folder.root.name} is not your job: {started}. {action}?")
+    box.warning(plain(f"{folder.root.name} is not your job: {started}. {action}?"))
     return False
 
 
@@ -209,8 +210,8 @@ def boundary_upload(label: str) -> ClipArea | None:
         return None
     try:
         return _boundary(Path(upload.name).name, upload.getvalue())
-    except (ValueError, OSError, RuntimeError) as exc:  # fiona's errors are OSError / RuntimeError subclasses
-        st.error(f"{upload.name}: {exc}")
+    except (ValueError, OSError, RuntimeError) as exc:  # `BoundaryError` names the file and what was wrong with it
+        st.error(plain(f"{upload.name}: {exc}"))
         return None
 
 
@@ -220,3 +221,12 @@ def _boundary(name: str, data: bytes) -> ClipArea:
         path = Path(tmp) / name
         path.write_bytes(data)
         return boundary_area(path)
+
+
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=])")
+
+
+def plain(text: object) -> str:
+    """`text` as Streamlit shows it, not as Markdown: every punctuation mark escaped, so a name, a column or a file name
+    that a user chose (`[Session expired – sign in](http://x)`, `:red[...]`, `![](http://x/i.png)`) is only text."""
+    return _MARKUP.sub(r"\\\1", str(text))

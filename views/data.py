@@ -7,7 +7,7 @@ from geoloc_core.ingest.tracks import parse_utc_offset
 from geoloc_core.runs.folders import Run, run_in
 from geoloc_core.server import access, jobs
 from views import figures
-from views.common import basemap_online, current_run, editor, job_queue, photos, queue_place, user_label
+from views.common import basemap_online, current_run, editor, job_queue, photos, plain, queue_place, user_label
 
 st.header("Data")
 if editor():
@@ -32,16 +32,16 @@ if editor():
             if gpx:
                 parse_utc_offset(time_offset or "Z")
         except ValueError as exc:  # a run name that leaves the runs folder, a path outside the data roots, a bad offset
-            st.error(str(exc))
+            st.error(plain(exc))
         else:
             if target.exists() and target.state() in ("running", "queued"):
-                st.error(f"{name} is being built already.")
+                st.error(plain(f"{name} is being built already."))
             else:
                 job = jobs.start_run(target, str(path), user_label(), str(track) if track else None, time_offset or None)
                 if job.state == "queued":
-                    st.success(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends.")
+                    st.success(plain(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends."))
                 else:
-                    st.success(f"Started {target.root}; it appears in the sidebar once photos are ingested.")
+                    st.success(plain(f"Started {target.root}; it appears in the sidebar once photos are ingested."))
 job_queue()
 
 run = current_run()
@@ -54,9 +54,9 @@ def progress(run: Run):
     state = run.state()
     if state is not None:
         stages = [r["stage"] for r in run.read_metrics() if "stage" in r]
-        st.caption(f"{run.root.name}: {state} · stages done: {', '.join(dict.fromkeys(stages)) or 'none yet'}")
+        st.caption(plain(f"{run.root.name}: {state} · stages done: {', '.join(dict.fromkeys(stages)) or 'none yet'}"))
     if state == "failed":
-        st.error((run.read_status() or {}).get("error", "failed"))
+        st.error(plain((run.read_status() or {}).get("error", "failed")))
 
 
 progress(run)
@@ -65,9 +65,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Photos accepted", meta["n_accepted"])
 c2.metric("Rejected", meta["n_rejected"])
 c3.metric("Locations", photos(run)["group"].nunique())
-st.caption(f"Source: {meta['root']}")
+st.caption(plain(f"Source: {meta['root']}"))
 for warning in meta.get("warnings", []):
-    st.warning(warning)
+    st.warning(plain(warning))
 st.pydeck_chart(figures.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
 rejected = run.read_rejected()
 if len(rejected):

@@ -27,6 +27,20 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # temp file
 MMAP_BYTES = 256 * 2**20  # arrays larger than this are memory-mapped (read-only) rather than loaded
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux's /proc), else set and restored once at import."""
+    try:
+        return int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                        if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # artefacts (GPS positions, job records, logs) as the umask says, never wider
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write `path` via a temporary file in the same folder, fsync it, then rename it into place.
 
@@ -39,7 +53,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are meant to be shared
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: the umask decides who else may read an artefact
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -105,7 +119,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     line = json.dumps({"time": time.time(), **to_jsonable(record)}, sort_keys=True) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
         os.write(fd, line.encode())
     finally:
