@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -110,8 +111,30 @@ def read_npy(path: Path, mmap: bool | None = None) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    return write_bytes(path, frame.to_csv(index=False).encode())
+def write_csv(path: Path, frame: pd.DataFrame, spreadsheet: bool = False) -> Path:
+    """A table as CSV; `spreadsheet`: an export an analyst opens in Excel, its formula-like text cells guarded."""
+    return write_bytes(path, (spreadsheet_safe(frame) if spreadsheet else frame).to_csv(index=False).encode())
+
+
+_FORMULA = re.compile(r"^[=+\-@\t\r]")  # what Excel and LibreOffice read as the start of a formula (or DDE)
+_GUARDED = re.compile(r"^'(?=[=+\-@\t\r])")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula (a file or place name `=HYPERLINK(...)`,
+    `@SUM(...)`, `-2+3`) behind an apostrophe, which spreadsheets show as text; numbers are left alone."""
+    out = frame.copy()
+    for column in out.select_dtypes(include=["object", "string"]).columns:
+        out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and _FORMULA.match(v) else v)
+    return out
+
+
+def unguarded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The inverse of `spreadsheet_safe`, for geoloc reading back an export it wrote."""
+    out = frame.copy()
+    for column in out.select_dtypes(include=["object", "string"]).columns:
+        out[column] = out[column].map(lambda v: _GUARDED.sub("", v) if isinstance(v, str) else v)
+    return out
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -1,0 +1,54 @@
+"""Safe by default on a team server (issue 27): local by default, no home folder, nothing executable in what is shared.
+
+Each test names the attack that worked before its fix."""
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from geoloc_core.base import storage
+from geoloc_core.locate.predict import read_predictions
+from geoloc_core.server import access
+from geoloc_core.share.maps import prediction_map, standalone_html
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>.jpg"
+
+
+def test_the_default_data_roots_never_hold_a_home_folder():
+    roots = access.data_roots()  # before: ../shared/data and Path.home(): a visitor could ingest and browse ~
+    assert Path.home().resolve() not in roots and all(not Path.home().resolve().is_relative_to(r) for r in roots)
+
+
+def test_main_serves_on_this_machine_only_unless_a_server_config_says_otherwise():
+    script = (REPO / "scripts" / "main.sh").read_text()
+    assert 'ADDRESS=${GEOLOC_ADDRESS:-127.0.0.1}' in script  # before: every interface, Streamlit's "Network URL"
+    assert re.search(r'streamlit run app\.py --server\.address "\$ADDRESS"', script)
+    assert "needs a server config" in script and "exit 2" in script
+
+
+def _predictions(path: str) -> pd.DataFrame:
+    neighbours = json.dumps([{"path": path, "lat_deg": 45.1, "lon_deg": 15.1, "similarity": 0.9, "dist_km": 1.0}])
+    return pd.DataFrame([{"path": path, "lat_deg": 45.0, "lon_deg": 15.0, "radius_km": 2.0, "coverage": 0.9, "region": 1,
+                          "region_prob": 0.8, "true_lat_deg": 45.01, "true_lon_deg": 15.01, "error_km": 1.3,
+                          "familiarity": 0.5, "unfamiliar": False, "region_agrees": True, "group": HOSTILE,
+                          "neighbours": neighbours}])
+
+
+def test_a_hostile_file_name_is_text_in_the_shared_html_map():
+    page = standalone_html(prediction_map(_predictions(HOSTILE), tiles=False))
+    decoded = page.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&")  # as the browser's JSON.parse
+    assert "<img src=x" not in decoded  # before: this string went into GeoJsonPopup's innerHTML, and the image's onerror ran
+    assert "&lt;img src=x onerror=alert(1)&gt;" in decoded  # shown, as text
+
+
+def test_csv_exports_guard_formula_cells_and_read_back_unchanged(tmp_path):
+    frame = _predictions('=HYPERLINK("http://x","open")').assign(group="@SUM(A1)")
+    csv = storage.write_csv(tmp_path / "predictions.csv", frame, spreadsheet=True)
+    cells = pd.read_csv(csv, dtype=str)
+    assert cells.loc[0, "path"].startswith("'=") and cells.loc[0, "group"].startswith("'@")  # before: Excel ran them
+    assert cells.loc[0, "lat_deg"] == "45.0"  # numbers stay numbers
+    back = read_predictions(csv)
+    assert back.loc[0, "path"] == frame.loc[0, "path"] and back.loc[0, "group"] == "@SUM(A1)"
