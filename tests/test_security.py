@@ -2,11 +2,14 @@
 
 Each test names the attack that worked before its fix."""
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
 
 from geoloc_core.base import storage
 from geoloc_core.locate.predict import read_predictions
@@ -52,3 +55,27 @@ def test_csv_exports_guard_formula_cells_and_read_back_unchanged(tmp_path):
     assert cells.loc[0, "lat_deg"] == "45.0"  # numbers stay numbers
     back = read_predictions(csv)
     assert back.loc[0, "path"] == frame.loc[0, "path"] and back.loc[0, "group"] == "@SUM(A1)"
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under `root` with the SHA-256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # a tiny finished run, and the pages in AppTest
+def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pages(tiny_run, monkeypatch):
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    before = _tree(tiny_run)
+    at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.sidebar.selectbox[-1].set_value("flip").run()  # test-time views: a predictor (and a pass of mirror images) to build
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
+    assert not at.exception
+    assert any("not built yet" in i.value for i in at.info)  # before: built and saved it, re-embedding every photo
+    at = AppTest.from_file(str(REPO / "views" / "evaluate.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    assert not at.exception and any("Not built yet" in i.value for i in at.info)  # before: a leave-location-out pass
+    assert _tree(tiny_run) == before
