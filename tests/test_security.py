@@ -5,6 +5,7 @@ Each test names the attack that worked before its fix."""
 import hashlib
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from geoloc_core.base import storage
 from geoloc_core.locate.predict import read_predictions
-from geoloc_core.server import access
+from geoloc_core.runs.folders import Folder, Run
+from geoloc_core.server import access, jobqueue, jobs
 from geoloc_core.share.maps import prediction_map, standalone_html
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,3 +81,28 @@ def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pa
     at.run()
     assert not at.exception and any("Not built yet" in i.value for i in at.info)  # before: a leave-location-out pass
     assert _tree(tiny_run) == before
+
+
+def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_its_lock(tmp_path, sleeper_jobs, monkeypatch):
+    monkeypatch.setattr(access, "max_jobs", lambda cfg=None: 0)  # nothing starts: the folders stay queued
+    done = Folder(tmp_path / "runs" / "survey")
+    done.write_status("done")
+    with pytest.raises(jobqueue.Occupied, match=r"survey is already built \(from a shell, \d{4}-\d\d-\d\d"):
+        jobs.start_run(Run(done.root), str(tmp_path), user="ben")  # before: queued at once, every result went stale
+    assert jobqueue.all_jobs() == [] and done.state() == "done"
+    job = jobs.start_run(Run(done.root), str(tmp_path), user="ben", replace=True)  # once ben has said yes
+    assert job.state == "queued" and done.state() == "queued"
+    with pytest.raises(jobqueue.Occupied, match="being built already"):
+        jobs.start_run(Run(done.root), str(tmp_path), user="ana", replace=True)
+    fresh = Run(tmp_path / "runs" / "fresh")
+    with ThreadPoolExecutor(4) as pool:  # four sessions asking at once: one job, three refusals
+        outcomes = list(pool.map(lambda user: _try(lambda: jobs.start_run(fresh, str(tmp_path), user=user)), "abcd"))
+    assert sum(isinstance(o, jobqueue.Job) for o in outcomes) == 1  # before: the check sat outside the lock
+    assert len([j for j in jobqueue.all_jobs() if j.folder == str(fresh.root.resolve())]) == 1
+
+
+def _try(start):
+    try:
+        return start()
+    except jobqueue.Occupied as exc:
+        return exc

@@ -224,13 +224,13 @@ def _boundary(name: str, data: bytes) -> ClipArea:
         return boundary_area(path)
 
 
-_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&/])")  # '/' and '.' too: no bare http:// or www. becomes a link
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-!|<>~$&/])|(?<=www)(\.)", re.IGNORECASE)  # no bare http:// or www. link
 
 
 def plain(text: object) -> str:
     """`text` as Streamlit shows it, not as Markdown: every punctuation mark escaped, so a name, a column or a file name
     that a user chose (`[Session expired – sign in](http://x)`, `:red[...]`, `![](http://x/i.png)`) is only text."""
-    return _MARKUP.sub(r"\\\1", str(text))
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text))
 
 
 def predictor_built(run: Run, cfg: PredictConfig) -> bool:

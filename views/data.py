@@ -5,11 +5,39 @@ import streamlit as st
 from geoloc_core.config import IngestConfig, help_of
 from geoloc_core.ingest.tracks import parse_utc_offset
 from geoloc_core.runs.folders import Run, run_in
-from geoloc_core.server import access, jobs
+from geoloc_core.server import access, jobqueue, jobs
 from views import figures
 from views.common import basemap_online, current_run, editor, job_queue, photos, plain, queue_place, user_label
 
 st.header("Data")
+
+
+def start_run(root: str, path: str, track: str | None, time_offset: str | None) -> None:
+    """Queue the run; a finished one is built again only once the user has said yes (the queue decides, under its lock)."""
+    target = Run(root)
+    replace = st.session_state.get("replace_run") == root
+    try:
+        job = jobs.start_run(target, path, user_label(), track, time_offset, replace=replace)
+    except jobqueue.Occupied as exc:
+        st.warning(plain(exc))
+        if target.state() == "done":
+            yes, no = st.columns(2)
+            if yes.button(plain(f"Yes, build {target.root.name} again"), type="primary"):
+                st.session_state["replace_run"] = root
+                st.rerun()
+            if no.button("No, keep it"):
+                st.session_state.pop("new_run", None)
+                st.rerun()
+            return
+    else:
+        if job.state == "queued":
+            st.success(plain(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends."))
+        else:
+            st.success(plain(f"Started {target.root}; it appears in the sidebar once photos are ingested."))
+    st.session_state.pop("new_run", None)
+    st.session_state.pop("replace_run", None)
+
+
 if editor():
     roots = access.data_roots()
     with st.form("new"):
@@ -34,14 +62,10 @@ if editor():
         except ValueError as exc:  # a run name that leaves the runs folder, a path outside the data roots, a bad offset
             st.error(plain(exc))
         else:
-            if target.exists() and target.state() in ("running", "queued"):
-                st.error(plain(f"{name} is being built already."))
-            else:
-                job = jobs.start_run(target, str(path), user_label(), str(track) if track else None, time_offset or None)
-                if job.state == "queued":
-                    st.success(plain(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends."))
-                else:
-                    st.success(plain(f"Started {target.root}; it appears in the sidebar once photos are ingested."))
+            st.session_state["new_run"] = (str(target.root), str(path), str(track) if track else None, time_offset or None)
+            st.session_state.pop("replace_run", None)
+    if "new_run" in st.session_state:
+        start_run(*st.session_state["new_run"])
 job_queue()
 
 run = current_run()

@@ -130,9 +130,24 @@ def job_of(folder: Folder | Path, cfg=None) -> Job | None:
 
 # submitting, dispatching, cancelling -------------------------------------------------------------
 
-def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool = False, cfg=None) -> Job:
-    """Queue `geoloc argv` for `folder` (its status says "queued" at once) and start it if a slot is free."""
+class Occupied(access.Refused):
+    """A folder whose job is queued or running, or whose finished work a new job would replace unasked."""
+
+
+def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool = False, cfg=None,
+           replace: bool = False) -> Job:
+    """Queue `geoloc argv` for `folder` (its status says "queued" at once) and start it if a slot is free.
+
+    Decided under the queue's lock, so two sessions never queue two jobs into one folder: raises `Occupied` where the
+    folder's job is queued or running, or, unless `replace`, where it holds finished work (the message names who built
+    it and when, for the question a page asks before replacing it)."""
     with locked(cfg):
+        state = folder.state()
+        if state in ("queued", "running"):
+            raise Occupied(f"{folder.root.name} is being built already ({state}).")
+        if state == "done" and not replace:
+            raise Occupied(f"{folder.root.name} is already built{_built_by(folder, cfg)}; building it again replaces "
+                           "every result in it (a new split: its predictors, comparisons and fine-tuning runs go stale).")
         job = Job(id=f"{time.time_ns():020d}-{secrets.token_hex(3)}", kind=kind, folder=str(folder.root.resolve()), argv=tuple(argv),
                   user=user, submitted=time.time(), created=created, previous=folder.read_status())
         folder.root.mkdir(parents=True, exist_ok=True)
@@ -140,6 +155,14 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
         folder.write_status("queued", job=job.id, user=user)
         _dispatch(cfg)
     return get(job.id, cfg) or job
+
+
+def _built_by(folder: Folder, cfg=None) -> str:
+    """" (by ana, 2026-11-23 14:02)": who queued the folder's last job and when it finished, as far as the records say."""
+    job, status = job_of(folder, cfg), folder.read_status() or {}
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["time"])) if "time" in status else None
+    who = f"by {job.user}" if job is not None else "from a shell"
+    return f" ({who}{', ' + when if when else ''})"
 
 
 def dispatch(cfg=None) -> list[Job]:

@@ -284,7 +284,7 @@ def test_row7_parsers_errors_are_caught_and_said_not_raised_as_tracebacks(tmp_pa
     assert config["client"]["showErrorDetails"] == "none" and config["server"]["address"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("name", ["[Session expired – sign in](http://x)", "![](http://x/i.png)", ":red[admin]", "http://x.io",
+@pytest.mark.parametrize("name", ["[Session expired – sign in](http://x)", "![](http://x/i.png)", ":red[admin]", "http://x.io", "see www.x.io",
                                   "<img src=x onerror=alert(1)>", "**bold** _it_ `code` # head"])
 def test_row8_user_text_is_shown_as_plain_text(name):
     shown = plain(name)
