@@ -106,3 +106,26 @@ def _try(start):
         return start()
     except jobqueue.Occupied as exc:
         return exc
+
+
+@pytest.mark.slow  # a tiny finished run, and the Data page in AppTest
+def test_the_data_page_asks_before_building_a_finished_run_again(tiny_run, manifest_folder, sleeper_jobs, monkeypatch):
+    monkeypatch.setenv("GEOLOC_DATA_ROOTS", str(manifest_folder.parent))
+    monkeypatch.setenv("GEOLOC_RUNS", str(tiny_run.parent))
+    access.server_config.cache_clear()
+    before = _tree(tiny_run)
+    at = AppTest.from_file(str(REPO / "views" / "data.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.text_input[0].set_value(manifest_folder.name)
+    at.text_input[1].set_value(tiny_run.name)
+    at.button[0].click().run()
+    assert not at.exception and any("already built" in w.value for w in at.warning)  # before: queued with no question
+    assert jobqueue.all_jobs() == [] and _tree(tiny_run) == before
+    [no] = [b for b in at.button if b.label == "No, keep it"]
+    no.click().run()
+    assert jobqueue.all_jobs() == [] and not at.warning
+    at.button[0].click().run()
+    [yes] = [b for b in at.button if b.label.startswith("Yes, build")]
+    yes.click().run()
+    assert not at.exception and [j.user for j in jobqueue.all_jobs()] == [at.session_state["session_label"]]
