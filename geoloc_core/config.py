@@ -224,7 +224,7 @@ class ServerConfig:
     state_dir: str | None = setting(None, "the job queue's folder (one per server); default: RUNS/.queue")
     runs: str = setting("runs", "the folder the app lists runs from and builds new ones in")
     max_pixels: int = setting(100_000_000, "an image declaring more pixels (width x height) is refused before it is decoded; "
-                              "images decode at 8 bits per channel, about 4 bytes per pixel at the most")
+                              "images decode at 8 bits per channel: about 7 bytes per pixel at the most (16-bit), 3 for a photo")
     max_boundary_mb: float = setting(20.0, "a boundary file (or the files a zipped Shapefile holds, unzipped) larger than this "
                                      "many MB is refused before it is opened")
     max_boundary_vertices: int = setting(1_000_000, "a boundary file that may hold more polygon vertices than this (counted "
