@@ -8,6 +8,9 @@ its allowed values (`choices`) and, where two stages of one command share a fiel
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,21 +208,72 @@ class CrossValConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """One geoloc server for a team: where photos may come from, who may start work, how many jobs run at once.
+    """One geoloc server for a team: where photos may come from, who may start work, how many jobs run at once, and
+    how large a file a visitor or a data folder may hand it (each limit is checked before the file is parsed).
 
-    Read once by `access.server_config()`: each field from `GEOLOC_<FIELD>` (`GEOLOC_DATA_ROOTS`, `GEOLOC_MODE`, ...),
+    Read once by `server_config()`: each field from `GEOLOC_<FIELD>` (`GEOLOC_DATA_ROOTS`, `GEOLOC_MODE`, ...),
     else from the file `GEOLOC_CONFIG` (default `.streamlit/geoloc.toml` beside the app), else this default.
     """
 
     data_roots: tuple[str, ...] | None = setting(None, "folders new runs may read photos from (os.pathsep-separated in the "
-                                                 "environment, a list in the file); unset: ../shared/data and your home folder "
-                                                 "in the app, and no check from the command line")
+                                                 "environment, a list in the file); unset: ../shared/data in the app (never a "
+                                                 "home folder), and no check from the command line")
     mode: str = setting("editor", "viewer: the app shows runs, regions, predictions and metrics, with no control that starts, "
                         "stops or deletes work", choices=("editor", "viewer"))
     max_jobs: int = setting(0, "runs and fine-tuning jobs started from the app that run at once (the rest wait in the queue); "
                             "0: one per two cores")
     state_dir: str | None = setting(None, "the job queue's folder (one per server); default: RUNS/.queue")
     runs: str = setting("runs", "the folder the app lists runs from and builds new ones in")
+    max_pixels: int = setting(100_000_000, "an image declaring more pixels (width x height) is refused before it is decoded; "
+                              "images decode at 8 bits per channel: about 7 bytes per pixel at the most (16-bit), 3 for a photo")
+    max_boundary_mb: float = setting(20.0, "a boundary file (or the files a zipped Shapefile holds, unzipped) larger than this "
+                                     "many MB is refused before it is opened")
+    max_boundary_vertices: int = setting(1_000_000, "a boundary file that may hold more polygon vertices than this (counted "
+                                         "from its bytes before it is parsed) is refused")
+    max_manifest_mb: float = setting(50.0, "a manifest (CSV, TSV, XLSX) larger than this many MB is refused before it is read")
+    max_manifest_cells: int = setting(10_000_000, "rows x columns a manifest may hold (an XLSX sheet's declared size does "
+                                      "not count, the cells read do); past it the manifest is refused")
+    max_gpx_mb: float = setting(20.0, "a GPX file larger than this many MB is refused before it is parsed")
+
+
+SERVER_CONFIG_FILE = PROJECT_DIR / ".streamlit" / "geoloc.toml"
+
+
+@functools.cache
+def server_config() -> ServerConfig:
+    """The server's settings, read once per process (tests clear the cache: `server_config.cache_clear()`); every
+    floor reads its limits here, so a job and the app that started it bound files alike."""
+    return load_server_config()
+
+
+def load_server_config(environ: dict[str, str] | None = None) -> ServerConfig:
+    """`ServerConfig` from the environment over the config file over the defaults."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get("GEOLOC_CONFIG") or SERVER_CONFIG_FILE)
+    values: dict[str, Any] = {}
+    if path.is_file():
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    for f in dataclasses.fields(ServerConfig):
+        text = environ.get(f"GEOLOC_{f.name.upper()}")
+        if text is None or (text == "" and f.name != "data_roots"):  # an empty GEOLOC_DATA_ROOTS: no folder is allowed
+            continue
+        if f.name == "data_roots":
+            values[f.name] = [p for p in text.split(os.pathsep) if p]
+        elif isinstance(f.default, (int, float)):
+            values[f.name] = type(f.default)(text)
+        else:
+            values[f.name] = text
+    cfg = from_dict(ServerConfig, values)
+    if cfg.mode not in ("editor", "viewer"):
+        raise ValueError(f"mode {cfg.mode!r}: editor or viewer")
+    return cfg
+
+
+def too_large(what: str, size: float, limit: float, unit: str, setting_name: str) -> str:
+    """The message for a file past one of the server's limits: what, how much, the limit and the setting that sets it."""
+    return (f"{what} is too large: {size:,.{0 if unit != 'MB' else 1}f} {unit}, the limit is {limit:,g} {unit} "
+            f"(server setting {setting_name})")
 
 
 @dataclass(frozen=True)

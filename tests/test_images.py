@@ -6,6 +6,7 @@ from PIL import Image
 
 from conftest import jpeg_bytes, textured
 from geoloc_core.base.images import ImageDecodeError, decode_image
+from geoloc_core.config import ServerConfig
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -36,7 +37,7 @@ def test_transparent_pixels_become_white():
 def test_decompression_bomb_is_refused_by_name(monkeypatch):
     import geoloc_core.base.images as images
 
-    monkeypatch.setattr(images, "MAX_PIXELS", 5000)
+    monkeypatch.setattr(images, "server_config", lambda: ServerConfig(max_pixels=5000))
     with pytest.raises(ImageDecodeError, match=r"image too large \(100 x 100 = 0 megapixels declared"):
         decode_image(jpeg_bytes((1, 2, 3), size=(100, 100)))
     assert decode_image(jpeg_bytes((1, 2, 3), size=(70, 70))).size == (70, 70)

@@ -21,7 +21,7 @@ from geoloc_core.config import CoverageConfig, help_of
 from geoloc_core.evaluate.metrics import confused_pairs, confusion, region_accuracy
 from geoloc_core.runs.folders import RegionFiles, Run, fingerprint
 from views import figures
-from views.common import basemap_online
+from views.common import basemap_online, editor
 
 SIGNATURE_PHOTOS = 3
 
@@ -141,7 +141,10 @@ def _coverage(run: Run, cfg: CoverageConfig, version: str) -> tuple[dict, pd.Dat
 def coverage_section(run: Run) -> None:
     st.subheader("Where the data is thin: photos and location error per hexagon")
     left, mid, right = st.columns(3)
-    sources = ["loo"] + (["compare"] if run.compare_predictions.exists() else [])
+    sources = (["loo"] if editor() else []) + (["compare"] if run.compare_predictions.exists() else [])
+    if not sources:  # a viewer starts no leave-location-out pass over every photo (minutes of the script thread)
+        st.info("Not built yet: the coverage map needs the held-out answers of `geoloc compare`, which an editor can run.")
+        return
     errors = left.selectbox("Error per photo", sources, help=help_of(CoverageConfig, "errors"),
                             format_func={"loo": "leave-location-out (every photo)", "compare": "geoloc compare (held-out)"}.get)
     hex_km = mid.number_input("Hexagon size, km (0: automatic)", 0.0, 500.0, 0.0, 1.0, help=help_of(CoverageConfig, "hex_km"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from geoloc_core.base.images import thumbnail_uri, upright
 from geoloc_core.base.places import region_places
 from geoloc_core.config import PredictConfig
-from geoloc_core.locate.store import open_predictor, predictor_version
+from geoloc_core.features.embed import TTA_VIEWS
+from geoloc_core.locate.store import PREDICTOR_FORMAT, open_predictor, predictor_inputs, predictor_store, predictor_version
 from geoloc_core.regions.boundaries import ClipArea, boundary_area
 from geoloc_core.runs.folders import Folder, RegionFiles, Run, fingerprint
 from geoloc_core.server import access, jobqueue, jobs
@@ -83,7 +85,7 @@ def _ask(box, action: str, folder: Folder, job: jobqueue.Job | None, key: str) -
         return None
     started = (f"{job.user} started it at {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else
                "it was started outside this app")
-    box.warning(f"{folder.root.name} is not your job: {started}. {action}?")
+    box.warning(plain(f"{folder.root.name} is not your job: {started}. {action}?"))
     return False
 
 
@@ -209,8 +211,8 @@ def boundary_upload(label: str) -> ClipArea | None:
         return None
     try:
         return _boundary(Path(upload.name).name, upload.getvalue())
-    except (ValueError, OSError, RuntimeError) as exc:  # fiona's errors are OSError / RuntimeError subclasses
-        st.error(f"{upload.name}: {exc}")
+    except (ValueError, OSError, RuntimeError) as exc:  # `BoundaryError` names the file and what was wrong with it
+        st.error(plain(f"{upload.name}: {exc}"))
         return None
 
 
@@ -220,3 +222,23 @@ def _boundary(name: str, data: bytes) -> ClipArea:
         path = Path(tmp) / name
         path.write_bytes(data)
         return boundary_area(path)
+
+
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-!|<>~$&/])|(?<=www)(\.)", re.IGNORECASE)  # no bare http:// or www. link
+
+
+def plain(text: object) -> str:
+    """`text` as Streamlit shows it, not as Markdown: every punctuation mark escaped, so a name, a column or a file name
+    that a user chose (`[Session expired – sign in](http://x)`, `:red[...]`, `![](http://x/i.png)`) is only text."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), str(text))
+
+
+def predictor_built(run: Run, cfg: PredictConfig) -> bool:
+    """Whether the predictor `predictor(run, cfg)` opens is saved and current, so opening it writes nothing. A viewer
+    gets only such a predictor: building one (two verifiers, a pass of test-time views) writes into the run and takes
+    minutes of the script thread; an editor's `geoloc predict` with those settings builds it."""
+    if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta] if v != "photo"):
+        return False
+    meta = predictor_store(run.root, cfg.predictor, "train", cfg.graph).read_meta()
+    stamp = fingerprint(predictor_inputs(run.root, cfg.predictor, cfg.graph))
+    return meta.get("stamp") == stamp and meta.get("format") == PREDICTOR_FORMAT

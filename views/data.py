@@ -5,11 +5,39 @@ import streamlit as st
 from geoloc_core.config import IngestConfig, help_of
 from geoloc_core.ingest.tracks import parse_utc_offset
 from geoloc_core.runs.folders import Run, run_in
-from geoloc_core.server import access, jobs
+from geoloc_core.server import access, jobqueue, jobs
 from views import figures
-from views.common import basemap_online, current_run, editor, job_queue, photos, queue_place, user_label
+from views.common import basemap_online, current_run, editor, job_queue, photos, plain, queue_place, user_label
 
 st.header("Data")
+
+
+def start_run(root: str, path: str, track: str | None, time_offset: str | None) -> None:
+    """Queue the run; a finished one is built again only once the user has said yes (the queue decides, under its lock)."""
+    target = Run(root)
+    replace = st.session_state.get("replace_run") == root
+    try:
+        job = jobs.start_run(target, path, user_label(), track, time_offset, replace=replace)
+    except jobqueue.Occupied as exc:
+        st.warning(plain(exc))
+        if target.state() == "done":
+            yes, no = st.columns(2)
+            if yes.button(plain(f"Yes, build {target.root.name} again"), type="primary"):
+                st.session_state["replace_run"] = root
+                st.rerun()
+            if no.button("No, keep it"):
+                st.session_state.pop("new_run", None)
+                st.rerun()
+            return
+    else:
+        if job.state == "queued":
+            st.success(plain(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends."))
+        else:
+            st.success(plain(f"Started {target.root}; it appears in the sidebar once photos are ingested."))
+    st.session_state.pop("new_run", None)
+    st.session_state.pop("replace_run", None)
+
+
 if editor():
     roots = access.data_roots()
     with st.form("new"):
@@ -32,16 +60,12 @@ if editor():
             if gpx:
                 parse_utc_offset(time_offset or "Z")
         except ValueError as exc:  # a run name that leaves the runs folder, a path outside the data roots, a bad offset
-            st.error(str(exc))
+            st.error(plain(exc))
         else:
-            if target.exists() and target.state() in ("running", "queued"):
-                st.error(f"{name} is being built already.")
-            else:
-                job = jobs.start_run(target, str(path), user_label(), str(track) if track else None, time_offset or None)
-                if job.state == "queued":
-                    st.success(f"Queued {target.root.name} ({queue_place(target)}): it starts when a running job ends.")
-                else:
-                    st.success(f"Started {target.root}; it appears in the sidebar once photos are ingested.")
+            st.session_state["new_run"] = (str(target.root), str(path), str(track) if track else None, time_offset or None)
+            st.session_state.pop("replace_run", None)
+    if "new_run" in st.session_state:
+        start_run(*st.session_state["new_run"])
 job_queue()
 
 run = current_run()
@@ -54,9 +78,9 @@ def progress(run: Run):
     state = run.state()
     if state is not None:
         stages = [r["stage"] for r in run.read_metrics() if "stage" in r]
-        st.caption(f"{run.root.name}: {state} · stages done: {', '.join(dict.fromkeys(stages)) or 'none yet'}")
+        st.caption(plain(f"{run.root.name}: {state} · stages done: {', '.join(dict.fromkeys(stages)) or 'none yet'}"))
     if state == "failed":
-        st.error((run.read_status() or {}).get("error", "failed"))
+        st.error(plain((run.read_status() or {}).get("error", "failed")))
 
 
 progress(run)
@@ -65,9 +89,9 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Photos accepted", meta["n_accepted"])
 c2.metric("Rejected", meta["n_rejected"])
 c3.metric("Locations", photos(run)["group"].nunique())
-st.caption(f"Source: {meta['root']}")
+st.caption(plain(f"Source: {meta['root']}"))
 for warning in meta.get("warnings", []):
-    st.warning(warning)
+    st.warning(plain(warning))
 st.pydeck_chart(figures.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
 rejected = run.read_rejected()
 if len(rejected):

@@ -17,7 +17,7 @@ from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.share.maps import prediction_map, standalone_html
 from geoloc_core.share.pictures import match_figure
 from views import figures
-from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
+from views.common import basemap_online, current_run, editor, held_out_photos, predictor, predictor_built, region_polygon, thumbnail
 
 st.header("Where was this photo taken?")
 run = current_run()
@@ -60,8 +60,12 @@ if not uploads and not picked:
     st.stop()
 
 settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round, region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
-model = predictor(run, PredictConfig(predictor=settings,
-                                     region_from="classifier" if use_head else "nearest"))
+predict_cfg = PredictConfig(predictor=settings, region_from="classifier" if use_head else "nearest")
+if not editor() and not predictor_built(run, predict_cfg):
+    st.info("The predictor for these settings is not built yet; an editor can build it (`geoloc predict --run RUN` with "
+            "these settings, or by predicting with them here). Try the settings it was built with.")
+    st.stop()
+model = predictor(run, predict_cfg)
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
     shown_as = {}
     for i, up in enumerate(uploads):

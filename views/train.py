@@ -8,7 +8,7 @@ from geoloc_core.config import FinetuneConfig
 from geoloc_core.runs.folders import FinetuneRun
 from geoloc_core.server import jobqueue, jobs
 from views import figures
-from views.common import confirmed, editor, job_queue, queue_place, run_with_graphs, user_label
+from views.common import confirmed, editor, job_queue, plain, queue_place, run_with_graphs, user_label
 
 st.header("Train")
 run, graphs = run_with_graphs()
@@ -54,7 +54,7 @@ def show(ft: FinetuneRun) -> None:
     job = jobqueue.job_of(ft)
     st.write(f"**{ft.root.name}**: {state} · {sum(r.get('kind') == 'epoch' for r in records)} epochs recorded"
              + (f" · {cfg.get('rounds')} rounds × {cfg.get('epochs')} epochs, {str(cfg.get('graph', '')).upper()}" if cfg else "")
-             + (f" · started by {job.user}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else ""))
+             + plain(f" · started by {job.user}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else ""))
     if state == "queued":
         st.info(f"Waiting in the job queue: {queue_place(ft) or 'next'}.")
     if state == "running":
@@ -71,7 +71,7 @@ def show(ft: FinetuneRun) -> None:
         place = queue_place(ft) if jobs.resume_finetune(ft, user_label()).state == "queued" else ""
         st.info(f"Resuming {ft.root.name} with the settings it was started with" + (f" once its turn comes ({place})." if place else "."))
     if state == "failed":
-        st.error((ft.read_status() or {}).get("error", "failed"))
+        st.error(plain((ft.read_status() or {}).get("error", "failed")))
     if any(r.get("kind") == "epoch" for r in records):
         st.plotly_chart(figures.training_figure(records), width="stretch")
     rows = [r for r in records if r.get("kind") == "round"]

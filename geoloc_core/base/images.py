@@ -20,10 +20,12 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
+from geoloc_core.config import server_config
+
 pillow_heif.register_heif_opener()
 
 _JPEG_EOI = b"\xff\xd9"
-MAX_PIXELS = 200_000_000  # declared width x height beyond which a file is refused before decoding (a 50 MP photo is fine)
+_BAND_PIXELS = 1 << 20  # a deep (16/32-bit) image is brought to 8 bits this many pixels at a time
 
 
 class ImageDecodeError(ValueError):
@@ -46,7 +48,8 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
         image = _open_and_load(data + _JPEG_EOI, min_side)
         if _bottom_rows_flat(image):
             raise ImageDecodeError("truncated image (the lower part of the picture is missing)") from exc
-    return _to_rgb(ImageOps.exif_transpose(image))
+    ImageOps.exif_transpose(image, in_place=True)  # no copy of a large image
+    return _to_rgb(image)
 
 
 def _open_and_load(data: bytes, min_side: int | None) -> Image.Image:
@@ -54,9 +57,10 @@ def _open_and_load(data: bytes, min_side: int | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
+            limit = server_config().max_pixels
+            if image.width * image.height > limit:
                 raise ImageDecodeError(f"image too large ({image.width} x {image.height} = {image.width * image.height / 1e6:.0f} "
-                                       f"megapixels declared; the limit is {MAX_PIXELS / 1e6:.0f})")
+                                       f"megapixels declared; the limit is {limit / 1e6:g}, server setting max_pixels)")
             if min_side:
                 image.draft("RGB", (min_side, min_side))
             image.load()
@@ -90,9 +94,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        hi = array.max() or 1.0
-        return Image.fromarray((array / hi * 255).astype(np.uint8)).convert("RGB")
+        return _to_8bit(image).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -100,6 +102,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16/32-bit greyscale image as 8-bit "L", scaled by its brightest pixel, a band of rows at a time: a whole-image
+    float copy would take 8 bytes per pixel more (an all-zero 13,000 px square PNG is 350 kB on disk)."""
+    hi = image.getextrema()[1] or 1
+    out = Image.new("L", image.size)
+    rows = max(1, _BAND_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        band = np.asarray(image.crop((0, top, image.width, min(top + rows, image.height))), dtype=np.float32)
+        out.paste(Image.fromarray((band * (255 / hi)).astype(np.uint8)), (0, top))
+    return out
 
 
 def upright(path: str, side: int) -> Image.Image | None:

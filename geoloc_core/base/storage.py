@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -27,6 +28,20 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]  # temp file
 MMAP_BYTES = 256 * 2**20  # arrays larger than this are memory-mapped (read-only) rather than loaded
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux's /proc), else set and restored once at import."""
+    try:
+        return int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                        if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # artefacts (GPS positions, job records, logs) as the umask says, never wider
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write `path` via a temporary file in the same folder, fsync it, then rename it into place.
 
@@ -39,7 +54,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; artefacts are meant to be shared
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: the umask decides who else may read an artefact
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -96,8 +111,30 @@ def read_npy(path: Path, mmap: bool | None = None) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
-def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    return write_bytes(path, frame.to_csv(index=False).encode())
+def write_csv(path: Path, frame: pd.DataFrame, spreadsheet: bool = False) -> Path:
+    """A table as CSV; `spreadsheet`: an export an analyst opens in Excel, its formula-like text cells guarded."""
+    return write_bytes(path, (spreadsheet_safe(frame) if spreadsheet else frame).to_csv(index=False).encode())
+
+
+_FORMULA = re.compile(r"^[=+\-@\t\r]")  # what Excel and LibreOffice read as the start of a formula (or DDE)
+_GUARDED = re.compile(r"^'(?=[=+\-@\t\r])")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula (a file or place name `=HYPERLINK(...)`,
+    `@SUM(...)`, `-2+3`) behind an apostrophe, which spreadsheets show as text; numbers are left alone."""
+    out = frame.copy()
+    for column in out.select_dtypes(include=["object", "string"]).columns:
+        out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and _FORMULA.match(v) else v)
+    return out
+
+
+def unguarded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The inverse of `spreadsheet_safe`, for geoloc reading back an export it wrote."""
+    out = frame.copy()
+    for column in out.select_dtypes(include=["object", "string"]).columns:
+        out[column] = out[column].map(lambda v: _GUARDED.sub("", v) if isinstance(v, str) else v)
+    return out
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -105,7 +142,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     line = json.dumps({"time": time.time(), **to_jsonable(record)}, sort_keys=True) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
         os.write(fd, line.encode())
     finally:

@@ -349,7 +349,7 @@ def _cmd_predict(a) -> None:
     groups = read_groups(a.groups, photos) if a.groups else photo_groups(photos, together)
     preds, failed = predict(photos, predictor, groups=groups)
     csv, geojson = a.out / "predictions.csv", a.out / "predictions.geojson"
-    write_csv(csv, predictions_frame(preds))
+    write_csv(csv, predictions_frame(preds), spreadsheet=True)  # analysts open it in Excel: no formula runs
     write_bytes(geojson, predictions_geojson(preds).encode())
     for p in preds:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""

@@ -10,7 +10,9 @@ What arrives from Excel, LibreOffice, QGIS or Google Earth exports, and is read 
   `16°42'00.7"E`, `45 54 3.2 N`, `45°54.05'`, `45.9008 N`, `S 33.5`, `-45.9`).
 
 A cell that cannot be read rejects its row (never the file), with the row as the spreadsheet numbers
-it (the header is row 1), the column and the text found.
+it (the header is row 1), the column and the text found. A message quotes no other text of the file (a
+"manifest" may be any file a link points at), and a file past the server's limits (`ServerConfig.max_manifest_mb`,
+`max_manifest_cells`: an XLSX sheet's declared size does not count, the cells read do) is refused as it is read.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import csv
 import io
 import math
 import re
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from geoloc_core.config import server_config, too_large
 
 PATH_COLUMNS = ("path", "img_file", "img_id", "image", "image_path", "file", "filename")
 LAT_COLUMNS = ("lat", "latitude", "lat_deg")
@@ -67,7 +72,8 @@ def read_manifest(path: Path, exists: Callable[[str], bool], keep_unplaced: bool
     if not usable:
         raise ValueError(
             f"{path}: manifest needs a file column ({'/'.join(PATH_COLUMNS)}) and lat/lon columns "
-            f"({'/'.join(LAT_COLUMNS)}, {'/'.join(LON_COLUMNS)}); found {sheets[0].header} (read as {sheets[0].described})"
+            f"({'/'.join(LAT_COLUMNS)}, {'/'.join(LON_COLUMNS)}); its first row has {len(sheets[0].header)} cells, none of "
+            f"them those (read as {sheets[0].described})"
         )
     sheet, (path_i, lat_i, lon_i) = usable[0]  # a workbook's first sheet with the columns
     if sheet.described.startswith((*_LEGACY_ENCODINGS.values(), "Latin-1")):  # one reading per code page: the one that finds most files
@@ -223,11 +229,12 @@ def _read_texts(path: Path) -> list[Sheet]:
     suffix = path.suffix.lower()
     if suffix in (".xls", ".ods", ".numbers"):
         raise ValueError(f"{path}: {suffix} workbooks are not read; save it as .xlsx or .csv")
+    _check_size(path, path.stat().st_size)
     data = path.read_bytes()
     if data.startswith(b"PK\x03\x04"):
         raise ValueError(f"{path}: this is a zip file (an .xlsx named {suffix or 'without a suffix'}?); name it .xlsx")
     try:
-        return [_read_text(text, described) for text, described in _decodings(data)]
+        return [_read_text(text, described, path) for text, described in _decodings(data)]
     except csv.Error as exc:  # a NUL byte, say
         raise ValueError(f"{path}: not a readable text table ({exc})") from exc
 
@@ -251,7 +258,7 @@ def _decodings(data: bytes) -> list[tuple[str, str]]:
     return out or [(data.decode("latin-1"), "Latin-1")]
 
 
-def _read_text(text: str, encoding: str) -> Sheet:
+def _read_text(text: str, encoding: str, path: Path) -> Sheet:
     """One table from text: the delimiter `csv.Sniffer` finds, unless only another one splits the header into the columns."""
     sample = text[:65536]
     header = next((line for line in sample.splitlines() if line.strip()), "")
@@ -262,31 +269,60 @@ def _read_text(text: str, encoding: str) -> Sheet:
     fits = [d for d in _DELIMITERS if None not in _columns(next(csv.reader([header], delimiter=d)))]
     if fits and delimiter not in fits:
         delimiter = fits[0]
-    rows = _numbered(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), lambda cells: cells)
+    rows = _numbered(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), lambda cells: cells, path)
     named = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}[delimiter]
     return _sheet(rows, f"{encoding}, {named}-separated")
 
 
 def _read_workbook(path: Path) -> list[Sheet]:
+    """Every sheet of a workbook, its declared dimensions ignored: `A1:XFD1048576` would pad each sheet to 17 billion
+    cells. The unzipped size (as the zip declares it, which Python's zipfile holds each part to) counts for the limit."""
     from openpyxl import load_workbook
 
+    _check_size(path, path.stat().st_size)
+    try:
+        with zipfile.ZipFile(path) as z:
+            unzipped = sum(m.file_size for m in z.infolist())
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path}: not a readable .xlsx workbook (not a zip file)") from exc
+    _check_size(path, unzipped, "unzipped")
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # a damaged or mislabelled file raises anything from KeyError to zipfile.BadZipFile
-        raise ValueError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__})") from exc
     try:
-        return [_sheet(_numbered(ws.iter_rows(values_only=True), _cell_texts), f"sheet {ws.title!r}") for ws in book.worksheets]
+        sheets = []
+        for ws in book.worksheets:
+            ws.reset_dimensions()
+            sheets.append(_sheet(_numbered(ws.iter_rows(values_only=True), _cell_texts, path), f"sheet {ws.title!r}"))
+        return sheets
     finally:
         book.close()
+
+
+def _check_size(path: Path, size: int, how: str = "") -> None:
+    limit = server_config().max_manifest_mb
+    if size > limit * 2**20:
+        raise ValueError(f"{path}: " + too_large(" ".join(("the manifest", how)).strip(), size / 2**20, limit, "MB",
+                                                  "max_manifest_mb"))
 
 
 def _cell_texts(values: tuple) -> list[str]:
     return ["" if v is None else str(v) for v in values]
 
 
-def _numbered(rows: Iterable, to_cells: Callable[[object], list[str]]) -> list[tuple[int, list[str]]]:
-    """Rows numbered as a spreadsheet shows them (from 1), the empty ones left out."""
-    return [(i, cells) for i, cells in enumerate(map(to_cells, rows), start=1) if any(c.strip() for c in cells)]
+def _numbered(rows: Iterable, to_cells: Callable[[object], list[str]], path: Path) -> list[tuple[int, list[str]]]:
+    """Rows numbered as a spreadsheet shows them (from 1), the empty ones left out; refused as soon as the cells read
+    (an empty row counts as one) pass the server's limit."""
+    limit, read, out = server_config().max_manifest_cells, 0, []
+    for i, cells in enumerate(map(to_cells, rows), start=1):
+        read += max(1, len(cells))
+        if read > limit:
+            raise ValueError(f"{path}: the manifest is too large: more than {limit:,} cells (rows x columns; server "
+                             "setting max_manifest_cells)")
+        if any(c.strip() for c in cells):
+            out.append((i, cells))
+    return out
 
 
 def _sheet(rows: list[tuple[int, list[str]]], described: str) -> Sheet:

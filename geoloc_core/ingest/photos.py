@@ -113,6 +113,8 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
         root = source
         if manifest is None:
             manifest = next((source / n for n in MANIFEST_NAMES if (source / n).is_file()), None)
+            if manifest is not None and not manifest.resolve().is_relative_to(source.resolve()):  # a link out
+                raise ValueError(f"{manifest}: a symbolic link out of the photo folder; not read")
     else:
         raise FileNotFoundError(f"{source}: no such folder or manifest")
     if tagger is not None and tagger.camera_offset is None:

@@ -10,6 +10,7 @@ maximum gap (the logger paused, lost its fix, or was off), is not placed: the re
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from geoloc_core.config import server_config, too_large
 from geoloc_core.ingest.exif import read_time_taken
 
 _OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d\d))?")
@@ -60,32 +62,55 @@ def parse_utc_offset(text: str) -> timedelta:
 
 
 def read_gpx(source: str | Path) -> Track:
-    """The timed points of a GPX file, or of every `.gpx` file in a folder (tracks and routes; waypoints are places, not a path)."""
-    import gpxpy
-    import gpxpy.gpx
+    """The timed points of a GPX file, or of every `.gpx` file in a folder (tracks and routes; waypoints are places, not a path).
 
+    Each file is bounded (`ServerConfig.max_gpx_mb`) and read by one streaming XML pass (gpxpy's namespace regex took
+    time quadratic in the file's size); a file in a folder must lie in it once its symbolic links are followed.
+    """
     source = Path(source)
     files = sorted(p for p in source.iterdir() if p.suffix.lower() == ".gpx") if source.is_dir() else [source]
     if not files:
         raise FileNotFoundError(f"{source}: no .gpx files in this folder")
-    points = []
+    points: list[tuple[float, float, float]] = []
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such GPX file")
+        if source.is_dir() and not path.resolve().is_relative_to(source.resolve()):
+            raise ValueError(f"{path}: a symbolic link out of the GPX folder; not read")
+        limit = server_config().max_gpx_mb
+        if path.stat().st_size > limit * 2**20:
+            raise ValueError(f"{path}: " + too_large("the GPX file", path.stat().st_size / 2**20, limit, "MB", "max_gpx_mb"))
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                gpx = gpxpy.parse(f)
-        except gpxpy.gpx.GPXException as exc:
+            points += _timed_points(path)
+        except ET.ParseError as exc:  # a line and column, never the file's text
             raise ValueError(f"{path}: not a readable GPX file ({exc})") from exc
-        for p in [p for t in gpx.tracks for s in t.segments for p in s.points] + [p for r in gpx.routes for p in r.points]:
-            if p.time is not None:
-                t = p.time if p.time.tzinfo else p.time.replace(tzinfo=UTC)  # GPX times are UTC
-                points.append((t.timestamp(), p.latitude, p.longitude))
     if not points:
         raise ValueError(f"{source}: the GPX has no points with a time, so photos cannot be matched to it")
     arr = np.array(sorted(points), np.float64)
     keep = np.r_[True, np.diff(arr[:, 0]) > 0]  # one point per instant (the first)
     return Track(time_s=arr[keep, 0], lat_deg=arr[keep, 1], lon_deg=arr[keep, 2])
+
+
+def _timed_points(path: Path) -> list[tuple[float, float, float]]:
+    """(UTC seconds, lat_deg, lon_deg) of a GPX file's track and route points that have a time (GPX 1.0 or 1.1)."""
+    points = []
+    for _, element in ET.iterparse(path, events=("end",)):
+        tag = element.tag.rpartition("}")[2]
+        if tag not in ("trkpt", "rtept", "wpt"):
+            continue
+        stamp = next((c.text for c in element if c.tag.rpartition("}")[2] == "time"), None)
+        if tag != "wpt" and stamp and stamp.strip():
+            line = f"{path.name}: a {tag} with time {stamp.strip()[:40]!r}"
+            try:
+                t = datetime.fromisoformat(stamp.strip())
+                lat, lon = float(element.get("lat", "nan")), float(element.get("lon", "nan"))
+            except ValueError:
+                raise ValueError(f"{line}: not an ISO 8601 time, or its lat / lon is not a number") from None
+            if not (abs(lat) <= 90 and abs(lon) <= 180):
+                raise ValueError(f"{line}: lat / lon missing or out of range")
+            points.append(((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp(), lat, lon))  # GPX times are UTC
+        element.clear()  # the tree keeps no point once it is read
+    return points
 
 
 def position_at(track: Track, t_s: float, max_gap_s: float) -> tuple[float, float] | str:

@@ -67,7 +67,7 @@ def _time_taken(path: Path) -> tuple[datetime, timedelta | None] | None:
     try:
         with Image.open(io.BytesIO(Path(path).read_bytes())) as image:
             return read_time_taken(image)
-    except (TimeError, OSError, ValueError):
+    except (TimeError, OSError, ValueError, Image.DecompressionBombError):
         return None
 
 

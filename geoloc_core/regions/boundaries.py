@@ -11,10 +11,13 @@ that falls at sea keeps a disc of `site_buffer_km` around it rather than losing 
 
 from __future__ import annotations
 
+import glob
 import logging
+import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geoloc_core.config import RegionConfig
+from geoloc_core.config import RegionConfig, server_config, too_large
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +53,109 @@ def land() -> shapely.Geometry:
     return geometry
 
 
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".kml": "KML", ".shp": "ESRI Shapefile"}
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")  # what a zipped Shapefile may hold; nothing else is unzipped
+_VERTEX_BYTES = {".shp": 16, ".gpkg": 16}  # binary formats: a vertex takes at least this many bytes (two float64)
+
+
+class BoundaryError(ValueError):
+    """A boundary file that is refused or cannot be read; the message says why, without quoting the file."""
+
+
 def read_boundary(path: str | Path) -> shapely.Geometry:
     """A boundary file (GeoPackage, GeoJSON, Shapefile or a .zip holding one, KML) -> its polygons' union in EPSG:4326.
 
-    A file that states no CRS is taken to be in lon/lat degrees (as GeoJSON and KML always are).
+    The file is opened only by the GDAL driver its extension names (a GML file named `.json` is not read as GML), and
+    only once its size, unzipped size and the most vertices it can hold are within the server's limits
+    (`ServerConfig.max_boundary_mb`, `max_boundary_vertices`). A file that states no CRS is taken to be in lon/lat
+    degrees (as GeoJSON and KML always are).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"boundary file {path} not found")
-    frame = _read_any(path)
+        raise FileNotFoundError(f"boundary file {path.name} not found")
+    suffix = path.suffix.lower()
+    if suffix != ".zip" and suffix not in DRIVERS:
+        raise BoundaryError(f"{path.name}: a boundary is a GeoPackage (.gpkg), GeoJSON (.geojson, .json), KML (.kml) or a "
+                            "zipped Shapefile (.zip)")
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = _read_any(_unzipped(path, Path(tmp)) if suffix == ".zip" else path)
     if frame.crs is None:
-        log.warning("%s states no CRS: taken as WGS 84 lon/lat (EPSG:4326)", path)
+        log.warning("%s states no CRS: taken as WGS 84 lon/lat (EPSG:4326)", path.name)
         frame = frame.set_crs("EPSG:4326")
     polygons = [g for g in frame.to_crs("EPSG:4326").geometry if g is not None and g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
-        raise ValueError(f"boundary file {path} holds no polygons")
+        raise BoundaryError(f"boundary file {path.name} holds no polygons")
     geometry = shapely.make_valid(shapely.union_all(polygons))
     shapely.prepare(geometry)
     return geometry
 
 
-def _read_any(path: Path) -> gpd.GeoDataFrame:
-    if path.suffix.lower() == ".zip":
+def _unzipped(path: Path, into: Path) -> Path:
+    """The Shapefile a zip holds, unzipped into `into` under the server's byte limit (counted as it is unzipped: the
+    sizes a zip declares may lie); only a Shapefile's own parts are taken."""
+    limit = _limit_bytes()
+    try:
         with zipfile.ZipFile(path) as z:
-            shp = [n for n in z.namelist() if n.lower().endswith(".shp")]
-        if not shp:
-            raise ValueError(f"{path} holds no Shapefile (.shp)")
-        return gpd.read_file(f"zip://{path.resolve()}!{shp[0]}")
-    if path.suffix.lower() == ".kml":
-        return read_kml(path)
-    return gpd.read_file(path)
+            members = [m for m in z.infolist() if not m.is_dir() and Path(m.filename).suffix.lower() in SHAPEFILE_PARTS]
+            shp = [m for m in members if m.filename.lower().endswith(".shp")]
+            if not shp:
+                raise BoundaryError(f"{path.name} holds no Shapefile (.shp)")
+            stem = Path(shp[0].filename).stem
+            total = 0
+            for m in (m for m in members if Path(m.filename).stem == stem):
+                with z.open(m) as src, open(into / f"boundary{Path(m.filename).suffix.lower()}", "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > limit:
+                            raise BoundaryError(_too_large(f"{path.name} unzipped", total))
+                        dst.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+        raise BoundaryError(f"{path.name}: not a readable zip file ({type(exc).__name__})") from exc
+    return into / "boundary.shp"
+
+
+def _read_any(path: Path) -> gpd.GeoDataFrame:
+    """The file's features, through its extension's driver alone, once it is within the server's limits."""
+    suffix = path.suffix.lower()
+    size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(f"{glob.escape(path.stem)}.*")
+                                     if suffix == ".shp" and p != path)
+    if size > _limit_bytes():
+        raise BoundaryError(_too_large(path.name, size))
+    vertices = _most_vertices(path)
+    limit = server_config().max_boundary_vertices
+    if vertices > limit:
+        raise BoundaryError(f"{path.name} is too large: it may hold {vertices:,} vertices, the limit is {limit:,} "
+                            "(server setting max_boundary_vertices)")
+    try:
+        if suffix == ".kml":
+            return read_kml(path)
+        return gpd.read_file(path, driver=DRIVERS[suffix])
+    except ET.ParseError as exc:  # the message gives a line and column, never the file's text
+        raise BoundaryError(f"{path.name}: not well-formed KML ({exc})") from exc
+    except (OSError, RuntimeError, ValueError) as exc:  # fiona's errors quote the server's temporary path
+        raise BoundaryError(f"{path.name}: not a readable {DRIVERS[suffix]} file") from exc
+
+
+def _most_vertices(path: Path) -> int:
+    """An upper bound on the vertices a file can hold, from its bytes alone: one per 16 bytes of a binary format, one
+    per `[` of GeoJSON (each position is an array), one per `,` of KML (each coordinate tuple has one or two)."""
+    suffix = path.suffix.lower()
+    if suffix in _VERTEX_BYTES:
+        return path.stat().st_size // _VERTEX_BYTES[suffix]
+    marker = b"[" if DRIVERS[suffix] == "GeoJSON" else b","
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(marker)
+    return count
+
+
+def _limit_bytes() -> int:
+    return int(server_config().max_boundary_mb * 2**20)
+
+
+def _too_large(what: str, size: int) -> str:
+    return too_large(what, size / 2**20, server_config().max_boundary_mb, "MB", "max_boundary_mb")
 
 
 @dataclass(frozen=True)
@@ -149,7 +225,7 @@ def read_kml(path: Path) -> gpd.GeoDataFrame:
         frame = pd.DataFrame(rows, index=geometry.index) if rows else pd.DataFrame(index=geometry.index)
         frames.append(gpd.GeoDataFrame(frame.assign(layer=layer), geometry=geometry.geometry.to_numpy(), crs=CRS))
     if not frames:
-        raise ValueError(f"{path} holds no placemarks")
+        raise BoundaryError(f"{path.name} holds no placemarks")
     return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=CRS)
 
 

@@ -17,49 +17,19 @@ and ingest rejects any photo whose resolved path leaves the folder it was given.
 
 from __future__ import annotations
 
-import functools
 import os
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from geoloc_core.config import DEFAULT_DATA, PROJECT_DIR, ServerConfig, from_dict
+from geoloc_core.config import DEFAULT_DATA, ServerConfig, load_server_config, server_config
 
-CONFIG_FILE = PROJECT_DIR / ".streamlit" / "geoloc.toml"
+# `server_config` and `load_server_config` live in config.py, so every floor (images, ingest, boundaries) reads its limits
+# there; they are named here too, for the server's callers.
+_REEXPORTED = (load_server_config, server_config)
 
 
 class Refused(ValueError):
     """A path outside the data roots, or an action this server does not allow; the message says why, for the user."""
-
-
-@functools.cache
-def server_config() -> ServerConfig:
-    """The server's settings, read once per process (tests clear the cache: `server_config.cache_clear()`)."""
-    return load_server_config()
-
-
-def load_server_config(environ: dict[str, str] | None = None) -> ServerConfig:
-    """`ServerConfig` from the environment over the config file over the defaults."""
-    environ = os.environ if environ is None else environ
-    path = Path(environ.get("GEOLOC_CONFIG") or CONFIG_FILE)
-    values = {}
-    if path.is_file():
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    for f in fields(ServerConfig):
-        text = environ.get(f"GEOLOC_{f.name.upper()}")
-        if text is None or (text == "" and f.name != "data_roots"):  # an empty GEOLOC_DATA_ROOTS: no folder is allowed
-            continue
-        if f.name == "data_roots":
-            values[f.name] = [p for p in text.split(os.pathsep) if p]
-        elif f.name == "max_jobs":
-            values[f.name] = int(text)
-        else:
-            values[f.name] = text
-    cfg = from_dict(ServerConfig, values)
-    if cfg.mode not in ("editor", "viewer"):
-        raise ValueError(f"mode {cfg.mode!r}: editor or viewer")
-    return cfg
 
 
 def is_viewer(cfg: ServerConfig | None = None) -> bool:
@@ -83,9 +53,10 @@ def state_dir(cfg: ServerConfig | None = None) -> Path:
 
 
 def data_roots(cfg: ServerConfig | None = None) -> list[Path]:
-    """The folders photos may come from, resolved: the configured ones, else ../shared/data and the home folder."""
+    """The folders photos may come from, resolved: the configured ones, else ../shared/data (never a home folder: a
+    visitor would list and browse every file in it)."""
     cfg = cfg or server_config()
-    roots = cfg.data_roots if cfg.data_roots is not None else (str(DEFAULT_DATA.parent), str(Path.home()))
+    roots = cfg.data_roots if cfg.data_roots is not None else (str(DEFAULT_DATA.parent),)
     return [Path(r).expanduser().resolve() for r in roots]
 
 
@@ -131,10 +102,22 @@ def check_source(path: str | Path | None, cfg: ServerConfig | None = None) -> Pa
     return resolve_source(path, data_roots(cfg), base=Path.cwd())
 
 
-def job_environment(cfg: ServerConfig | None = None) -> dict[str, str]:
-    """The settings a job started by the app must see as the app does (absolute paths: a job runs in another folder)."""
+JOB_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES",
+                 "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_OFFLINE", "TORCH_HOME", "XDG_CACHE_HOME", "HOME", "GEOLOC_MODEL_DIR",
+                 "GEOLOC_CACHE_DIR", "GEOLOC_TILES")  # what a job needs of the server's own
+
+
+def job_environment(cfg: ServerConfig | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A job's whole environment: the few variables of the server's it needs to run (`JOB_INHERITED`), and the settings
+    it must see as the app does (absolute paths: a job runs in another folder). Nothing else of the server's: its
+    secrets stay out of a job, whose log and errors a visitor may read."""
     cfg = cfg or server_config()
-    return {"GEOLOC_DATA_ROOTS": os.pathsep.join(map(str, data_roots(cfg))), "GEOLOC_MODE": cfg.mode,
+    environ = os.environ if environ is None else environ
+    settings = {f"GEOLOC_{f.name.upper()}": str(getattr(cfg, f.name)) for f in fields(ServerConfig)
+                if f.name.startswith("max_") and f.name != "max_jobs"}
+    return {**{k: environ[k] for k in JOB_INHERITED if k in environ}, **settings,
+            "GEOLOC_CONFIG": os.devnull,  # every setting is in the environment: the job reads no file of the server's
+            "GEOLOC_DATA_ROOTS": os.pathsep.join(map(str, data_roots(cfg))), "GEOLOC_MODE": cfg.mode,
             "GEOLOC_MAX_JOBS": str(max_jobs(cfg)), "GEOLOC_STATE_DIR": str(state_dir(cfg).resolve()),
             "GEOLOC_RUNS": str(runs_dir(cfg).resolve())}
 

@@ -131,9 +131,24 @@ def job_of(folder: Folder | Path, cfg=None) -> Job | None:
 
 # submitting, dispatching, cancelling -------------------------------------------------------------
 
-def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool = False, cfg=None) -> Job:
-    """Queue `geoloc argv` for `folder` (its status says "queued" at once) and start it if a slot is free."""
+class Occupied(access.Refused):
+    """A folder whose job is queued or running, or whose finished work a new job would replace unasked."""
+
+
+def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool = False, cfg=None,
+           replace: bool = False) -> Job:
+    """Queue `geoloc argv` for `folder` (its status says "queued" at once) and start it if a slot is free.
+
+    Decided under the queue's lock, so two sessions never queue two jobs into one folder: raises `Occupied` where the
+    folder's job is queued or running, or, unless `replace`, where it holds finished work (the message names who built
+    it and when, for the question a page asks before replacing it)."""
     with locked(cfg):
+        state = folder.state()
+        if state in ("queued", "running"):
+            raise Occupied(f"{folder.root.name} is being built already ({state}).")
+        if state == "done" and not replace:
+            raise Occupied(f"{folder.root.name} is already built{_built_by(folder, cfg)}; building it again replaces "
+                           "every result in it (a new split: its predictors, comparisons and fine-tuning runs go stale).")
         job = Job(id=f"{time.time_ns():020d}-{secrets.token_hex(3)}", kind=kind, folder=str(folder.root.resolve()), argv=tuple(argv),
                   user=user, submitted=time.time(), created=created, previous=folder.read_status())
         folder.root.mkdir(parents=True, exist_ok=True)
@@ -141,6 +156,14 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
         folder.write_status("queued", job=job.id, user=user)
         _dispatch(cfg)
     return get(job.id, cfg) or job
+
+
+def _built_by(folder: Folder, cfg=None) -> str:
+    """" (by ana, 2026-11-23 14:02)": who queued the folder's last job and when it finished, as far as the records say."""
+    job, status = job_of(folder, cfg), folder.read_status() or {}
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["time"])) if "time" in status else None
+    who = f"by {job.user}" if job is not None else "from a shell"
+    return f" ({who}{', ' + when if when else ''})"
 
 
 def dispatch(cfg=None) -> list[Job]:
@@ -212,11 +235,12 @@ def job_ended() -> None:
 def spawn(folder: Folder, argv: list[str], job_id: str | None = None, cfg=None) -> int:
     """Start `geoloc argv` as its own process session, logging to the folder's log; returns its pid.
 
-    The job sees the server's settings as the app does (`access.job_environment`) and its own id, and its folder says
-    "running" at once (so a page shows it before the child has even imported torch)."""
+    The job sees the server's settings as the app does, nothing else of the server's environment
+    (`access.job_environment`), and its own id; its folder says "running" at once (so a page shows it before the child
+    has even imported torch)."""
     folder.root.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    env = {**os.environ, **access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
+    env = {**access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
     with open(folder.log, "ab") as log_file:  # the child keeps its own handle
         proc = subprocess.Popen([*JOB_COMMAND, *argv], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=PROJECT_DIR, env=env)

@@ -26,12 +26,15 @@ def default_user() -> str:
         return "unknown"
 
 
-def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = None, time_offset: str | None = None) -> Job:
+def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = None, time_offset: str | None = None,
+              replace: bool = False) -> Job:
     """Ingest, embed and cut regions for the photos at `source` into `run` (`geoloc run`), through the queue, placing
-    photos without GPS on the `gpx` track if one is given."""
+    photos without GPS on the `gpx` track if one is given; a finished run is built again only with `replace`
+    (`jobqueue.Occupied` otherwise, and always while the run is queued or running)."""
     created = not run.root.exists()
     track = [f"--gpx={gpx}"] + ([f"--time-offset={time_offset}"] if time_offset else []) if gpx else []
-    return jobqueue.submit("run", run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)], user or default_user(), created)
+    return jobqueue.submit("run", run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)], user or default_user(),
+                           created, replace=replace)
 
 
 def start_finetune(run: Run, cfg: FinetuneConfig, user: str | None = None) -> FinetuneRun:

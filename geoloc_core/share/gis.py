@@ -257,19 +257,20 @@ def _kml_geometry(parent: ET.Element, geometry) -> None:
 
 
 def read_layers(path: Path, fmt: str) -> dict[str, gpd.GeoDataFrame]:
-    """A file `write_layers` wrote, back as {layer: frame} (how the tests, and an analyst's script, check it)."""
+    """A file `write_layers` wrote, back as {layer: frame} (how the tests, and an analyst's script, check it); each
+    format only through its own GDAL driver, never the one that claims the file's content."""
     import fiona
 
     path = Path(path)
     if fmt in ("kml", "geojson"):  # one collection: split by the layer field, each layer with its own fields and their types
-        frame = read_kml(path) if fmt == "kml" else gpd.read_file(path)
+        frame = read_kml(path) if fmt == "kml" else gpd.read_file(path, driver="GeoJSON")
         return {name: _typed(part.reindex(columns=[*LAYER_FIELDS.get(name, REGION_FIELDS), "geometry"]).reset_index(drop=True))
                 for name, part in frame.groupby("layer", sort=False)}
     if fmt == "shp":
         with zipfile.ZipFile(path) as z:
             names = [Path(n).stem for n in z.namelist() if n.endswith(".shp")]
-        return {n: _typed(gpd.read_file(f"zip://{path.resolve()}!{n}.shp")) for n in names}
-    return {n: _typed(gpd.read_file(path, layer=n)) for n in fiona.listlayers(str(path))}
+        return {n: _typed(gpd.read_file(f"zip://{path.resolve()}!{n}.shp", driver="ESRI Shapefile")) for n in names}
+    return {n: _typed(gpd.read_file(path, layer=n, driver="GPKG")) for n in fiona.listlayers(str(path))}
 
 
 def _typed(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -14,6 +14,7 @@ layer control); photos, predictions, borders and tiles are overlays.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import re
@@ -132,7 +133,7 @@ def _add_regions(fmap: folium.Map, frame: gpd.GeoDataFrame, name: str, show: boo
     if "area_km2" in data:
         data["area_km2"] = data["area_km2"].round(1)
     group = folium.FeatureGroup(name=name, overlay=False, show=show)
-    folium.GeoJson(json.loads(data.to_json()), pane="regions",
+    folium.GeoJson(_escaped(data.to_json()), pane="regions",
                    style_function=lambda f: {"color": "#333", "weight": 1, "fillColor": f["properties"]["colour"], "fillOpacity": 0.45},
                    popup=folium.GeoJsonPopup(fields=fields, aliases=[aliases[f] for f in fields]),
                    tooltip=folium.GeoJsonTooltip(fields=["region"], aliases=["region"])).add_to(group)
@@ -157,7 +158,7 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
     """Each prediction with its uncertainty circle (geodesic), its neighbours linked to it, and the truth where known."""
     layers = prediction_layers(predictions)
     group = folium.FeatureGroup(name=f"predictions ({len(layers['predictions'])})", show=True)
-    folium.GeoJson(json.loads(layers["uncertainty"].to_json()), interactive=False,
+    folium.GeoJson(_escaped(layers["uncertainty"].to_json()), interactive=False,
                    style_function=lambda _: {"color": "#c0392b", "weight": 1, "fillColor": "#e74c3c", "fillOpacity": 0.12}).add_to(group)
     points, neighbours = layers["predictions"], layers["neighbours"]
     links = [shapely.LineString([(points["lon_deg"][p], points["lat_deg"][p]), (x, y)])
@@ -165,7 +166,7 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
     if links:
         folium.GeoJson(shapely.to_geojson(shapely.MultiLineString(links)), interactive=False,
                        style_function=lambda _: {"color": "#2471a3", "weight": 1, "opacity": 0.5}).add_to(group)
-        folium.GeoJson(json.loads(neighbours.to_json()), marker=folium.CircleMarker(radius=4, color="#2471a3", fill=True, fill_opacity=0.9),
+        folium.GeoJson(_escaped(neighbours.to_json()), marker=folium.CircleMarker(radius=4, color="#2471a3", fill=True, fill_opacity=0.9),
                        popup=folium.GeoJsonPopup(fields=["pred", "rank", "path", "similarity", "dist_km"],
                                                  aliases=["neighbour of prediction", "rank", "photo", "similarity", "km from the prediction"])
                        ).add_to(group)
@@ -174,13 +175,13 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
         lines = [shapely.LineString([(a, b), (c, d)]) for a, b, c, d in zip(truth["lon_deg"], truth["lat_deg"], truth["true_lon"], truth["true_lat"])]
         folium.GeoJson(shapely.to_geojson(shapely.MultiLineString(lines)), interactive=False,
                        style_function=lambda _: {"color": "#1e8449", "weight": 2, "dashArray": "4 4"}).add_to(group)
-        folium.GeoJson(json.loads(gpd.GeoDataFrame(truth[["pred", "path", "error_km"]], geometry=gpd.points_from_xy(truth["true_lon"],
-                                                                                                                       truth["true_lat"]),
-                                                   crs="EPSG:4326").to_json()),
+        folium.GeoJson(_escaped(gpd.GeoDataFrame(truth[["pred", "path", "error_km"]], geometry=gpd.points_from_xy(truth["true_lon"],
+                                                                                                                     truth["true_lat"]),
+                                                 crs="EPSG:4326").to_json()),
                        marker=folium.CircleMarker(radius=6, color="#1e8449", fill=True, fill_opacity=0.9),
                        popup=folium.GeoJsonPopup(fields=["path", "error_km"], aliases=["truth of", "prediction's error (km)"])).add_to(group)
     shown = points.drop(columns=["layer", "lat_deg", "lon_deg"]).round(4)
-    folium.GeoJson(json.loads(shown.to_json()), marker=folium.CircleMarker(radius=7, color="#c0392b", fill=True, fill_opacity=0.95),
+    folium.GeoJson(_escaped(shown.to_json()), marker=folium.CircleMarker(radius=7, color="#c0392b", fill=True, fill_opacity=0.95),
                    popup=folium.GeoJsonPopup(fields=["path", "region", "reg_prob", "radius_km", "coverage", "error_km", "familiar"],
                                              aliases=["photo", "region", "region probability", "uncertainty radius (km)", "coverage",
                                                       "error (km, where the truth is known)", "familiarity"])).add_to(group)
@@ -188,7 +189,16 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
 
 
 def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(text, quote=True)
+
+
+def _escaped(geojson: str) -> dict:
+    """A FeatureCollection whose text properties are HTML-escaped: folium's GeoJsonPopup and GeoJsonTooltip write every
+    property into innerHTML, and the page embeds the JSON in a <script> (a `</script>` in a file name would end it)."""
+    features = json.loads(geojson)
+    for feature in features.get("features", []):
+        feature["properties"] = {k: _escape(v) if isinstance(v, str) else v for k, v in (feature.get("properties") or {}).items()}
+    return features
 
 
 # one file, no network -------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Safe by default on a team server (issue 27): local by default, no home folder, nothing executable in what is shared.
+
+Each test names the attack that worked before its fix."""
+
+import hashlib
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from geoloc_core.base import storage
+from geoloc_core.locate.predict import read_predictions
+from geoloc_core.runs.folders import Folder, Run
+from geoloc_core.server import access, jobqueue, jobs
+from geoloc_core.share.maps import prediction_map, standalone_html
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>.jpg"
+
+
+def test_the_default_data_roots_never_hold_a_home_folder():
+    roots = access.data_roots()  # before: ../shared/data and Path.home(): a visitor could ingest and browse ~
+    assert Path.home().resolve() not in roots and all(not Path.home().resolve().is_relative_to(r) for r in roots)
+
+
+def test_main_serves_on_this_machine_only_unless_a_server_config_says_otherwise():
+    script = (REPO / "scripts" / "main.sh").read_text()
+    assert 'ADDRESS=${GEOLOC_ADDRESS:-127.0.0.1}' in script  # before: every interface, Streamlit's "Network URL"
+    assert re.search(r'streamlit run app\.py --server\.address "\$ADDRESS"', script)
+    assert "needs a server config" in script and "exit 2" in script
+
+
+def _predictions(path: str) -> pd.DataFrame:
+    neighbours = json.dumps([{"path": path, "lat_deg": 45.1, "lon_deg": 15.1, "similarity": 0.9, "dist_km": 1.0}])
+    return pd.DataFrame([{"path": path, "lat_deg": 45.0, "lon_deg": 15.0, "radius_km": 2.0, "coverage": 0.9, "region": 1,
+                          "region_prob": 0.8, "true_lat_deg": 45.01, "true_lon_deg": 15.01, "error_km": 1.3,
+                          "familiarity": 0.5, "unfamiliar": False, "region_agrees": True, "group": HOSTILE,
+                          "neighbours": neighbours}])
+
+
+def test_a_hostile_file_name_is_text_in_the_shared_html_map():
+    page = standalone_html(prediction_map(_predictions(HOSTILE), tiles=False))
+    decoded = page.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&")  # as the browser's JSON.parse
+    assert "<img src=x" not in decoded  # before: this string went into GeoJsonPopup's innerHTML, and the image's onerror ran
+    assert "&lt;img src=x onerror=alert(1)&gt;" in decoded  # shown, as text
+
+
+def test_csv_exports_guard_formula_cells_and_read_back_unchanged(tmp_path):
+    frame = _predictions('=HYPERLINK("http://x","open")').assign(group="@SUM(A1)")
+    csv = storage.write_csv(tmp_path / "predictions.csv", frame, spreadsheet=True)
+    cells = pd.read_csv(csv, dtype=str)
+    assert cells.loc[0, "path"].startswith("'=") and cells.loc[0, "group"].startswith("'@")  # before: Excel ran them
+    assert cells.loc[0, "lat_deg"] == "45.0"  # numbers stay numbers
+    back = read_predictions(csv)
+    assert back.loc[0, "path"] == frame.loc[0, "path"] and back.loc[0, "group"] == "@SUM(A1)"
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under `root` with the SHA-256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # a tiny finished run, and the pages in AppTest
+def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pages(tiny_run, monkeypatch):
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    before = _tree(tiny_run)
+    at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.sidebar.selectbox[-1].set_value("flip").run()  # test-time views: a predictor (and a pass of mirror images) to build
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
+    assert not at.exception
+    assert any("not built yet" in i.value for i in at.info)  # before: built and saved it, re-embedding every photo
+    at = AppTest.from_file(str(REPO / "views" / "evaluate.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    assert not at.exception and any("Not built yet" in i.value for i in at.info)  # before: a leave-location-out pass
+    assert _tree(tiny_run) == before
+
+
+def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_its_lock(tmp_path, sleeper_jobs, monkeypatch):
+    monkeypatch.setattr(access, "max_jobs", lambda cfg=None: 0)  # nothing starts: the folders stay queued
+    done = Folder(tmp_path / "runs" / "survey")
+    done.write_status("done")
+    with pytest.raises(jobqueue.Occupied, match=r"survey is already built \(from a shell, \d{4}-\d\d-\d\d"):
+        jobs.start_run(Run(done.root), str(tmp_path), user="ben")  # before: queued at once, every result went stale
+    assert jobqueue.all_jobs() == [] and done.state() == "done"
+    job = jobs.start_run(Run(done.root), str(tmp_path), user="ben", replace=True)  # once ben has said yes
+    assert job.state == "queued" and done.state() == "queued"
+    with pytest.raises(jobqueue.Occupied, match="being built already"):
+        jobs.start_run(Run(done.root), str(tmp_path), user="ana", replace=True)
+    fresh = Run(tmp_path / "runs" / "fresh")
+    with ThreadPoolExecutor(4) as pool:  # four sessions asking at once: one job, three refusals
+        outcomes = list(pool.map(lambda user: _try(lambda: jobs.start_run(fresh, str(tmp_path), user=user)), "abcd"))
+    assert sum(isinstance(o, jobqueue.Job) for o in outcomes) == 1  # before: the check sat outside the lock
+    assert len([j for j in jobqueue.all_jobs() if j.folder == str(fresh.root.resolve())]) == 1
+
+
+def _try(start):
+    try:
+        return start()
+    except jobqueue.Occupied as exc:
+        return exc
+
+
+@pytest.mark.slow  # a tiny finished run, and the Data page in AppTest
+def test_the_data_page_asks_before_building_a_finished_run_again(tiny_run, manifest_folder, sleeper_jobs, monkeypatch):
+    monkeypatch.setenv("GEOLOC_DATA_ROOTS", str(manifest_folder.parent))
+    monkeypatch.setenv("GEOLOC_RUNS", str(tiny_run.parent))
+    access.server_config.cache_clear()
+    before = _tree(tiny_run)
+    at = AppTest.from_file(str(REPO / "views" / "data.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.text_input[0].set_value(manifest_folder.name)
+    at.text_input[1].set_value(tiny_run.name)
+    at.button[0].click().run()
+    assert not at.exception and any("already built" in w.value for w in at.warning)  # before: queued with no question
+    assert jobqueue.all_jobs() == [] and _tree(tiny_run) == before
+    [no] = [b for b in at.button if b.label == "No, keep it"]
+    no.click().run()
+    assert jobqueue.all_jobs() == [] and not at.warning
+    at.button[0].click().run()
+    [yes] = [b for b in at.button if b.label.startswith("Yes, build")]
+    yes.click().run()
+    assert not at.exception and [j.user for j in jobqueue.all_jobs()] == [at.session_state["session_label"]]
