@@ -268,10 +268,15 @@ def _cmd_show(a) -> None:
 
 
 def _cmd_run(a) -> None:
+    from geoloc_core.locate.untagged import locate_untagged
+
     with Run(a.run).job():
         rows = stages.run_all(a.run, _pipeline_config(a), check_source)
+        located = locate_untagged(a.run)
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     _print_table(rows)
+    if len(located):
+        print(f"\n{len(located)} photos without a location, located by this run: {Run(a.run).located}")
 
 
 def _finetune(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun) -> None:
