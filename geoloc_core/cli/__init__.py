@@ -237,6 +237,10 @@ def _cmd_ingest(a) -> None:
     print(report.summary())
     for rej in report.rejected:
         print(f"  rejected {rej.path}: {rej.reason}")
+    for item in report.to_locate:
+        print(f"  to locate {item.path}: {item.reason}")
+    for d in report.near_duplicates:
+        print(f"  near-duplicate {d.path} repeats {d.of} ({d.bits} of 64 hash bits differ)")
     for w in report.warnings:
         print(f"  warning: {w}")
 

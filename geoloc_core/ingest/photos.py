@@ -167,6 +167,8 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
     report.n_from_track = int((frame["located_by"] == "gpx").sum()) if "located_by" in frame else 0
     for rej in report.rejected:
         log.warning("rejected %s: %s", rej.path, rej.reason)
+    for item in report.to_locate:
+        log.info("to locate %s: %s", item.path, item.reason)
     log.info("%s: %s", source, report.summary())
     return PhotoTable(root=root.resolve(), frame=frame), report
 
