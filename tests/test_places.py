@@ -204,3 +204,8 @@ def test_tagged_and_untagged_photos_one_run_builds_from_the_tagged_and_locates_t
     assert metrics["Places"] == str(db["group"].nunique())
     shown = next(d.value for d in at.dataframe if "radius_km" in d.value)
     assert sorted(shown["path"]) == sorted(located["path"]) and shown["lat_deg"].notna().all()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / "predict.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(run)
+    at.run()
+    assert not at.exception and at.expander[0].label == "This run's 2 photos without GPS, located when it was built"
+    assert sorted(at.dataframe[0].value["path"]) == sorted(located["path"])
