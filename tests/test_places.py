@@ -129,6 +129,11 @@ def test_a_resized_recompressed_copy_is_reported_with_its_original_and_joins_its
     group = table.frame.set_index("path")["group"]
     assert group["z_copy.jpg"] == group["IMG_0461.JPG"] and group.nunique() == 3  # one place, whatever its GPS says
     assert table.frame.set_index("path").loc["z_copy.jpg", "near_duplicate_of"] == "IMG_0461.JPG"
+    run = Run(tmp_path / "run")
+    run.write_photos(table, report)  # the run records the grouping, and reads every hash back as written
+    assert run.photo_table().frame["phash"].tolist() == table.frame["phash"].tolist()
+    assert run.read_ingest_meta()["near_duplicates"] == [{"path": "z_copy.jpg", "of": "IMG_0461.JPG", "bits": 0}]
+    assert run.read_ingest_meta()["places"]["n_places"] == 3 and run.read_ingest_meta()["n_to_locate"] == 0
     is_test = grouped_split(table.frame["group"].to_numpy(), 0.5, seed=0)
     assert is_test[group.index.get_loc("z_copy.jpg")] == is_test[group.index.get_loc("IMG_0461.JPG")]
     table, report = load_photos(folder, cfg=IngestConfig(drop_near_duplicates=True))

@@ -557,7 +557,8 @@ class Run(Folder):
         if not self.ingest_meta.exists():
             raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
         meta = storage.read_json(self.ingest_meta)
-        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str}, keep_default_na=False)
+        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str},
+                            keep_default_na=False)
         return PhotoTable(root=Path(meta["root"]), frame=frame)
 
     def read_ingest_meta(self) -> dict[str, Any]:
