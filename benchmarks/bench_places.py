@@ -38,14 +38,15 @@ def paired_rows(e_exact: np.ndarray, e_places: np.ndarray, places: np.ndarray, b
     for name, f in _FIGURES.items():
         diffs = np.array([f(e_exact[d]) - f(e_places[d]) for d in draws])
         low, high = np.quantile(diffs, [0.025, 0.975])
-        rows.append({"figure": name, "exact": f(e_exact), "places": f(e_places), "exact - places": f(e_exact) - f(e_places),
+        rows.append({"figure": name, "exact": f(e_exact), "places": f(e_places),
+                     "exact - places": f(e_exact) - f(e_places),
                      "95% low": float(low), "95% high": float(high),
                      "verdict": "no detectable difference" if low <= 0 <= high else "differs"})
     return rows
 
 
 def knn1_errors(run: Run, groups: np.ndarray, folds: int) -> np.ndarray:
-    """(N,) km from each photo to its nearest database photo's coordinate (cosine), each photo held out once (K-fold)."""
+    """(N,) km from each photo to its nearest database photo (cosine), each photo held out once (K-fold)."""
     emb, _ = run.read_embeddings()
     table = run.photo_table()
     fold = location_folds(groups, folds, seed=0)
@@ -66,7 +67,8 @@ def exact_groups(run: Run) -> np.ndarray:
 def method_rows(run: Run, protocol: str) -> pd.DataFrame:
     """Each method's figures from compare.csv (intervals as compare wrote them)."""
     table = pd.read_csv(run.compare_table)
-    keep = [c for c in table.columns if c == "method" or c.split("_lo")[0].split("_hi")[0] in ("median_km", "acc@1km", "acc@25km")]
+    figures = ("median_km", "acc@100m", "acc@1km", "acc@25km")
+    keep = [c for c in table.columns if c == "method" or any(c.startswith(f) for f in figures)]
     return table[keep].assign(protocol=protocol)
 
 
@@ -96,10 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         exact = Run(a.runs[0])
         pd.set_option("display.width", 250)
-        print(pd.concat([method_rows(exact, "exact"), method_rows(places, "places")]).to_string(index=False, float_format="%.3f"))
+        rows = pd.concat([method_rows(exact, "exact"), method_rows(places, "places")])
+        print(rows.to_string(index=False, float_format="%.3f"))
         answers = [pd.read_csv(r.compare_predictions)[["path", "error_km"]] for r in (exact, places)]
-        both = answers[0].merge(answers[1], on="path", suffixes=("_exact", "_places")).merge(frame[["path", "group"]], on="path")
-        e_exact, e_places, groups = both["error_km_exact"].to_numpy(), both["error_km_places"].to_numpy(), both["group"].to_numpy()
+        both = answers[0].merge(answers[1], on="path", suffixes=("_exact", "_places"))
+        both = both.merge(frame[["path", "group"]], on="path")
+        e_exact, e_places, groups = (both[c].to_numpy() for c in ("error_km_exact", "error_km_places", "group"))
     print(markdown(pd.DataFrame(paired_rows(e_exact, e_places, groups, a.boot, a.seed))))
 
 

@@ -31,7 +31,8 @@ def _widest_m(labels: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> float:
     widest = 0.0
     for p in np.unique(labels):
         m = labels == p
-        widest = max(widest, float(haversine_km(lat[m][:, None], lon[m][:, None], lat[m][None], lon[m][None]).max()) * 1000)
+        d_km = haversine_km(lat[m][:, None], lon[m][:, None], lat[m][None], lon[m][None])
+        widest = max(widest, float(d_km.max()) * 1000)
     return widest
 
 
@@ -83,7 +84,8 @@ def test_jittered_bursts_on_bgu_campus_stay_one_place_and_the_campus_does_not_be
 def test_mthood_phone_roll_is_grouped_into_places_and_its_photo_without_gps_is_to_locate():
     table, report = load_photos(shared("mthood-phone") / "images")
     frame = table.frame
-    assert len(frame) == 97 and [vars(r) for r in report.to_locate] == [{"path": "IMG_0562.JPG", "reason": "no GPS in EXIF"}]
+    assert len(frame) == 97
+    assert [vars(r) for r in report.to_locate] == [{"path": "IMG_0562.JPG", "reason": "no GPS in EXIF"}]
     n_fixes = len(frame[["lat_deg", "lon_deg"]].drop_duplicates())
     assert n_fixes > 55 and 25 <= frame["group"].nunique() <= 45  # about 60 distinct fixes, 35 places
     assert report.places.n_places == frame["group"].nunique() and report.places.largest_diameter_m <= CAP_M
@@ -101,8 +103,9 @@ def _gps_exif(image: Image.Image, where: tuple[float, float] | None) -> Image.Ex
     return exif
 
 
-def _resaved(src: Path, dst: Path, side: int | None = None, quality: int = 90, gps: tuple[float, float] | str | None = "keep") -> None:
-    """A real photo saved again: resized to `side` px, re-compressed, its GPS kept, moved to `gps` or stripped (None)."""
+def _resaved(src: Path, dst: Path, side: int | None = None, quality: int = 90,
+             gps: tuple[float, float] | str | None = "keep") -> None:
+    """A real photo saved again: resized to `side` px, re-compressed, its GPS kept, moved to `gps` or stripped."""
     image = Image.open(src)
     exif = image.getexif() if gps == "keep" else _gps_exif(image, gps)
     copy = image.copy()
@@ -123,7 +126,8 @@ def test_a_resized_recompressed_copy_is_reported_with_its_original_and_joins_its
         shutil.copy(mthood / name, folder / name)
     original = load_photos(folder)[0].frame.set_index("path")
     lat, lon = original.loc["IMG_0461.JPG", ["lat_deg", "lon_deg"]]
-    _resaved(mthood / "IMG_0461.JPG", folder / "z_copy.jpg", side=800, quality=60, gps=(lat + 300 / 111_320, lon))  # 300 m off
+    moved = (lat + 300 / 111_320, lon)  # 300 m away
+    _resaved(mthood / "IMG_0461.JPG", folder / "z_copy.jpg", side=800, quality=60, gps=moved)
     table, report = load_photos(folder)
     assert [(d.path, d.of) for d in report.near_duplicates] == [("z_copy.jpg", "IMG_0461.JPG")]
     group = table.frame.set_index("path")["group"]
@@ -176,8 +180,7 @@ def test_a_folder_with_only_untagged_photos_says_there_is_nothing_to_locate_them
 
 
 @pytest.mark.slow
-def test_tagged_and_untagged_photos_one_run_builds_from_the_tagged_and_locates_the_others(mthood, tmp_path, tiny_checkpoint,
-                                                                                            isolated_cache):
+def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_path, tiny_checkpoint, isolated_cache):
     from streamlit.testing.v1 import AppTest
 
     folder = tmp_path / "roll"
@@ -196,7 +199,7 @@ def test_tagged_and_untagged_photos_one_run_builds_from_the_tagged_and_locates_t
     assert sorted(located["path"]) == [f"nogps_{n}" for n in names[10:]]
     assert located[["lat_deg", "lon_deg", "radius_km"]].notna().all().all()
     db = r.photo_table().frame
-    assert located["lat_deg"].between(db["lat_deg"].min() - 0.05, db["lat_deg"].max() + 0.05).all()  # answered from the roll
+    assert located["lat_deg"].between(db["lat_deg"].min() - 0.05, db["lat_deg"].max() + 0.05).all()  # from the roll
     assert located["lon_deg"].between(db["lon_deg"].min() - 0.05, db["lon_deg"].max() + 0.05).all()
     meta = r.read_ingest_meta()
     assert meta["n_accepted"] == 10 and meta["n_to_locate"] == 2 and meta["places"]["n_places"] == db["group"].nunique()

@@ -27,8 +27,8 @@ if run is None:
 if run.located.exists():  # the run's own photos without GPS, located when it was built (`geoloc run`)
     located = pd.read_csv(run.located, keep_default_na=False)
     with st.expander(f"This run's {len(located)} photos without GPS, located when it was built"):
-        st.dataframe(located[[c for c in ("path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")
-                              if c in located]], hide_index=True, width="stretch")
+        shown = ("path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")
+        st.dataframe(located[[c for c in shown if c in located]], hide_index=True, width="stretch")
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 rounds = run.finished_rounds("dt") if descriptor == "cls" else []
 ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds], format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",

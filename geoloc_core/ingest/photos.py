@@ -42,7 +42,14 @@ from geoloc_core.base.images import ImageDecodeError, decode_image
 from geoloc_core.config import IngestConfig
 from geoloc_core.ingest.exif import GpsError, read_gps
 from geoloc_core.ingest.manifests import read_manifest
-from geoloc_core.ingest.places import PlaceSummary, merge_groups, near_duplicate_pairs, perceptual_hash, place_labels, summarise_places
+from geoloc_core.ingest.places import (
+    PlaceSummary,
+    merge_groups,
+    near_duplicate_pairs,
+    perceptual_hash,
+    place_labels,
+    summarise_places,
+)
 from geoloc_core.ingest.tracks import TrackTagger, place_photo
 
 log = logging.getLogger(__name__)
@@ -234,7 +241,8 @@ def _check_rows(locate: Locator, rows: pd.DataFrame, report: IngestReport, worke
         elif result.rel in seen_paths:
             report.rejected.append(Rejection(paths[i], labels[i] + "duplicate row (the same path is listed earlier)"))
         elif result.sha1 in seen_hashes:
-            report.rejected.append(Rejection(paths[i], labels[i] + f"duplicate file (same content as {seen_hashes[result.sha1]})"))
+            same = seen_hashes[result.sha1]
+            report.rejected.append(Rejection(paths[i], labels[i] + f"duplicate file (same content as {same})"))
         elif result.untagged:
             seen_paths.add(result.rel)
             seen_hashes[result.sha1] = result.rel
@@ -277,7 +285,7 @@ def group_places(frame: pd.DataFrame, report: IngestReport, cfg: IngestConfig) -
     given = next((c for c in _GROUP_COLUMNS if c in frame), None)
     own = frame[given].astype(str).to_numpy() if given else np.full(len(frame), "")
     keys = np.where(own != "", own, [f"place-{p}" for p in places]) if len(frame) else own
-    codes = merge_groups(pd.factorize(keys)[0], pairs)  # a near-duplicate joins its original's place, across any given key
+    codes = merge_groups(pd.factorize(keys)[0], pairs)  # a near-duplicate joins its original's place, across given keys
     first_key = pd.Series(keys).groupby(codes).transform("first")
     frame["group"] = first_key.to_numpy(str) if len(frame) else np.array([], str)
     report.places = summarise_places(pd.factorize(frame["group"])[0], lat, lon, cfg.place_radius_m, cfg.place_max_m,

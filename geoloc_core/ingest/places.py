@@ -84,7 +84,8 @@ def summarise_places(labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarra
         for members in _members(labels):
             if len(members) > 1:
                 widest = max(widest, _diameter_m(xy_m[members]))
-    return PlaceSummary(int(len(labels)), int(labels.max()) + 1 if len(labels) else 0, int(counts.max()), round(widest, 1),
+    n_places = int(labels.max()) + 1 if len(labels) else 0
+    return PlaceSummary(int(len(labels)), n_places, int(counts.max()), round(widest, 1),
                         float(radius_m), float(max_diameter_m), int(n_near_duplicates))
 
 
@@ -102,8 +103,8 @@ def perceptual_hash(image: Image.Image) -> int:
 def near_duplicate_pairs(hashes: np.ndarray, max_bits: int) -> np.ndarray:
     """(N,) uint64 perceptual hashes -> (P, 2) index pairs (i < j) at most `max_bits` apart, sorted.
 
-    Pigeonhole (multi-index hashing): split the 64 bits into max_bits + 1 bands; two hashes within max_bits agree exactly
-    on at least one band, so only photos that share a band's value are compared.
+    Pigeonhole (multi-index hashing): split the 64 bits into max_bits + 1 bands; two hashes within max_bits agree
+    exactly on at least one band, so only photos that share a band's value are compared.
     """
     hashes = np.asarray(hashes, np.uint64)
     if max_bits < 0 or len(hashes) < 2:
@@ -126,7 +127,9 @@ def near_duplicate_pairs(hashes: np.ndarray, max_bits: int) -> np.ndarray:
 
 def _components(n: int, links: np.ndarray) -> np.ndarray:
     """(n,) connected component of each node of the graph with edges `links` (E, 2)."""
-    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n, n)) if len(links) else coo_matrix((n, n))
+    if not len(links):
+        return np.arange(n, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
@@ -175,7 +178,7 @@ def _diameter_m(xy_m: np.ndarray) -> float:
 
 
 def _first_seen_order(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 0, 1, ... in order of their first photo, so a place's number does not depend on the algorithm."""
+    """Labels renumbered 0, 1, ... in order of their first photo: a place's number does not depend on the algorithm."""
     _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(len(first), np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))

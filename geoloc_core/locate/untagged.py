@@ -42,6 +42,7 @@ def locate_untagged(run_dir: Path, cfg: PredictConfig | None = None) -> pd.DataF
     errors = pd.DataFrame({"path": [rel[p] for p in failed], "error": list(failed.values())})
     answers = pd.concat([answers, errors], ignore_index=True) if len(errors) else answers.assign(error="")
     storage.write_csv(run.located, answers)
-    run.append_metrics({"stage": "locate_untagged", "n_to_locate": len(todo), "n_located": len(preds), "n_failed": len(failed)})
+    run.append_metrics({"stage": "locate_untagged", "n_to_locate": len(todo), "n_located": len(preds),
+                        "n_failed": len(failed)})
     log.info("%s: located %d of %d photos without a location", run.root, len(preds), len(todo))
     return answers

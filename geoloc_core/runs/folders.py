@@ -6,7 +6,7 @@ these classes for a path or a reader; none of them spells a file name.
 
     RUN/
       config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
-      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos (with their place), rejections and why
+      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos (with a place), rejections and why
       to_locate.csv  located.csv                             photos without a location; the run's answers for them
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
       embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: test-time views)
@@ -557,8 +557,8 @@ class Run(Folder):
         if not self.ingest_meta.exists():
             raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
         meta = storage.read_json(self.ingest_meta)
-        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str},
-                            keep_default_na=False)
+        text = {"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str}
+        frame = pd.read_csv(self.photos, dtype=text, keep_default_na=False)
         return PhotoTable(root=Path(meta["root"]), frame=frame)
 
     def read_ingest_meta(self) -> dict[str, Any]:
