@@ -47,6 +47,18 @@ class IngestConfig:
     time_offset: str | None = setting(None, "the camera clock's UTC offset for --gpx, e.g. +01:00 (write --time-offset=-05:00); "
                                             "a photo that records its own offset (OffsetTimeOriginal) uses that; unset: camera times are UTC")
     gpx_max_gap: float = setting(300.0, "seconds: a photo taken between two track points further apart in time is not placed")
+    place_radius_m: float = setting(25.0, "photos whose GPS fixes lie this close (metres) are one place, the "
+                                    "unit every split, fold and bootstrap keeps on one side (a phone's fix is off by "
+                                    "5-10 m outdoors, so two fixes of one spot differ by less than 25 m about 95 % of "
+                                    "the time); 0: exact coordinates only")
+    place_max_m: float = setting(100.0, "metres: a place chained wider than this (photos every 20 m along a street) "
+                                 "is cut into places no wider (complete linkage), so one chain cannot swallow a campus "
+                                 "or a town; a cut can part a burst, the narrower the more often "
+                                 "(docs/results/places.md)")
+    near_duplicate_bits: int = setting(4, "two photos whose 64-bit perceptual hashes differ in at most this many "
+                                       "bits are the same picture (re-saved, resized, re-compressed): reported, and "
+                                       "always in one place; -1: off")
+    drop_near_duplicates: bool = setting(False, "leave out (as rejected) each photo that repeats an earlier one")
 
 
 @dataclass(frozen=True)

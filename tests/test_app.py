@@ -249,7 +249,8 @@ def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(t
     _roots(monkeypatch, tmp_path)
     at = page("views/data.py", tiny_run)
     assert not at.exception
-    assert [m.value for m in at.metric][:2] == ["40", "0"]  # ingest.json counts
+    assert [m.value for m in at.metric] == ["40", "20", "2 photos", "0", "0"]  # ingest.json counts: photos, places (the
+    # manifest's location_id), the largest place, photos to locate, rejected
     assert at.dataframe[-1].value["reason"].tolist() == ["not an image (no known image format)"]
     at.text_input[0].set_value(str(tmp_path / "no" / "such" / "folder"))
     at.text_input[1].set_value("x")

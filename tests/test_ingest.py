@@ -56,8 +56,8 @@ def test_folder_scan_reports_wrong_types_and_missing_gps(tmp_path):
     table, report = load_photos(tmp_path)
     assert table.frame["path"].tolist() == ["south_west.jpg"]
     assert abs(table.lat_deg[0] + 33.8688) < 1e-6 and abs(table.lon_deg[0] + 70.6693) < 1e-6
-    reasons = {r.path: r.reason for r in report.rejected}
-    assert reasons == {"notes.txt": "not an image file type (.txt)", "nogps.jpg": "no GPS in EXIF"}
+    assert [vars(r) for r in report.rejected] == [{"path": "notes.txt", "reason": "not an image file type (.txt)"}]
+    assert [vars(r) for r in report.to_locate] == [{"path": "nogps.jpg", "reason": "no GPS in EXIF"}]  # run locates it
 
 
 def test_swapped_lat_lon_columns_are_detected(tmp_path):

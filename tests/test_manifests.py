@@ -189,7 +189,7 @@ def test_cli_ingests_an_xlsx_and_a_workbook_it_cannot_read_fails_clearly(tmp_pat
     book.active.append(["a.jpg", "45°54'03\"N", "16°42'00.7\"E"])
     book.save(tmp_path / "trip.xlsx")
     assert main(["ingest", str(tmp_path / "trip.xlsx"), "--run", str(tmp_path / "run")]) == 0
-    assert "1 photos accepted, 0 rejected of 1" in capsys.readouterr().out
+    assert "1 photos with a location in 1 places, 0 to locate, 0 rejected of 1" in capsys.readouterr().out
     (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0")
     assert main(["ingest", str(tmp_path / "old.xls"), "--run", str(tmp_path / "run2")]) == 2
     assert "old.xls: .xls workbooks are not read; save it as .xlsx or .csv" in caplog.text

@@ -78,13 +78,16 @@ def test_photos_are_placed_on_the_track_by_their_exif_time(trip):
     assert got.loc["own_offset.jpg", ["lat_deg", "lon_deg"]].tolist() == pytest.approx([45.8045, 15.909], abs=1e-12)
     assert got.loc["phone.jpg", ["lat_deg", "lon_deg"]].tolist() == pytest.approx([43.5, 16.4], abs=1e-9)
     assert got["located_by"].to_dict() == {"midway.jpg": "gpx", "on_point.jpg": "gpx", "own_offset.jpg": "gpx", "phone.jpg": "exif"}
-    reasons = {r.path: r.reason for r in report.rejected}
+    assert not report.rejected  # a photo the track cannot place is one to locate, with the reason it was not placed
+    reasons = {r.path: r.reason for r in report.to_locate}
     assert reasons["in_gap.jpg"] == ("no GPS in EXIF; taken 2024-06-01 10:30:00 UTC (camera clock 2024-06-01 12:30:00, UTC offset +02:00 "
                                      "as given): in a 3480 s gap of the GPX track (2024-06-01 10:02:00 UTC to 2024-06-01 11:00:00 UTC; "
                                      "the maximum gap is 300 s)")
     assert "09:59:00 UTC" in reasons["before.jpg"] and "outside the GPX track's time span" in reasons["before.jpg"]
     assert reasons["no_time.jpg"] == "no GPS in EXIF; no time taken in EXIF (DateTimeOriginal)"
-    assert report.n_from_track == 3 and report.summary() == "4 photos accepted (3 placed on the GPX track), 3 rejected of 7"
+    assert report.n_from_track == 3
+    assert report.summary() == ("4 photos with a location (3 placed on the GPX track) in 4 places, 3 to locate, "
+                                "0 rejected of 7")
     assert not report.warnings
 
 
@@ -107,7 +110,7 @@ def test_manifest_rows_left_empty_are_placed_by_the_track(trip):
     got = table.frame.set_index("path")
     assert got["located_by"].to_dict() == {"midway.jpg": "gpx", "before.jpg": "manifest"}
     assert got.loc["before.jpg", "lat_deg"] == 44.1  # the manifest's own coordinate wins over the track
-    assert [r.reason for r in report.rejected] == ["row 3: no GPS in EXIF; no time taken in EXIF (DateTimeOriginal)"]
+    assert [r.reason for r in report.to_locate] == ["row 3: no GPS in EXIF; no time taken in EXIF (DateTimeOriginal)"]
     table, report = load_photos(root)  # without a track, empty cells are missing coordinates, as before
     assert [r.reason for r in report.rejected] == [f"row {r}, column 'lat': coordinate missing (empty cell)" for r in (2, 3)]
 
@@ -117,7 +120,8 @@ def test_cli_ingest_and_run_take_the_gpx_settings(trip, tmp_path, capsys, caplog
     run = tmp_path / "run"
     assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+02:00", "--gpx-max-gap", "300"]) == 0
     out = capsys.readouterr().out
-    assert "4 photos accepted (3 placed on the GPX track), 3 rejected of 7" in out and "rejected in_gap.jpg: no GPS in EXIF; taken" in out
+    assert "4 photos with a location (3 placed on the GPX track) in 4 places, 3 to locate, 0 rejected of 7" in out
+    assert "to locate in_gap.jpg: no GPS in EXIF; taken" in out
     photos = pd.read_csv(run / "photos.csv")
     assert sorted(photos.loc[photos["located_by"] == "gpx", "path"]) == ["midway.jpg", "on_point.jpg", "own_offset.jpg"]
     assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset=-05:00"]) == 0  # a negative offset

@@ -1,5 +1,7 @@
-"""Data: what a run ingested and rejected (and why), where its photos are, and new runs from a folder under the data roots."""
+"""Data: what a run ingested (its places, its photos to locate and their answers) and rejected (and why), where its
+photos are, and new runs from a folder under the data roots."""
 
+import pandas as pd
 import streamlit as st
 
 from geoloc_core.config import IngestConfig, help_of
@@ -85,14 +87,41 @@ def progress(run: Run):
 
 progress(run)
 meta = run.read_ingest_meta()
-c1, c2, c3 = st.columns(3)
-c1.metric("Photos accepted", meta["n_accepted"])
-c2.metric("Rejected", meta["n_rejected"])
-c3.metric("Locations", photos(run)["group"].nunique())
-st.caption(plain(f"Source: {meta['root']}"))
+places = meta.get("places") or {}
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Photos with a location", meta["n_accepted"])
+c2.metric("Places", places.get("n_places", photos(run)["group"].nunique()),
+          help="Photos within the place radius of each other (and near-duplicates) are one place: every split, fold, "
+               "calibration hold-out and bootstrap keeps a place on one side. "
+               + help_of(IngestConfig, "place_radius_m"))
+c3.metric("Largest place", f"{places['largest_place']} photos" if places else "-",
+          help=f"the widest place spans {places['largest_diameter_m']:.0f} m" if places else None)
+c4.metric("To locate", meta.get("n_to_locate", 0), help="photos without a usable location: the run locates them")
+c5.metric("Rejected", meta["n_rejected"])
+if places:
+    st.caption(plain(f"Source: {meta['root']} · places: photos within {places['radius_m']:g} m of each other, none "
+                     f"wider than {places['max_diameter_m']:g} m · {places['n_near_duplicates']} near-duplicates"))
+else:
+    st.caption(plain(f"Source: {meta['root']} · ingested before places: one location per exact coordinate "
+                     "(ingest again for places)"))
 for warning in meta.get("warnings", []):
     st.warning(plain(warning))
-st.pydeck_chart(figures.regions_deck(photos(run).assign(region=0), online=basemap_online()), height=460)
+located = pd.read_csv(run.located, keep_default_na=False) if run.located.exists() else None
+st.pydeck_chart(figures.places_deck(photos(run), located, online=basemap_online()), height=460)
+to_locate = run.read_to_locate()
+if len(to_locate):
+    st.subheader("Photos to locate")
+    if located is None:
+        st.caption("Located once the run's regions are cut (`geoloc run` does it last).")
+        st.dataframe(to_locate, hide_index=True, width="stretch")
+    else:
+        shown = to_locate.merge(located[["path", "lat_deg", "lon_deg", "radius_km"]], on="path", how="left")
+        st.dataframe(shown, hide_index=True, width="stretch")
+if meta.get("near_duplicates"):
+    st.subheader("Near-duplicates")
+    st.caption("The same picture saved again (re-compressed, resized): kept in the place of the photo it repeats.")
+    repeats = pd.DataFrame(meta["near_duplicates"]).rename(columns={"of": "repeats"})
+    st.dataframe(repeats, hide_index=True, width="stretch")
 rejected = run.read_rejected()
 if len(rejected):
     st.subheader("Rejected files and why")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pydeck as pdk
 
+from geoloc_core.base.geo import haversine_km
 from geoloc_core.base.images import thumbnail_uri
 from geoloc_core.locate.predict import Prediction
 from geoloc_core.share.charts import compare_chart, experiment_chart
@@ -100,6 +101,42 @@ def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.D
                                 radius_max_pixels=8))
     return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=style,
                     tooltip={"text": "region {region}\n{path}"})
+
+
+def places_deck(photos: pd.DataFrame, located: pd.DataFrame | None = None, online: bool = False) -> pdk.Deck:
+    """Photos coloured by place (the unit every split keeps whole), each place a disc just covering its photos; the
+    run's answers for its photos without a location, if any, as black rings.
+
+    Args:
+        photos: columns path, lat_deg, lon_deg, group.
+        located: columns path, lat_deg, lon_deg (`Run.located`), or None.
+        online: draw over tiles (see `tiles_reachable`) instead of the offline outlines.
+    """
+    code = pd.factorize(photos["group"])[0]
+    colours = palette(min(int(code.max()) + 1 if len(code) else 1, 12))
+    photos = photos.assign(color=[colours[c % len(colours)] for c in code], place=code)
+    size = photos.groupby("place").agg(group=("group", "first"), lat_deg=("lat_deg", "mean"),
+                                       lon_deg=("lon_deg", "mean"), n=("path", "size"))
+    centre_lat, centre_lon = size["lat_deg"].to_numpy()[code], size["lon_deg"].to_numpy()[code]
+    reach_km = pd.Series(haversine_km(photos["lat_deg"], photos["lon_deg"], centre_lat, centre_lon)).groupby(code).max()
+    size = size.assign(radius_m=np.maximum(reach_km.to_numpy() * 1000, 5.0),
+                       color=[colours[c % len(colours)] + [60] for c in size.index],
+                       label=[f"place {g}: {n} photos" for g, n in zip(size["group"], size["n"])])
+    layers, style = _base(online)
+    layers.append(pdk.Layer("ScatterplotLayer", size, get_position=["lon_deg", "lat_deg"], get_radius="radius_m",
+                            filled=True, get_fill_color="color", stroked=True, get_line_color=[60, 60, 60],
+                            line_width_min_pixels=1, pickable=True))
+    photos = photos.assign(label=[f"{p} (place {g})" for p, g in zip(photos["path"], photos["group"])])
+    layers.append(pdk.Layer("ScatterplotLayer", photos, get_position=["lon_deg", "lat_deg"], get_fill_color="color",
+                            get_radius=1, radius_min_pixels=3, radius_max_pixels=3, pickable=True))
+    lat, lon = photos["lat_deg"].to_numpy(), photos["lon_deg"].to_numpy()
+    if located is not None and len(located):
+        located = located.assign(label=[f"{p}: located here (no GPS of its own)" for p in located["path"]])
+        layers.append(pdk.Layer("ScatterplotLayer", located, get_position=["lon_deg", "lat_deg"], filled=False,
+                                stroked=True, get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1,
+                                radius_min_pixels=6, radius_max_pixels=6, pickable=True))
+        lat, lon = np.r_[lat, located["lat_deg"]], np.r_[lon, located["lon_deg"]]
+    return pdk.Deck(layers=layers, initial_view_state=_view(lat, lon), map_style=style, tooltip={"text": "{label}"})
 
 
 def renumbered(polygons: dict, mapping: np.ndarray) -> dict:

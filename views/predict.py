@@ -4,6 +4,7 @@ and the photos that look alike."""
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from geoloc_core.base.images import upright
@@ -23,6 +24,11 @@ st.header("Where was this photo taken?")
 run = current_run()
 if run is None:
     st.stop()
+if run.located.exists():  # the run's own photos without GPS, located when it was built (`geoloc run`)
+    located = pd.read_csv(run.located, keep_default_na=False)
+    with st.expander(f"This run's {len(located)} photos without GPS, located when it was built"):
+        shown = ("path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")
+        st.dataframe(located[[c for c in shown if c in located]], hide_index=True, width="stretch")
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 rounds = run.finished_rounds("dt") if descriptor == "cls" else []
 ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds], format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",

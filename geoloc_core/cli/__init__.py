@@ -237,6 +237,10 @@ def _cmd_ingest(a) -> None:
     print(report.summary())
     for rej in report.rejected:
         print(f"  rejected {rej.path}: {rej.reason}")
+    for item in report.to_locate:
+        print(f"  to locate {item.path}: {item.reason}")
+    for d in report.near_duplicates:
+        print(f"  near-duplicate {d.path} repeats {d.of} ({d.bits} of 64 hash bits differ)")
     for w in report.warnings:
         print(f"  warning: {w}")
 
@@ -268,10 +272,15 @@ def _cmd_show(a) -> None:
 
 
 def _cmd_run(a) -> None:
+    from geoloc_core.locate.untagged import locate_untagged
+
     with Run(a.run).job():
         rows = stages.run_all(a.run, _pipeline_config(a), check_source)
+        located = locate_untagged(a.run)
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     _print_table(rows)
+    if len(located):
+        print(f"\n{len(located)} photos without a location, located by this run: {Run(a.run).located}")
 
 
 def _finetune(run_dir: Path, cfg: FinetuneConfig, ft: FinetuneRun) -> None:

@@ -12,7 +12,12 @@ Two sources, one result:
 
 Every candidate is opened (a cheap reduced-size decode for JPEG) and hashed, so a truncated file, a
 text file named `.jpg`, a decompression bomb or a copy of another photo is caught here, by name, and
-never reaches the model. Bad files never stop the others.
+never reaches the model. Bad files never stop the others. A photo without usable GPS (and not placed on
+a track) is not rejected: it is listed to be located by the database the others make.
+
+Photos are then grouped into places (`places.py`): photos within `IngestConfig.place_radius_m` of each
+other, and the same picture saved twice (a perceptual hash), share the `group` that every split, fold,
+calibration hold-out and bootstrap keeps on one side; a manifest's `location_id` (or `group`) column wins.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,8 +39,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from geoloc_core.base.images import ImageDecodeError, decode_image
+from geoloc_core.config import IngestConfig
 from geoloc_core.ingest.exif import GpsError, read_gps
 from geoloc_core.ingest.manifests import read_manifest
+from geoloc_core.ingest.places import (
+    PlaceSummary,
+    merge_groups,
+    near_duplicate_pairs,
+    perceptual_hash,
+    place_labels,
+    summarise_places,
+)
 from geoloc_core.ingest.tracks import TrackTagger, place_photo
 
 log = logging.getLogger(__name__)
@@ -43,7 +58,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", "
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_NAMES = (MANIFEST_NAME, "manifest.xlsx", "manifest.tsv")  # looked for in a photo folder, in this order
 _WINDOWS_ABSOLUTE = re.compile(r"[A-Za-z]:[\\/]|\\\\")  # C:\... or \\server\share
-_GROUP_COLUMN = "location_id"
+_GROUP_COLUMNS = ("location_id", "group")  # a manifest's own place key, in this order of preference
 _CHECK_SIDE = 32  # decode size for the validity check: JPEGs then decode at 1/8 scale
 
 
@@ -62,18 +77,33 @@ class IngestReport:
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     n_from_track: int = 0  # accepted photos placed on a GPX track
+    to_locate: list[Rejection] = field(default_factory=list)  # photos without usable GPS, and why: the run locates them
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
+    places: PlaceSummary | None = None
 
     def summary(self) -> str:
         on_track = f" ({self.n_from_track} placed on the GPX track)" if self.n_from_track else ""
-        return f"{self.n_accepted} photos accepted{on_track}, {len(self.rejected)} rejected of {self.n_candidates}"
+        places = f" in {self.places.n_places} places" if self.places else ""
+        near = f", {len(self.near_duplicates)} near-duplicates" if self.near_duplicates else ""
+        return (f"{self.n_accepted} photos with a location{on_track}{places}{near}, {len(self.to_locate)} to locate, "
+                f"{len(self.rejected)} rejected of {self.n_candidates}")
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A photo that repeats an earlier one (re-saved, resized, re-compressed): `bits` of 64 of their hashes differ."""
+
+    path: str
+    of: str
+    bits: int
 
 
 @dataclass(frozen=True)
 class PhotoTable:
-    """Accepted photos. `frame` columns: path (relative to root), lat_deg, lon_deg, sha1, group, extras.
+    """Accepted photos. `frame` columns: path (relative to root), lat_deg, lon_deg, sha1, phash, group, extras.
 
-    `group` is the unit a train/test split must not cut: `location_id` where the data has one,
-    otherwise the exact coordinate (several photos taken at one spot).
+    `group` is the unit a train/test split must not cut: `location_id` (or `group`) where the data has one,
+    otherwise the place (`places.place_labels`: photos within a radius of each other, and near-duplicates).
     """
 
     root: Path
@@ -95,7 +125,7 @@ class PhotoTable:
 
 
 def load_photos(source: Path | str, manifest: Path | str | None = None, workers: int = 8,
-                tagger: TrackTagger | None = None) -> tuple[PhotoTable, IngestReport]:
+                tagger: TrackTagger | None = None, cfg: IngestConfig | None = None) -> tuple[PhotoTable, IngestReport]:
     """Ingest a folder (its manifest if present, else EXIF GPS) or a manifest file.
 
     Args:
@@ -104,7 +134,12 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
         workers: threads that read and check files (decoding releases the GIL).
         tagger: a GPX track (`tracks.open_tagger`) that places the photos without EXIF GPS by their EXIF time,
             and a manifest's rows whose lat and lon cells are both empty.
+        cfg: the grouping settings (place radius and cap, near-duplicates); default: `IngestConfig()`'s.
+
+    Raises:
+        ValueError: no photos at all, or none with a location (only photos to locate, and nothing to locate them by).
     """
+    cfg = cfg or IngestConfig()
     source = Path(source)
     report = IngestReport()
     if source.is_file():
@@ -133,10 +168,16 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
         raise ValueError(f"{source}: no photos found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
 
     frame = _check_rows(locate, rows, report, workers, tagger, row_numbers=manifest is not None)
+    if frame.empty and report.to_locate:
+        raise ValueError(f"{source}: none of the {len(report.to_locate)} photos has a location (EXIF GPS, a manifest's "
+                         "coordinates or a GPX track), so there is no database to locate them by")
+    frame = group_places(frame, report, cfg)
     report.n_accepted = len(frame)
     report.n_from_track = int((frame["located_by"] == "gpx").sum()) if "located_by" in frame else 0
     for rej in report.rejected:
         log.warning("rejected %s: %s", rej.path, rej.reason)
+    for item in report.to_locate:
+        log.info("to locate %s: %s", item.path, item.reason)
     log.info("%s: %s", source, report.summary())
     return PhotoTable(root=root.resolve(), frame=frame), report
 
@@ -168,54 +209,97 @@ def _utf8(name: str) -> bool:
     return True
 
 
+class _Checked(NamedTuple):
+    """A readable photo: the path as found, its hashes, and where it is (NaN, with the reason, when nowhere)."""
+
+    rel: str
+    sha1: str
+    lat: float
+    lon: float
+    located_by: str  # manifest, exif, gpx, or "" for a photo to locate
+    phash: int
+    untagged: str = ""  # why it has no location (e.g. "no GPS in EXIF")
+
+
 def _check_rows(locate: Locator, rows: pd.DataFrame, report: IngestReport, workers: int, tagger: TrackTagger | None,
                 row_numbers: bool) -> pd.DataFrame:
-    """Rows -> the accepted photos' frame (path as found on disk); the others go to the report. `row_numbers`: the
-    rows' index is the manifest's row numbers, and each rejection names its row."""
+    """Rows -> the accepted photos' frame (path as found on disk); the others go to the report (photos without a
+    location to `report.to_locate`). `row_numbers`: the rows' index is the manifest's row numbers, and each rejection
+    names its row."""
     paths, lats, lons = rows["path"].tolist(), rows["lat_deg"].tolist(), rows["lon_deg"].tolist()
     labels = [f"row {r}: " for r in rows.index] if row_numbers else [""] * len(rows)
 
-    def check(i: int) -> tuple[str, str, float, float, str] | str:
+    def check(i: int) -> _Checked | str:
         return _check_photo(locate, paths[i], lats[i], lons[i], tagger)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo", disable=len(rows) < 200))
 
-    keep, seen_paths, seen_hashes = [], set(), {}
+    keep: list[tuple[int, _Checked]] = []
+    seen_paths, seen_hashes = set(), {}
     for i, result in enumerate(results):
         if isinstance(result, str):
             report.rejected.append(Rejection(paths[i], labels[i] + result))
-            continue
-        rel, sha1, lat, lon, located_by = result
-        if rel in seen_paths:
+        elif result.rel in seen_paths:
             report.rejected.append(Rejection(paths[i], labels[i] + "duplicate row (the same path is listed earlier)"))
-        elif sha1 in seen_hashes:
-            report.rejected.append(Rejection(paths[i], labels[i] + f"duplicate file (same content as {seen_hashes[sha1]})"))
+        elif result.sha1 in seen_hashes:
+            same = seen_hashes[result.sha1]
+            report.rejected.append(Rejection(paths[i], labels[i] + f"duplicate file (same content as {same})"))
+        elif result.untagged:
+            seen_paths.add(result.rel)
+            seen_hashes[result.sha1] = result.rel
+            report.to_locate.append(Rejection(result.rel, labels[i] + result.untagged))
         else:
-            seen_paths.add(rel)
-            seen_hashes[sha1] = rel
-            keep.append((i, rel, sha1, lat, lon, located_by))
+            seen_paths.add(result.rel)
+            seen_hashes[result.sha1] = result.rel
+            keep.append((i, result))
 
-    frame = rows.iloc[[k[0] for k in keep]].reset_index(drop=True).copy()
-    frame["path"] = [k[1] for k in keep]
-    frame["lat_deg"] = np.array([k[3] for k in keep], dtype=np.float64)
-    frame["lon_deg"] = np.array([k[4] for k in keep], dtype=np.float64)
-    frame["sha1"] = [k[2] for k in keep]
+    frame = rows.iloc[[i for i, _ in keep]].reset_index(drop=True).copy()
+    frame["path"] = [c.rel for _, c in keep]
+    frame["lat_deg"] = np.array([c.lat for _, c in keep], dtype=np.float64)
+    frame["lon_deg"] = np.array([c.lon for _, c in keep], dtype=np.float64)
+    frame["sha1"] = [c.sha1 for _, c in keep]
+    frame["phash"] = [f"{c.phash:016x}" for _, c in keep]
     if tagger is not None:
-        frame["located_by"] = [k[5] for k in keep]
-    if _GROUP_COLUMN in frame and (frame[_GROUP_COLUMN] != "").all():
-        frame["group"] = frame[_GROUP_COLUMN].astype(str)
-    else:
-        frame["group"] = [f"{a:.7f},{b:.7f}" for a, b in zip(frame["lat_deg"], frame["lon_deg"])]
+        frame["located_by"] = [c.located_by for _, c in keep]
     return frame
 
 
-def _check_photo(locate: Locator, written: str, lat: float, lon: float,
-                 tagger: TrackTagger | None) -> tuple[str, str, float, float, str] | str:
-    """(path found, sha1, lat_deg, lon_deg, located by) for a good photo, else the reason it is rejected.
+def group_places(frame: pd.DataFrame, report: IngestReport, cfg: IngestConfig) -> pd.DataFrame:
+    """The photos with their `group` (place) and `near_duplicate_of` columns; near-duplicates reported (or dropped, with
+    `cfg.drop_near_duplicates`), the grouping summarised in `report.places`."""
+    hashes = np.array([int(h, 16) for h in frame["phash"]], np.uint64)
+    pairs = near_duplicate_pairs(hashes, cfg.near_duplicate_bits)
+    first: dict[int, int] = {}  # each later photo of a pair -> the earliest photo it repeats
+    for i, j in pairs.tolist():
+        first.setdefault(j, i)
+    paths = frame["path"].tolist()
+    report.near_duplicates += [NearDuplicate(paths[j], paths[i], int(np.bitwise_count(hashes[j] ^ hashes[i])))
+                               for j, i in sorted(first.items())]
+    frame = frame.assign(near_duplicate_of=[paths[first[j]] if j in first else "" for j in range(len(frame))])
+    if cfg.drop_near_duplicates and first:
+        report.rejected += [Rejection(d.path, f"near-duplicate of {d.of} ({d.bits} of 64 hash bits differ)")
+                            for d in report.near_duplicates]
+        frame = frame.drop(index=list(first)).reset_index(drop=True)
+        pairs = np.empty((0, 2), np.int64)
+    lat, lon = frame["lat_deg"].to_numpy(), frame["lon_deg"].to_numpy()
+    places = place_labels(lat, lon, cfg.place_radius_m, cfg.place_max_m)
+    given = next((c for c in _GROUP_COLUMNS if c in frame), None)
+    own = frame[given].astype(str).to_numpy() if given else np.full(len(frame), "")
+    keys = np.where(own != "", own, [f"place-{p}" for p in places]) if len(frame) else own
+    codes = merge_groups(pd.factorize(keys)[0], pairs)  # a near-duplicate joins its original's place, across given keys
+    first_key = pd.Series(keys).groupby(codes).transform("first")
+    frame["group"] = first_key.to_numpy(str) if len(frame) else np.array([], str)
+    report.places = summarise_places(pd.factorize(frame["group"])[0], lat, lon, cfg.place_radius_m, cfg.place_max_m,
+                                     len(report.near_duplicates))
+    return frame
+
+
+def _check_photo(locate: Locator, written: str, lat: float, lon: float, tagger: TrackTagger | None) -> _Checked | str:
+    """A good photo's path, hashes and location (NaN, with the reason, for one without), else the reason it is rejected.
 
     A photo without coordinates (NaN: a folder's, or a manifest row left empty for the track) is located by its
-    EXIF GPS, else by the GPX track.
+    EXIF GPS, else by the GPX track, else left to be located by the run.
     """
     found = locate(written)
     if isinstance(found, str):
@@ -228,9 +312,10 @@ def _check_photo(locate: Locator, written: str, lat: float, lon: float,
     if not data:
         return "empty file (0 bytes)"
     try:
-        decode_image(data, min_side=_CHECK_SIDE)
+        phash = perceptual_hash(decode_image(data, min_side=_CHECK_SIDE))
     except ImageDecodeError as exc:
         return str(exc)
+    sha1 = hashlib.sha1(data).hexdigest()
     located_by = "manifest"
     if math.isnan(lat) and math.isnan(lon):
         image = Image.open(io.BytesIO(data))
@@ -239,12 +324,12 @@ def _check_photo(locate: Locator, written: str, lat: float, lon: float,
         except GpsError as exc:
             where = place_photo(tagger, image) if tagger is not None else None
             if where is None or isinstance(where, str):
-                return str(exc) + (f"; {where}" if where else "")
+                return _Checked(rel, sha1, math.nan, math.nan, "", phash, str(exc) + (f"; {where}" if where else ""))
             (lat, lon), located_by = where, "gpx"
     problem = coordinate_problem(lat, lon)
     if problem:
         return problem
-    return rel, hashlib.sha1(data).hexdigest(), float(lat), float(lon), located_by
+    return _Checked(rel, sha1, float(lat), float(lon), located_by, phash)
 
 
 class Locator:

@@ -6,7 +6,8 @@ these classes for a path or a reader; none of them spells a file name.
 
     RUN/
       config.json  metrics.jsonl  status.json  job.log       each stage's settings; records; job state
-      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos, rejections and why
+      photos.csv  rejected.csv  ingest.json                  ingest: accepted photos (with a place), rejections and why
+      to_locate.csv  located.csv                             photos without a location; the run's answers for them
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
       embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: test-time views)
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
@@ -359,6 +360,16 @@ class Run(Folder):
     def ingest_meta(self) -> Path:
         return self.root / "ingest.json"
 
+    @property
+    def to_locate(self) -> Path:
+        """The photos without a location (path, reason): the run locates them with its own database."""
+        return self.root / "to_locate.csv"
+
+    @property
+    def located(self) -> Path:
+        """The run's answers for its photos to locate (`locate.predict.predictions_frame` rows)."""
+        return self.root / "located.csv"
+
     # embed
     @property
     def embeddings(self) -> Path:
@@ -533,16 +544,21 @@ class Run(Folder):
 
     def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
         storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
+        storage.write_csv(self.to_locate, pd.DataFrame([vars(r) for r in report.to_locate], columns=["path", "reason"]))
         storage.write_csv(self.photos, table.frame)
+        self.located.unlink(missing_ok=True)  # answers for the photos of an earlier ingest
         storage.write_json(self.ingest_meta, {"root": str(table.root), "n_candidates": report.n_candidates,
                                               "n_accepted": report.n_accepted, "n_rejected": len(report.rejected),
-                                              "warnings": report.warnings})
+                                              "n_to_locate": len(report.to_locate), "warnings": report.warnings,
+                                              "places": dataclasses.asdict(report.places) if report.places else None,
+                                              "near_duplicates": [vars(d) for d in report.near_duplicates]})
 
     def photo_table(self) -> PhotoTable:
         if not self.ingest_meta.exists():
             raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
         meta = storage.read_json(self.ingest_meta)
-        frame = pd.read_csv(self.photos, dtype={"path": str, "sha1": str, "group": str}, keep_default_na=False)
+        text = {"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str}
+        frame = pd.read_csv(self.photos, dtype=text, keep_default_na=False)
         return PhotoTable(root=Path(meta["root"]), frame=frame)
 
     def read_ingest_meta(self) -> dict[str, Any]:
@@ -550,6 +566,12 @@ class Run(Folder):
 
     def read_rejected(self) -> pd.DataFrame:
         return pd.read_csv(self.rejected, dtype=str, keep_default_na=False)
+
+    def read_to_locate(self) -> pd.DataFrame:
+        """path, reason: the photos to locate (none for a run ingested before they were kept)."""
+        if not self.to_locate.exists():
+            return pd.DataFrame(columns=["path", "reason"])
+        return pd.read_csv(self.to_locate, dtype=str, keep_default_na=False)
 
     def read_split(self) -> tuple[LocalProjection, np.ndarray]:
         """The local metric projection and the (N,) held-out flags."""

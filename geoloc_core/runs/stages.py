@@ -43,11 +43,13 @@ def run_ingest(run_dir: Path, cfg: IngestConfig, source: Callable[[str | None], 
     server's data-root check, `server.access.check_source`, which refuses a path outside the roots)."""
     run = Run(run_dir)
     tagger = open_tagger(str(source(cfg.gpx)), cfg.time_offset, cfg.gpx_max_gap) if cfg.gpx else None
-    table, report = load_photos(source(cfg.data), source(cfg.manifest), workers=cfg.workers, tagger=tagger)
+    table, report = load_photos(source(cfg.data), source(cfg.manifest), workers=cfg.workers, tagger=tagger, cfg=cfg)
     run.write_photos(table, report)
     run.record_config("ingest", cfg)
     run.append_metrics({"stage": "ingest", "n_candidates": report.n_candidates, "n_accepted": report.n_accepted,
-                        "n_rejected": len(report.rejected)})
+                        "n_rejected": len(report.rejected), "n_to_locate": len(report.to_locate),
+                        "n_places": report.places.n_places, "largest_place": report.places.largest_place,
+                        "n_near_duplicates": len(report.near_duplicates)})
     return report
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # minutes: real processes, kill loops, many sessi
 
 def _check(root, expected, table, report):
     reasons = {}
-    for r in report.rejected:
+    for r in report.rejected + report.to_locate:  # a photo without usable GPS is to locate, with the reason
         reasons.setdefault(r.path, r.reason)
     accepted = set(table.frame["path"])
     for name, want in expected.items():
@@ -53,7 +53,9 @@ def test_the_whole_pipeline_carries_the_good_photos_past_the_bad_ones(tmp_path, 
     assert main(["embed", "--run", str(run), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
     photos = pd.read_csv(run / "photos.csv", keep_default_na=False)
     rejected = pd.read_csv(run / "rejected.csv", keep_default_na=False)
+    to_locate = pd.read_csv(run / "to_locate.csv", keep_default_na=False)
     assert len(photos) == sum(v is None for v in expected.values()) == len(np.load(run / "embeddings.npy"))
-    assert len(rejected) == sum(v is not None for v in expected.values())
+    assert len(rejected) + len(to_locate) == sum(v is not None for v in expected.values())
+    assert set(to_locate["path"]) == {"zero_denominator.jpg", "missing_ref.jpg", "bad_ref.jpg", "no_gps.jpg"}
     assert "caf\\xe9_latin1.jpg" in set(rejected["path"])  # named readably in the report
     assert np.allclose(np.linalg.norm(np.load(run / "embeddings.npy"), axis=1), 1, atol=1e-5)
