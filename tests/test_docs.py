@@ -52,16 +52,23 @@ def test_the_readme_reads_in_five_minutes():
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; at most 200 (move the detail to docs/)"
 
 
+def _anchors(doc: Path) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", _prose(doc.read_text()), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_relative_link_leads_to_a_file(doc: Path):
+def test_every_relative_link_leads_to_a_file_and_heading(doc: Path):
     missing = []
     for target in LINK.findall(_prose(doc.read_text())):
-        path = target.split("#", 1)[0]
-        if not path or re.match(r"^[a-z]+:", path):  # an anchor on the same page, or http(s):, mailto:
+        path, _, anchor = target.partition("#")
+        if re.match(r"^[a-z]+:", path):  # http(s):, mailto:
             continue
-        if not (doc.parent / path).exists():
+        linked = doc.parent / path if path else doc
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
             missing.append(target)
-    assert not missing, f"{doc.relative_to(REPO)} links to missing files: {missing}"
+    assert not missing, f"{doc.relative_to(REPO)} links to missing files or headings: {missing}"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
@@ -86,6 +93,7 @@ def test_the_checks_catch_what_they_are_for():
     assert _command_lines("```bash\n.venv/bin/geoloc predict x \\\n  --run r  # --not-a-flag\n```\n") == [
         ".venv/bin/geoloc predict x --run r"]
     assert [m.group(1) for m in COMMAND.finditer("a && .venv/bin/geoloc show --run r; geoloc_core x")] == ["show"]
+    assert "where-to-add-" in _anchors(REPO / "ARCHITECTURE.md")  # "## Where to add ...", as GitHub links it
 
 
 def test_architecture_names_every_module_of_today_and_no_other():
@@ -124,15 +132,15 @@ def test_a_results_page_is_rendered_from_a_tiny_runs_own_tables(tiny_run: Path, 
     from geoloc_core.runs.folders import Run
     from geoloc_core.runs.stages import summary_rows
 
-    assert main(["compare", "--run", str(tiny_run), "--descriptors", "cls", "--folds", "3", "--k", "5"]) == 0
+    assert main(["compare", "--run", str(tiny_run), "--descriptors", "cls", "--k", "5"]) == 0
     script = _script()
     tables = script.read_tables(Run(tiny_run))
-    assert tables.summary is not None and tables.compare is not None and tables.compare_folds is not None
-    assert tables.experiment is None and tables.levers is None  # commands not run: no section, no error
+    assert tables.summary is not None and tables.compare is not None
+    assert tables.experiment is None and tables.levers is None and tables.compare_folds is None  # not run: no section
     text = results.page(SOURCE, tables)
     assert text.startswith("# tiny\n") and "abc1234" in text and "2 CPU cores" in text
     assert "`geoloc run DATA --run RUN`" in text
-    assert "## w/o" in text and "## Every locator, 3-fold over locations" in text and "Table 1" not in text
+    assert "## w/o" in text and "## Every locator, the run's one split" in text and "Table 1" not in text
     for row in summary_rows(tiny_run):  # each graph's w/o row, its region count as the run recorded it
         assert re.search(rf"^\| {row['graph']} \| .*\| {row['n_regions']} \|", text, re.M)
     compare = pd.read_csv(Run(tiny_run).compare_table)
@@ -140,7 +148,6 @@ def test_a_results_page_is_rendered_from_a_tiny_runs_own_tables(tiny_run: Path, 
         assert f"| {method} |" in text
     verified = compare[compare["radius_km@90"].notna()].iloc[0]
     assert "a median" in text and "with a 90 % radius" in text  # the headline, from the default's own row
-    assert re.search(r"\[\S+, \S+\]", text), "intervals written beside the estimates"
     assert str(verified["method"]) in text
 
     sources = tmp_path / "sources.toml"
@@ -172,3 +179,32 @@ def test_tables_render_in_metres_at_campus_scale_with_signed_verdicts():
                              "hi": [-0.009], "verdict": ["better"]})
     assert "| a vs b | median_m | -14.0 [-18.0, -9.00] | **better** |" in results.verdict_table(verdicts, metres=True)
     assert results.page(SOURCE, RunTables()).count("\n## ") == 0  # a run with no tables: the heading alone
+
+
+def test_a_page_has_a_section_per_table_with_intervals_and_verdicts():
+    estimates = {"median_km": [131.9, 144.6], "median_km_lo": [120.0, 129.7], "median_km_hi": [153.1, 158.1],
+                 "acc@25km": [0.0625, 0.038], "acc@25km_lo": [0.040, 0.023], "acc@25km_hi": [0.085, 0.055]}
+    compare = pd.DataFrame({"method": ["verified: top1+clusters+gallery", "kNN-CLS vote"], **estimates,
+                            "radius_km@90": [261.0, float("nan")]})
+    verdicts = pd.DataFrame({"comparison": ["verified vs kNN-CLS vote"], "metric": ["acc@25km"], "difference": [0.023],
+                             "lo": [0.003], "hi": [0.045], "verdict": ["better"]})
+    folds = pd.DataFrame({"fold": [0, 1], "n_locations": [30, 30], "n_photos": [120, 120],
+                          "within_radius": [0.81, 0.89]})
+    experiment = pd.DataFrame({"graph": ["dt", float("nan")], "method": ["w/o", "Mesh"], "acc": [0.27, 0.33],
+                               "n_regions": [7.0, 7.2], "median_km": [130.0, 120.0]})
+    tables = RunTables(compare=compare, compare_verdicts=verdicts, compare_folds=folds,
+                       cross_validated=(results.CrossValidated("5-fold over locations, seed 0", experiment, verdicts),),
+                       levers=compare.assign(method=["default", "flip views"]), levers_verdicts=verdicts)
+    text = results.page(SOURCE, tables)
+    assert [h for h in text.splitlines() if h.startswith("## ")] == [
+        "## Table 1, 5-fold over locations, seed 0 (`geoloc experiment --folds`)",
+        "## Every locator, 2-fold over locations (`geoloc compare`)",
+        "## Accuracy levers, one at a time (`geoloc levers`)"]
+    assert "| verified: top1+clusters+gallery | 132 [120, 153] | 0.062 [0.040, 0.085] | 261 |" in text
+    assert "| kNN-CLS vote | 145 [130, 158] | 0.038 [0.023, 0.055] |  |" in text
+    assert "| verified vs kNN-CLS vote | acc@25km | +0.023 [+0.003, +0.045] | **better** |" in text
+    assert "|  | Mesh | 0.330 | 7.2 | 120 |" in text and "| 0 | 30 | 120 | 0.810 |" in text
+    assert text.count("**better**") == 3
+    assert results.headline(SOURCE, tables) == ("On tiny, geoloc's default predictor places a held-out photo a median "
+                                                "132 km from where it was taken, with a 90 % radius of 261 km "
+                                                "(plain retrieval, kNN-CLS vote: 145 km).")

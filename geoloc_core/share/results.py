@@ -201,7 +201,7 @@ def _estimate(row: pd.Series, column: str, metres: bool) -> str:
         return ""
     scale = 1000 if metres and _DISTANCE.match(column) else 1
     if column.startswith("n_") or column == "fold":
-        return str(int(value)) if float(value).is_integer() else _number(value)
+        return str(int(value)) if float(value).is_integer() else f"{value:.1f}"  # a mean over folds
     text = _number(value * scale)
     lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
     if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
