@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", type=Path, default=REPO / "README.md", help="whose headline sentence to rewrite")
     a = p.parse_args(argv)
     sources = read_sources(a.sources)
+    a.out.mkdir(parents=True, exist_ok=True)
     sentence = None
     for source in sources:
         folder, target = run_folder(source), a.out / f"{source.name}.md"
