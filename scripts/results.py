@@ -4,7 +4,7 @@
 
 Every figure comes from a table a run folder holds, read through `Run` (which alone names a run's files); nothing is
 measured here. A data set whose run folder is not on this machine keeps the page it has, and the script says so.
-README.md's headline sentence is rewritten from the first data set whose run holds a `geoloc compare` table.
+README.md's headline sentence is rewritten from the first data set (`share.results.headline`).
 """
 
 from __future__ import annotations

@@ -179,6 +179,10 @@ def test_tables_render_in_metres_at_campus_scale_with_signed_verdicts():
                              "hi": [-0.009], "verdict": ["better"]})
     assert "| a vs b | median_m | -14.0 [-18.0, -9.00] | **better** |" in results.verdict_table(verdicts, metres=True)
     assert results.page(SOURCE, RunTables()).count("\n## ") == 0  # a run with no tables: the heading alone
+    summary = pd.DataFrame({"graph": ["dt"], "n_regions": [7], "acc": [0.258], "median_km": [131.854]})
+    assert results.headline(SOURCE, RunTables(summary=summary)) == (
+        "On tiny, a classifier over the DT regions of pretrained features (w/o) puts a held-out photo in the right one "
+        "of 7 regions 25.8 % of the time, and a median 132 km from where it was taken.")
 
 
 def test_a_page_has_a_section_per_table_with_intervals_and_verdicts():

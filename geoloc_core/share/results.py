@@ -117,19 +117,25 @@ def _provenance(source: Source) -> list[str]:
 
 
 def headline(source: Source, tables: RunTables) -> str | None:
-    """One sentence on the default predictor's error, from `geoloc compare`'s table (None where the run has none)."""
-    compare = tables.compare
-    if compare is None or "radius_km@90" not in compare or compare["radius_km@90"].isna().all():
-        return None
-    metres = campus_scale(tables)
-    default = compare[compare["radius_km@90"].notna()].iloc[0]  # only the verified default reports its radius
-    said = (f"On {source.name}, geoloc's default predictor places a held-out photo a median "
-            f"{_distance(default['median_km'], metres)} from where it was taken, with a 90 % radius of "
-            f"{_distance(default['radius_km@90'], metres)}")
-    knn = compare[compare["method"] == "kNN-CLS vote"]
-    if len(knn):
-        said += f" (plain retrieval, kNN-CLS vote: {_distance(knn['median_km'].iloc[0], metres)})"
-    return said + "."
+    """One sentence on how far off a held-out photo is: the default predictor's error from `geoloc compare`'s table,
+    else the first graph's w/o row of `geoloc run` (None where the run has neither)."""
+    metres, compare = campus_scale(tables), tables.compare
+    if compare is not None and "radius_km@90" in compare and compare["radius_km@90"].notna().any():
+        default = compare[compare["radius_km@90"].notna()].iloc[0]  # only the verified default reports its radius
+        said = (f"On {source.name}, geoloc's default predictor places a held-out photo a median "
+                f"{_distance(default['median_km'], metres)} from where it was taken, with a 90 % radius of "
+                f"{_distance(default['radius_km@90'], metres)}")
+        knn = compare[compare["method"] == "kNN-CLS vote"]
+        if len(knn):
+            said += f" (plain retrieval, kNN-CLS vote: {_distance(knn['median_km'].iloc[0], metres)})"
+        return said + "."
+    if tables.summary is not None and len(tables.summary) and "median_km" in tables.summary:
+        row = tables.summary.iloc[0]
+        return (f"On {source.name}, a classifier over the {str(row['graph']).upper()} regions of pretrained features "
+                f"(w/o) puts a held-out photo in the right one of {int(row['n_regions'])} regions "
+                f"{_number(100 * row['acc'])} % of the time, and a median {_distance(row['median_km'], metres)} from "
+                "where it was taken.")
+    return None
 
 
 def _distance(km: float, metres: bool) -> str:
