@@ -72,6 +72,12 @@ def read_tables(run: Run) -> RunTables:
         levers=_csv(run.levers_table), levers_verdicts=_csv(run.levers_verdicts))
 
 
+def _title(page: Path) -> str:
+    """A page's first heading, else its file name."""
+    heading = next((line for line in page.read_text().splitlines() if line.startswith("# ")), None)
+    return heading.removeprefix("# ").strip() if heading else page.stem
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sources", type=Path, default=REPO / "docs/results/sources.toml")
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{source.name}: {folder} -> {target}")
     names = {f"{s.name}.md" for s in sources}
     pages = [s.name for s in sources if (a.out / f"{s.name}.md").exists()]
-    others = sorted(f.name for f in a.out.glob("*.md") if f.name not in names and f.name != "README.md")
+    others = [(f.name, _title(f)) for f in sorted(a.out.glob("*.md")) if f.name not in names and f.name != "README.md"]
     (a.out / "README.md").write_text(index(pages, others))
     if sentence and a.readme.exists():
         a.readme.write_text(replace_headline(a.readme.read_text(), sentence))

@@ -164,7 +164,7 @@ def test_a_results_page_is_rendered_from_a_tiny_runs_own_tables(tiny_run: Path, 
     assert (out / "tiny.md").read_text() == results.page(written, tables)
     assert not (out / "elsewhere.md").exists()  # no run here: its page (none yet) is left as it is
     listing = (out / "README.md").read_text()
-    assert "[tiny](tiny.md)" in listing and "[archive](archive.md)" in listing and "elsewhere" not in listing
+    assert "[tiny](tiny.md)" in listing and "[old](archive.md)" in listing and "elsewhere" not in listing
     new = readme.read_text()
     assert "old sentence" not in new and "a median" in new and new.endswith(f"{HEADLINE_END}\nrest\n")
 

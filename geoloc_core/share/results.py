@@ -222,8 +222,8 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:{'+' if signed else ''}.{digits}f}"
 
 
-def index(pages: list[str], others: list[str]) -> str:
-    """The results folder's own README: each data set's page, then the other pages in the folder (`others`)."""
+def index(pages: list[str], others: list[tuple[str, str]]) -> str:
+    """The results folder's own README: each data set's page, then the other pages in the folder (file, title)."""
     lines = ["# Measured results", "", GENERATED, "",
              "Each page below is generated from the tables a run folder holds, by one command:", "",
              "```bash", ".venv/bin/python scripts/results.py        # reads docs/results/sources.toml", "```", "",
@@ -231,7 +231,7 @@ def index(pages: list[str], others: list[str]) -> str:
              "To add a data set, build its run, then add an entry to `sources.toml`.", ""]
     lines += [f"- [{name}]({name}.md)" for name in pages]
     if others:
-        lines += ["", "Other pages:", "", *(f"- [{other.removesuffix('.md')}]({other})" for other in others)]
+        lines += ["", "Other pages:", "", *(f"- [{title}]({name})" for name, title in others)]
     return "\n".join(lines).rstrip() + "\n"
 
 
