@@ -146,9 +146,8 @@ def test_a_results_page_is_rendered_from_a_tiny_runs_own_tables(tiny_run: Path, 
     compare = pd.read_csv(Run(tiny_run).compare_table)
     for method in compare["method"]:
         assert f"| {method} |" in text
-    verified = compare[compare["radius_km@90"].notna()].iloc[0]
-    assert "a median" in text and "with a 90 % radius" in text  # the headline, from the default's own row
-    assert str(verified["method"]) in text
+    default = compare[compare["within_radius"].notna()].iloc[0]  # the verified default: its radius checked
+    assert f"with a 90 % radius of {results._distance(default['radius_km@90'], False)}" in text
 
     sources = tmp_path / "sources.toml"
     sources.write_text(f'[[source]]\nname = "tiny"\ndata = "tests/manifest"\nrun = "{tiny_run}"\n'
@@ -189,7 +188,7 @@ def test_a_page_has_a_section_per_table_with_intervals_and_verdicts():
     estimates = {"median_km": [131.9, 144.6], "median_km_lo": [120.0, 129.7], "median_km_hi": [153.1, 158.1],
                  "acc@25km": [0.0625, 0.038], "acc@25km_lo": [0.040, 0.023], "acc@25km_hi": [0.085, 0.055]}
     compare = pd.DataFrame({"method": ["verified: top1+clusters+gallery", "kNN-CLS vote"], **estimates,
-                            "radius_km@90": [261.0, float("nan")]})
+                            "radius_km@90": [261.0, 252.0]})
     verdicts = pd.DataFrame({"comparison": ["verified vs kNN-CLS vote"], "metric": ["acc@25km"], "difference": [0.023],
                              "lo": [0.003], "hi": [0.045], "verdict": ["better"]})
     folds = pd.DataFrame({"fold": [0, 1], "n_locations": [30, 30], "n_photos": [120, 120],
@@ -205,7 +204,7 @@ def test_a_page_has_a_section_per_table_with_intervals_and_verdicts():
         "## Every locator, 2-fold over locations (`geoloc compare`)",
         "## Accuracy levers, one at a time (`geoloc levers`)"]
     assert "| verified: top1+clusters+gallery | 132 [120, 153] | 0.062 [0.040, 0.085] | 261 |" in text
-    assert "| kNN-CLS vote | 145 [130, 158] | 0.038 [0.023, 0.055] |  |" in text
+    assert "| kNN-CLS vote | 145 [130, 158] | 0.038 [0.023, 0.055] | 252 |" in text
     assert "| verified vs kNN-CLS vote | acc@25km | +0.023 [+0.003, +0.045] | **better** |" in text
     assert "|  | Mesh | 0.330 | 7.2 | 120 |" in text and "| 0 | 30 | 120 | 0.810 |" in text
     assert text.count("**better**") == 3

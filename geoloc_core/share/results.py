@@ -120,8 +120,10 @@ def headline(source: Source, tables: RunTables) -> str | None:
     """One sentence on how far off a held-out photo is: the default predictor's error from `geoloc compare`'s table,
     else the first graph's w/o row of `geoloc run` (None where the run has neither)."""
     metres, compare = campus_scale(tables), tables.compare
-    if compare is not None and "radius_km@90" in compare and compare["radius_km@90"].notna().any():
-        default = compare[compare["radius_km@90"].notna()].iloc[0]  # only the verified default reports its radius
+    verified = None if compare is None or "radius_km@90" not in compare else compare[
+        compare["method"].astype(str).str.startswith("verified") & compare["radius_km@90"].notna()]
+    if verified is not None and len(verified):
+        default = verified.iloc[0]  # of the verified rows, only the default (the run's sources) reports its radius
         said = (f"On {source.name}, geoloc's default predictor places a held-out photo a median "
                 f"{_distance(default['median_km'], metres)} from where it was taken, with a 90 % radius of "
                 f"{_distance(default['radius_km@90'], metres)}")
