@@ -61,8 +61,8 @@ class Answers:
     scalars: dict[str, float] = field(default_factory=dict)  # e.g. bandwidth_km, radius_km@90 of this split's predictor
 
     def table(self, photos: PhotoTable, is_test: np.ndarray) -> pd.DataFrame:
-        """The answers in the cross-validation engine's shape: one row per held-out photo (photo, where, error_km, R@K and
-        the per-photo flags)."""
+        """The answers in the cross-validation engine's shape: one row per held-out photo (photo, where, error_km, R@K
+        and the per-photo flags)."""
         test = np.flatnonzero(is_test)
         error_km = haversine_km(self.lat, self.lon, photos.lat_deg[test], photos.lon_deg[test])
         recall = {} if self.hits is None else recall_columns(self.hits)
@@ -197,10 +197,10 @@ def _verdicts(answers: dict[str, pd.DataFrame], resamples: Resamples, sources: t
     95 % on its own, one spurious verdict is no surprise."""
     name = verified_row(sources)
     verified = measures(answers[name])
-    others = [m for m in _PAIRS if m in answers] + [verified_row(tuple(s for s in sources if s != left)) for left in sources
-                                                    if len(sources) > 1]
-    return [row for other in others
-            for row in paired_rows(f"{name} vs {other}", verified, measures(answers[other]), informative(verified), resamples)]
+    left_out = [verified_row(tuple(s for s in sources if s != left)) for left in sources if len(sources) > 1]
+    return [row for other in [m for m in _PAIRS if m in answers] + left_out
+            for row in paired_rows(f"{name} vs {other}", verified, measures(answers[other]), informative(verified),
+                                   resamples)]
 
 
 def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, ...] = ("cls", "gem", "vlad"),

@@ -47,7 +47,7 @@ from geoloc_core.runs.folders import Experiment, FinetuneRun, Run
 log = logging.getLogger(__name__)
 
 Measures = dict[str, tuple[np.ndarray, Statistic]]  # figure -> (per-photo values, the statistic over them)
-NOT_FIGURES = ("photo", "fold", "region", "pred", "error_km", "lat_deg", "lon_deg")  # answer columns that are no 0/1 figure
+NOT_FIGURES = ("photo", "fold", "region", "pred", "error_km", "lat_deg", "lon_deg")  # answer columns, not 0/1 per photo
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,16 @@ def summary(answers: pd.DataFrame, resamples: Resamples) -> dict[str, float]:
 
 
 def informative(reference: Measures) -> list[tuple[str, bool]]:
-    """The figures a verdict compares, with whether higher is better: median km, and the accuracy at every threshold where
-    the reference gets between 2 % and 98 % (the thresholds that tell methods apart at this data set's scale)."""
+    """The figures a verdict compares, with whether higher is better: median km, and the accuracy at every threshold
+    where the reference gets between 2 % and 98 % (the thresholds that tell methods apart at this data set's scale)."""
     shares = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < reference[threshold_key(t)][0].mean() < 0.98]
     return [("median_km", False), *((key, True) for key in shares)]
 
 
 def paired_rows(comparison: str, ours: Measures, theirs: Measures, metrics: Iterable[tuple[str, bool]],
                 resamples: Resamples) -> list[dict]:
-    """One verdict row per figure: ours minus theirs on the same photos and the same resampled places. Each verdict is at
-    95 % on its own, not corrected for the number of comparisons."""
+    """One verdict row per figure: ours minus theirs on the same photos and the same resampled places. Each verdict is
+    at 95 % on its own, not corrected for the number of comparisons."""
     rows = []
     for metric, higher_is_better in metrics:
         (a, statistic), (b, _) = ours[metric], theirs[metric]
@@ -147,12 +147,12 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
     """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions.
 
     A fold cut for another split, from other photos or embeddings (the parent re-ingested, re-embedded) or with other
-    graph or region settings is removed whole, its fine-tuning with it: nothing of it may pass for this fold's. The same
-    fold asked for another graph keeps its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs
-    it had come out the same).
+    graph or region settings is removed whole, its fine-tuning with it: nothing of it may pass for this fold's. The
+    same fold asked for another graph keeps its finished fine-tuning (graphs and cuts are deterministic, so those of the
+    graphs it had come out the same).
     """
     parent = run.pipeline_config()
-    cut = {k: v for k, v in storage.to_jsonable(parent.regions).items() if k not in POLYGON_SETTINGS}  # polygons: not graded
+    cut = {k: v for k, v in storage.to_jsonable(parent.regions).items() if k not in POLYGON_SETTINGS}  # not graded
     settings = json.dumps(storage.to_jsonable({"regions": cut, "graph": parent.graph}), sort_keys=True)
     key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
                        + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
@@ -183,18 +183,20 @@ def fold_runs(run: Run, out: Experiment, folds: Folds, graphs: tuple[str, ...]) 
 
 def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[FinetuneRun]:
     """Each fold's finished fine-tuning over `cfg.graph` (run here where missing, resumed where killed): the fine-tuned
-    backbones a cross-validated comparison retrieves with. They are `experiment.cross_validate`'s folds and folders, so
-    either reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as these."""
+    backbones a cross-validated comparison retrieves with. They are `experiment.cross_validate`'s folds and folders,
+    so either reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as
+    these."""
     from geoloc_core.learn.finetune import finetune_rounds  # torch: only where a fold is fine-tuned
 
     run = Run(Path(run_dir).resolve())
-    done = []
-    for f, fold_run in enumerate(fold_runs(run, run.cross_validation(cv.folds, cv.fold_seed), Folds.of_places(run.photo_table(), cv), (cfg.graph,))):
+    done, folds = [], Folds.of_places(run.photo_table(), cv)
+    for f, fold_run in enumerate(fold_runs(run, run.cross_validation(cv.folds, cv.fold_seed), folds, (cfg.graph,))):
         ft = fold_run.experiment.finetune(cfg.graph)
         saved = ft.read_config().get("finetune")
         if saved is not None and {**saved, "device": cfg.device} != storage.to_jsonable(cfg):
-            raise ValueError(f"{ft.root} was fine-tuned with other settings ({saved}); ask for those, or remove the folder")
-        if len(ft.round_checkpoints()) < cfg.rounds or not all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1)):
+            raise ValueError(f"{ft.root} was fine-tuned with other settings ({saved}); ask for those, or remove it")
+        embedded = all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1))
+        if len(ft.round_checkpoints()) < cfg.rounds or not embedded:
             log.info("fold %d of %d: fine-tuning %s", f + 1, cv.folds, cfg.graph)
             with ft.job():
                 for result in finetune_rounds(fold_run.root, cfg, out_dir=ft.root):

@@ -102,7 +102,8 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
         rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft, out)] + graph_rows[1:]
     [matched] = [r for r in rows if r["graph"] == graphs[0] and r["method"] == round_name(cfg.rounds)]
     # the baselines use only the sites, which every graph shares: any graph the run has will do (a fold may lack DT)
-    rows += baseline_rows(run.root, dataclasses.replace(cfg, graph=graphs[0]), target=int(matched["n_regions"]), out=out)
+    baseline_cfg = dataclasses.replace(cfg, graph=graphs[0])
+    rows += baseline_rows(run.root, baseline_cfg, target=int(matched["n_regions"]), out=out)
     table = pd.DataFrame(rows)
     write_tables({out.table_csv: table, out.table_md: to_markdown(table)})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
@@ -128,7 +129,7 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
             tables[-1] = run_experiment(fold_run.root, cfg, graphs)
     indexed = [t.assign(graph=t["graph"].fillna("")).set_index(["graph", "method"]) for t in tables]
     per_fold = {key: [t.loc[key] for t in indexed] for key in indexed[0].index}
-    held_out = {key: collect([pd.read_csv(row["held_out"]) for row in rows], folds, f"{out.root} {' '.join(key).strip()}")
+    held_out = {key: collect([pd.read_csv(row["held_out"]) for row in rows], folds, f"{out.root}: {key}")
                 for key, rows in per_fold.items()}
     resamples = folds.resamples()
     sizes = np.bincount(folds.fold, minlength=folds.k)  # held-out photos per fold: the weight of its per-fold figures
@@ -174,8 +175,8 @@ def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, r
         if a not in held_out or b not in held_out:
             continue
         metrics = ([("acc", True)] if a in same_partition and b[1].startswith("w/o") else []) + [("median_km", False)]
-        rows += paired_rows(f"{' '.join(a).strip()} vs {' '.join(b).strip()}", measures(held_out[a]), measures(held_out[b]),
-                            metrics, resamples)
+        name = f"{' '.join(a).strip()} vs {' '.join(b).strip()}"
+        rows += paired_rows(name, measures(held_out[a]), measures(held_out[b]), metrics, resamples)
     return rows
 
 

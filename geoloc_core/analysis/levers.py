@@ -158,10 +158,11 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
 
 
 def answers_of(errors: pd.DataFrame, folds: Folds) -> dict[str, pd.DataFrame]:
-    """Each row's answer table (the engine's shape: photo, error_km, fold), from a table of per-photo errors (photo, fold,
-    one column per row)."""
-    return {name: collect([errors.loc[folds.fold == f, ["photo", name]].rename(columns={name: "error_km"}) for f in range(folds.k)],
-                          folds, name) for name in errors.columns[2:]}
+    """Each row's answer table (the engine's shape: photo, error_km, fold), from a table of per-photo errors (photo,
+    fold, one column per row)."""
+    per_fold = [errors[folds.fold == f] for f in range(folds.k)]
+    return {name: collect([e[["photo", name]].rename(columns={name: "error_km"}) for e in per_fold], folds, name)
+            for name in errors.columns[2:]}
 
 
 def _settings(v: Variant, reference: Variant) -> dict:
@@ -177,7 +178,8 @@ def paired_verdicts(answers: dict[str, pd.DataFrame], names: list[str], resample
     tell methods apart for the first (`crossval.informative`)."""
     base = measures(answers[names[0]])
     return [verdict for name in names[1:]
-            for verdict in paired_rows(f"{name} vs {names[0]}", measures(answers[name]), base, informative(base), resamples)]
+            for verdict in paired_rows(f"{name} vs {names[0]}", measures(answers[name]), base, informative(base),
+                                       resamples)]
 
 
 def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = CrossValConfig(folds=5)) -> list[dict]:
@@ -192,4 +194,5 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     if len(errors) != len(folds.fold) or not np.array_equal(errors["fold"], folds.fold):
         raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
                          f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")
-    return paired_verdicts(answers_of(errors[["photo", "fold", reference, row]], folds), [reference, row], folds.resamples())
+    answers = answers_of(errors[["photo", "fold", reference, row]], folds)
+    return paired_verdicts(answers, [reference, row], folds.resamples())

@@ -52,7 +52,7 @@ def region_centroids(train_labels: np.ndarray, train_lat_deg: np.ndarray, train_
 
 def recall_hits(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
                 true_lon_deg: np.ndarray, radius_km: float) -> np.ndarray:
-    """(Q, k) bool: whether a database photo within `radius_km` (<=) of each query is among its top 1 .. k (`ids`, (Q, k))."""
+    """(Q, k) bool: whether a database photo within `radius_km` (<=) of each query is among its top 1 .. k (`ids`)."""
     d = haversine_km(db_lat_deg[ids], db_lon_deg[ids], true_lat_deg[:, None], true_lon_deg[:, None])
     return np.cumsum(d <= radius_km, axis=1) > 0
 
@@ -63,7 +63,8 @@ def recall_columns(hits: np.ndarray, ks: tuple[int, ...] = RECALL_KS) -> dict[st
 
 
 def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
-                true_lon_deg: np.ndarray, radius_km: float = 0.025, ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
+                true_lon_deg: np.ndarray, radius_km: float = 0.025,
+                ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
     """Share of queries with a database photo within `radius_km` (<=) among their top K: `R@K` (VPR's 25 m default)."""
     hits = recall_hits(ids, db_lat_deg, db_lon_deg, true_lat_deg, true_lon_deg, radius_km)
     return {name: float(hit.mean()) for name, hit in recall_columns(hits, ks).items()}

@@ -32,8 +32,8 @@ def location_folds(groups: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Resamples:
-    """B resamples of the places with replacement, kept per place: a (B, P) count of draws rather than a (B, N) weight per
-    photo, whose float64 would grow with the photos (2000 x 1e5 photos: 1.6 GB)."""
+    """B resamples of the places with replacement, kept per place: a (B, P) count of draws rather than a (B, N) weight
+    per photo, whose float64 would grow with the photos (2000 x 1e5 photos: 1.6 GB)."""
 
     draws: np.ndarray  # (B, P) how often each place was drawn in each resample
     place: np.ndarray  # (N,) int64: each photo's place, a column of `draws`
@@ -66,7 +66,8 @@ def weighted_median(values: np.ndarray, resamples: Resamples, chunk: int = 256) 
     for s in range(0, len(out), chunk):
         cumulative = np.cumsum(resamples.draws[s:s + chunk][:, place], axis=1, dtype=np.float64)
         half = cumulative[:, -1:] / 2
-        out[s:s + chunk] = (ranked[np.argmax(cumulative >= half, axis=1)] + ranked[np.argmax(cumulative > half, axis=1)]) / 2
+        lower, upper = np.argmax(cumulative >= half, axis=1), np.argmax(cumulative > half, axis=1)
+        out[s:s + chunk] = (ranked[lower] + ranked[upper]) / 2
     return out
 
 

@@ -192,7 +192,8 @@ class FinetuneContext:
         """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score; with
         `held_out`, each held-out photo's answer is written there too (photo, region, pred, error_km), for intervals."""
         if held_out is not None:
-            storage.write_csv(held_out, held_out_answers(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test))
+            answers = held_out_answers(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
+            storage.write_csv(held_out, answers)
         return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:
