@@ -152,12 +152,12 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
     per_photo = pd.DataFrame({"photo": np.arange(len(table)), "fold": folds.fold, **errors})
-    answers, resamples = answers_of(per_photo, folds), folds.resamples()
+    answers, resamples = _answers(per_photo, folds), folds.resamples()
     rows = [{"method": v.name, **summary(answers[v.name], resamples), **_settings(v, variants[0])} for v in variants]
     return LeverTable(rows, paired_verdicts(answers, [v.name for v in variants], resamples), per_photo)
 
 
-def answers_of(errors: pd.DataFrame, folds: Folds) -> dict[str, pd.DataFrame]:
+def _answers(errors: pd.DataFrame, folds: Folds) -> dict[str, pd.DataFrame]:
     """Each row's answer table (the engine's shape: photo, error_km, fold), from a table of per-photo errors (photo,
     fold, one column per row)."""
     per_fold = [errors[folds.fold == f] for f in range(folds.k)]
@@ -194,5 +194,5 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     if len(errors) != len(folds.fold) or not np.array_equal(errors["fold"], folds.fold):
         raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
                          f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")
-    answers = answers_of(errors[["photo", "fold", reference, row]], folds)
+    answers = _answers(errors[["photo", "fold", reference, row]], folds)
     return paired_verdicts(answers, [reference, row], folds.resamples())
