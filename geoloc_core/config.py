@@ -102,7 +102,8 @@ POLYGON_SETTINGS = ("clip", "boundary", "site_buffer_km")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    seed: int = setting(0, "seed of the w/o linear probe", flag="--eval-seed")
+    seed: int | None = setting(None, "shuffles the locations into the 3 folds that choose the w/o linear probe's "
+                               "strength C (unset: sklearn's GroupKFold, unshuffled)", flag="--eval-seed")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY
 from geoloc_core.analysis.experiment import cross_validate, run_experiment
+from geoloc_core.cli import main
 from geoloc_core.config import CrossValConfig, FinetuneConfig, RegionConfig
 from geoloc_core.evaluate.metrics import chance_metrics
 from geoloc_core.regions.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
@@ -53,6 +55,19 @@ def test_experiment_table_has_every_row(tiny_run, tmp_path):
     assert pd.read_csv(tmp_path / "exp" / "table.csv").shape[0] == 11
     md = (tmp_path / "exp" / "table.md").read_text()
     assert md.startswith("| graph | method | acc | chance_acc |") and "CPlaNet" in md
+
+
+def test_a_run_without_dt_gets_its_baseline_rows_too(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
+    """The baselines were built over the config's own graph (DT) and failed, after all the fine-tuning, on a run (or a
+    fold) that has none."""
+    run = tmp_path / "run"
+    assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", "--model", TINY.name,
+                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "gg"]) == 0
+    cfg = FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
+    table = run_experiment(run, cfg, graphs=("gg",), out_dir=tmp_path / "exp")
+    assert list(zip(table["graph"], table["method"])) == [("gg", "w/o"), ("gg", "w/o (cosine head)"), ("gg", "FT1"),
+                                                          ("", "Mesh"), ("", "CPlaNet")]
+    assert table.loc[table["method"].isin(["Mesh", "CPlaNet"]), ["acc", "median_km"]].notna().all().all()
 
 
 def test_the_like_for_like_row_trains_ft1s_head_on_the_frozen_backbone(tiny_run, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from geoloc_core.evaluate.linear_probe import fit_linear_probe
 from geoloc_core.evaluate.metrics import classification_metrics, distance_metrics
 from geoloc_core.evaluate.splits import grouped_split
 
@@ -62,3 +63,15 @@ def test_confused_pairs_by_hand():
     assert pairs[["region", "pred", "count"]].values.tolist() == [[1, 0, 2], [0, 1, 1]]
     assert pairs["share"].tolist() == [1.0, 0.25]
     assert region_accuracy(matrix)[:2].tolist() == [0.75, 0.0] and np.isnan(region_accuracy(matrix)[2])
+
+
+def test_the_eval_seed_shuffles_the_places_into_the_folds_that_choose_the_probe_s_strength():
+    """`--eval-seed` did nothing (lbfgs draws nothing, GroupKFold does not shuffle); it now decides which places share a
+    fold of the search for C, and every fold still holds whole places."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 2)
+    emb, labels = rng.normal(size=(60, 8)), rng.integers(0, 3, size=60)  # noise: the best C depends on the folds
+    chosen = {seed: fit_linear_probe(emb, labels, groups, seed=seed)[-1].C for seed in range(6)}
+    assert len(set(chosen.values())) > 1
+    again, twice = (fit_linear_probe(emb, labels, groups, seed=3)[-1] for _ in range(2))
+    assert again.C == chosen[3] and np.array_equal(again.coef_, twice.coef_)  # the same seed, the same probe

@@ -163,7 +163,7 @@ def test_a_boundary_clips_the_regions_reports_photos_outside_and_leaves_the_labe
 
 def test_a_cross_validation_fold_survives_a_change_of_clip_but_not_of_resolution(tiny_run):
     """Clipping draws polygons only: a fold's regions (what the experiment grades) are not cut again for it."""
-    from geoloc_core.analysis.experiment import prepare_fold
+    from geoloc_core.analysis.crossval import prepare_fold
     from geoloc_core.cli import main
     from geoloc_core.runs.folders import Run
 

@@ -1,3 +1,4 @@
 """Questions asked of a whole run: Table 1 (`experiment`), every locator compared (`compare`), accuracy levers
-(`levers`), and views of a partition (`signatures`, `stability`, `coverage`).
+(`levers`), all three cross-validated by one engine (`crossval`), and views of a partition (`signatures`, `stability`,
+`coverage`).
 """

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from geoloc_core.analysis.crossval import Folds, collect, informative, measures, paired_rows, summary
 from geoloc_core.base.geo import LocalProjection, haversine_km
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
-from geoloc_core.evaluate.metrics import THRESHOLDS_KM, distance_metrics, recall_at_k, threshold_key
-from geoloc_core.evaluate.stats import Statistic, distance_measures, estimates, location_folds, location_weights, paired, weighted_mean
+from geoloc_core.evaluate.metrics import distance_metrics, recall_at_k, recall_columns, recall_hits
+from geoloc_core.evaluate.stats import Resamples
 from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary
 from geoloc_core.ingest.photos import PhotoTable
 from geoloc_core.locate.build import fit_predictor
@@ -34,8 +35,6 @@ from geoloc_core.locate.predictor import locate, neighbour_coords, vote
 from geoloc_core.regions.partition import region_table
 from geoloc_core.runs.folders import Run
 from geoloc_core.runs.stages import fold_regions
-
-RECALL_KS = (1, 5, 10)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,15 @@ class Answers:
     hits: np.ndarray | None = None  # (Q, k) bool: a database photo within the recall radius among the top 1 .. k
     per_photo: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. within_radius, unfamiliar: (Q,) bool
     scalars: dict[str, float] = field(default_factory=dict)  # e.g. bandwidth_km, radius_km@90 of this split's predictor
+
+    def table(self, photos: PhotoTable, is_test: np.ndarray) -> pd.DataFrame:
+        """The answers in the cross-validation engine's shape: one row per held-out photo (photo, where, error_km, R@K
+        and the per-photo flags)."""
+        test = np.flatnonzero(is_test)
+        error_km = haversine_km(self.lat, self.lon, photos.lat_deg[test], photos.lon_deg[test])
+        recall = {} if self.hits is None else recall_columns(self.hits)
+        return pd.DataFrame({"photo": test, "lat_deg": self.lat, "lon_deg": self.lon, "error_km": error_km, **recall,
+                             **self.per_photo})
 
 
 @dataclass
@@ -134,28 +142,26 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         _, is_test = run.read_split()
         labels = run.regions(graph).labels()["region"].to_numpy() if run.regions(graph).exists() else None
         answers = method_answers(table, emb, patches, is_test, labels, *args)
-        return Comparison(_point_rows(answers, table, is_test), _predictions(answers, table, is_test, verified_row(cfg.sources)))
-    fold = location_folds(table.frame["group"].to_numpy(), cv.folds, cv.fold_seed)
+        reference = answers[verified_row(cfg.sources)].table(table, is_test)
+        return Comparison(_point_rows(answers, table, is_test), _predictions(reference, table))
+    folds = Folds.of_places(table, cv)
     regions = regions or run.pipeline_config().regions
     per_fold, fold_rows = [], []
-    for f in range(cv.folds):
-        is_test = fold == f
+    for f, is_test in folds:
         labels = fold_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
-        per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
-        verified = per_fold[-1][verified_row(cfg.sources)]
+        answers = method_answers(table, emb, patches, is_test, labels, *args)
+        per_fold.append({m: a.table(table, is_test) for m, a in answers.items()})
+        verified = answers[verified_row(cfg.sources)]
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
-                          "radius_km@90": verified.scalars["radius_km@90"], "within_radius": float(verified.per_photo["within_radius"].mean()),
+                          "radius_km@90": verified.scalars["radius_km@90"],
+                          "within_radius": float(verified.per_photo["within_radius"].mean()),
                           "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
         log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
-    order = np.concatenate([np.flatnonzero(fold == f) for f in range(cv.folds)])  # the answers' photo order
-    answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
-    weights = location_weights(table.frame["group"].to_numpy()[order], seed=cv.fold_seed)
-    truth = (table.lat_deg[order], table.lon_deg[order])
-    rows = [{"method": m, **estimates(_measures(a, truth), weights)} for m, a in answers.items()]
-    is_test = np.zeros(len(table), bool)
-    is_test[order] = True
-    predictions = _predictions(answers, table, is_test, verified_row(cfg.sources), order)
-    return Comparison(rows, predictions, _verdicts(answers, truth, weights, cfg.sources), fold_rows)
+    collected = {m: collect([p[m] for p in per_fold], folds, m) for m in per_fold[0]}
+    resamples = folds.resamples()
+    rows = [{"method": m, **summary(a, resamples)} for m, a in collected.items()]
+    predictions = _predictions(collected[verified_row(cfg.sources)], table)
+    return Comparison(rows, predictions, _verdicts(collected, resamples, cfg.sources), fold_rows)
 
 
 _PAIRS = ("kNN-CLS vote",)  # the verified predictor against these, and against each of its sources left out
@@ -166,61 +172,35 @@ def verified_row(sources: tuple[str, ...]) -> str:
     return "verified: " + "+".join(sources)
 
 
-def recall_hits(ids: np.ndarray, db_lat: np.ndarray, db_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray, radius_km: float) -> np.ndarray:
-    """(Q, k): whether a database photo within `radius_km` is among each query's top 1 .. k."""
-    return np.cumsum(haversine_km(db_lat[ids], db_lon[ids], lat[:, None], lon[:, None]) <= radius_km, axis=1) > 0
-
-
 def _point_rows(answers: dict[str, Answers], table: PhotoTable, is_test: np.ndarray) -> list[dict]:
     truth = (table.lat_deg[is_test], table.lon_deg[is_test])
     rows = []
     for method, a in answers.items():
-        recall = {} if a.hits is None else {f"R@{k}": float(a.hits[:, min(k, a.hits.shape[1]) - 1].mean()) for k in RECALL_KS}
+        recall = {} if a.hits is None else {k: float(hit.mean()) for k, hit in recall_columns(a.hits).items()}
         rows.append({"method": method, **distance_metrics(a.lat, a.lon, *truth), **recall, **a.scalars,
                      **{name: float(v.mean()) for name, v in a.per_photo.items()}})
     return rows
 
 
-def _predictions(answers: dict[str, Answers], table: PhotoTable, is_test: np.ndarray, reference: str,
-                 order: np.ndarray | None = None) -> pd.DataFrame:
-    """The verified predictor's answer for each held-out photo (`reference`, its row): the Evaluate page's error map."""
-    rows = np.flatnonzero(is_test) if order is None else order
-    a = answers[reference]
-    return pd.DataFrame({"path": table.frame["path"].to_numpy()[rows], "lat_deg": a.lat, "lon_deg": a.lon,
-                         "true_lat_deg": table.lat_deg[rows], "true_lon_deg": table.lon_deg[rows],
-                         "error_km": haversine_km(a.lat, a.lon, table.lat_deg[rows], table.lon_deg[rows])})
+def _predictions(answers: pd.DataFrame, table: PhotoTable) -> pd.DataFrame:
+    """The verified predictor's answer for each held-out photo (`answers`: its answer table): the Evaluate page's error
+    map."""
+    rows = answers["photo"].to_numpy()
+    return pd.DataFrame({"path": table.frame["path"].to_numpy()[rows], "lat_deg": answers["lat_deg"].to_numpy(),
+                         "lon_deg": answers["lon_deg"].to_numpy(), "true_lat_deg": table.lat_deg[rows],
+                         "true_lon_deg": table.lon_deg[rows], "error_km": answers["error_km"].to_numpy()})
 
 
-def _concat(parts: list[Answers]) -> Answers:
-    hits = None if parts[0].hits is None else np.concatenate([p.hits for p in parts])
-    per_photo = {k: np.concatenate([p.per_photo[k] for p in parts]) for k in parts[0].per_photo}
-    return Answers(np.concatenate([p.lat for p in parts]), np.concatenate([p.lon for p in parts]), hits, per_photo)
-
-
-def _measures(a: Answers, truth: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[np.ndarray, Statistic]]:
-    """Per-photo values and the statistic over them, for every figure of a row."""
-    out = distance_measures(haversine_km(a.lat, a.lon, *truth))
-    if a.hits is not None:
-        out |= {f"R@{k}": (a.hits[:, min(k, a.hits.shape[1]) - 1], weighted_mean) for k in RECALL_KS}
-    return out | {name: (v, weighted_mean) for name, v in a.per_photo.items()}
-
-
-def _verdicts(answers: dict[str, Answers], truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray, sources: tuple[str, ...]) -> list[dict]:
-    """The verified predictor against kNN and against itself without each source: the km error, and the accuracy at every
-    threshold that tells methods apart here (the verified predictor gets between 2 % and 98 % within it). Each verdict is
-    at 95 % on its own, not corrected for the number of comparisons: among a dozen, one spurious verdict is no surprise."""
-    name = verified_row(sources)  # the verified predictor as configured
-    verified = _measures(answers[name], truth)
-    informative = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < verified[threshold_key(t)][0].mean() < 0.98]
-    others = [m for m in _PAIRS if m in answers] + [verified_row(tuple(s for s in sources if s != left)) for left in sources if len(sources) > 1]
-    rows = []
-    for other in others:
-        theirs = _measures(answers[other], truth)
-        for metric, higher_is_better in (("median_km", False), *((key, True) for key in informative)):
-            (a, statistic), (b, _) = verified[metric], theirs[metric]
-            rows.append({"comparison": f"{name} vs {other}", "metric": metric,
-                         **paired(a.astype(np.float64), b.astype(np.float64), weights, statistic, higher_is_better)})
-    return rows
+def _verdicts(answers: dict[str, pd.DataFrame], resamples: Resamples, sources: tuple[str, ...]) -> list[dict]:
+    """The verified predictor as configured against kNN and against itself without each source: the km error, and the
+    accuracy at every threshold that tells methods apart here (`crossval.informative`). Among a dozen verdicts, each at
+    95 % on its own, one spurious verdict is no surprise."""
+    name = verified_row(sources)
+    verified = measures(answers[name])
+    left_out = [verified_row(tuple(s for s in sources if s != left)) for left in sources if len(sources) > 1]
+    return [row for other in [m for m in _PAIRS if m in answers] + left_out
+            for row in paired_rows(f"{name} vs {other}", verified, measures(answers[other]), informative(verified),
+                                   resamples)]
 
 
 def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, ...] = ("cls", "gem", "vlad"),

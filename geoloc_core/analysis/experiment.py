@@ -11,33 +11,21 @@ graph's last round.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from geoloc_core.analysis.crossval import Folds, collect, fold_runs, measures, paired_rows, summary, write_tables
 from geoloc_core.base import storage
-from geoloc_core.config import POLYGON_SETTINGS, CrossValConfig, FinetuneConfig
-from geoloc_core.evaluate.stats import (
-    distance_measures,
-    estimates,
-    location_folds,
-    location_weights,
-    paired,
-    weighted_mean,
-    weighted_median,
-    with_intervals,
-)
+from geoloc_core.config import CrossValConfig, FinetuneConfig
+from geoloc_core.evaluate.stats import Resamples, with_intervals
 from geoloc_core.features.towers import Suffix
 from geoloc_core.learn.classifier import RegionClassifier
 from geoloc_core.learn.finetune import FinetuneContext, finetune_rounds, make_optimizer, predict_log_probs, round_name, train_epoch
 from geoloc_core.regions.baselines import cell_combos, combine_log_probs, cplanet_partitions, mesh_labels
-from geoloc_core.runs import stages
 from geoloc_core.runs.folders import Experiment, FinetuneRun, Run
 
 log = logging.getLogger(__name__)
@@ -113,10 +101,11 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
         graph_rows = round_rows(ft, graph)
         rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft, out)] + graph_rows[1:]
     [matched] = [r for r in rows if r["graph"] == graphs[0] and r["method"] == round_name(cfg.rounds)]
-    rows += baseline_rows(run.root, cfg, target=int(matched["n_regions"]), out=out)
+    # the baselines use only the sites, which every graph shares: any graph the run has will do (a fold may lack DT)
+    baseline_cfg = dataclasses.replace(cfg, graph=graphs[0])
+    rows += baseline_rows(run.root, baseline_cfg, target=int(matched["n_regions"]), out=out)
     table = pd.DataFrame(rows)
-    storage.write_csv(out.table_csv, table)
-    storage.write_bytes(out.table_md, to_markdown(table).encode())
+    write_tables({out.table_csv: table, out.table_md: to_markdown(table)})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
                                     "matched_regions": int(matched["n_regions"]), "matched_to": f"{matched['graph']} {matched['method']}"})
     return table
@@ -132,56 +121,23 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     run = Run(Path(run_dir).resolve())
     out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed)
     graphs = tuple(graphs or run.graphs())
-    groups = run.photo_table().frame["group"].to_numpy()
-    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    folds = Folds.of_places(run.photo_table(), cv)
     tables = []
-    for i in range(cv.folds):
-        log.info("fold %d of %d", i + 1, cv.folds)
-        fold_run = out.fold(i)
-        prepare_fold(run, fold_run, fold == i, graphs)
+    for fold_run in fold_runs(run, out, folds, graphs):
         tables.append(_finished_table(fold_run, cfg, graphs))
         if tables[-1] is None:
             tables[-1] = run_experiment(fold_run.root, cfg, graphs)
     indexed = [t.assign(graph=t["graph"].fillna("")).set_index(["graph", "method"]) for t in tables]
     per_fold = {key: [t.loc[key] for t in indexed] for key in indexed[0].index}
-    held_out = {key: pd.concat([pd.read_csv(row["held_out"]) for row in rows], ignore_index=True) for key, rows in per_fold.items()}
-    order = np.concatenate([np.flatnonzero(fold == i) for i in range(cv.folds)])  # every row's photos, in this order
-    for key, answers in held_out.items():
-        if not np.array_equal(answers["photo"].to_numpy(), order):
-            raise RuntimeError(f"{out.root}: the held-out answers of {key} are not this cross-validation's photos")
-    weights = location_weights(groups[order], seed=cv.fold_seed)
-    sizes = np.bincount(fold, minlength=cv.folds)  # held-out photos per fold: the weight of its per-fold figures
-    table = pd.DataFrame([_cv_row(key, held_out[key], per_fold[key], sizes, weights) for key in per_fold])
-    verdicts = pd.DataFrame(_experiment_verdicts(held_out, graphs, cfg.rounds, weights))
-    storage.write_csv(out.table_csv, table)
-    storage.write_csv(out.verdicts, verdicts)
-    storage.write_bytes(out.table_md, to_markdown(with_intervals(table)).encode())
+    held_out = {key: collect([pd.read_csv(row["held_out"]) for row in rows], folds, f"{out.root}: {key}")
+                for key, rows in per_fold.items()}
+    resamples = folds.resamples()
+    sizes = np.bincount(folds.fold, minlength=folds.k)  # held-out photos per fold: the weight of its per-fold figures
+    table = pd.DataFrame([_cv_row(key, held_out[key], per_fold[key], sizes, resamples) for key in per_fold])
+    verdicts = pd.DataFrame(_experiment_verdicts(held_out, graphs, cfg.rounds, resamples))
+    write_tables({out.table_csv: table, out.verdicts: verdicts, out.table_md: to_markdown(with_intervals(table))})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root), "cross_validation": cv})
     return table, verdicts
-
-
-def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> list[FinetuneRun]:
-    """Each fold's finished fine-tuning over `cfg.graph` (run here where missing, resumed where killed): the fine-tuned
-    backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and folders, so either
-    reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as these."""
-    run = Run(Path(run_dir).resolve())
-    out = run.cross_validation(cv.folds, cv.fold_seed)
-    fold = location_folds(run.photo_table().frame["group"].to_numpy(), cv.folds, cv.fold_seed)
-    done = []
-    for i in range(cv.folds):
-        fold_run = out.fold(i)
-        prepare_fold(run, fold_run, fold == i, (cfg.graph,))
-        ft = fold_run.experiment.finetune(cfg.graph)
-        saved = ft.read_config().get("finetune")
-        if saved is not None and {**saved, "device": cfg.device} != storage.to_jsonable(cfg):
-            raise ValueError(f"{ft.root} was fine-tuned with other settings ({saved}); ask for those, or remove the folder")
-        if len(ft.round_checkpoints()) < cfg.rounds or not all(ft.embeddings(r).exists() for r in range(cfg.rounds + 1)):
-            log.info("fold %d of %d: fine-tuning %s", i + 1, cv.folds, cfg.graph)
-            with ft.job():
-                for result in finetune_rounds(fold_run.root, cfg, out_dir=ft.root):
-                    log.info("fold %d %s: acc %.3f, %d regions", i + 1, result.name, result.metrics["acc"], result.metrics["n_regions"])
-        done.append(ft)
-    return done
 
 
 def _finished_table(fold: Run, cfg: FinetuneConfig, graphs: tuple[str, ...]) -> pd.DataFrame | None:
@@ -193,46 +149,15 @@ def _finished_table(fold: Run, cfg: FinetuneConfig, graphs: tuple[str, ...]) -> 
     return pd.read_csv(done.table_csv, keep_default_na=False, na_values=[""]).assign(graph=lambda t: t["graph"].fillna(""))
 
 
-def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ...]) -> None:
-    """A fold as a run of its own: the parent's photos and embeddings (linked), its own split, graphs and w/o regions.
-
-    A fold cut for another split, from other photos or embeddings (the parent re-ingested, re-embedded) or with other
-    graph or region settings is removed
-    whole, its fine-tuning with it: nothing of it may pass for this fold's. The same fold asked for another graph keeps
-    its finished fine-tuning (graphs and cuts are deterministic, so those of the graphs it had come out the same).
-    """
-    parent = run.pipeline_config()
-    cut = {k: v for k, v in storage.to_jsonable(parent.regions).items() if k not in POLYGON_SETTINGS}  # polygons: not graded
-    settings = json.dumps(storage.to_jsonable({"regions": cut, "graph": parent.graph}), sort_keys=True)
-    key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
-                       + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
-    same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()
-    if same and all(fold.regions(g).exists() for g in graphs):
-        return  # already cut: a resumed cross-validation keeps it
-    if not same and fold.exists():
-        shutil.rmtree(fold.root)
-    fold.root.mkdir(parents=True, exist_ok=True)  # the same fold asked for more graphs: its finished work stays
-    for name in ("photos", "ingest_meta", "embeddings", "patches", "embed_meta"):
-        source, link = getattr(run, name), getattr(fold, name)
-        if source.exists() and not link.exists():
-            link.symlink_to(source.resolve())
-    fold.record_config("ingest", parent.ingest)
-    fold.record_config("embed", parent.embed)
-    stages.run_graph(fold.root, dataclasses.replace(parent.graph, kinds=graphs), is_test=is_test)
-    stages.cut_regions(fold.root, parent.regions, graphs)
-    fold.record_config("fold", {"of": str(run.root), "key": key.hexdigest()})  # last: a fold cut halfway is cut again
-
-
-def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Series], sizes: np.ndarray, weights: np.ndarray) -> dict:
-    correct = (answers["region"] == answers["pred"]).to_numpy(np.float64)
-    measures = {"acc": (correct, weighted_mean)} | distance_measures(answers["error_km"].to_numpy(np.float64))
-    row = {"graph": key[0], "method": key[1], **estimates(measures, weights)}
+def _cv_row(key: tuple[str, str], answers: pd.DataFrame, per_fold: list[pd.Series], sizes: np.ndarray,
+            resamples: Resamples) -> dict:
+    row = {"graph": key[0], "method": key[1], **summary(answers, resamples)}
     for k in ("chance_acc", "majority_acc", "macro_f1", "n_regions"):  # per fold; the mean over folds, by held-out photos
         row[k] = float(np.average([float(f.get(k, np.nan)) for f in per_fold], weights=sizes))
     return row | {"folds": len(per_fold), "round": per_fold[0].get("round", np.nan)}
 
 
-def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, weights: np.ndarray) -> list[dict]:
+def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, resamples: Resamples) -> list[dict]:
     """The comparisons that matter, paired on the same held-out photos: FT_r against w/o per graph; the first graph's
     last round (the one the baselines are matched to) against Mesh and CPlaNet; the graphs' last rounds against each other.
 
@@ -249,13 +174,9 @@ def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, w
     for a, b in pairs:
         if a not in held_out or b not in held_out:
             continue
-        x, y = held_out[a], held_out[b]
-        metrics = [("median_km", False, lambda d: d["error_km"].to_numpy(np.float64), weighted_median)]
-        if a in same_partition and b[1].startswith("w/o"):
-            metrics.insert(0, ("acc", True, lambda d: (d["region"] == d["pred"]).to_numpy(np.float64), weighted_mean))
-        for metric, higher_is_better, values, statistic in metrics:
-            rows.append({"comparison": f"{' '.join(a).strip()} vs {' '.join(b).strip()}", "metric": metric,
-                         **paired(values(x), values(y), weights, statistic, higher_is_better)})
+        metrics = ([("acc", True)] if a in same_partition and b[1].startswith("w/o") else []) + [("median_km", False)]
+        name = f"{' '.join(a).strip()} vs {' '.join(b).strip()}"
+        rows += paired_rows(name, measures(held_out[a]), measures(held_out[b]), metrics, resamples)
     return rows
 
 

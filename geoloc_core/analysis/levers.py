@@ -4,7 +4,7 @@ Each lever is a setting of the predictor (`PredictorConfig`), so a row of the ta
 under one set of settings, and the combination is just several settings at once. Every row is cross-validated
 over the run's locations with the folds of `geoloc compare --folds K` and `geoloc experiment --folds K`: each
 fold's predictor sees only the other folds' photos. A row with `ft_round` r retrieves with fold's own
-fine-tuning (round r of `experiment.finetune_folds`, trained without the fold), database and queries alike, as
+fine-tuning (round r of `crossval.finetune_folds`, trained without the fold), database and queries alike, as
 `geoloc predict --ft-round r` does with the run's fine-tuning. A row at another input size embeds the run's photos at
 that size and cuts its regions from those, as a run made with `geoloc run --image-size` would. Each row is paired
 against the first (the default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geoloc_core.analysis.experiment import finetune_folds
+from geoloc_core.analysis.crossval import Folds, collect, finetune_folds, informative, measures, paired_rows, summary
 from geoloc_core.base import storage
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import LARGER_INPUT, CrossValConfig, FinetuneConfig, PredictorConfig
-from geoloc_core.evaluate.metrics import THRESHOLDS_KM, threshold_key
-from geoloc_core.evaluate.stats import distance_measures, estimates, location_folds, location_weights, paired
+from geoloc_core.evaluate.stats import Resamples
 from geoloc_core.features.encoders import input_sides
 from geoloc_core.locate.build import fit_predictor
 from geoloc_core.locate.predictor import locate
@@ -118,7 +117,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     table = run.photo_table()
     emb0, _ = run.read_embeddings()
     groups = table.frame["group"].to_numpy()
-    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    folds = Folds.of_places(table, cv)
     needs_ft = max(v.predictor.ft_round for v in variants)
     if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
         raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant needs ft_round 0")
@@ -133,8 +132,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     tuned = finetune_folds(run.root, finetune, cv) if needs_ft else [None] * cv.folds
     regions = run.pipeline_config().regions
     errors = {v.name: np.full(len(table), np.nan) for v in variants}
-    for f in range(cv.folds):
-        is_test = fold == f
+    for f, is_test in folds:
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
         # the fold's w/o regions, cut without its locations from the run's embeddings (a row at another input size: from
         # its own, as a run embedded at that size cuts them)
@@ -153,10 +151,18 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
-    weights = location_weights(groups, seed=cv.fold_seed)
-    rows = [{"method": v.name, **estimates(distance_measures(errors[v.name]), weights), **_settings(v, variants[0])} for v in variants]
-    verdicts = paired_verdicts(errors, [v.name for v in variants], weights)
-    return LeverTable(rows, verdicts, pd.DataFrame({"photo": np.arange(len(table)), "fold": fold, **errors}))
+    per_photo = pd.DataFrame({"photo": np.arange(len(table)), "fold": folds.fold, **errors})
+    answers, resamples = _answers(per_photo, folds), folds.resamples()
+    rows = [{"method": v.name, **summary(answers[v.name], resamples), **_settings(v, variants[0])} for v in variants]
+    return LeverTable(rows, paired_verdicts(answers, [v.name for v in variants], resamples), per_photo)
+
+
+def _answers(errors: pd.DataFrame, folds: Folds) -> dict[str, pd.DataFrame]:
+    """Each row's answer table (the engine's shape: photo, error_km, fold), from a table of per-photo errors (photo,
+    fold, one column per row)."""
+    per_fold = [errors[folds.fold == f] for f in range(folds.k)]
+    return {name: collect([e[["photo", name]].rename(columns={name: "error_km"}) for e in per_fold], folds, name)
+            for name in errors.columns[2:]}
 
 
 def _settings(v: Variant, reference: Variant) -> dict:
@@ -167,20 +173,13 @@ def _settings(v: Variant, reference: Variant) -> dict:
     return {"changes": ", ".join(changes) or "-"}
 
 
-def paired_verdicts(errors: dict[str, np.ndarray], names: list[str], weights: np.ndarray) -> list[dict]:
-    """Each row of `names` after the first minus the first, paired: median km, and accuracy at every threshold where the
-    first gets between 2 % and 98 % (the thresholds that tell methods apart at this scale)."""
-    ref = names[0]
-    base = distance_measures(errors[ref])
-    informative = [threshold_key(t) for t in THRESHOLDS_KM if 0.02 < base[threshold_key(t)][0].mean() < 0.98]
-    rows = []
-    for name in names[1:]:
-        theirs = distance_measures(errors[name])
-        for metric, higher_is_better in (("median_km", False), *((key, True) for key in informative)):
-            (a, statistic), (b, _) = theirs[metric], base[metric]
-            rows.append({"comparison": f"{name} vs {ref}", "metric": metric,
-                         **paired(a.astype(np.float64), b.astype(np.float64), weights, statistic, higher_is_better)})
-    return rows
+def paired_verdicts(answers: dict[str, pd.DataFrame], names: list[str], resamples: Resamples) -> list[dict]:
+    """Each row of `names` after the first minus the first, paired: median km, and the accuracies at the thresholds that
+    tell methods apart for the first (`crossval.informative`)."""
+    base = measures(answers[names[0]])
+    return [verdict for name in names[1:]
+            for verdict in paired_rows(f"{name} vs {names[0]}", measures(answers[name]), base, informative(base),
+                                       resamples)]
 
 
 def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = CrossValConfig(folds=5)) -> list[dict]:
@@ -191,9 +190,9 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     missing = [name for name in (row, reference) if name not in errors.columns[2:]]  # the rows, not photo and fold
     if missing:
         raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
-    groups = run.photo_table().frame["group"].to_numpy()
-    if len(errors) != len(groups) or not np.array_equal(errors["fold"], location_folds(groups, cv.folds, cv.fold_seed)):
+    folds = Folds.of_places(run.photo_table(), cv)
+    if len(errors) != len(folds.fold) or not np.array_equal(errors["fold"], folds.fold):
         raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
                          f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")
-    weights = location_weights(groups, seed=cv.fold_seed)
-    return paired_verdicts({name: errors[name].to_numpy() for name in (reference, row)}, [reference, row], weights)
+    answers = _answers(errors[["photo", "fold", reference, row]], folds)
+    return paired_verdicts(answers, [reference, row], folds.resamples())

@@ -494,24 +494,22 @@ def _cmd_compare(a) -> None:
     import pandas as pd
 
     from geoloc_core.analysis.compare import compare_methods
-    from geoloc_core.base.storage import write_csv
+    from geoloc_core.analysis.crossval import write_tables
     from geoloc_core.evaluate.stats import with_intervals
 
     run, cv, predict_cfg = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, PredictConfig, "predict")
     result = compare_methods(a.run, settings(a, CompareConfig, "compare"), settings(a, PredictorConfig, "predictor"), predict_cfg.graph,
                              predict_cfg.unfamiliar_below, cv)
-    for path in (run.compare_verdicts, run.compare_folds):
-        path.unlink(missing_ok=True)  # a single-split comparison has none: no older one may pass for its own
-    write_csv(run.compare_table, pd.DataFrame(result.rows))
-    write_csv(run.compare_predictions, result.predictions)
+    folded = cv.folds > 1  # a single-split comparison has no verdicts or folds: no older ones may pass for its own
+    write_tables({run.compare_table: pd.DataFrame(result.rows), run.compare_predictions: result.predictions,
+                  run.compare_verdicts: pd.DataFrame(result.verdicts) if folded else None,
+                  run.compare_folds: pd.DataFrame(result.folds) if folded else None})
     columns = ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "R@1", "R@5", "R@10",
                "radius_km@90", "within_radius", "unfamiliar")
     if cv.folds == 1:
         _print_table(result.rows, columns)
     else:
         _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"), columns)
-        write_csv(run.compare_verdicts, pd.DataFrame(result.verdicts))
-        write_csv(run.compare_folds, pd.DataFrame(result.folds))
         print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
                      ("comparison", "metric", "difference", "interval", "verdict"))
@@ -523,8 +521,8 @@ def _cmd_compare(a) -> None:
 def _cmd_levers(a) -> None:
     import pandas as pd
 
+    from geoloc_core.analysis.crossval import write_tables
     from geoloc_core.analysis.levers import larger_input, lever_variants, measure_levers, pair_rows, select_rows
-    from geoloc_core.base.storage import write_csv
     from geoloc_core.evaluate.stats import with_intervals
 
     run, cv, finetune = Run(a.run), settings(a, CrossValConfig, "cv"), settings(a, FinetuneConfig, "finetune")
@@ -540,9 +538,8 @@ def _cmd_levers(a) -> None:
     if a.rows is not None:
         variants = select_rows(variants, a.rows)
     result = measure_levers(a.run, variants, finetune, cv)
-    write_csv(run.levers_table, pd.DataFrame(result.rows))
-    write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))
-    write_csv(run.levers_errors, result.errors)
+    write_tables({run.levers_table: pd.DataFrame(result.rows), run.levers_verdicts: pd.DataFrame(result.verdicts),
+                  run.levers_errors: result.errors})
     _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"),
                  ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "changes"))
     print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Each lever minus the default, paired:")

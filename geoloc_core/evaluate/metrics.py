@@ -15,6 +15,7 @@ from geoloc_core.base.geo import haversine_km
 from geoloc_core.regions.partition import region_table
 
 THRESHOLDS_KM = (0.1, 0.5, 1.0, 25.0, 200.0, 750.0, 2500.0)
+RECALL_KS = (1, 5, 10)
 
 
 def threshold_key(km: float) -> str:
@@ -49,12 +50,24 @@ def region_centroids(train_labels: np.ndarray, train_lat_deg: np.ndarray, train_
     return summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
 
 
-def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
-                true_lon_deg: np.ndarray, radius_km: float = 0.025, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """Share of queries with a database photo within `radius_km` (<=) among their top K: `R@K` (VPR's 25 m default)."""
+def recall_hits(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
+                true_lon_deg: np.ndarray, radius_km: float) -> np.ndarray:
+    """(Q, k) bool: whether a database photo within `radius_km` (<=) of each query is among its top 1 .. k (`ids`)."""
     d = haversine_km(db_lat_deg[ids], db_lon_deg[ids], true_lat_deg[:, None], true_lon_deg[:, None])
-    hit = np.cumsum(d <= radius_km, axis=1) > 0
-    return {f"R@{k}": float(hit[:, min(k, ids.shape[1]) - 1].mean()) for k in ks}
+    return np.cumsum(d <= radius_km, axis=1) > 0
+
+
+def recall_columns(hits: np.ndarray, ks: tuple[int, ...] = RECALL_KS) -> dict[str, np.ndarray]:
+    """`R@K` -> (Q,) bool per query, from `recall_hits` (K past the retrieved top k: the top k)."""
+    return {f"R@{k}": hits[:, min(k, hits.shape[1]) - 1] for k in ks}
+
+
+def recall_at_k(ids: np.ndarray, db_lat_deg: np.ndarray, db_lon_deg: np.ndarray, true_lat_deg: np.ndarray,
+                true_lon_deg: np.ndarray, radius_km: float = 0.025,
+                ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
+    """Share of queries with a database photo within `radius_km` (<=) among their top K: `R@K` (VPR's 25 m default)."""
+    hits = recall_hits(ids, db_lat_deg, db_lon_deg, true_lat_deg, true_lon_deg, radius_km)
+    return {name: float(hit.mean()) for name, hit in recall_columns(hits, ks).items()}
 
 
 def chance_metrics(labels: np.ndarray, is_test: np.ndarray) -> dict[str, float]:

@@ -8,6 +8,7 @@ all of a location's photos along; a paired difference resamples the same locatio
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from geoloc_core.evaluate.metrics import THRESHOLDS_KM, threshold_key
 
 N_BOOT = 2000
 LEVEL = 0.95
-Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (values (N,), weights (B, N)) -> (B,)
+Statistic = Callable[[np.ndarray, "Resamples"], np.ndarray]  # (values (N,), B resamples of the places) -> (B,)
 
 
 def location_folds(groups: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -29,24 +30,45 @@ def location_folds(groups: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return fold_of_group[inverse.ravel()]
 
 
-def location_weights(groups: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """(B, N) bootstrap weights: how often each photo's location was drawn in each of B resamples of the locations."""
-    unique, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+@dataclass(frozen=True)
+class Resamples:
+    """B resamples of the places with replacement, kept per place: a (B, P) count of draws rather than a (B, N) weight
+    per photo, whose float64 would grow with the photos (2000 x 1e5 photos: 1.6 GB)."""
+
+    draws: np.ndarray  # (B, P) how often each place was drawn in each resample
+    place: np.ndarray  # (N,) int64: each photo's place, a column of `draws`
+
+    def once(self) -> Resamples:
+        """Every place drawn once: the statistics' value on all photos (the point estimate)."""
+        return Resamples(np.ones((1, self.draws.shape[1]), np.int64), self.place)
+
+
+def resample_places(places: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> Resamples:
+    """B resamples of the places (`places`: (N,) each photo's place label), each drawing as many places as there are."""
+    unique, inverse = np.unique(np.asarray(places).astype(str), return_inverse=True)
     draws = np.random.default_rng(seed).multinomial(len(unique), np.full(len(unique), 1 / len(unique)), size=n_boot)
-    return draws[:, inverse.ravel()].astype(np.float64)
+    return Resamples(draws, inverse.ravel())
 
 
-def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return weights @ np.asarray(values, np.float64) / weights.sum(axis=1)
+def weighted_mean(values: np.ndarray, resamples: Resamples) -> np.ndarray:
+    """(B,) the mean of `values` (N,) over the photos of each resample (a place drawn twice counts twice)."""
+    n_places = resamples.draws.shape[1]
+    sums = np.bincount(resamples.place, weights=np.asarray(values, np.float64), minlength=n_places)
+    return resamples.draws @ sums / (resamples.draws @ np.bincount(resamples.place, minlength=n_places))
 
 
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B,) the weighted median of `values` under each row of weights: np.median's answer for equal weights."""
+def weighted_median(values: np.ndarray, resamples: Resamples, chunk: int = 256) -> np.ndarray:
+    """(B,) the median of `values` (N,) over the photos of each resample: np.median's answer when every place is drawn
+    once. Photo weights are spread out `chunk` resamples at a time, so memory stays (chunk, N)."""
     order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weights[:, order], axis=1)
-    half = cumulative[:, -1:] / 2
-    ranked = np.asarray(values, np.float64)[order]
-    return (ranked[np.argmax(cumulative >= half, axis=1)] + ranked[np.argmax(cumulative > half, axis=1)]) / 2
+    ranked, place = np.asarray(values, np.float64)[order], resamples.place[order]
+    out = np.empty(len(resamples.draws))
+    for s in range(0, len(out), chunk):
+        cumulative = np.cumsum(resamples.draws[s:s + chunk][:, place], axis=1, dtype=np.float64)
+        half = cumulative[:, -1:] / 2
+        lower, upper = np.argmax(cumulative >= half, axis=1), np.argmax(cumulative > half, axis=1)
+        out[s:s + chunk] = (ranked[lower] + ranked[upper]) / 2
+    return out
 
 
 def interval(boot: np.ndarray) -> tuple[float, float]:
@@ -62,10 +84,10 @@ def verdict(lo: float, hi: float, higher_is_better: bool) -> str:
     return "no detectable difference"
 
 
-def estimate(values: np.ndarray, weights: np.ndarray, statistic: Statistic) -> tuple[float, float, float]:
-    """(point estimate, lo, hi): the statistic on all photos and its bootstrap interval over locations."""
-    point = float(statistic(values, np.ones((1, len(values))))[0])
-    return (point, *interval(statistic(values, weights)))
+def estimate(values: np.ndarray, resamples: Resamples, statistic: Statistic) -> tuple[float, float, float]:
+    """(point estimate, lo, hi): the statistic on all photos and its bootstrap interval over the places."""
+    point = float(statistic(values, resamples.once())[0])
+    return (point, *interval(statistic(values, resamples)))
 
 
 def distance_measures(error_km: np.ndarray) -> dict[str, tuple[np.ndarray, Statistic]]:
@@ -74,19 +96,19 @@ def distance_measures(error_km: np.ndarray) -> dict[str, tuple[np.ndarray, Stati
     return out | {threshold_key(t): (error_km <= t, weighted_mean) for t in THRESHOLDS_KM}
 
 
-def estimates(measures: dict[str, tuple[np.ndarray, Statistic]], weights: np.ndarray) -> dict[str, float]:
+def estimates(measures: dict[str, tuple[np.ndarray, Statistic]], resamples: Resamples) -> dict[str, float]:
     """Each figure as `name`, `name_lo`, `name_hi`: its value on all photos and its bootstrap interval over locations."""
     out = {}
     for name, (values, statistic) in measures.items():
-        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(np.asarray(values, np.float64), weights, statistic)
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(np.asarray(values, np.float64), resamples, statistic)
     return out
 
 
-def paired(a: np.ndarray, b: np.ndarray, weights: np.ndarray, statistic: Statistic, higher_is_better: bool) -> dict:
-    """statistic(a) - statistic(b) on the same photos, its interval over the same resampled locations, and the verdict."""
-    ones = np.ones((1, len(a)))
-    diff = float(statistic(a, ones)[0] - statistic(b, ones)[0])
-    lo, hi = interval(statistic(a, weights) - statistic(b, weights))
+def paired(a: np.ndarray, b: np.ndarray, resamples: Resamples, statistic: Statistic, higher_is_better: bool) -> dict:
+    """statistic(a) - statistic(b) on the same photos, its interval over the same resampled places, and the verdict."""
+    once = resamples.once()
+    diff = float(statistic(a, once)[0] - statistic(b, once)[0])
+    lo, hi = interval(statistic(a, resamples) - statistic(b, resamples))
     return {"difference": diff, "lo": lo, "hi": hi, "verdict": verdict(lo, hi, higher_is_better)}
 
 

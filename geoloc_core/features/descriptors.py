@@ -11,10 +11,13 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-DESCRIPTORS = ("cls", "gem", "vlad")
+from geoloc_core.config import DESCRIPTORS
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_vectors(x: np.ndarray) -> np.ndarray:
+    """(..., D) -> float32 vectors along the last axis scaled to length 1 (a zero vector stays zero): inner products of
+    them are cosines."""
+    x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -24,7 +27,7 @@ def gem(patches: np.ndarray, p: float = 3.0, eps: float = 1e-6, chunk: int = 256
     for s in range(0, len(patches), chunk):
         x = np.clip(patches[s:s + chunk].astype(np.float32), eps, None)
         out[s:s + chunk] = np.mean(x**p, axis=1) ** (1.0 / p)
-    return _unit(out)
+    return unit_vectors(out)
 
 
 def fit_vlad_vocabulary(patches: np.ndarray, n_words: int = 32, seed: int = 0, max_samples: int = 200_000) -> np.ndarray:
@@ -32,10 +35,10 @@ def fit_vlad_vocabulary(patches: np.ndarray, n_words: int = 32, seed: int = 0, m
     rng = np.random.default_rng(seed)
     flat = patches.reshape(-1, patches.shape[2])
     take = rng.choice(len(flat), size=min(max_samples, len(flat)), replace=False)
-    sample = _unit(flat[np.sort(take)].astype(np.float32))
+    sample = unit_vectors(flat[np.sort(take)].astype(np.float32))
     kmeans = faiss.Kmeans(sample.shape[1], n_words, niter=25, seed=seed, spherical=True, verbose=False)
     kmeans.train(sample)
-    return _unit(kmeans.centroids.astype(np.float32))
+    return unit_vectors(kmeans.centroids.astype(np.float32))
 
 
 def vlad(patches: np.ndarray, vocabulary: np.ndarray, chunk: int = 64) -> np.ndarray:
@@ -43,11 +46,11 @@ def vlad(patches: np.ndarray, vocabulary: np.ndarray, chunk: int = 64) -> np.nda
     k, d = vocabulary.shape
     out = np.empty((len(patches), k * d), np.float32)
     for s in range(0, len(patches), chunk):
-        x = _unit(patches[s:s + chunk].astype(np.float32))  # (B, P, D)
+        x = unit_vectors(patches[s:s + chunk].astype(np.float32))  # (B, P, D)
         words = np.argmax(x @ vocabulary.T, axis=2)  # (B, P)
         onehot = np.eye(k, dtype=np.float32)[words]  # (B, P, K)
         residual = np.einsum("bpk,bpd->bkd", onehot, x) - onehot.sum(axis=1)[..., None] * vocabulary[None]
-        out[s:s + chunk] = _unit(_unit(residual).reshape(len(x), -1))
+        out[s:s + chunk] = unit_vectors(unit_vectors(residual).reshape(len(x), -1))
     return out
 
 

@@ -25,16 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from geoloc_core.base import storage
-from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import FinetuneConfig, RegionConfig
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
-from geoloc_core.evaluate.metrics import chance_metrics, classification_metrics, region_centroids, region_metrics
+from geoloc_core.evaluate.metrics import chance_metrics, classification_metrics, held_out_answers, region_metrics
 from geoloc_core.features.embed import decoded_batches
 from geoloc_core.features.encoders import Encoder, autocast, load_encoder, resolve_device
 from geoloc_core.features.towers import Suffix, prefix_tokens
@@ -194,11 +192,8 @@ class FinetuneContext:
         """Accuracy, macro-F1, km errors of the predicted regions, and what the regions' sizes alone would score; with
         `held_out`, each held-out photo's answer is written there too (photo, region, pred, error_km), for intervals."""
         if held_out is not None:
-            train = ~self.is_test
-            lat_c, lon_c = region_centroids(labels[train], self.table.lat_deg[train], self.table.lon_deg[train])
-            error = haversine_km(lat_c[pred_test], lon_c[pred_test], self.table.lat_deg[self.test_idx], self.table.lon_deg[self.test_idx])
-            storage.write_csv(held_out, pd.DataFrame({"photo": self.test_idx, "region": labels[self.test_idx], "pred": pred_test,
-                                                      "error_km": error}))
+            answers = held_out_answers(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
+            storage.write_csv(held_out, answers)
         return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:

@@ -76,7 +76,7 @@ def fit_region_probe(emb: np.ndarray, db: pd.DataFrame, cfg: PredictorConfig) ->
     if len(np.unique(db["region"].to_numpy()[known])) < 2:
         log.warning("no region prior or top regions: the database has fewer than two w/o regions (run `geoloc regions`)")
         return None
-    return as_linear(fit_linear_probe(emb[known], db["region"].to_numpy()[known], db["group"].to_numpy()[known], cfg.locator.seed))
+    return as_linear(fit_linear_probe(emb[known], db["region"].to_numpy()[known], db["group"].to_numpy()[known]))
 
 
 def photo_regions(run: Run, graph: str) -> tuple[RegionFiles | None, np.ndarray]:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from geoloc_core.base import storage
 from geoloc_core.config import ExplainConfig
+from geoloc_core.features.descriptors import unit_vectors
 from geoloc_core.features.embed import EmbeddingCache, embed_images
 from geoloc_core.locate.predict import Neighbour, Prediction
 from geoloc_core.locate.predictor import Predictor
@@ -60,14 +61,9 @@ def grid_side(n_patches: int) -> int:
     return side
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def mutual_matches(query_tokens: np.ndarray, match_tokens: np.ndarray, max_matches: int = ExplainConfig.max_matches) -> Correspondences:
     """(P, D) and (Q, D) patch tokens -> their mutual nearest neighbours by cosine, the `max_matches` most distinctive."""
-    sim = _unit(query_tokens) @ _unit(match_tokens).T  # (P, Q)
+    sim = unit_vectors(query_tokens) @ unit_vectors(match_tokens).T  # (P, Q)
     forward, backward = sim.argmax(axis=1), sim.argmax(axis=0)
     query = np.flatnonzero(backward[forward] == np.arange(len(sim)))
     match = forward[query]

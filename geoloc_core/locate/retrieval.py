@@ -19,15 +19,12 @@ from scipy import sparse
 
 from geoloc_core.base.geo import LocalProjection
 from geoloc_core.config import RETRIEVALS
+from geoloc_core.features.descriptors import unit_vectors
 from geoloc_core.locate.locators import GpsVerifier
 from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.regions.partition import site_embeddings
 
 PROPAGATION_GRAPH = "dt"  # the densest of the three graphs (RNG ⊆ GG ⊆ DT): every site's natural neighbours
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def retrieval_vectors(kind: str, desc: np.ndarray, emb: np.ndarray, verifier: GpsVerifier | None) -> np.ndarray:
@@ -64,4 +61,4 @@ def propagate_over_sites(vectors: np.ndarray, lat_deg: np.ndarray, lon_deg: np.n
     context = (adjacency @ site_vectors) / np.maximum(degree, 1)[:, None]
     isolated = degree[site_of_photo] == 0
     context = np.where(isolated[:, None], vectors, context[site_of_photo])
-    return _unit((1 - share) * vectors + share * context)
+    return unit_vectors((1 - share) * vectors + share * context)
