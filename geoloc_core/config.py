@@ -200,6 +200,9 @@ class CrossValConfig:
     folds: int = setting(1, "1: the run's own split, point figures; K > 1: grouped K-fold over all locations (each held out "
                             "once), every figure with a 95 % interval from a bootstrap over held-out locations")
     fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap")
+    block_km: float = setting(0.0, "with --folds K: hold out by area, whole square blocks of this side (km, over the photos' "
+                                   "projected coordinates) to each fold and to the bootstrap, not single places: how well a new "
+                                   "neighbourhood is located, not a new spot near known ones; 0: by place")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from geoloc_core.base.geo import LocalProjection, haversine_km
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
 from geoloc_core.evaluate.metrics import THRESHOLDS_KM, distance_metrics, recall_at_k, threshold_key
-from geoloc_core.evaluate.stats import Statistic, distance_measures, estimates, location_folds, location_weights, paired, weighted_mean
+from geoloc_core.evaluate.splits import fold_units
+from geoloc_core.evaluate.stats import Statistic, distance_measures, estimate, estimates, location_folds, location_weights, paired, weighted_mean
 from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary
 from geoloc_core.ingest.photos import PhotoTable
 from geoloc_core.locate.build import fit_predictor
@@ -135,7 +136,8 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         labels = run.regions(graph).labels()["region"].to_numpy() if run.regions(graph).exists() else None
         answers = method_answers(table, emb, patches, is_test, labels, *args)
         return Comparison(_point_rows(answers, table, is_test), _predictions(answers, table, is_test, verified_row(cfg.sources)))
-    fold = location_folds(table.frame["group"].to_numpy(), cv.folds, cv.fold_seed)
+    units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km)  # places, or blocks
+    fold = location_folds(units, cv.folds, cv.fold_seed)
     regions = regions or run.pipeline_config().regions
     per_fold, fold_rows = [], []
     for f in range(cv.folds):
@@ -143,13 +145,16 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         labels = cut_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
         per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
         verified = per_fold[-1][verified_row(cfg.sources)]
+        within = estimate(verified.per_photo["within_radius"].astype(np.float64),  # its interval over the fold's held-out places
+                          location_weights(table.frame["group"].to_numpy()[is_test], seed=cv.fold_seed), weighted_mean)
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
-                          "radius_km@90": verified.scalars["radius_km@90"], "within_radius": float(verified.per_photo["within_radius"].mean()),
+                          "radius_km@90": verified.scalars["radius_km@90"], **dict(zip(("within_radius", "within_radius_lo",
+                                                                                         "within_radius_hi"), within)),
                           "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
         log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
     order = np.concatenate([np.flatnonzero(fold == f) for f in range(cv.folds)])  # the answers' photo order
     answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
-    weights = location_weights(table.frame["group"].to_numpy()[order], seed=cv.fold_seed)
+    weights = location_weights(units[order], seed=cv.fold_seed)
     truth = (table.lat_deg[order], table.lon_deg[order])
     rows = [{"method": m, **estimates(_measures(a, truth), weights)} for m, a in answers.items()]
     is_test = np.zeros(len(table), bool)

@@ -23,6 +23,7 @@ import torch
 
 from geoloc_core.base import storage
 from geoloc_core.config import POLYGON_SETTINGS, CrossValConfig, FinetuneConfig
+from geoloc_core.evaluate.splits import fold_units
 from geoloc_core.evaluate.stats import (
     distance_measures,
     estimates,
@@ -130,9 +131,10 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     Returns the table and the paired verdicts; a killed cross-validation resumes (finished work is kept).
     """
     run = Run(Path(run_dir).resolve())
-    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed)
+    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed, cv.block_km)
     graphs = tuple(graphs or run.graphs())
-    groups = run.photo_table().frame["group"].to_numpy()
+    table = run.photo_table()
+    groups = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km)  # places, or blocks
     fold = location_folds(groups, cv.folds, cv.fold_seed)
     tables = []
     for i in range(cv.folds):
@@ -165,8 +167,9 @@ def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> li
     backbones a cross-validated comparison retrieves with. They are `cross_validate`'s folds and folders, so either
     reuses the other's finished work; a fold fine-tuned with other settings is refused, never passed off as these."""
     run = Run(Path(run_dir).resolve())
-    out = run.cross_validation(cv.folds, cv.fold_seed)
-    fold = location_folds(run.photo_table().frame["group"].to_numpy(), cv.folds, cv.fold_seed)
+    out = run.cross_validation(cv.folds, cv.fold_seed, cv.block_km)
+    table = run.photo_table()
+    fold = location_folds(fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km), cv.folds, cv.fold_seed)
     done = []
     for i in range(cv.folds):
         fold_run = out.fold(i)

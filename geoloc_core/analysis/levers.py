@@ -29,6 +29,7 @@ from geoloc_core.base import storage
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import LARGER_INPUT, CrossValConfig, FinetuneConfig, PredictorConfig
 from geoloc_core.evaluate.metrics import THRESHOLDS_KM, threshold_key
+from geoloc_core.evaluate.splits import fold_units
 from geoloc_core.evaluate.stats import distance_measures, estimates, location_folds, location_weights, paired
 from geoloc_core.features.encoders import input_sides
 from geoloc_core.locate.build import fit_predictor
@@ -118,7 +119,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     table = run.photo_table()
     emb0, _ = run.read_embeddings()
     groups = table.frame["group"].to_numpy()
-    fold = location_folds(groups, cv.folds, cv.fold_seed)
+    units = fold_units(groups, table.lat_deg, table.lon_deg, cv.block_km)  # places, or spatial blocks
+    fold = location_folds(units, cv.folds, cv.fold_seed)
     needs_ft = max(v.predictor.ft_round for v in variants)
     if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
         raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant needs ft_round 0")
@@ -153,7 +155,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
         log.info("fold %d of %d: %d held-out photos, %d variants", f + 1, cv.folds, len(test), len(variants))
-    weights = location_weights(groups, seed=cv.fold_seed)
+    weights = location_weights(units, seed=cv.fold_seed)
     rows = [{"method": v.name, **estimates(distance_measures(errors[v.name]), weights), **_settings(v, variants[0])} for v in variants]
     verdicts = paired_verdicts(errors, [v.name for v in variants], weights)
     return LeverTable(rows, verdicts, pd.DataFrame({"photo": np.arange(len(table)), "fold": fold, **errors}))
@@ -191,7 +193,8 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     missing = [name for name in (row, reference) if name not in errors.columns[2:]]  # the rows, not photo and fold
     if missing:
         raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
-    groups = run.photo_table().frame["group"].to_numpy()
+    table = run.photo_table()
+    groups = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km)  # places, or blocks
     if len(errors) != len(groups) or not np.array_equal(errors["fold"], location_folds(groups, cv.folds, cv.fold_seed)):
         raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
                          f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")

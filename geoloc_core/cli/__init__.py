@@ -503,11 +503,13 @@ def _cmd_compare(a) -> None:
         _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"), columns)
         write_csv(run.compare_verdicts, pd.DataFrame(result.verdicts))
         write_csv(run.compare_folds, pd.DataFrame(result.folds))
-        print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
+        unit = f"{cv.block_km:g} km blocks" if cv.block_km else "locations"
+        print(f"\n{cv.folds}-fold over {unit}; [95 % interval over held-out {unit}]. Paired differences:")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
                      ("comparison", "metric", "difference", "interval", "verdict"))
-        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
-        _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
+        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it, [95 % interval over its places]):")
+        _print_table(with_intervals(pd.DataFrame(result.folds)).to_dict("records"),
+                     ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 

@@ -480,9 +480,10 @@ class Run(Folder):
     def experiment(self) -> Experiment:
         return Experiment(self.root / "experiment")
 
-    def cross_validation(self, folds: int, seed: int) -> Experiment:
-        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`)."""
-        return Experiment(self.root / f"experiment_k{folds}_seed{seed}")
+    def cross_validation(self, folds: int, seed: int, block_km: float = 0.0) -> Experiment:
+        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`); folds of
+        spatial blocks (`--block-km B`) have their own folder."""
+        return Experiment(self.root / (f"experiment_k{folds}_seed{seed}" + (f"_block{block_km:g}km" if block_km else "")))
 
     def cross_validations(self) -> list[Experiment]:
         return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
