@@ -72,16 +72,20 @@ def test_cli_predict_writes_csv_and_geojson(tiny_run, exif_folder, tmp_path, cap
 
 
 def test_candidates_come_from_each_source_and_the_verifier_picks_one_of_them(tiny_run):
-    predictor = build_predictor(tiny_run, PredictorConfig(k=5))
+    predictor = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES))
     emb = Run(tiny_run).read_embeddings()[0][:6]
     sims, ids = predictor.index.search(emb, 5)
     n_regions = len(predictor.region_centroids[0])
-    widths = {"top1": 1, "clusters": 5, "gallery": min(10, len(predictor.sites)), "regions": n_regions}
+    widths = {"top1": 1, "clusters": 5, "gallery": min(10, len(predictor.sites)), "regions": n_regions, "regression": 1}
     for source in SOURCES:
         c_lat, c_lon = candidates(predictor.with_sources((source,)), emb, sims, ids)
         assert c_lat.shape == c_lon.shape == (6, widths[source]), source
-    c_lat, _ = candidates(predictor.with_sources(SOURCES), emb, sims, ids)
+    c_lat, c_lon = candidates(predictor.with_sources(SOURCES), emb, sims, ids)
     assert c_lat.shape[1] == sum(widths.values())
+    assert np.allclose(np.column_stack(predictor.regressor.predict(emb)), np.column_stack([c_lat[:, -1], c_lon[:, -1]]))
+    alone = locate(predictor.with_sources(("regression",)), emb, emb)  # the verifier's only candidate: the regression's answer
+    assert np.allclose(alone[0], predictor.regressor.predict(emb)[0])
+    assert PredictorConfig().sources == ("top1", "clusters", "gallery") and build_predictor(tiny_run, PredictorConfig(k=5)).regressor is None
     top1 = predictor.db["lat_deg"].to_numpy()[ids[:, 0]]
     assert np.allclose(locate(predictor.with_sources(("top1",)), emb, emb)[0], top1)
 

@@ -25,10 +25,19 @@ from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictCo
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
 from geoloc_core.evaluate.metrics import THRESHOLDS_KM, distance_metrics, recall_at_k, threshold_key
 from geoloc_core.evaluate.splits import fold_units
-from geoloc_core.evaluate.stats import Statistic, distance_measures, estimate, estimates, location_folds, location_weights, paired, weighted_mean
+from geoloc_core.evaluate.stats import (
+    Statistic,
+    distance_measures,
+    estimate,
+    estimates,
+    location_folds,
+    location_weights,
+    paired,
+    weighted_mean,
+)
 from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary
 from geoloc_core.ingest.photos import PhotoTable
-from geoloc_core.locate.build import fit_predictor
+from geoloc_core.locate.build import fit_auto, fit_predictor
 from geoloc_core.locate.index import build_index, search
 from geoloc_core.locate.locators import fit_regressor
 from geoloc_core.locate.predictor import locate, neighbour_coords, vote
@@ -37,6 +46,7 @@ from geoloc_core.runs.folders import Run
 from geoloc_core.runs.stages import cut_regions
 
 RECALL_KS = (1, 5, 10)
+AUTO_ROW = "auto (chosen on inner folds)"
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,9 @@ def source_variants(sources: tuple[str, ...] = PredictorConfig.sources) -> dict[
         variants.setdefault(s, (s,))
         if s in sources and len(sources) > 1:
             variants.setdefault("+".join(x for x in sources if x != s), tuple(x for x in sources if x != s))
-    variants.setdefault("+".join(sources + ("regions",)), sources + ("regions",))
+    for extra in ("regions", "regression"):  # the default with each source it leaves out
+        if extra not in sources:
+            variants.setdefault("+".join(sources + (extra,)), sources + (extra,))
     return variants
 
 
@@ -61,6 +73,7 @@ class Answers:
     hits: np.ndarray | None = None  # (Q, k) bool: a database photo within the recall radius among the top 1 .. k
     per_photo: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. within_radius, unfamiliar: (Q,) bool
     scalars: dict[str, float] = field(default_factory=dict)  # e.g. bandwidth_km, radius_km@90 of this split's predictor
+    choice: str = ""  # the auto row: the setting its inner folds chose on this split
 
 
 @dataclass
@@ -103,9 +116,12 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
         centroids = region_table(labels[train], lat[train], lon[train])
         pred = probe.predict(emb[test])
         answers[f"region centroid ({graph.upper()} w/o)"] = Answers(centroids["lat_deg"].to_numpy()[pred], centroids["lon_deg"].to_numpy()[pred])
-    answers["regression (lat/lon MLP)"] = Answers(*fit_regressor(emb[train], lat[train], lon[train], cfg.locator).predict(emb[test]))
+    regressor = fit_regressor(emb[train], lat[train], lon[train], cfg.locator)
+    answers["regression (lat/lon MLP)"] = Answers(*regressor.predict(emb[test]))
 
     verified = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor="cls", verify=True), graph)
+    if verified.regressor is None:  # the same regression: one more candidate in the rows that ask for it
+        verified.regressor = regressor
     for name, sources in source_variants(verified.sources).items():
         p_lat, p_lon, sims, ids = locate(verified.with_sources(sources), emb[test], emb[test])
         answer = Answers(p_lat, p_lon, hits(ids))
@@ -114,6 +130,12 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
                                 "unfamiliar": verified.familiarity(sims[:, 0]) < unfamiliar_below}
             answer.scalars = {"radius_km@90": verified.radius_km}
         answers[f"verified: {name}"] = answer
+    if cfg.method == "auto":  # chosen on inner folds of this split's training places alone: its held-out figure is nested
+        auto = fit_auto(db, emb[train], db_patches, cfg, graph)
+        p_lat, p_lon, _, _ = locate(auto, emb[test], emb[test])
+        within = haversine_km(p_lat, p_lon, lat[test], lon[test]) <= auto.radius_km
+        answers[AUTO_ROW] = Answers(p_lat, p_lon, choice=auto.choice["chosen"], scalars={"radius_km@90": auto.radius_km},
+                                    per_photo={"within_radius": within})
     return answers
 
 
@@ -145,12 +167,13 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         labels = cut_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
         per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
         verified = per_fold[-1][verified_row(cfg.sources)]
-        within = estimate(verified.per_photo["within_radius"].astype(np.float64),  # its interval over the fold's held-out places
+        within = estimate(verified.per_photo["within_radius"].astype(np.float64),  # its interval over the fold's places
                           location_weights(table.frame["group"].to_numpy()[is_test], seed=cv.fold_seed), weighted_mean)
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
-                          "radius_km@90": verified.scalars["radius_km@90"], **dict(zip(("within_radius", "within_radius_lo",
-                                                                                         "within_radius_hi"), within)),
-                          "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
+                          "radius_km@90": verified.scalars["radius_km@90"],
+                          **dict(zip(("within_radius", "within_radius_lo", "within_radius_hi"), within)),
+                          "unfamiliar": float(verified.per_photo["unfamiliar"].mean()),
+                          **({"auto_choice": per_fold[-1][AUTO_ROW].choice} if AUTO_ROW in per_fold[-1] else {})})
         log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
     order = np.concatenate([np.flatnonzero(fold == f) for f in range(cv.folds)])  # the answers' photo order
     answers = {m: _concat([a[m] for a in per_fold]) for m in per_fold[0]}
@@ -160,7 +183,18 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     is_test = np.zeros(len(table), bool)
     is_test[order] = True
     predictions = _predictions(answers, table, is_test, verified_row(cfg.sources), order)
-    return Comparison(rows, predictions, _verdicts(answers, truth, weights, cfg.sources), fold_rows)
+    verdicts = _verdicts(answers, truth, weights, cfg.sources) + _auto_verdicts(answers, truth, weights, cfg.sources)
+    return Comparison(rows, predictions, verdicts, fold_rows)
+
+
+def _auto_verdicts(answers: dict[str, Answers], truth: tuple[np.ndarray, np.ndarray], weights: np.ndarray,
+                   sources: tuple[str, ...]) -> list[dict]:
+    """The auto row against the given settings' verified row, paired over the same held-out places: median km."""
+    if AUTO_ROW not in answers:
+        return []
+    (a, statistic), (b, _) = (_measures(answers[m], truth)["median_km"] for m in (AUTO_ROW, verified_row(sources)))
+    return [{"comparison": f"{AUTO_ROW} vs {verified_row(sources)}", "metric": "median_km",
+             **paired(a, b, weights, statistic, False)}]
 
 
 _PAIRS = ("kNN-CLS vote",)  # the verified predictor against these, and against each of its sources left out

@@ -169,7 +169,8 @@ def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> li
     run = Run(Path(run_dir).resolve())
     out = run.cross_validation(cv.folds, cv.fold_seed, cv.block_km)
     table = run.photo_table()
-    fold = location_folds(fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km), cv.folds, cv.fold_seed)
+    units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, cv.block_km)  # places, or blocks
+    fold = location_folds(units, cv.folds, cv.fold_seed)
     done = []
     for i in range(cv.folds):
         fold_run = out.fold(i)

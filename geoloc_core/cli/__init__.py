@@ -507,7 +507,8 @@ def _cmd_compare(a) -> None:
         print(f"\n{cv.folds}-fold over {unit}; [95 % interval over held-out {unit}]. Paired differences:")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
                      ("comparison", "metric", "difference", "interval", "verdict"))
-        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it, [95 % interval over its places]):")
+        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it, [95 % interval over its places]):"
+              if not cv.block_km else "\nThe 90 % radius per fold (share of its held-out photos within it, [95 % interval]):")
         _print_table(with_intervals(pd.DataFrame(result.folds)).to_dict("records"),
                      ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")

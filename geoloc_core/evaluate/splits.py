@@ -51,5 +51,6 @@ def fold_units(groups: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray, blo
         return groups
     xy = LocalProjection.centred_on(lat_deg, lon_deg).to_xy_m(lat_deg, lon_deg)
     place, inverse = np.unique(groups, return_inverse=True)
-    centre = np.column_stack([np.bincount(inverse.ravel(), xy[:, i]) for i in (0, 1)]) / np.bincount(inverse.ravel())[:, None]
+    counts = np.bincount(inverse.ravel())[:, None]
+    centre = np.column_stack([np.bincount(inverse.ravel(), xy[:, i]) for i in (0, 1)]) / counts
     return np.char.add("block ", block_labels(centre, block_km).astype(str))[inverse.ravel()]

@@ -309,6 +309,11 @@ class PredictorStore:
         return self.root / "verifier.safetensors"
 
     @property
+    def regressor(self) -> Path:
+        """The lat/lon regression whose answer is a candidate (source "regression")."""
+        return self.root / "regressor.safetensors"
+
+    @property
     def calibration(self) -> Path:
         return self.root / "calibration_errors.npy"
 
@@ -481,9 +486,10 @@ class Run(Folder):
         return Experiment(self.root / "experiment")
 
     def cross_validation(self, folds: int, seed: int, block_km: float = 0.0) -> Experiment:
-        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`); folds of
-        spatial blocks (`--block-km B`) have their own folder."""
-        return Experiment(self.root / (f"experiment_k{folds}_seed{seed}" + (f"_block{block_km:g}km" if block_km else "")))
+        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`);
+        folds of spatial blocks (`--block-km B`) have their own folder."""
+        blocks = f"_block{block_km:g}km" if block_km else ""
+        return Experiment(self.root / f"experiment_k{folds}_seed{seed}{blocks}")
 
     def cross_validations(self) -> list[Experiment]:
         return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
