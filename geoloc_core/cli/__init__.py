@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
     add_settings(c, CompareConfig, "compare")
     add_settings(c, CrossValConfig, "cv")
-    add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words", "region_weight"))
+    add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words", "region_weight", "method"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
     c = command("levers", _cmd_levers, "accuracy levers one at a time (fine-tuned backbone, ...), each paired against the default "
                 "predictor over K folds of the run's locations")
