@@ -90,3 +90,10 @@ def _changes(setting: PredictorConfig, given: PredictorConfig) -> dict:
     """The fields a row changes from the given settings (what the Evaluate page and the predictor's meta show)."""
     return {name: getattr(setting, name) for name in ("verify", "sources", "k", "region_weight", "retrieval", "top_regions")
             if getattr(setting, name) != getattr(given, name)}
+
+
+def evidence_table(evidence: dict) -> pd.DataFrame:
+    """A choice's evidence as rows: setting, median km with its interval, what it changes, and which one was chosen."""
+    return pd.DataFrame([{"setting": name, "median_km": m, "median_km_lo": lo, "median_km_hi": hi, "chosen": name == evidence["chosen"],
+                          "changes": ", ".join(f"{k} {v}" for k, v in evidence["settings"][name].items()) or "(as given)"}
+                         for name, (m, lo, hi) in evidence.get("median_km", {}).items()])

@@ -499,6 +499,10 @@ class Run(Folder):
         """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings digest."""
         return PredictorStore(self.root / f"predictor_{descriptor}_{database}_{settings}")
 
+    def predictors(self) -> list[PredictorStore]:
+        """Every saved predictor of the run, oldest first."""
+        return [PredictorStore(p) for p in sorted(self.root.glob("predictor_*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
+
     @property
     def compare_table(self) -> Path:
         return self.root / "compare.csv"
