@@ -31,6 +31,7 @@ not copied into it: they are read from the run's current regions when it is load
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -114,9 +115,12 @@ class Predictor:
 
     @property
     def radius_km(self) -> float:
-        """Holds the truth for `coverage` of the calibration photos (nan with too few locations to calibrate)."""
-        errors = self.calibration_errors_km
-        return float(np.quantile(errors, self.coverage)) if len(errors) else float("nan")
+        """Holds the truth for `coverage` of new photos: split conformal's finite-sample quantile of the held-out
+        calibration errors, the ceil((n + 1) coverage)-th smallest of n (nan with too few places to calibrate)."""
+        errors = np.sort(self.calibration_errors_km)
+        if not len(errors):
+            return float("nan")
+        return float(errors[min(len(errors), math.ceil((len(errors) + 1) * self.coverage)) - 1])
 
     def familiarity(self, top1_sims: np.ndarray) -> np.ndarray:
         """(M,) share of leave-location-out database queries whose best match was no closer than each query's: how

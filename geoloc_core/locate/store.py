@@ -26,7 +26,7 @@ from geoloc_core.runs.stages import view_embeddings
 log = logging.getLogger(__name__)
 
 
-PREDICTOR_FORMAT = 5  # bump when a saved predictor's contents change meaning
+PREDICTOR_FORMAT = 6  # bump when a saved predictor's contents change meaning
 
 
 def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None, stamp: str | None = None) -> None:
