@@ -41,6 +41,9 @@ def test_recall_at_k_by_hand():
 def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny_run, exif_folder, tmp_path):
     predictor = build_predictor(tiny_run, PredictorConfig(k=5))
     assert predictor.radius_km > 0 and predictor.bandwidth_km >= 0 and len(predictor.db) == 40
+    errors = predictor.calibration_errors_km  # cross-fitted: every database photo located by a calibrator without its place
+    assert len(errors) == 40 and np.isfinite(errors).all()
+    assert predictor.radius_km == np.sort(errors)[36]  # conformal: the ceil(41 x 0.9) = 37th smallest of 40
     save_predictor(predictor, PredictorStore(tmp_path / "pred"))
     loaded = load_predictor(PredictorStore(tmp_path / "pred"), tiny_run, CPU)
     assert loaded.verifier is not None and loaded.sources == predictor.sources
