@@ -19,7 +19,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]  # the checkout: models/, .cac
 DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "data" / "croatia-streetview"
 GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
-SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from
+SOURCES = ("top1", "clusters", "gallery", "regions", "regression")  # where a predictor's candidate coordinates come from
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
 TTAS = ("none", "flip", "crops")  # test-time views of a photo (embed.TTA_VIEWS)
 LARGER_INPUT = 322  # `geoloc levers`' higher-resolution row: DINOv2's 23 x 23 patches of 14 px, about croatia-streetview's 320 px
@@ -164,6 +164,11 @@ class PredictorConfig:
                                "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
                                "once); crops (the photo and its four overlapping corner crops, each 3/4 of a side, likewise: 5 "
                                "views); needs ft_round 0 and the cls descriptor", choices=TTAS)
+    method: str = setting("fixed", "fixed: these settings; auto: the database's own cross-validation (inner folds over "
+                                   "its places) picks the locator and its main settings (the regression as a candidate or "
+                                   "alone, the neighbours' vote, the region prior, 2k) by median km, recorded in the "
+                                   "predictor; `geoloc compare --folds K --method auto` reports it on outer folds it never saw",
+                          choices=("fixed", "auto"))
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
 
@@ -217,6 +222,9 @@ class CrossValConfig:
     folds: int = setting(1, "1: the run's own split, point figures; K > 1: grouped K-fold over all locations (each held out "
                             "once), every figure with a 95 % interval from a bootstrap over held-out locations")
     fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap")
+    block_km: float = setting(0.0, "with --folds K: hold out by area, whole square blocks of this side (km, over the "
+                                   "photos' projected coordinates) to each fold and to the bootstrap, not single places: "
+                                   "how well a new neighbourhood is located, not a new spot near known ones; 0: by place")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ def test_recall_at_k_by_hand():
 def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny_run, exif_folder, tmp_path):
     predictor = build_predictor(tiny_run, PredictorConfig(k=5))
     assert predictor.radius_km > 0 and predictor.bandwidth_km >= 0 and len(predictor.db) == 40
+    errors = predictor.calibration_errors_km  # cross-fitted: every database photo located by a calibrator without its place
+    assert len(errors) == 40 and np.isfinite(errors).all()
+    assert predictor.radius_km == np.sort(errors)[36]  # conformal: the ceil(41 x 0.9) = 37th smallest of 40
     save_predictor(predictor, PredictorStore(tmp_path / "pred"))
     loaded = load_predictor(PredictorStore(tmp_path / "pred"), tiny_run, CPU)
     assert loaded.verifier is not None and loaded.sources == predictor.sources
@@ -72,16 +75,20 @@ def test_cli_predict_writes_csv_and_geojson(tiny_run, exif_folder, tmp_path, cap
 
 
 def test_candidates_come_from_each_source_and_the_verifier_picks_one_of_them(tiny_run):
-    predictor = build_predictor(tiny_run, PredictorConfig(k=5))
+    predictor = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES))
     emb = Run(tiny_run).read_embeddings()[0][:6]
     sims, ids = predictor.index.search(emb, 5)
     n_regions = len(predictor.region_centroids[0])
-    widths = {"top1": 1, "clusters": 5, "gallery": min(10, len(predictor.sites)), "regions": n_regions}
+    widths = {"top1": 1, "clusters": 5, "gallery": min(10, len(predictor.sites)), "regions": n_regions, "regression": 1}
     for source in SOURCES:
         c_lat, c_lon = candidates(predictor.with_sources((source,)), emb, sims, ids)
         assert c_lat.shape == c_lon.shape == (6, widths[source]), source
-    c_lat, _ = candidates(predictor.with_sources(SOURCES), emb, sims, ids)
+    c_lat, c_lon = candidates(predictor.with_sources(SOURCES), emb, sims, ids)
     assert c_lat.shape[1] == sum(widths.values())
+    assert np.allclose(np.column_stack(predictor.regressor.predict(emb)), np.column_stack([c_lat[:, -1], c_lon[:, -1]]))
+    alone = locate(predictor.with_sources(("regression",)), emb, emb)  # the verifier's only candidate: the regression's answer
+    assert np.allclose(alone[0], predictor.regressor.predict(emb)[0])
+    assert PredictorConfig().sources == ("top1", "clusters", "gallery") and build_predictor(tiny_run, PredictorConfig(k=5)).regressor is None
     top1 = predictor.db["lat_deg"].to_numpy()[ids[:, 0]]
     assert np.allclose(locate(predictor.with_sources(("top1",)), emb, emb)[0], top1)
 

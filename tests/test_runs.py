@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 # found anywhere in a string; stems only as the literal part before an f-string's field (f"graph_{kind}") or alone.
 RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json", "sites.csv",
              "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log", "table.csv", "table.md",
-             "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors", "calibration_errors.npy",
+             "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors", "regressor.safetensors",
+             "calibration_errors.npy",
              "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv")
 RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "shards", "checkpoints")
 

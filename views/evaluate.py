@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core.evaluate.stats import with_intervals
+from geoloc_core.locate.auto import evidence_table
 from geoloc_core.runs.stages import summary_rows
 from views import analysis, figures
 from views.common import basemap_online, current_run
@@ -65,8 +66,19 @@ if run.compare_table.exists():
         st.dataframe(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                      [["comparison", "metric", "difference", "interval", "verdict"]], hide_index=True, width="stretch")
     if run.compare_folds.exists():
-        st.markdown("**Does the 90 % radius hold?** Share of each fold's held-out photos within the radius its predictor reported")
-        st.dataframe(pd.read_csv(run.compare_folds), hide_index=True, width="stretch")
+        st.markdown("**Does the 90 % radius hold?** Share of each fold's held-out photos within the radius its predictor "
+                    "reported, with its 95 % interval over the fold's places; `auto_choice`: what `--method auto` chose on "
+                    "inner folds of the fold's training places (its row above is measured on the fold it never saw)")
+        st.dataframe(with_intervals(pd.read_csv(run.compare_folds)), hide_index=True, width="stretch")
+
+for store in run.predictors():
+    if choice := store.read_meta().get("auto"):
+        st.subheader(f"`--method auto` chose **{choice['chosen']}** for {store.root.name}")
+        st.caption(choice.get("reason") or f"Lowest median km over {choice['inner_folds']} inner folds of the database's "
+                   f"{choice['places']} places ({choice['photos']} photos), 95 % intervals over places; optimistic for the "
+                   "winner: `geoloc compare --folds K --method auto` measures it on folds the choice never saw.")
+        if "median_km" in choice:
+            st.dataframe(with_intervals(evidence_table(choice)), hide_index=True, width="stretch")
 
 if run.compare_predictions.exists():
     st.subheader("Error map: held-out photos, truth (green) to the verified prediction")

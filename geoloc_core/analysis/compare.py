@@ -25,16 +25,18 @@ from geoloc_core.base.geo import LocalProjection, haversine_km
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
 from geoloc_core.evaluate.metrics import distance_metrics, recall_at_k, recall_columns, recall_hits
-from geoloc_core.evaluate.stats import Resamples
+from geoloc_core.evaluate.stats import Resamples, estimates, resample_places, weighted_mean
 from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary
 from geoloc_core.ingest.photos import PhotoTable
-from geoloc_core.locate.build import fit_predictor
+from geoloc_core.locate.build import fit_auto, fit_predictor
 from geoloc_core.locate.index import build_index, search
 from geoloc_core.locate.locators import fit_regressor
 from geoloc_core.locate.predictor import locate, neighbour_coords, vote
 from geoloc_core.regions.partition import region_table
 from geoloc_core.runs.folders import Run
 from geoloc_core.runs.stages import fold_regions
+
+AUTO_ROW = "auto (chosen on inner folds)"
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ def source_variants(sources: tuple[str, ...] = PredictorConfig.sources) -> dict[
         variants.setdefault(s, (s,))
         if s in sources and len(sources) > 1:
             variants.setdefault("+".join(x for x in sources if x != s), tuple(x for x in sources if x != s))
-    variants.setdefault("+".join(sources + ("regions",)), sources + ("regions",))
+    for extra in ("regions", "regression"):  # the default with each source it leaves out
+        if extra not in sources:
+            variants.setdefault("+".join(sources + (extra,)), sources + (extra,))
     return variants
 
 
@@ -59,6 +63,7 @@ class Answers:
     hits: np.ndarray | None = None  # (Q, k) bool: a database photo within the recall radius among the top 1 .. k
     per_photo: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. within_radius, unfamiliar: (Q,) bool
     scalars: dict[str, float] = field(default_factory=dict)  # e.g. bandwidth_km, radius_km@90 of this split's predictor
+    choice: str = ""  # the auto row: the setting its inner folds chose on this split
 
     def table(self, photos: PhotoTable, is_test: np.ndarray) -> pd.DataFrame:
         """The answers in the cross-validation engine's shape: one row per held-out photo (photo, where, error_km, R@K
@@ -110,9 +115,12 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
         centroids = region_table(labels[train], lat[train], lon[train])
         pred = probe.predict(emb[test])
         answers[f"region centroid ({graph.upper()} w/o)"] = Answers(centroids["lat_deg"].to_numpy()[pred], centroids["lon_deg"].to_numpy()[pred])
-    answers["regression (lat/lon MLP)"] = Answers(*fit_regressor(emb[train], lat[train], lon[train], cfg.locator).predict(emb[test]))
+    regressor = fit_regressor(emb[train], lat[train], lon[train], cfg.locator)
+    answers["regression (lat/lon MLP)"] = Answers(*regressor.predict(emb[test]))
 
     verified = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor="cls", verify=True), graph)
+    if verified.regressor is None:  # the same regression: one more candidate in the rows that ask for it
+        verified.regressor = regressor
     for name, sources in source_variants(verified.sources).items():
         p_lat, p_lon, sims, ids = locate(verified.with_sources(sources), emb[test], emb[test])
         answer = Answers(p_lat, p_lon, hits(ids))
@@ -121,6 +129,12 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
                                 "unfamiliar": verified.familiarity(sims[:, 0]) < unfamiliar_below}
             answer.scalars = {"radius_km@90": verified.radius_km}
         answers[f"verified: {name}"] = answer
+    if cfg.method == "auto":  # chosen on inner folds of this split's training places alone: its held-out figure is nested
+        auto = fit_auto(db, emb[train], db_patches, cfg, graph)
+        p_lat, p_lon, _, _ = locate(auto, emb[test], emb[test])
+        within = haversine_km(p_lat, p_lon, lat[test], lon[test]) <= auto.radius_km
+        answers[AUTO_ROW] = Answers(p_lat, p_lon, choice=auto.choice["chosen"], scalars={"radius_km@90": auto.radius_km},
+                                    per_photo={"within_radius": within})
     return answers
 
 
@@ -152,16 +166,27 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
         answers = method_answers(table, emb, patches, is_test, labels, *args)
         per_fold.append({m: a.table(table, is_test) for m, a in answers.items()})
         verified = answers[verified_row(cfg.sources)]
+        within = estimates({"within_radius": (verified.per_photo["within_radius"].astype(np.float64), weighted_mean)},
+                           resample_places(table.frame["group"].to_numpy()[is_test], seed=cv.fold_seed))
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
-                          "radius_km@90": verified.scalars["radius_km@90"],
-                          "within_radius": float(verified.per_photo["within_radius"].mean()),
-                          "unfamiliar": float(verified.per_photo["unfamiliar"].mean())})
+                          "radius_km@90": verified.scalars["radius_km@90"], **within,  # with its interval over the fold's places
+                          "unfamiliar": float(verified.per_photo["unfamiliar"].mean()),
+                          **({"auto_choice": answers[AUTO_ROW].choice} if AUTO_ROW in answers else {})})
         log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
     collected = {m: collect([p[m] for p in per_fold], folds, m) for m in per_fold[0]}
     resamples = folds.resamples()
     rows = [{"method": m, **summary(a, resamples)} for m, a in collected.items()]
     predictions = _predictions(collected[verified_row(cfg.sources)], table)
-    return Comparison(rows, predictions, _verdicts(collected, resamples, cfg.sources), fold_rows)
+    verdicts = _verdicts(collected, resamples, cfg.sources) + _auto_verdicts(collected, resamples, cfg.sources)
+    return Comparison(rows, predictions, verdicts, fold_rows)
+
+
+def _auto_verdicts(answers: dict[str, pd.DataFrame], resamples: Resamples, sources: tuple[str, ...]) -> list[dict]:
+    """The auto row against the given settings' verified row, on the same held-out photos and resampled places: median km."""
+    if AUTO_ROW not in answers:
+        return []
+    return paired_rows(f"{AUTO_ROW} vs {verified_row(sources)}", measures(answers[AUTO_ROW]),
+                       measures(answers[verified_row(sources)]), [("median_km", False)], resamples)
 
 
 _PAIRS = ("kNN-CLS vote",)  # the verified predictor against these, and against each of its sources left out

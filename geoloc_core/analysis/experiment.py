@@ -119,7 +119,7 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     Returns the table and the paired verdicts; a killed cross-validation resumes (finished work is kept).
     """
     run = Run(Path(run_dir).resolve())
-    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed)
+    out = Experiment(out_dir) if out_dir is not None else run.cross_validation(cv.folds, cv.fold_seed, cv.block_km)
     graphs = tuple(graphs or run.graphs())
     folds = Folds.of_places(run.photo_table(), cv)
     tables = []

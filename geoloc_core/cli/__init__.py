@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     c = command("compare", _cmd_compare, "every locator on the held-out locations: km metrics and Recall@K")
     add_settings(c, CompareConfig, "compare")
     add_settings(c, CrossValConfig, "cv")
-    add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words", "region_weight"))
+    add_settings(c, PredictorConfig, "predictor", only=("k", "sources", "n_words", "region_weight", "method"))
     add_settings(c, PredictConfig, "predict", only=("graph", "unfamiliar_below"))
     c = command("levers", _cmd_levers, "accuracy levers one at a time (fine-tuned backbone, ...), each paired against the default "
                 "predictor over K folds of the run's locations")
@@ -510,11 +510,14 @@ def _cmd_compare(a) -> None:
         _print_table(result.rows, columns)
     else:
         _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"), columns)
-        print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Paired differences:")
+        unit = f"{cv.block_km:g} km blocks" if cv.block_km else "locations"
+        print(f"\n{cv.folds}-fold over {unit}; [95 % interval over held-out {unit}]. Paired differences:")
         _print_table([{**v, "interval": f"[{v['lo']:.3f}, {v['hi']:.3f}]"} for v in result.verdicts],
                      ("comparison", "metric", "difference", "interval", "verdict"))
-        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
-        _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
+        print("\nThe 90 % radius per fold (share of the fold's held-out photos within it, [95 % interval over its places]):"
+              if not cv.block_km else "\nThe 90 % radius per fold (share of its held-out photos within it, [95 % interval]):")
+        _print_table(with_intervals(pd.DataFrame(result.folds)).to_dict("records"),
+                     ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 

@@ -20,11 +20,12 @@ LEVEL = 0.95
 Statistic = Callable[[np.ndarray, "Resamples"], np.ndarray]  # (values (N,), B resamples of the places) -> (B,)
 
 
-def location_folds(groups: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """(N,) fold of each photo, 0 .. k-1: every location in exactly one fold, folds of near-equal location counts."""
-    unique, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+def location_folds(units: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """(N,) fold of each photo, 0 .. k-1: every unit (a place, or a spatial block: `splits.fold_units`) in exactly one
+    fold, folds of near-equal unit counts."""
+    unique, inverse = np.unique(np.asarray(units).astype(str), return_inverse=True)
     if not 2 <= k <= len(unique):
-        raise ValueError(f"{k} folds need 2 .. {len(unique)} (the number of locations)")
+        raise ValueError(f"{k} folds need 2 .. {len(unique)} (the number of locations or blocks)")
     fold_of_group = np.empty(len(unique), np.int64)
     fold_of_group[np.random.default_rng(seed).permutation(len(unique))] = np.arange(len(unique)) % k
     return fold_of_group[inverse.ravel()]

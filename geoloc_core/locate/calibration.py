@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise distances, tried in calibration
 
 
-CALIBRATION_FRAC = 0.2  # database locations held out of the calibration verifier
+CALIBRATION_FOLDS = 5  # folds over the database's places, each held out of one calibration predictor
 
 
 def leave_location_out(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0

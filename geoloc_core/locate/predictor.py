@@ -7,8 +7,8 @@ database alone. Locating photos (`locate`) is G3's retrieve-then-verify:
 1. retrieve their top-k database photos;
 2. propose candidate coordinates from several sources (`config.SOURCES`): the top-1 neighbour, the centre
    of each neighbour's group (neighbours within `bandwidth_km` of it, similarity-weighted), the
-   database sites whose GPS code the photo's image code matches best (GeoCLIP's gallery), and the
-   region centroids;
+   database sites whose GPS code the photo's image code matches best (GeoCLIP's gallery), the
+   region centroids, and the lat/lon regression's answer (`locators.LatLonRegressor`);
 3. answer the candidate the verifier scores highest. Without a verifier (or with no sources) the
    answer is the strongest neighbour group, a similarity vote.
 With the hierarchy (`PredictorConfig.top_regions`, `region_weight`), PIGEON's cell -> retrieval: a linear probe on the
@@ -31,6 +31,7 @@ not copied into it: they are read from the run's current regions when it is load
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -45,7 +46,7 @@ from geoloc_core.evaluate.linear_probe import LinearProbe
 from geoloc_core.features.encoders import Encoder
 from geoloc_core.learn.classifier import RegionHead
 from geoloc_core.locate.index import build_index, search
-from geoloc_core.locate.locators import GpsVerifier
+from geoloc_core.locate.locators import GpsVerifier, LatLonRegressor
 from geoloc_core.locate.retrieval import retrieval_vectors
 from geoloc_core.regions.partition import region_table
 from geoloc_core.runs.folders import RegionFiles
@@ -78,6 +79,8 @@ class Predictor:
     region_labels: np.ndarray | None = None  # (len(db),) each database photo's region in `regions`; None: db["region"]
     backbone: RegionHead | None = None  # with cfg.ft_round: the round the database was embedded with; queries run its blocks
     region_probe: LinearProbe | None = None  # with the hierarchy: the database's region classifier over db["region"]
+    regressor: LatLonRegressor | None = None  # source "regression": the lat/lon MLP whose answer is one more candidate
+    choice: dict | None = None  # method "auto": the settings chosen and the inner folds' evidence (`auto.choose_settings`)
 
     @property
     def hierarchical(self) -> bool:
@@ -112,9 +115,12 @@ class Predictor:
 
     @property
     def radius_km(self) -> float:
-        """Holds the truth for `coverage` of the calibration photos (nan with too few locations to calibrate)."""
-        errors = self.calibration_errors_km
-        return float(np.quantile(errors, self.coverage)) if len(errors) else float("nan")
+        """Holds the truth for `coverage` of new photos: split conformal's finite-sample quantile of the held-out
+        calibration errors, the ceil((n + 1) coverage)-th smallest of n (nan with too few places to calibrate)."""
+        errors = np.sort(self.calibration_errors_km)
+        if not len(errors):
+            return float("nan")
+        return float(errors[min(len(errors), math.ceil((len(errors) + 1) * self.coverage)) - 1])
 
     def familiarity(self, top1_sims: np.ndarray) -> np.ndarray:
         """(M,) share of leave-location-out database queries whose best match was no closer than each query's: how
@@ -194,6 +200,9 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
     r_lat, r_lon = predictor.region_centroids
     if "regions" in predictor.sources and len(r_lat):
         lats.append(np.broadcast_to(r_lat, (len(emb), len(r_lat)))), lons.append(np.broadcast_to(r_lon, (len(emb), len(r_lon))))
+    if "regression" in predictor.sources and predictor.regressor is not None:  # a country-scale regression can beat retrieval
+        g_lat, g_lon = predictor.regressor.predict(emb)
+        lats.append(g_lat[:, None]), lons.append(g_lon[:, None])
     return np.concatenate(lats, axis=1), np.concatenate(lons, axis=1)
 
 

@@ -26,7 +26,7 @@ from geoloc_core.runs.stages import view_embeddings
 log = logging.getLogger(__name__)
 
 
-PREDICTOR_FORMAT = 5  # bump when a saved predictor's contents change meaning
+PREDICTOR_FORMAT = 6  # bump when a saved predictor's contents change meaning
 
 
 def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None, stamp: str | None = None) -> None:
@@ -37,6 +37,7 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
     storage.write_csv(store.db, predictor.db.drop(columns="region"))
     store.vocabulary.unlink(missing_ok=True)  # a part the new predictor has not must not outlive the old one
     store.verifier.unlink(missing_ok=True)
+    store.regressor.unlink(missing_ok=True)
     store.region_probe.unlink(missing_ok=True)
     if predictor.region_probe is not None:
         storage.write_npy(store.region_probe, predictor.region_probe.weights)
@@ -45,11 +46,15 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
     if predictor.verifier is not None:
         v = predictor.verifier
         save_locator(v, store.verifier, locator_meta("verifier", v.cfg, v.in_dim, extent_rad=v.extent_rad))
+    if predictor.regressor is not None:
+        r = predictor.regressor
+        save_locator(r, store.regressor, locator_meta("regressor", r.cfg, r.in_dim, extent_rad=r.extent_rad))
     storage.write_npy(store.calibration, predictor.calibration_errors_km)
     storage.write_npy(store.familiarity, predictor.familiar_sims)
     classes = None if predictor.region_probe is None else predictor.region_probe.classes.tolist()
     storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
-                                    "stamp": stamp, "format": PREDICTOR_FORMAT, "region_classes": classes})
+                                    "stamp": stamp, "format": PREDICTOR_FORMAT, "region_classes": classes,
+                                    "auto": predictor.choice})
 
 
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
@@ -62,6 +67,7 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     embed_cfg = run.pipeline_config().embed
     vocabulary = storage.read_npy(store.vocabulary) if built.descriptor == "vlad" else None
     verifier = load_locator(store.verifier) if built.verify else None
+    regressor = load_locator(store.regressor) if store.regressor.exists() else None
     encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
     backbone = load_region_head(run.finetune_round(cfg.graph, built.ft_round), built.ft_round, encoder) if built.ft_round else None
     latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" and backbone is None else None
@@ -74,7 +80,8 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
     region_probe = LinearProbe(storage.read_npy(store.region_probe), np.asarray(classes)) if classes is not None else None
     return Predictor(built, load_index(store.index), db, vocabulary, meta["bandwidth_km"],
                      storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
-                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone, region_probe)
+                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone,
+                     region_probe, regressor, meta.get("auto"))
 
 
 def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> PredictorStore:

@@ -310,6 +310,11 @@ class PredictorStore:
         return self.root / "verifier.safetensors"
 
     @property
+    def regressor(self) -> Path:
+        """The lat/lon regression whose answer is a candidate (source "regression")."""
+        return self.root / "regressor.safetensors"
+
+    @property
     def calibration(self) -> Path:
         return self.root / "calibration_errors.npy"
 
@@ -491,9 +496,11 @@ class Run(Folder):
     def experiment(self) -> Experiment:
         return Experiment(self.root / "experiment")
 
-    def cross_validation(self, folds: int, seed: int) -> Experiment:
-        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`)."""
-        return Experiment(self.root / f"experiment_k{folds}_seed{seed}")
+    def cross_validation(self, folds: int, seed: int, block_km: float = 0.0) -> Experiment:
+        """`geoloc experiment --folds K`: the table over all folds, and one run per fold inside (`Experiment.fold`);
+        folds of spatial blocks (`--block-km B`) have their own folder."""
+        blocks = f"_block{block_km:g}km" if block_km else ""
+        return Experiment(self.root / f"experiment_k{folds}_seed{seed}{blocks}")
 
     def cross_validations(self) -> list[Experiment]:
         return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
@@ -502,6 +509,10 @@ class Run(Folder):
     def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:
         """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings digest."""
         return PredictorStore(self.root / f"predictor_{descriptor}_{database}_{settings}")
+
+    def predictors(self) -> list[PredictorStore]:
+        """Every saved predictor of the run, oldest first."""
+        return [PredictorStore(p) for p in sorted(self.root.glob("predictor_*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
 
     @property
     def compare_table(self) -> Path:
