@@ -27,7 +27,7 @@ def _photos_of(queries: np.ndarray, emb: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("database", ["all", "train"])
-def test_a_fine_tuned_predictor_is_calibrated_only_on_photos_its_backbone_never_trained_on(tuned_run, database, monkeypatch):
+def test_a_fine_tuned_predictor_is_calibrated_only_on_photos_its_backbone_never_saw(tuned_run, database, monkeypatch):
     run = Run(tuned_run)
     trained = ~run.read_split()[1]  # the fine-tuning trains on the run's training photos
     emb = np.load(run.finetune_round("dt", 1).embeddings(1))
@@ -45,8 +45,7 @@ def test_a_fine_tuned_predictor_is_calibrated_only_on_photos_its_backbone_never_
     assert len(predictor.familiar_sims) == (~trained).sum()
 
 
-def test_pretrained_embeddings_are_calibrated_on_a_share_of_the_database_held_out_of_a_calibration_predictor(tiny_run,
-                                                                                                          monkeypatch):
+def test_pretrained_embeddings_are_calibrated_on_database_locations_held_out_of_a_calibrator(tiny_run, monkeypatch):
     located = []
     real_locate = build.locate
     monkeypatch.setattr(build, "locate", lambda p, desc, e, *a: located.append(p) or real_locate(p, desc, e, *a))
