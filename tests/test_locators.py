@@ -48,3 +48,23 @@ def test_verifier_round_trips_through_safetensors(tmp_path):
     (tmp_path / "v.json").write_text('{"kind": "pickle"}')
     with pytest.raises(ValueError, match="unknown locator kind"):
         load_locator(tmp_path / "v.safetensors")
+
+
+def test_saving_a_locator_writes_each_file_through_a_temp_file_of_its_own(tmp_path, monkeypatch):
+    """Two writers of one locator (the CLI and the app building one store) must not share a temp file: the weights'
+    used to go through a fixed-name `v.tmp`, which another writer's rename could move into place half written."""
+    from geoloc_core.base import storage
+
+    emb, site_lat, site_lon, site = _photos(n_sites=8)
+    verifier = fit_verifier(emb, site_lat[site], site_lon[site], site, LocatorConfig(epochs=2))
+    another = tmp_path / "v.tmp"
+    another.write_bytes(b"another writer's weights, half written")
+    written = []
+    real = storage.atomic_write
+    monkeypatch.setattr(storage, "atomic_write", lambda path, write: written.append(path.name) or real(path, write))
+    meta = locator_meta("verifier", verifier.cfg, 32, extent_rad=verifier.extent_rad)
+    save_locator(verifier, tmp_path / "v.safetensors", meta)
+    assert another.read_bytes() == b"another writer's weights, half written"  # not taken over, not renamed away
+    assert sorted(written) == ["v.json", "v.safetensors"]  # fsynced, then renamed: whole or not there
+    loaded = load_locator(tmp_path / "v.safetensors")
+    assert np.allclose(loaded.gps_codes(site_lat, site_lon), verifier.gps_codes(site_lat, site_lon), atol=1e-6)

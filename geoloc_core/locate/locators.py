@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from geoloc_core.base import storage
@@ -157,11 +157,10 @@ def fit_regressor(emb: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
 
 
 def save_locator(model: nn.Module, path: Path, meta: dict) -> None:
-    """Weights as safetensors, settings (and what `load_locator` needs to rebuild it) as JSON beside them."""
+    """Weights as safetensors, settings (and what `load_locator` needs to rebuild it) as JSON beside them; each file
+    written atomically (`storage`: a temp file of the writer's own, fsynced, renamed), so two writers never share one."""
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    storage.write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     storage.write_json(path.with_suffix(".json"), meta)
 
 

@@ -21,7 +21,8 @@ through that round's blocks in its one forward pass (`classifier.BackboneHead`),
 `bandwidth_km` is calibrated by leave-location-out queries (each database photo located from the
 others, never from its own location). The uncertainty radius is the `coverage` quantile of the
 errors on database locations held out of a calibration verifier's training; the errors are saved,
-so any coverage can be asked for without a rebuild.
+so any coverage can be asked for without a rebuild. With a fine-tuned backbone, bandwidth, radius and familiarity
+are measured on the photos its fine-tuning held out (`build.fit_predictor`): it places its training photos too well.
 
 A saved predictor (`store`, in a `runs.folders.PredictorStore`) records the settings it was built with and a digest of
 everything it was built from; `open_predictor` rebuilds it when either changes. Region labels are

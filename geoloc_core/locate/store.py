@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +29,32 @@ from geoloc_core.runs.stages import view_embeddings
 log = logging.getLogger(__name__)
 
 
-PREDICTOR_FORMAT = 6  # bump when a saved predictor's contents change meaning
+PREDICTOR_FORMAT = 7  # bump when a saved predictor's contents change meaning (7: cross-fitted radius, fine-tuned ones
+#                        calibrated on unseen photos, the regression candidate)
+
+
+@contextmanager
+def locked(store: PredictorStore, shared: bool) -> Iterator[None]:
+    """The store's lock (`flock` on its lock file, released by the kernel if the holder dies): shared while a predictor
+    is read, exclusive while one is built and written, so a reader in any process sees a whole old predictor or a whole
+    new one. Not re-entrant: a process holding it must not take it again (a second open file waits on the first)."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None, stamp: str | None = None) -> None:
-    """Index, database (without regions), vocabulary, verifier, calibration errors, then the meta file last:
-    its presence marks a whole predictor."""
+    """Index, database (without regions), vocabulary, verifier, calibration errors, then the meta file last (its
+    presence marks a whole predictor, should the writer die midway), under the store's exclusive lock."""
+    with locked(store, shared=False):
+        _write_predictor(predictor, store, inputs, stamp)
+
+
+def _write_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None, stamp: str | None) -> None:
     store.meta.unlink(missing_ok=True)  # until the new one is whole, there is no predictor here
     save_index(predictor.index, store.index)
     storage.write_csv(store.db, predictor.db.drop(columns="region"))
@@ -60,28 +83,34 @@ def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | No
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
     """A saved predictor with the run's encoder, its current regions of `cfg.graph` and, with `cfg.region_from ==
     "classifier"`, the latest fine-tuning round's region classifier for that graph where the run has one. A predictor
-    built with `ft_round` r retrieves with round r's backbone, and names regions with round r's classifier."""
+    built with `ft_round` r retrieves with round r's backbone, and names regions with round r's classifier. The store's
+    files are read under its shared lock: all of one saved predictor."""
     run = Run(run_dir)
-    meta = store.read_meta()
-    built = from_dict(PredictorConfig, meta["config"])
+    with locked(store, shared=True):
+        meta = store.read_meta()
+        if not meta:
+            raise FileNotFoundError(f"{store.root}: no saved predictor")
+        built = from_dict(PredictorConfig, meta["config"])
+        vocabulary = storage.read_npy(store.vocabulary) if built.descriptor == "vlad" else None
+        verifier = load_locator(store.verifier) if built.verify else None
+        regressor = load_locator(store.regressor) if store.regressor.exists() else None
+        db = pd.read_csv(store.db, dtype={"group": str})
+        classes = meta.get("region_classes")
+        probe = None if classes is None else storage.read_npy(store.region_probe)
+        region_probe = None if classes is None else LinearProbe(probe, np.asarray(classes))
+        index, errors = load_index(store.index), storage.read_npy(store.calibration)
+        familiar = storage.read_npy(store.familiarity)
     embed_cfg = run.pipeline_config().embed
-    vocabulary = storage.read_npy(store.vocabulary) if built.descriptor == "vlad" else None
-    verifier = load_locator(store.verifier) if built.verify else None
-    regressor = load_locator(store.regressor) if store.regressor.exists() else None
     encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
     backbone = load_region_head(run.finetune_round(cfg.graph, built.ft_round), built.ft_round, encoder) if built.ft_round else None
     latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" and backbone is None else None
     head = load_region_head(*latest, encoder) if latest else (backbone if cfg.region_from == "classifier" else None)
-    db = pd.read_csv(store.db, dtype={"group": str})
     regions_file, regions = photo_regions(run, cfg.graph)
     db["region"] = regions[db["photo"].to_numpy()]
     head_labels = head.regions.labels()["region"].to_numpy()[db["photo"].to_numpy()] if head else None
-    classes = meta.get("region_classes")
-    region_probe = LinearProbe(storage.read_npy(store.region_probe), np.asarray(classes)) if classes is not None else None
-    return Predictor(built, load_index(store.index), db, vocabulary, meta["bandwidth_km"],
-                     storage.read_npy(store.calibration), storage.read_npy(store.familiarity), cfg.coverage, cfg.unfamiliar_below,
-                     cfg.graph, verifier, encoder, head, head.regions if head else regions_file, head_labels, backbone,
-                     region_probe, regressor, meta.get("auto"))
+    return Predictor(built, index, db, vocabulary, meta["bandwidth_km"], errors, familiar, cfg.coverage,
+                     cfg.unfamiliar_below, cfg.graph, verifier, encoder, head, head.regions if head else regions_file,
+                     head_labels, backbone, region_probe, regressor, meta.get("auto"))
 
 
 def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> PredictorStore:
@@ -136,16 +165,24 @@ def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
 
 def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
     """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
-    if there is none or what it was built from (settings included) has changed since."""
+    if there is none or what it was built from (settings included) has changed since. Checked, built and saved under
+    the store's exclusive lock, so two processes opening one store build it once; then loaded under its shared lock."""
+    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
+    with locked(store, shared=False):
+        _refresh_predictor(run_dir, cfg, database, store)
+    return load_predictor(store, run_dir, cfg)
+
+
+def _refresh_predictor(run_dir: Path, cfg: PredictConfig, database: str, store: PredictorStore) -> None:
+    """Build and write the predictor of `store` if there is none or what it was built from has changed."""
     if cfg.predictor.tta != "none":
         view_embeddings(run_dir, cfg.predictor.tta)  # the views' passes are inputs: made first, or the stamp changes with the build
-    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
     files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
     saved, stamp = store.read_meta(), fingerprint(files)
     if saved.get("stamp") != stamp or saved.get("format") != PREDICTOR_FORMAT:  # touched or outdated: the contents decide
         inputs = inputs_digest(files, cfg.predictor, database, cfg.graph)
         if saved.get("inputs") != inputs:
-            save_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store, inputs=inputs, stamp=stamp)
+            built = build_predictor(run_dir, cfg.predictor, database, cfg.graph)
+            _write_predictor(built, store, inputs=inputs, stamp=stamp)
         else:
             storage.write_json(store.meta, {**saved, "stamp": stamp})
-    return load_predictor(store, run_dir, cfg)

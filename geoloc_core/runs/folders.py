@@ -327,6 +327,11 @@ class PredictorStore:
     def familiarity(self) -> Path:
         return self.root / "familiar_similarities.npy"
 
+    @property
+    def lock(self) -> Path:
+        """Locked (flock) shared while a predictor is read, exclusive while one is built and written."""
+        return self.root / ".lock"
+
     def read_meta(self) -> dict[str, Any]:
         return storage.read_json(self.meta) if self.meta.exists() else {}
 
