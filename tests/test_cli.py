@@ -8,7 +8,8 @@ import pytest
 
 from conftest import DINOV2_WEIGHTS, TINY, shared
 from geoloc_core.base import storage
-from geoloc_core.cli import add_settings, main, settings
+from geoloc_core.cli import main
+from geoloc_core.cli.flags import add_settings, settings
 from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig, config_argv
 from geoloc_core.runs.folders import Folder, Run
 
