@@ -13,25 +13,42 @@ import logging
 import sys
 from pathlib import Path
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.cli import analysis, build, learn, locate, share, tools
+from geoloc_core.runs.folders import Run
 
 log = logging.getLogger("geoloc")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv` (default: the process's), run the command; 2 on an error the user can fix, said in one line."""
+    """Parse `argv` (default: the process's), run the command. A mistake the user can fix exits with status 2 and one
+    message that says what to do next; anything else with 1 and its one-line cause. `-v` adds the traceback."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # which CPU build it loaded: noise to a user
     try:
         return args.func(args) or 0
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        log.error("%s", exc)
+        log.debug("where it happened:", exc_info=True)
+        log.error("%s", _missing_artefact(exc) or exc)
         return 2
+    except Exception as exc:  # a defect, not the user's doing: said in one line, not as a traceback
+        log.debug("where it happened:", exc_info=True)
+        log.error("%s: %s (unexpected: `geoloc -v ...` shows where; please report it)", type(exc).__name__, exc)
+        return 1
     finally:
         from geoloc_core.server.jobqueue import job_ended
 
         job_ended()  # a job the app queued starts the next waiting one as it ends (nothing otherwise)
+
+
+def _missing_artefact(exc: Exception) -> UserError | None:
+    """A run's file read before the stage that writes it ran (or a run that is not there), said as the step to take."""
+    if not isinstance(exc, FileNotFoundError) or not exc.filename:
+        return None
+    return Run(Path(exc.filename).parent).missing(Path(exc.filename))
 
 
 def _parser() -> argparse.ArgumentParser:
