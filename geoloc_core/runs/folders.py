@@ -534,7 +534,8 @@ class Run(Folder):
         """What to run when `path` of this run is read before its stage wrote it (None: not a stage's file)."""
         build_all = f"`geoloc run FOLDER --run {self.root}` (FOLDER: your geotagged photos)"
         if not self.exists():
-            return UserError(f"there is no run at {self.root}", f"Build one with {build_all}, or give --run a run's folder")
+            return UserError(f"there is no run at {self.root}",
+                             f"Build one with {build_all}, or give --run a run's folder")
         stage = self.made_by(path)
         if stage is None:
             return None
