@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.cli.flags import Command, add_graphs, add_settings, settings
 from geoloc_core.cli.tables import print_table, print_verdicts
 from geoloc_core.config import CrossValConfig, FinetuneConfig
@@ -54,7 +55,10 @@ def _cmd_resume(a) -> None:
 
     ft = FinetuneRun(a.folder)
     if not ft.last_checkpoint.exists():
-        raise FileNotFoundError(f"{ft.root} has no checkpoint to resume from")
+        raise UserError(f"{ft.root} has no fine-tuning checkpoint to resume from" if ft.exists()
+                        else f"there is no fine-tuning folder at {ft.root}",
+                        "Give `geoloc resume` a folder `geoloc finetune` wrote (RUN/finetune_GRAPH), or start one: "
+                        "`geoloc finetune --run RUN`")
     started_here = (ft.read_status() or {}).get("pid") == os.getpid()  # the app marks the job it starts
     if ft.state() == "running" and not started_here:
         raise ValueError(f"{ft.root} is running already")

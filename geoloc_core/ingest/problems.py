@@ -36,4 +36,4 @@ def nothing_accepted(report: IngestReport, source: Path, manifest: Path | None, 
                          "Give the folder that holds the photos (JPEG, PNG, TIFF, WebP, HEIC ...)")
     causes = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common(3))
     return UserError(f"none of the {report.n_candidates} files in {manifest or source} was accepted ({causes})",
-                     "Each file's reason is listed above; fix those, or give another folder")
+                     "Fix what each file's reason above says, or give another folder")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.ingest.exif import read_time_taken
 
 _OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d\d))?")
@@ -82,7 +83,8 @@ def read_gpx(source: str | Path) -> Track:
                 t = p.time if p.time.tzinfo else p.time.replace(tzinfo=UTC)  # GPX times are UTC
                 points.append((t.timestamp(), p.latitude, p.longitude))
     if not points:
-        raise ValueError(f"{source}: the GPX has no points with a time, so photos cannot be matched to it")
+        raise UserError(f"{source}: the GPX has no points with a time, so photos cannot be matched to it",
+                        "Use the track as the logger recorded it (with times), or a manifest with coordinates")
     arr = np.array(sorted(points), np.float64)
     keep = np.r_[True, np.diff(arr[:, 0]) > 0]  # one point per instant (the first)
     return Track(time_s=arr[keep, 0], lat_deg=arr[keep, 1], lon_deg=arr[keep, 2])

@@ -594,7 +594,8 @@ class Run(Folder):
     def site_graph(self, kind: str) -> SiteGraph:
         """The graph stage's artefacts for one graph kind."""
         if not self.graph(kind).exists():
-            raise FileNotFoundError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})")
+            raise UserError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})",
+                            f"Run `geoloc graph --run {self.root} --graphs {kind}` (or `--graphs` what the run has)")
         sites = self.read_sites()
         return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
                          train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),
