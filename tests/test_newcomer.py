@@ -349,3 +349,18 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_where(tmp_path, monke
     with caplog.at_level(logging.DEBUG, logger="geoloc"):
         assert main(["-v", "show", "--run", str(tmp_path)]) == 1
     assert any(r.exc_info for r in caplog.records)
+
+
+def test_a_manifests_absolute_rows_may_point_into_the_data_folder_and_no_further(tmp_path):
+    """The rule's other half: absolute rows are read as written, within the data folder or the manifest's own."""
+    folder = write_manifest_photos(tmp_path / "FOLDER")
+    (tmp_path / "lists").mkdir()
+    rows = pd.read_csv(folder / "manifest.csv")
+    rows["path"] = [str(folder / p) for p in rows["path"]]
+    rows.loc[0, "path"] = str(tmp_path / "outside.jpg")
+    (tmp_path / "outside.jpg").write_bytes((folder / "images" / "l00_0.jpg").read_bytes())
+    rows.to_csv(tmp_path / "lists" / "m.csv", index=False)
+    assert main(["ingest", str(folder), "--manifest", str(tmp_path / "lists" / "m.csv"), "--run", str(tmp_path / "r")]) == 0
+    run = Run(tmp_path / "r")
+    assert len(run.photo_table()) == 23
+    assert run.read_rejected()["reason"].str.contains("outside the dataset root").tolist() == [True]
