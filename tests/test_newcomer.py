@@ -360,7 +360,28 @@ def test_a_manifests_absolute_rows_may_point_into_the_data_folder_and_no_further
     rows.loc[0, "path"] = str(tmp_path / "outside.jpg")
     (tmp_path / "outside.jpg").write_bytes((folder / "images" / "l00_0.jpg").read_bytes())
     rows.to_csv(tmp_path / "lists" / "m.csv", index=False)
-    assert main(["ingest", str(folder), "--manifest", str(tmp_path / "lists" / "m.csv"), "--run", str(tmp_path / "r")]) == 0
+    manifest = tmp_path / "lists" / "m.csv"
+    assert main(["ingest", str(folder), "--manifest", str(manifest), "--run", str(tmp_path / "r")]) == 0
     run = Run(tmp_path / "r")
     assert len(run.photo_table()) == 23
     assert run.read_rejected()["reason"].str.contains("outside the dataset root").tolist() == [True]
+
+
+# the app's pages -------------------------------------------------------------------------------------------------
+
+PAGES = ("data", "evaluate", "predict", "regions", "similar", "train")
+
+
+@pytest.mark.parametrize(("state_name", "page_name"), [
+    pytest.param(s, p, marks=[] if s in EARLY else [pytest.mark.slow], id=f"{s}-{p}") for s in STATES for p in PAGES])
+def test_every_page_on_every_run_state_says_what_is_missing(state_name, page_name, state):
+    """A page on a run that lacks a stage says which and how to build it; it never shows an exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / f"{page_name}.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(state(state_name))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    if state_name in EARLY and (page_name, state_name) != ("data", "ingested"):  # the Data page shows those photos
+        said = [m.value for m in (*at.info, *at.warning, *at.error)]
+        assert any("`geoloc " in m for m in said), said

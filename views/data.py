@@ -7,7 +7,7 @@ from geoloc_core.ingest.tracks import parse_utc_offset
 from geoloc_core.runs.folders import Run, run_in
 from geoloc_core.server import access, jobs
 from views import figures
-from views.common import basemap_online, current_run, editor, job_queue, photos, queue_place, user_label
+from views.common import basemap_online, current_run, editor, job_queue, photos, queue_place, require, user_label
 
 st.header("Data")
 if editor():
@@ -60,6 +60,7 @@ def progress(run: Run):
 
 
 progress(run)
+require(run, run.ingest_meta, run.photos)
 meta = run.read_ingest_meta()
 c1, c2, c3 = st.columns(3)
 c1.metric("Photos accepted", meta["n_accepted"])

@@ -17,12 +17,13 @@ from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.share.maps import prediction_map, standalone_html
 from geoloc_core.share.pictures import match_figure
 from views import figures
-from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, thumbnail
+from views.common import basemap_online, current_run, held_out_photos, predictor, region_polygon, require, thumbnail
 
 st.header("Where was this photo taken?")
 run = current_run()
 if run is None:
     st.stop()
+require(run, run.photos, run.embeddings, run.split)
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 rounds = run.finished_rounds("dt") if descriptor == "cls" else []
 ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds], format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",
