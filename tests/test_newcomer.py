@@ -192,7 +192,7 @@ def commands(run: Path, data: Path, photo: Path, out: Path, checkpoint: Path) ->
         "predict": ["predict", photo, "--run", run, "--out", out / "predictions"],
         "explain": ["explain", photo, "--run", run, "--out", out / "explanations"],
         "compare": ["compare", "--run", run],
-        "levers": ["levers", "--run", run, "--folds", "2", "--larger-input", "0", *FINETUNE[:6], "--device", "cpu"],
+        "levers": ["levers", "--run", run, "--folds", "2", "--rows", "top 3 regions", *FINETUNE[:6], "--device", "cpu"],
         "coverage": ["coverage", "--run", run, "--out", out / "coverage.geojson"],
         "export": ["export", "--run", run, "--out", out / "regions.gpkg"],
         "map": ["map", "--run", run, "--out", out / "regions.html"],
