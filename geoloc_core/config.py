@@ -40,7 +40,8 @@ def setting(default: Any, help: str, choices: tuple | None = None, flag: str | N
 class IngestConfig:
     data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv / .xlsx, else EXIF GPS) or a manifest (CSV, TSV, XLSX)",
                         positional=True)
-    manifest: str | None = setting(None, "manifest (CSV, TSV, XLSX) whose paths are relative to DATA")
+    manifest: str | None = setting(None, "manifest (CSV, TSV, XLSX), looked up as given, then beside DATA; its rows' "
+                                         "paths are relative to the manifest's own folder unless absolute")
     workers: int = setting(8, "threads that read, hash and check the files")
     gpx: str | None = setting(None, "GPX track (or a folder of .gpx files): photos without EXIF GPS are placed on it by their "
                                     "EXIF time (and manifest rows whose lat and lon are empty); photos with EXIF GPS keep theirs")

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import DINOV2_WEIGHTS, TINY, shared
 from geoloc_core.base import storage
-from geoloc_core.cli import add_settings, main, settings
+from geoloc_core.cli import main
+from geoloc_core.cli.flags import add_settings, settings
 from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig, config_argv
 from geoloc_core.runs.folders import Folder, Run
 
@@ -111,7 +112,9 @@ def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, caps
     root = shared("croatia-streetview")
     manifest = pd.read_csv(root / "manifest.csv")
     keep = manifest["location_id"].drop_duplicates().sample(40, random_state=0)
-    manifest[manifest["location_id"].isin(keep)].to_csv(tmp_path / "subset.csv", index=False)
+    subset = manifest[manifest["location_id"].isin(keep)]
+    subset.assign(path=[str(root / p) for p in subset["path"]]).to_csv(tmp_path / "subset.csv", index=False)  # absolute:
+    # a manifest's relative rows are read from its own folder
     run = tmp_path / "run"
     assert main(["run", str(root), "--manifest", str(tmp_path / "subset.csv"), "--run", str(run)]) == 0
     evals = {r["graph"]: r for r in Folder(run).read_metrics() if r["stage"] == "evaluate"}

@@ -11,12 +11,14 @@ from PIL import ExifTags, Image
 from scipy.sparse.csgraph import connected_components
 
 from conftest import TINY, _dms, shared
+from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.cli import main
 from geoloc_core.config import IngestConfig
 from geoloc_core.evaluate.splits import grouped_split
 from geoloc_core.ingest.photos import load_photos
 from geoloc_core.ingest.places import near_duplicate_pairs, place_labels
+from geoloc_core.runs import stages
 from geoloc_core.runs.folders import Run
 
 RADIUS_M, CAP_M = IngestConfig.place_radius_m, IngestConfig.place_max_m
@@ -175,8 +177,10 @@ def test_a_location_id_or_group_column_still_wins_over_places(manifest_folder):
 def test_a_folder_with_only_untagged_photos_says_there_is_nothing_to_locate_them_by(mthood, tmp_path):
     for name in ("IMG_0461.JPG", "IMG_0500.JPG"):
         _resaved(mthood / name, tmp_path / name, gps=None)
-    with pytest.raises(ValueError, match="none of the 2 photos has a location"):
-        load_photos(tmp_path)
+    assert len(load_photos(tmp_path)[1].to_locate) == 2
+    with pytest.raises(UserError, match="none of the 2 photos .* carries GPS"):
+        stages.run_ingest(tmp_path / "run", IngestConfig(data=str(tmp_path)))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

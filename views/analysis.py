@@ -21,7 +21,7 @@ from geoloc_core.config import CoverageConfig, help_of
 from geoloc_core.evaluate.metrics import confused_pairs, confusion, region_accuracy
 from geoloc_core.runs.folders import RegionFiles, Run, fingerprint
 from views import figures
-from views.common import basemap_online, editor
+from views.common import basemap_online, editor, missing_step
 
 SIGNATURE_PHOTOS = 3
 
@@ -140,6 +140,10 @@ def _coverage(run: Run, cfg: CoverageConfig, version: str) -> tuple[dict, pd.Dat
 
 def coverage_section(run: Run) -> None:
     st.subheader("Where the data is thin: photos and location error per hexagon")
+    step = missing_step(run, run.photos, run.embeddings, run.split)
+    if step:
+        st.info(step)
+        return
     left, mid, right = st.columns(3)
     sources = (["loo"] if editor() else []) + (["compare"] if run.compare_predictions.exists() else [])
     if not sources:  # a viewer starts no leave-location-out pass over every photo (minutes of the script thread)

@@ -120,6 +120,19 @@ def current_run() -> Run | None:
     return Run(Path(value)) if value else None
 
 
+def missing_step(run: Run, *paths: Path) -> str | None:
+    """What the run lacks of `paths` (its artefacts) and the command that builds it; None when it has them all."""
+    return next((str(run.missing(p)) for p in paths if not p.exists()), None)
+
+
+def require(run: Run, *paths: Path) -> None:
+    """Stops the page with what the run lacks of `paths` and how to build it."""
+    step = missing_step(run, *paths)
+    if step:
+        st.info(step)
+        st.stop()
+
+
 def run_with_graphs() -> tuple[Run, list[str]]:
     """The chosen run and the proximity graphs it has built; stops the page with a hint otherwise."""
     run = current_run()

@@ -9,7 +9,17 @@ from geoloc_core.ingest.tracks import parse_utc_offset
 from geoloc_core.runs.folders import Run, run_in
 from geoloc_core.server import access, jobqueue, jobs
 from views import figures
-from views.common import basemap_online, current_run, editor, job_queue, photos, plain, queue_place, user_label
+from views.common import (
+    basemap_online,
+    current_run,
+    editor,
+    job_queue,
+    photos,
+    plain,
+    queue_place,
+    require,
+    user_label,
+)
 
 st.header("Data")
 
@@ -86,6 +96,7 @@ def progress(run: Run):
 
 
 progress(run)
+require(run, run.ingest_meta, run.photos)
 meta = run.read_ingest_meta()
 places = meta.get("places") or {}
 c1, c2, c3, c4, c5 = st.columns(5)

@@ -18,12 +18,23 @@ from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.share.maps import prediction_map, standalone_html
 from geoloc_core.share.pictures import match_figure
 from views import figures
-from views.common import basemap_online, current_run, editor, held_out_photos, predictor, predictor_built, region_polygon, thumbnail
+from views.common import (
+    basemap_online,
+    current_run,
+    editor,
+    held_out_photos,
+    predictor,
+    predictor_built,
+    region_polygon,
+    require,
+    thumbnail,
+)
 
 st.header("Where was this photo taken?")
 run = current_run()
 if run is None:
     st.stop()
+require(run, run.photos, run.embeddings, run.split)
 if run.located.exists():  # the run's own photos without GPS, located when it was built (`geoloc run`)
     located = pd.read_csv(run.located, keep_default_na=False)
     with st.expander(f"This run's {len(located)} photos without GPS, located when it was built"):

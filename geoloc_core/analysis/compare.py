@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from geoloc_core.analysis.crossval import Folds, collect, informative, measures, paired_rows, summary
+from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import LocalProjection, haversine_km
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
@@ -238,7 +239,8 @@ def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, .
     run = Run(run_dir)
     table = run.photo_table()
     if by not in table.frame:
-        raise ValueError(f"{run_dir}: photos have no column {by!r} (have {', '.join(table.frame.columns)})")
+        raise UserError(f"{run_dir}: photos have no column {by!r} (have {', '.join(table.frame.columns)})",
+                        "Give --by the manifest column that names when each photo was taken")
     when = table.frame[by].astype(str).to_numpy()
     lat, lon = table.lat_deg, table.lon_deg
     if radius_km is None:  # half the median spacing of the locations (groups), not of the photos

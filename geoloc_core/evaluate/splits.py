@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import LocalProjection
 
 
@@ -21,7 +22,8 @@ def grouped_split(groups: np.ndarray, test_frac: float = 0.2, seed: int = 0) -> 
         raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
     unique, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     if len(unique) < 2:
-        raise ValueError(f"need at least 2 distinct locations to split, found {len(unique)}")
+        raise UserError(f"need at least 2 distinct locations to split, found {len(unique)}",
+                        "Add photos taken at other places (a run learns regions from dozens of them)")
     n_test = min(max(1, math.ceil(test_frac * len(unique))), len(unique) - 1)
     test_groups = np.random.default_rng(seed).permutation(len(unique))[:n_test]
     is_test_group = np.zeros(len(unique), bool)

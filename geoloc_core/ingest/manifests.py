@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.config import server_config, too_large
 
 PATH_COLUMNS = ("path", "img_file", "img_id", "image", "image_path", "file", "filename")
@@ -56,6 +57,17 @@ class Manifest:
     rows: pd.DataFrame  # path (as written), lat_deg, lon_deg (NaN where `unplaced` rows are kept), extra columns
     rejected: list[tuple[str, str]]
     warnings: list[str]
+
+
+def find_manifest(given: str, data: str) -> str:
+    """Where a manifest the user named is: as given (from the working folder, or absolute), else beside the data
+    folder `data` (inside it, or beside a manifest given as the data)."""
+    beside = Path(data) if Path(data).is_dir() else Path(data).parent
+    for path in (Path(given), beside / given):
+        if path.is_file():
+            return str(path)
+    raise UserError(f"no manifest {given}: looked for {Path(given).absolute()} and {(beside / given).absolute()}",
+                    f"Give the manifest's path from the working folder ({Path.cwd()}) or from {beside}")
 
 
 def read_manifest(path: Path, exists: Callable[[str], bool], keep_unplaced: bool = False) -> Manifest:

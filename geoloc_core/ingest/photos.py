@@ -38,6 +38,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.base.images import ImageDecodeError, decode_image
 from geoloc_core.config import IngestConfig
 from geoloc_core.ingest.exif import GpsError, read_gps
@@ -130,7 +131,8 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
 
     Args:
         source: a photo folder, or a manifest (CSV, TSV, XLSX) whose paths are relative to its own folder.
-        manifest: an explicit manifest; paths in it are relative to `source`.
+        manifest: an explicit manifest; paths in it are relative to its own folder (absolute ones may point into
+            `source`).
         workers: threads that read and check files (decoding releases the GIL).
         tagger: a GPX track (`tracks.open_tagger`) that places the photos without EXIF GPS by their EXIF time,
             and a manifest's rows whose lat and lon cells are both empty.
@@ -142,20 +144,23 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
     cfg = cfg or IngestConfig()
     source = Path(source)
     report = IngestReport()
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"{source} is a photo, where a folder of photos (or a manifest) is expected",
+                        f"Give the folder that holds it ({source.parent}); to locate the photo, `geoloc predict`")
     if source.is_file():
         root, manifest = source.parent, source
     elif source.is_dir():
-        root = source
         if manifest is None:
             manifest = next((source / n for n in MANIFEST_NAMES if (source / n).is_file()), None)
             if manifest is not None and not manifest.resolve().is_relative_to(source.resolve()):  # a link out
                 raise ValueError(f"{manifest}: a symbolic link out of the photo folder; not read")
+        root = source if manifest is None else Path(manifest).parent  # a manifest's rows: from its own folder
     else:
         raise FileNotFoundError(f"{source}: no such folder or manifest")
     if tagger is not None and tagger.camera_offset is None:
         report.warnings.append("GPX track: no time offset given, so camera times (for photos that record no offset) are read as UTC")
 
-    locate = Locator(root.resolve())
+    locate = Locator(root.resolve(), also=(source.resolve(),))  # absolute rows may point into the data folder
     if manifest is None:
         rows = _scan_folder(root, report)
     else:
@@ -165,12 +170,10 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
         report.warnings += read.warnings
     report.n_candidates = len(rows) + len(report.rejected)
     if report.n_candidates == 0:
-        raise ValueError(f"{source}: no photos found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"{source}: no photos found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})",
+                        "Give the folder that holds your photos, or a manifest that lists them")
 
     frame = _check_rows(locate, rows, report, workers, tagger, row_numbers=manifest is not None)
-    if frame.empty and report.to_locate:
-        raise ValueError(f"{source}: none of the {len(report.to_locate)} photos has a location (EXIF GPS, a manifest's "
-                         "coordinates or a GPX track), so there is no database to locate them by")
     frame = group_places(frame, report, cfg)
     report.n_accepted = len(frame)
     report.n_from_track = int((frame["located_by"] == "gpx").sum()) if "located_by" in frame else 0
@@ -339,8 +342,9 @@ class Locator:
     Directory listings are cached for the case-insensitive look-up: make one per ingest.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, also: tuple[Path, ...] = ()):
         self.root = root  # resolved
+        self.allowed = (root, *also)  # resolved folders a file may lie in (absolute rows: the data folder too)
         self._listings: dict[Path, dict[str, list[str]]] = {}
 
     def __call__(self, written: str) -> tuple[str, Path] | str:
@@ -352,7 +356,7 @@ class Locator:
             return "a Windows absolute path: write paths relative to the manifest's folder (e.g. imgs\\p4.jpg)"
         for rel in dict.fromkeys((text, text.replace("\\", "/"))):
             path = (self.root / rel).resolve()
-            if not path.is_relative_to(self.root):
+            if not any(path.is_relative_to(folder) for folder in self.allowed):
                 return f"path outside the dataset root ({path})"
             if path.is_file():
                 return rel, path

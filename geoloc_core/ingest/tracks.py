@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.config import server_config, too_large
 from geoloc_core.ingest.exif import read_time_taken
 
@@ -85,7 +86,8 @@ def read_gpx(source: str | Path) -> Track:
         except ET.ParseError as exc:  # a line and column, never the file's text
             raise ValueError(f"{path}: not a readable GPX file ({exc})") from exc
     if not points:
-        raise ValueError(f"{source}: the GPX has no points with a time, so photos cannot be matched to it")
+        raise UserError(f"{source}: the GPX has no points with a time, so photos cannot be matched to it",
+                        "Use the track as the logger recorded it (with times), or a manifest with coordinates")
     arr = np.array(sorted(points), np.float64)
     keep = np.r_[True, np.diff(arr[:, 0]) > 0]  # one point per instant (the first)
     return Track(time_s=arr[keep, 0], lat_deg=arr[keep, 1], lon_deg=arr[keep, 2])

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from geoloc_core.base import storage
+from geoloc_core.base.errors import UserError
 from geoloc_core.config import GRAPHS, PipelineConfig, RegionConfig
 from geoloc_core.base.geo import LocalProjection
 from geoloc_core.ingest.photos import IngestReport, PhotoTable
@@ -547,6 +548,28 @@ class Run(Folder):
     def levers_errors(self) -> Path:
         return self.root / "levers_errors.csv"
 
+    def made_by(self, path: Path) -> str | None:
+        """The `geoloc` stage that writes `path` of this run (None for a file no stage writes)."""
+        made = {p: "ingest" for p in (self.photos, self.rejected, self.ingest_meta)}
+        made |= {p: "embed" for p in (self.embeddings, self.embed_meta)}
+        made |= {p: "graph" for p in (self.split, self.sites, self.site_of_photo, *map(self.graph, GRAPHS))}
+        made |= {p: "regions" for k in GRAPHS for p in (lambda r: (r.csv, r.summary, r.geojson))(self.regions(k))}
+        made |= {self.held_out(k): "evaluate" for k in GRAPHS}
+        return made.get(Path(path))
+
+    def missing(self, path: Path) -> UserError | None:
+        """What to run when `path` of this run is read before its stage wrote it (None: not a stage's file)."""
+        build_all = f"`geoloc run FOLDER --run {self.root}` (FOLDER: your geotagged photos)"
+        if not self.exists():
+            return UserError(f"there is no run at {self.root}",
+                             f"Build one with {build_all}, or give --run a run's folder")
+        stage = self.made_by(path)
+        if stage is None:
+            return None
+        data = " FOLDER" if stage == "ingest" else ""
+        return UserError(f"{self.root} has no {Path(path).name} yet (`geoloc {stage}` writes it)",
+                         f"Run `geoloc {stage}{data} --run {self.root}`, or {build_all} for every stage")
+
     # readers
     def pipeline_config(self) -> PipelineConfig:
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -571,7 +594,7 @@ class Run(Folder):
 
     def photo_table(self) -> PhotoTable:
         if not self.ingest_meta.exists():
-            raise FileNotFoundError(f"{self.root} has no ingested photos ({self.ingest_meta.name} missing): run `geoloc ingest` first")
+            raise self.missing(self.ingest_meta)
         meta = storage.read_json(self.ingest_meta)
         text = {"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str}
         frame = pd.read_csv(self.photos, dtype=text, keep_default_na=False)
@@ -609,7 +632,8 @@ class Run(Folder):
     def site_graph(self, kind: str) -> SiteGraph:
         """The graph stage's artefacts for one graph kind."""
         if not self.graph(kind).exists():
-            raise FileNotFoundError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})")
+            raise UserError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})",
+                            f"Run `geoloc graph --run {self.root} --graphs {kind}` (or `--graphs` what the run has)")
         sites = self.read_sites()
         return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
                          train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),

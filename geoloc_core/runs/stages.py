@@ -29,6 +29,8 @@ from geoloc_core.regions.partition import SiteGraph, region_polygons, region_tab
 from geoloc_core.runs.folders import RegionFiles, Run
 from geoloc_core.evaluate.splits import grouped_split
 from geoloc_core.ingest.tracks import open_tagger
+from geoloc_core.ingest.manifests import find_manifest
+from geoloc_core.ingest.problems import nothing_accepted
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,10 @@ def run_ingest(run_dir: Path, cfg: IngestConfig, source: Callable[[str | None], 
     server's data-root check, `server.access.check_source`, which refuses a path outside the roots)."""
     run = Run(run_dir)
     tagger = open_tagger(str(source(cfg.gpx)), cfg.time_offset, cfg.gpx_max_gap) if cfg.gpx else None
-    table, report = load_photos(source(cfg.data), source(cfg.manifest), workers=cfg.workers, tagger=tagger, cfg=cfg)
+    manifest = find_manifest(cfg.manifest, cfg.data) if cfg.manifest else None
+    table, report = load_photos(source(cfg.data), source(manifest), workers=cfg.workers, tagger=tagger, cfg=cfg)
+    if report.n_accepted == 0:  # nothing to build a run from: said as the step past it, before any file is written
+        raise nothing_accepted(report, Path(cfg.data), manifest and Path(manifest), tagger is not None)
     run.write_photos(table, report)
     run.record_config("ingest", cfg)
     run.append_metrics({"stage": "ingest", "n_candidates": report.n_candidates, "n_accepted": report.n_accepted,

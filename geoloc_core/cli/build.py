@@ -1,0 +1,92 @@
+"""Commands that build a run folder: `run` (every stage), or one stage at a time, and `show`."""
+
+from __future__ import annotations
+
+import argparse
+
+from geoloc_core.cli.flags import Command, add_graphs, add_settings, settings
+from geoloc_core.cli.tables import print_table
+from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
+from geoloc_core.runs import stages
+from geoloc_core.runs.folders import Run
+from geoloc_core.server.access import check_source
+
+
+def add_commands(command: Command) -> None:
+    """run, ingest, embed, graph, regions, evaluate, show."""
+    c = command("run", _cmd_run, "all stages: ingest, embed, graph, regions, evaluate")
+    for cls, section in ((IngestConfig, "ingest"), (EmbedConfig, "embed"), (GraphConfig, "graph"),
+                         (RegionConfig, "regions"), (EvalConfig, "eval")):
+        add_settings(c, cls, section)
+    add_settings(command("ingest", _cmd_ingest, "read a photo folder or manifest; report rejected files"),
+                 IngestConfig, "ingest")
+    add_settings(command("embed", _cmd_embed, "embed the ingested photos (cached by content)"), EmbedConfig, "embed")
+    add_settings(command("graph", _cmd_graph, "split by location and build DT / GG / RNG over the training sites"),
+                 GraphConfig, "graph")
+    c = command("regions", _cmd_regions, "weight the graphs by feature similarity and cut them with Louvain")
+    add_graphs(c)
+    add_settings(c, RegionConfig, "regions")
+    c = command("evaluate", _cmd_evaluate, "region accuracy / macro-F1 and km errors of a linear probe (w/o); "
+                "appends to the run's metrics")
+    add_graphs(c)
+    add_settings(c, EvalConfig, "eval")
+    command("show", _cmd_show, "print the run's figures as recorded (changes nothing)")
+
+
+def _pipeline_config(a: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(ingest=settings(a, IngestConfig, "ingest"), embed=settings(a, EmbedConfig, "embed"),
+                          graph=settings(a, GraphConfig, "graph"), regions=settings(a, RegionConfig, "regions"),
+                          eval=settings(a, EvalConfig, "eval"))
+
+
+def _cmd_ingest(a) -> None:
+    report = stages.run_ingest(a.run, settings(a, IngestConfig, "ingest"), check_source)
+    print(report.summary())
+    for rej in report.rejected:
+        print(f"  rejected {rej.path}: {rej.reason}")
+    for item in report.to_locate:
+        print(f"  to locate {item.path}: {item.reason}")
+    for d in report.near_duplicates:
+        print(f"  near-duplicate {d.path} repeats {d.of} ({d.bits} of 64 hash bits differ)")
+    for w in report.warnings:
+        print(f"  warning: {w}")
+
+
+def _cmd_embed(a) -> None:
+    emb = stages.run_embed(a.run, settings(a, EmbedConfig, "embed"))
+    print(f"{len(emb)} embeddings of dimension {emb.shape[1]} -> {Run(a.run).embeddings}")
+
+
+def _cmd_graph(a) -> None:
+    for kind, edges in stages.run_graph(a.run, settings(a, GraphConfig, "graph")).items():
+        print(f"{kind}: {len(edges)} edges")
+
+
+def _cmd_regions(a) -> None:
+    rows = stages.cut_regions(a.run, settings(a, RegionConfig, "regions"), a.graphs)
+    print_table([{"graph": k, **v} for k, v in rows.items()])
+
+
+def _cmd_evaluate(a) -> None:
+    rows = stages.run_evaluate(a.run, settings(a, EvalConfig, "eval"), a.graphs)
+    print_table([{"graph": k, **v} for k, v in rows.items()])
+
+
+def _cmd_show(a) -> None:
+    rows = stages.summary_rows(a.run)
+    if not rows:
+        raise FileNotFoundError(f"{a.run} has no recorded figures yet: `geoloc run` makes them")
+    print(f"{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
+    print_table(rows)
+
+
+def _cmd_run(a) -> None:
+    from geoloc_core.locate.untagged import locate_untagged
+
+    with Run(a.run).job():
+        rows = stages.run_all(a.run, _pipeline_config(a), check_source)
+        located = locate_untagged(a.run)
+    print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
+    print_table(rows)
+    if len(located):
+        print(f"\n{len(located)} photos without a location, located by this run: {Run(a.run).located}")
