@@ -220,7 +220,7 @@ def _stale_is_refused_or_rebuilt(run: Run, stale: set[str]) -> None:
 
 def test_a_record_names_what_changed(case):
     stages.run_graph(case.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25, split_seed=1))
-    with pytest.raises(Stale, match=r"regions_dt.csv was made from other inputs \(split.json changed\)"):
+    with pytest.raises(Stale, match=r"regions_dt.csv was made from other inputs \(split.json changed, graph_dt.npy changed\); run `geoloc regions`"):
         case.regions("dt").labels()
 
 

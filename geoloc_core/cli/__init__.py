@@ -508,6 +508,11 @@ def _cmd_compare(a) -> None:
                      ("comparison", "metric", "difference", "interval", "verdict"))
         print("\nThe 90 % radius per fold (share of the fold's held-out photos within it):")
         _print_table(result.folds, ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
+    upstream = ["photos", "embeddings"]
+    if cv.folds == 1:  # the run's own split and regions
+        upstream += ["split"] + ([f"regions:{predict_cfg.graph}"] if run.regions(predict_cfg.graph).exists() else [])
+    run.record_table(run.compare_files, upstream, [settings(a, c, s) for c, s in ((CompareConfig, "compare"),
+                                                   (PredictorConfig, "predictor"), (PredictConfig, "predict"), (CrossValConfig, "cv"))])
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 
@@ -534,6 +539,7 @@ def _cmd_levers(a) -> None:
     write_csv(run.levers_table, pd.DataFrame(result.rows))
     write_csv(run.levers_verdicts, pd.DataFrame(result.verdicts))
     write_csv(run.levers_errors, result.errors)
+    run.record_table(run.levers_files, ["photos", "embeddings"], [variants, finetune, cv])
     _print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"),
                  ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "changes"))
     print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Each lever minus the default, paired:")

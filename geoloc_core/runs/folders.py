@@ -588,6 +588,15 @@ class Run(Folder):
         return self.root / "compare_folds.csv"
 
     @property
+    def compare_files(self) -> list[Path]:
+        """`geoloc compare`'s table and the files written with it (one provenance record: `record_table`)."""
+        return [self.compare_table, self.compare_predictions, self.compare_verdicts, self.compare_folds]
+
+    @property
+    def levers_files(self) -> list[Path]:
+        return [self.levers_table, self.levers_verdicts, self.levers_errors]
+
+    @property
     def levers_table(self) -> Path:
         return self.root / "levers.csv"
 
@@ -620,22 +629,22 @@ class Run(Folder):
                 "embed the photos again (`geoloc embed`)"
         if kind == "view":
             return (self.view_embeddings(arg).name, self._record(f"embeddings_{arg}"), [self.view_embeddings(arg)],
-                    {"embeddings.npy": up("embeddings"), "view": arg}, "made again on the next use")
+                    {"embeddings.npy": up("embeddings"), "view": arg}, "it is made again on its next use")
         if kind == "split":
             return ("split.json", self._record("split"), [self.split, self.sites, self.site_of_photo],
-                    {"photos.csv": up("photos"), "settings: graph": section("graph", ("kinds",))}, "`geoloc graph`")
+                    {"photos.csv": up("photos"), "settings: graph": section("graph", ("kinds",))}, "run `geoloc graph`")
         if kind == "graph":
             return (self.graph(arg).name, self._record(f"graph_{arg}"), [self.graph(arg)],
-                    {"split.json": up("split"), "graph": arg}, "`geoloc graph`")
+                    {"split.json": up("split"), "graph": arg}, "run `geoloc graph`")
         if kind == "regions":
             files = self.regions(arg)
             return (files.csv.name, files.record, files.files,
                     {"photos.csv": up("photos"), "embeddings.npy": up("embeddings"), "split.json": up("split"),
-                     self.graph(arg).name: up(f"graph:{arg}"), "settings: regions": section("regions")}, "`geoloc regions`")
+                     self.graph(arg).name: up(f"graph:{arg}"), "settings: regions": section("regions")}, "run `geoloc regions`")
         if kind == "held_out":
             return (self.held_out(arg).name, self._record(f"held_out_{arg}"), [self.held_out(arg)],
                     {self.regions(arg).csv.name: up(f"regions:{arg}"), "embeddings.npy": up("embeddings"),
-                     "split.json": up("split"), "settings: eval": section("eval")}, "`geoloc evaluate`")
+                     "split.json": up("split"), "settings: eval": section("eval")}, "run `geoloc evaluate`")
         raise KeyError(key)
 
     def _record(self, stem: str) -> Path:

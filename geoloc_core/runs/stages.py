@@ -16,19 +16,19 @@ import numpy as np
 import pandas as pd
 
 from geoloc_core.base import storage
-from geoloc_core.regions.boundaries import ClipArea, clip_area
+from geoloc_core.base.geo import LocalProjection
 from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
+from geoloc_core.evaluate.linear_probe import fit_linear_probe
+from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, region_metrics
+from geoloc_core.evaluate.splits import grouped_split
 from geoloc_core.features.embed import TTA_VIEWS, EmbeddingCache, embed_images, mean_of_views
 from geoloc_core.features.encoders import load_encoder
-from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, region_metrics
-from geoloc_core.base.geo import LocalProjection
-from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.ingest.photos import IngestReport, PhotoTable, Rejection, load_photos
-from geoloc_core.evaluate.linear_probe import fit_linear_probe
+from geoloc_core.ingest.tracks import open_tagger
+from geoloc_core.regions.boundaries import ClipArea, clip_area
+from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.regions.partition import SiteGraph, region_polygons, region_table
 from geoloc_core.runs.folders import RegionFiles, Run
-from geoloc_core.evaluate.splits import grouped_split
-from geoloc_core.ingest.tracks import open_tagger
 
 log = logging.getLogger(__name__)
 
