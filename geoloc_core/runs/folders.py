@@ -20,6 +20,8 @@ these classes for a path or a reader; none of them spells a file name.
       held_out_{kind}.csv                                    evaluate: the w/o probe's answer per held-out photo
       compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
       compare_folds.csv)
+      *.provenance.json                                      what each artefact was computed from (`runs.provenance`;
+                                                             `Run.artefact` says what, every reader checks it)
 """
 
 from __future__ import annotations
@@ -666,10 +668,45 @@ class Run(Folder):
         if (home := self._linked(key)) is not None:
             return home.check(key)
         name, record, files, inputs, hint = self.artefact(key)
-        if key == "photos" and provenance.read(record) is None and self.photos.exists():
-            log.info("%s: recording the provenance of photos.csv as found (it is the run's root)", self.root)
-            provenance.record(record, files, inputs)  # the root: nothing upstream it could have missed
+        if key == "photos" and self.photos.exists() and not any(self.root.glob("*.provenance.json")):
+            self._adopt_legacy()  # no record at all: a run written before records were kept (a re-ingest keeps the others)
         return provenance.check(name, record, files, inputs, hint)
+
+    def _adopt_legacy(self) -> None:
+        """A run written before provenance was recorded: record, as found, each artefact that the evidence it carries
+        shows to be of these photos and this split (row counts, the regions' paths and held-out flags, the order of
+        writes that the stages kept); the rest stays unrecorded, so it is rebuilt or refused like any stale artefact."""
+        try:
+            n, adopted = len(pd.read_csv(self.photos, usecols=["path"])), ["photos"]
+            self.record("photos")
+            if self.embeddings.exists() and storage.read_npy(self.embeddings, mmap=True).shape[0] == n:
+                self.record("embeddings")
+                adopted.append("embeddings")
+            if self.split.exists() and len(storage.read_json(self.split)["is_test"]) == n:
+                self.record("split")
+                adopted.append("split")
+                is_test = np.asarray(storage.read_json(self.split)["is_test"], bool)
+                paths = pd.read_csv(self.photos, usecols=["path"], dtype=str, keep_default_na=False)["path"].to_numpy()
+                adopted += [self._adopt_kind(kind, paths, is_test) for kind in self.graphs()]
+                for ft in self.finetune_dirs():
+                    if ft.round_checkpoints() and _same_photos(ft.regions(0).csv, paths, is_test):
+                        provenance.record(ft.record, [], self.finetune_inputs(ft.read_config().get("finetune", {})))
+                        adopted.append(str(ft.root.relative_to(self.root)))
+            log.warning("%s was written before provenance was recorded: recorded as found %s; anything else is rebuilt "
+                        "or refused as stale", self.root, ", ".join(a for a in adopted if a))
+        except (OSError, KeyError, ValueError, Stale) as why:  # read-only, or not a whole run: everything reads as stale
+            log.warning("%s: no provenance recorded for its older artefacts (%s)", self.root, why)
+
+    def _adopt_kind(self, kind: str, paths: np.ndarray, is_test: np.ndarray) -> str:
+        if self.graph(kind).stat().st_mtime < self.split.stat().st_mtime:
+            return ""
+        self.record(f"graph:{kind}")
+        if not _same_photos(self.regions(kind).csv, paths, is_test):
+            return f"graph_{kind}"
+        self.record(f"regions:{kind}")
+        if self.held_out(kind).exists() and self.held_out(kind).stat().st_mtime >= self.regions(kind).csv.stat().st_mtime:
+            self.record(f"held_out:{kind}")
+        return f"graph_{kind}, regions_{kind}"
 
     def is_current(self, key: str) -> bool:
         try:
@@ -786,6 +823,14 @@ class Run(Folder):
         lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
         return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
 
+
+
+def _same_photos(regions_csv: Path, paths: np.ndarray, is_test: np.ndarray) -> bool:
+    """Whether a partition's file lists these photos with these held-out flags (the evidence an older one carries)."""
+    if not regions_csv.exists():
+        return False
+    frame = pd.read_csv(regions_csv, usecols=["path", "test"], dtype={"path": str}, keep_default_na=False)
+    return np.array_equal(frame["path"].to_numpy(), paths) and np.array_equal(frame["test"].to_numpy(bool), is_test)
 
 
 def table_record(table: Path) -> Path:
