@@ -668,7 +668,7 @@ class Run(Folder):
         if (home := self._linked(key)) is not None:
             return home.check(key)
         name, record, files, inputs, hint = self.artefact(key)
-        if key == "photos" and self.photos.exists() and not any(self.root.glob("*.provenance.json")):
+        if self.photos.exists() and not any(self.root.glob("*.provenance.json")):
             self._adopt_legacy()  # no record at all: a run written before records were kept (a re-ingest keeps the others)
         return provenance.check(name, record, files, inputs, hint)
 
@@ -698,13 +698,15 @@ class Run(Folder):
             log.warning("%s: no provenance recorded for its older artefacts (%s)", self.root, why)
 
     def _adopt_kind(self, kind: str, paths: np.ndarray, is_test: np.ndarray) -> str:
-        if self.graph(kind).stat().st_mtime < self.split.stat().st_mtime:
+        train_sites = np.flatnonzero(pd.read_csv(self.sites, usecols=["train"])["train"].to_numpy(bool))
+        if not np.isin(storage.read_npy(self.graph(kind)), train_sites).all():  # over another split's training sites
             return ""
         self.record(f"graph:{kind}")
         if not _same_photos(self.regions(kind).csv, paths, is_test):
             return f"graph_{kind}"
         self.record(f"regions:{kind}")
-        if self.held_out(kind).exists() and self.held_out(kind).stat().st_mtime >= self.regions(kind).csv.stat().st_mtime:
+        if self.held_out(kind).exists() and np.array_equal(
+                pd.read_csv(self.held_out(kind), usecols=["photo"])["photo"].to_numpy(), np.flatnonzero(is_test)):
             self.record(f"held_out:{kind}")
         return f"graph_{kind}, regions_{kind}"
 
