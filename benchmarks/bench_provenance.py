@@ -40,7 +40,8 @@ def main() -> None:
     graph = run.graphs()[0]
     rows = {"predictor_version": per_call_ms(lambda: predictor_version(run.root, PredictConfig()), a.repeat),
             f"check regions:{graph}": per_call_ms(lambda: run.check(f"regions:{graph}"), a.repeat),
-            "read embeddings.npy (no check)": per_call_ms(lambda: np.asarray(storage.read_npy(run.embeddings)), a.repeat)}
+            "read embeddings.npy (no check)": per_call_ms(lambda: np.asarray(storage.read_npy(run.embeddings)),
+                                                          a.repeat)}
     for record in run.root.glob("*.provenance.json"):  # every stamp moved: the contents decide once, then stamps again
         saved = storage.read_json(record)
         storage.write_json(record, {**saved, "stamps": {k: "0:0" for k in saved["stamps"]}})

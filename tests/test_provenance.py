@@ -17,10 +17,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, jpeg_bytes, textured
 
+from conftest import TINY, jpeg_bytes, textured
 from geoloc_core.base import storage
-from geoloc_core.config import EmbedConfig, EvalConfig, FinetuneConfig, GraphConfig, IngestConfig, PredictConfig, RegionConfig
+from geoloc_core.config import (
+    EmbedConfig,
+    EvalConfig,
+    FinetuneConfig,
+    GraphConfig,
+    IngestConfig,
+    PredictConfig,
+    RegionConfig,
+)
 from geoloc_core.features.encoders import load_encoder
 from geoloc_core.learn.classifier import load_region_head
 from geoloc_core.learn.finetune import finetune_rounds
@@ -31,14 +39,14 @@ from geoloc_core.runs.folders import Run
 from geoloc_core.runs.provenance import Stale
 
 FT = FinetuneConfig(graph="dt", rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
-PREDICT = PredictConfig(predictor=replace(PredictConfig().predictor, locator=replace(PredictConfig().predictor.locator, epochs=5)),
-                        device="cpu")
-ARTEFACTS = ("photos", "embeddings", "view:mirror", "split", "graph:dt", "graph:gg", "regions:dt", "regions:gg", "held_out:dt",
-             "finetune", "predictor", "table")
+QUICK = replace(PredictConfig().predictor, locator=replace(PredictConfig().predictor.locator, epochs=5))
+PREDICT = PredictConfig(predictor=QUICK, device="cpu")
+ARTEFACTS = ("photos", "embeddings", "view:mirror", "split", "graph:dt", "graph:gg", "regions:dt", "regions:gg",
+             "held_out:dt", "finetune", "predictor", "table")
 
 
 def _photos(root: Path, n_locations: int = 16) -> Path:
-    """Photos at `n_locations` places in two visually distinct halves, with a manifest (as conftest's manifest_folder)."""
+    """Photos at `n_locations` places in two visually distinct halves, with a manifest (as `manifest_folder`)."""
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(1)
     rows = []
@@ -74,7 +82,8 @@ def built(tmp_path_factory, tiny_checkpoint) -> Path:
         list(finetune_rounds(run.root, FT, run.root / "finetune_dt"))
         open_predictor(run.root, PREDICT)
         storage.write_csv(run.compare_table, pd.DataFrame({"method": ["a"], "median_km": [1.0]}))
-        run.record_table([run.compare_table], ["photos", "embeddings", "split", "regions:dt", "finetune:finetune_dt"], {"k": 1})
+        upstream = ["photos", "embeddings", "split", "regions:dt", "finetune:finetune_dt"]
+        run.record_table([run.compare_table], upstream, {"k": 1})
     finally:
         if previous is None:
             os.environ.pop("GEOLOC_CACHE_DIR")
@@ -145,24 +154,24 @@ def _other_checkpoint(run: Run) -> None:
 
 
 EVERYTHING = set(ARTEFACTS) - {"photos"}
+RESPLIT = GraphConfig(kinds=("dt", "gg"), test_frac=0.25)
+CUT_FROM_THE_SPLIT = {"regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}
 CASES = {
     # input changed: (how, the artefacts that must read as stale)
     "photos": (_reingest_without_one_photo, EVERYTHING),
-    "split seed": (lambda run: stages.run_graph(run.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25, split_seed=1)),
-                   {"regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
+    "split seed": (lambda run: stages.run_graph(run.root, replace(RESPLIT, split_seed=1)), CUT_FROM_THE_SPLIT),
     "graph": (_other_graph, {"regions:dt", "held_out:dt", "finetune", "predictor", "table"}),
     "regions": (lambda run: stages.cut_regions(run.root, RegionConfig(clip="hull", resolution=3.0), ("dt",)),
                 {"regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
     "embeddings": (lambda run: stages.run_embed(run.root, replace(run.pipeline_config().embed, patches=True)),
                    {"view:mirror", "regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
-    "encoder checkpoint": (_other_checkpoint,
-                           {"embeddings", "view:mirror", "regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
+    "encoder checkpoint": (_other_checkpoint, EVERYTHING - {"split", "graph:dt", "graph:gg"}),
     "evaluation seed": (lambda run: stages.run_evaluate(run.root, EvalConfig(seed=1), ("dt",)), set()),
-    "test share": (lambda run: stages.run_graph(run.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.4)),
-                   {"regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
+    "test share": (lambda run: stages.run_graph(run.root, replace(RESPLIT, test_frac=0.4)), CUT_FROM_THE_SPLIT),
 }
 UPSTREAM = {  # what each change must leave untouched, byte for byte
-    "photos": (), "split seed": ("photos", "embeddings", "view:mirror"), "graph": ("photos", "embeddings", "split", "graph:gg"),
+    "photos": (), "split seed": ("photos", "embeddings", "view:mirror"),
+    "graph": ("photos", "embeddings", "split", "graph:gg"),
     "regions": ("photos", "embeddings", "split", "graph:dt", "graph:gg"), "embeddings": ("photos", "split", "graph:dt"),
     "encoder checkpoint": ("photos", "split", "graph:dt"), "test share": ("photos", "embeddings", "view:mirror"),
     "evaluation seed": ("photos", "embeddings", "split", "graph:dt", "regions:dt"),
@@ -191,10 +200,11 @@ def test_a_changed_input_makes_exactly_its_downstream_stale(case, change):
 
 def _stale_is_refused_or_rebuilt(run: Run, stale: set[str]) -> None:
     """Each stale artefact's reader refuses it, naming what changed, or its caller rebuilds it."""
+    encoder = lambda: load_encoder(TINY.name, run.pipeline_config().embed.checkpoint, None, "cpu")  # noqa: E731
     readers = {"embeddings": run.read_embeddings, "regions:dt": lambda: run.regions("dt").labels(),
-               "regions:gg": lambda: run.regions("gg").read_summary(), "table": lambda: run.check_table([run.compare_table]),
-               "finetune": lambda: load_region_head(run.root / "finetune_dt" and run.finetune_dirs("dt")[0], 1,
-                                                    load_encoder(TINY.name, run.pipeline_config().embed.checkpoint, None, "cpu"))}
+               "regions:gg": lambda: run.regions("gg").read_summary(),
+               "table": lambda: run.check_table([run.compare_table]),
+               "finetune": lambda: load_region_head(run.finetune_dirs("dt")[0], 1, encoder())}
     for name in stale & readers.keys():
         with pytest.raises(Stale, match="changed"):
             readers[name]()
@@ -215,7 +225,8 @@ def _stale_is_refused_or_rebuilt(run: Run, stale: set[str]) -> None:
 
 def test_a_record_names_what_changed(case):
     stages.run_graph(case.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25, split_seed=1))
-    with pytest.raises(Stale, match=r"regions_dt.csv was made from other inputs \(split.json changed, graph_dt.npy changed\); run `geoloc regions`"):
+    message = r"regions_dt.csv was made from other inputs \(split.json changed, graph_dt.npy changed\); run `geoloc"
+    with pytest.raises(Stale, match=message):
         case.regions("dt").labels()
 
 
@@ -259,7 +270,7 @@ def test_wrong_length_labels_are_refused_not_hidden(case):
 def test_a_run_written_before_records_is_recorded_as_found_where_its_evidence_agrees(case):
     regions = case.regions("gg")
     frame = pd.read_csv(regions.csv)
-    storage.write_csv(regions.csv, frame.assign(test=~frame["test"]))  # cut for another split: its held-out flags say so
+    storage.write_csv(regions.csv, frame.assign(test=~frame["test"]))  # cut for another split: its flags say so
     for record in [*case.root.glob("*.provenance.json"), *case.root.glob("*/provenance.json")]:
         record.unlink()
     assert case.is_current("regions:dt") and case.is_current("held_out:dt") and case.finetune_dirs("dt")[0].is_current()

@@ -1,5 +1,6 @@
 """Issue 24's defects 1 and 6: nothing made before a re-split or a re-ingest is graded, offered or labelled as if it
-were of the run's photos and split now. (Written against the public API only, so they ran on the code before the fix.)"""
+were of the run's photos and split now. (Written against the public API only, so they ran on the code before the
+fix, and failed there.)"""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _resplit(run: Run) -> None:
 
 
 def test_an_experiment_after_a_resplit_grades_every_row_on_the_held_out_photos_of_now(tiny_run):
-    """Defect 1: the w/o and FT1 rows came from the fine-tuning folder of the old split, graded on its held-out photos."""
+    """Defect 1: the w/o and FT1 rows came from the old split's fine-tuning folder, graded on its held-out photos."""
     run = Run(tiny_run)
     run_experiment(run.root, FT, ("dt",))
     _resplit(run)

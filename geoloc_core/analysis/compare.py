@@ -140,7 +140,7 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     per_fold, fold_rows = [], []
     for f in range(cv.folds):
         is_test = fold == f
-        labels = split_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
+        labels = split_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions, without its places
         per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
         verified = per_fold[-1][verified_row(cfg.sources)]
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),

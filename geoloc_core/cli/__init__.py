@@ -511,8 +511,8 @@ def _cmd_compare(a) -> None:
     upstream = ["photos", "embeddings"]
     if cv.folds == 1:  # the run's own split and regions
         upstream += ["split"] + ([f"regions:{predict_cfg.graph}"] if run.regions(predict_cfg.graph).exists() else [])
-    run.record_table(run.compare_files, upstream, [settings(a, c, s) for c, s in ((CompareConfig, "compare"),
-                                                   (PredictorConfig, "predictor"), (PredictConfig, "predict"), (CrossValConfig, "cv"))])
+    sections = ((CompareConfig, "compare"), (PredictorConfig, "predictor"), (PredictConfig, "predict"), (CrossValConfig, "cv"))
+    run.record_table(run.compare_files, upstream, [settings(a, c, s) for c, s in sections])
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 

@@ -95,8 +95,9 @@ def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str, graph: 
     tokens) and split, the passes of test-time views, the fine-tuning round it retrieves with, the graph's regions where
     their centroids are candidates or the hierarchy classifies them, and its settings and database."""
     run = Run(run_dir)
-    inputs: dict[str, Any] = {**run.base_inputs(), "settings: predictor": provenance.settings(
-        {"format": PREDICTOR_FORMAT, "config": cfg, "database": database, "graph": graph if _depends_on_graph(cfg) else None})}
+    settings = {"format": PREDICTOR_FORMAT, "config": cfg, "database": database,
+                "graph": graph if _depends_on_graph(cfg) else None}
+    inputs: dict[str, Any] = {**run.base_inputs(), "settings: predictor": provenance.settings(settings)}
     for view in TTA_VIEWS[cfg.tta]:
         if view != "photo":
             inputs[run.view_embeddings(view).name] = lambda view=view: run.check(f"view:{view}")

@@ -262,7 +262,8 @@ class FinetuneRun(Folder):
 
     @property
     def record(self) -> Path:
-        """What the folder is trained from (`runs.provenance`): written before round 0, checked on every resume and read."""
+        """What the folder is trained from (`runs.provenance`): written before round 0, checked on every resume and
+        read."""
         return self.root / "provenance.json"
 
     def check(self) -> str:
@@ -286,7 +287,8 @@ class FinetuneRun(Folder):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def round_digest(self, r: int) -> str:
-        """Round r's backbone as an input: the folder's digest with its checkpoint's and re-embedded photos' contents."""
+        """Round r's backbone as an input: the folder's digest with its checkpoint's and re-embedded photos'
+        contents."""
         return provenance.settings([self.check(), provenance.outside_file(self.round_checkpoint(r)),
                                     provenance.outside_file(self.embeddings(r))])
 
@@ -389,8 +391,8 @@ class PredictorStore:
     @property
     def files(self) -> list[Path]:
         """Everything a saved predictor is (what its provenance record covers)."""
-        return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.root / "verifier.json", self.calibration,
-                self.region_probe, self.familiarity]
+        return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.root / "verifier.json",
+                self.calibration, self.region_probe, self.familiarity]
 
     @property
     def record(self) -> Path:
@@ -508,7 +510,8 @@ class Run(Folder):
     def latest_round(self, graph: str) -> tuple[FinetuneRun, int] | None:
         """The highest finished round for `graph` of a current folder (the newer where two reached it): (its folder, the
         round). A folder trained on another split or other photos is never offered."""
-        rounds = [(r, p.stat().st_mtime, ft) for ft in self.current_finetune_dirs(graph) for r, p in ft.round_checkpoints().items()]
+        rounds = [(r, p.stat().st_mtime, ft) for ft in self.current_finetune_dirs(graph)
+                  for r, p in ft.round_checkpoints().items()]
         if not rounds:
             return None
         r, _, ft = max(rounds, key=lambda t: t[:2])
@@ -517,11 +520,12 @@ class Run(Folder):
     def finished_rounds(self, graph: str) -> list[int]:
         """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the backbones
         a predictor can retrieve with (`PredictorConfig.ft_round`)."""
-        return sorted({r for ft in self.current_finetune_dirs(graph) for r in ft.round_checkpoints() if ft.embeddings(r).exists()})
+        return sorted({r for ft in self.current_finetune_dirs(graph) for r in ft.round_checkpoints()
+                       if ft.embeddings(r).exists()})
 
     def finetune_round(self, graph: str, r: int) -> FinetuneRun:
-        """The newest current fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded photos);
-        where only stale ones did, the newest one's `provenance.Stale` says what changed."""
+        """The newest current fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded
+        photos); where only stale ones did, the newest one's `provenance.Stale` says what changed."""
         finished = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]
         done = [ft for ft in finished if ft.is_current()]
         if finished and not done:
@@ -532,7 +536,8 @@ class Run(Folder):
 
     def iterations(self, graph: str) -> dict[str, RegionFiles]:
         """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
-        found = {"w/o": self.regions(graph)} if self.regions(graph).exists() and self.is_current(f"regions:{graph}") else {}
+        current = self.regions(graph).exists() and self.is_current(f"regions:{graph}")
+        found = {"w/o": self.regions(graph)} if current else {}
         for ft in self.current_finetune_dirs(graph):
             tag = "" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}" else f" ({ft.root.relative_to(self.root)})"
             for k in ft.region_rounds():
@@ -549,8 +554,8 @@ class Run(Folder):
         if parent == self.root:
             kind = name.removeprefix("regions_")
             current = self.held_out(kind).exists() and self.is_current(f"held_out:{kind}")  # stale answers: not shown
-            return PartitionSources(self.embeddings, None, None, {"w/o linear probe": self.held_out(kind)} if current else {},
-                                    self.pipeline_config().regions)
+            graded = {"w/o linear probe": self.held_out(kind)} if current else {}
+            return PartitionSources(self.embeddings, None, None, graded, self.pipeline_config().regions)
         ft, k = FinetuneRun(parent), int(name.removeprefix("regions_r"))
         head, head_emb = ft.round_checkpoint(k + 1), ft.embeddings(k + 1)
         graded = ({"w/o linear probe": ft.held_out(0)} if k == 0 else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
@@ -623,12 +628,13 @@ class Run(Folder):
             return ("photos.csv", self._record("photos"), [self.photos, self.rejected, self.ingest_meta],
                     {"settings: ingest": section("ingest", ("workers",))}, "ingest the photos again (`geoloc ingest`)")
         if kind == "embeddings":
-            inputs = {"photos.csv": up("photos"), "settings: embed": section("embed", ("batch_size", "device", "workers", "ray"))}
+            inputs = {"photos.csv": up("photos"),
+                      "settings: embed": section("embed", ("batch_size", "device", "workers", "ray"))}
             checkpoint = self.read_config().get("embed", {}).get("checkpoint")
             if checkpoint:
                 inputs["encoder checkpoint"] = lambda: provenance.outside_file(checkpoint)
-            return "embeddings.npy", self._record("embeddings"), [self.embeddings, self.patches, self.embed_meta], inputs, \
-                "embed the photos again (`geoloc embed`)"
+            return ("embeddings.npy", self._record("embeddings"), [self.embeddings, self.patches, self.embed_meta],
+                    inputs, "embed the photos again (`geoloc embed`)")
         if kind == "view":
             return (self.view_embeddings(arg).name, self._record(f"embeddings_{arg}"), [self.view_embeddings(arg)],
                     {"embeddings.npy": up("embeddings"), "view": arg}, "it is made again on its next use")
@@ -642,7 +648,8 @@ class Run(Folder):
             files = self.regions(arg)
             return (files.csv.name, files.record, files.files,
                     {"photos.csv": up("photos"), "embeddings.npy": up("embeddings"), "split.json": up("split"),
-                     self.graph(arg).name: up(f"graph:{arg}"), "settings: regions": section("regions")}, "run `geoloc regions`")
+                     self.graph(arg).name: up(f"graph:{arg}"), "settings: regions": section("regions")},
+                    "run `geoloc regions`")
         if kind == "held_out":
             return (self.held_out(arg).name, self._record(f"held_out_{arg}"), [self.held_out(arg)],
                     {self.regions(arg).csv.name: up(f"regions:{arg}"), "embeddings.npy": up("embeddings"),
@@ -669,7 +676,7 @@ class Run(Folder):
             return home.check(key)
         name, record, files, inputs, hint = self.artefact(key)
         if self.photos.exists() and not any(self.root.glob("*.provenance.json")):
-            self._adopt_legacy()  # no record at all: a run written before records were kept (a re-ingest keeps the others)
+            self._adopt_legacy()  # no record at all: written before records were kept (a re-ingest keeps the others)
         return provenance.check(name, record, files, inputs, hint)
 
     def _adopt_legacy(self) -> None:
@@ -694,7 +701,7 @@ class Run(Folder):
                         adopted.append(str(ft.root.relative_to(self.root)))
             log.warning("%s was written before provenance was recorded: recorded as found %s; anything else is rebuilt "
                         "or refused as stale", self.root, ", ".join(a for a in adopted if a))
-        except (OSError, KeyError, ValueError, Stale) as why:  # read-only, or not a whole run: everything reads as stale
+        except (OSError, KeyError, ValueError, Stale) as why:  # read-only, or not a whole run: all reads as stale
             log.warning("%s: no provenance recorded for its older artefacts (%s)", self.root, why)
 
     def _adopt_kind(self, kind: str, paths: np.ndarray, is_test: np.ndarray) -> str:
@@ -742,8 +749,9 @@ class Run(Folder):
         changed (or it has no record), naming which; its settings are its own."""
         saved = provenance.read(table_record(files[0])) or {"inputs": {}}
         inputs = {key: self._upstream(key) for key in saved["inputs"] if key != "settings"}
-        return provenance.check(files[0].name, table_record(files[0]), files,
-                                inputs | {"settings": saved["inputs"].get("settings", "")}, "run the command that wrote it again")
+        inputs["settings"] = saved["inputs"].get("settings", "")
+        return provenance.check(files[0].name, table_record(files[0]), files, inputs,
+                                "run the command that wrote it again")
 
     def _upstream(self, key: str) -> Callable[[], str]:
         kind, _, arg = key.partition(":")
@@ -767,7 +775,8 @@ class Run(Folder):
         return recorded.get("boundary") or recorded.get("clip", "hull")
 
     def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
-        """The accepted photos and the rejected ones; the ingest stage records them (`record("photos")`) with its settings."""
+        """The accepted photos and the rejected ones; the ingest stage records them (`record("photos")`) with its
+        settings."""
         self._record("photos").unlink(missing_ok=True)  # until recorded, no stage may take these for the old photos
         storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
         storage.write_csv(self.photos, table.frame)
