@@ -33,7 +33,7 @@ from geoloc_core.locate.locators import fit_regressor
 from geoloc_core.locate.predictor import locate, neighbour_coords, vote
 from geoloc_core.regions.partition import region_table
 from geoloc_core.runs.folders import Run
-from geoloc_core.runs.stages import split_regions
+from geoloc_core.runs.stages import fold_regions
 
 RECALL_KS = (1, 5, 10)
 
@@ -140,7 +140,7 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     per_fold, fold_rows = [], []
     for f in range(cv.folds):
         is_test = fold == f
-        labels = split_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions, without its places
+        labels = fold_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
         per_fold.append(method_answers(table, emb, patches, is_test, labels, *args))
         verified = per_fold[-1][verified_row(cfg.sources)]
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),

@@ -34,7 +34,7 @@ from geoloc_core.features.encoders import input_sides
 from geoloc_core.locate.build import fit_predictor
 from geoloc_core.locate.predictor import locate
 from geoloc_core.runs.folders import Run
-from geoloc_core.runs.stages import resized_embeddings, split_regions, view_embeddings
+from geoloc_core.runs.stages import fold_regions, resized_embeddings, view_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
         # the fold's w/o regions, cut without its locations from the run's embeddings (a row at another input size: from
         # its own, as a run embedded at that size cuts them)
-        labels = {size: split_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
+        labels = {size: fold_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
                   for size in {v.image_size for v in variants}}
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
                            "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train]})

@@ -89,7 +89,7 @@ def photo_regions(run: Run, graph: str) -> tuple[RegionFiles | None, np.ndarray]
         return None, np.full(n, -1)
     labels = files.labels()["region"].to_numpy()  # checks the partition's provenance
     if len(labels) != n:
-        raise Stale(files.csv.name, ["photos.csv"], "run `geoloc regions`")
+        raise Stale(files.csv.name, [run.photos.name], "run `geoloc regions`")
     return files, labels
 
 

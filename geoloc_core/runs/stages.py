@@ -137,7 +137,7 @@ def site_graph(xy_m: np.ndarray, is_test: np.ndarray, kind: str) -> SiteGraph:
                      edges=train_sites[build_graph(kind, sites[train_sites])], is_test=is_test)
 
 
-def split_regions(table: PhotoTable, emb: np.ndarray, is_test: np.ndarray, kind: str, cfg: RegionConfig) -> np.ndarray:
+def fold_regions(table: PhotoTable, emb: np.ndarray, is_test: np.ndarray, kind: str, cfg: RegionConfig) -> np.ndarray:
     """(N,) the w/o region of every photo for a split that is not the run's (a fold): graph and Louvain in memory."""
     projection = LocalProjection.centred_on(table.lat_deg, table.lon_deg)
     graph = site_graph(projection.to_xy_m(table.lat_deg, table.lon_deg), is_test, kind)
