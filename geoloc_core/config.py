@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "croatia-streetview"
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # the checkout: models/, .cache/, .streamlit/ live here
+DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "data" / "croatia-streetview"
 GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
 SOURCES = ("top1", "clusters", "gallery", "regions")  # where a predictor's candidate coordinates can come from

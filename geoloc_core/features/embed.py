@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from geoloc_core.base.images import ImageDecodeError, decode_image
+from geoloc_core.config import PROJECT_DIR
 from geoloc_core.features.encoders import Encoder, Head
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror"),  # config.TTAS -> 
 
 def cache_dir() -> Path:
     """Where embedding caches live: $GEOLOC_CACHE_DIR, else `.cache/` beside the package."""
-    return Path(os.environ.get("GEOLOC_CACHE_DIR", Path(__file__).resolve().parents[1] / ".cache"))
+    return Path(os.environ.get("GEOLOC_CACHE_DIR", PROJECT_DIR / ".cache"))
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from geoloc_core.base.storage import file_digest
+from geoloc_core.config import PROJECT_DIR
 from geoloc_core.features.towers import finish_forward, prefix_tokens
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,7 +31,7 @@ DEFAULT_ENCODER = "dinov2-vits14"
 
 def model_dir() -> Path:
     """Where installed weights live: $GEOLOC_MODEL_DIR, else `models/` beside the package."""
-    return Path(os.environ.get("GEOLOC_MODEL_DIR", Path(__file__).resolve().parents[1] / "models"))
+    return Path(os.environ.get("GEOLOC_MODEL_DIR", PROJECT_DIR / "models"))
 
 
 @dataclass(frozen=True)

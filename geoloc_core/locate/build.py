@@ -56,8 +56,10 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
         fit = np.flatnonzero(~held)
         fit_db = db.iloc[fit].reset_index(drop=True)
         calibrator_verifier = fit_verifier(emb[fit], lat[fit], lon[fit], groups[fit], cfg.locator) if cfg.verify else None
-        calibrator_index = database_index(retrieval_vectors(cfg.retrieval, desc[fit], emb[fit], calibrator_verifier), lat[fit], lon[fit], cfg.propagate)
-        calibrator = replace(predictor, index=calibrator_index, db=fit_db, region_probe=fit_region_probe(emb[fit], fit_db, cfg), verifier=calibrator_verifier)
+        calibrator_index = database_index(retrieval_vectors(cfg.retrieval, desc[fit], emb[fit], calibrator_verifier),
+                                          lat[fit], lon[fit], cfg.propagate)
+        calibrator = replace(predictor, index=calibrator_index, db=fit_db, region_probe=fit_region_probe(emb[fit], fit_db, cfg),
+                             verifier=calibrator_verifier)
         p_lat, p_lon, _, _ = locate(calibrator, desc[held], emb[held])
         predictor.calibration_errors_km = haversine_km(p_lat, p_lon, lat[held], lon[held])
     log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor, len(db),

@@ -23,9 +23,9 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from geoloc_core.config import DEFAULT_DATA, ServerConfig, from_dict
+from geoloc_core.config import DEFAULT_DATA, PROJECT_DIR, ServerConfig, from_dict
 
-CONFIG_FILE = Path(__file__).resolve().parents[1] / ".streamlit" / "geoloc.toml"
+CONFIG_FILE = PROJECT_DIR / ".streamlit" / "geoloc.toml"
 
 
 class Refused(ValueError):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoloc_core.base import storage
+from geoloc_core.config import PROJECT_DIR
 from geoloc_core.runs.folders import Folder
 from geoloc_core.server import access
 
@@ -218,7 +219,7 @@ def spawn(folder: Folder, argv: list[str], job_id: str | None = None, cfg=None) 
     env = {**os.environ, **access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
     with open(folder.log, "ab") as log_file:  # the child keeps its own handle
         proc = subprocess.Popen([*JOB_COMMAND, *argv], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=Path(__file__).resolve().parents[1], env=env)
+                                cwd=PROJECT_DIR, env=env)
     status = folder.read_status()
     if status is None or status.get("time", 0) < started:  # unless the child already said something itself
         folder.write_status("running", pid=proc.pid, **({"job": job_id} if job_id else {}))
