@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from geoloc_core.locate.predictor import candidates, locate, vote
 from geoloc_core.locate.store import load_predictor, open_predictor, predictor_store, save_predictor
 from geoloc_core.runs import stages
 from geoloc_core.runs.folders import PredictorStore, Run
+from geoloc_core.runs.provenance import Stale
 
 CPU = PredictConfig(device="cpu")
 
@@ -135,18 +137,22 @@ def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_ve
 def test_saved_predictor_is_reused_until_the_run_is_re_embedded(tiny_run):
     first = open_predictor(tiny_run, CPU)
     store = predictor_store(tiny_run, PredictorConfig(), "all", "dt")
-    stamp, built = store.meta.read_text(), store.index.stat().st_mtime_ns
+    record, built = store.record.read_text(), store.index.stat().st_mtime_ns
     open_predictor(tiny_run, CPU)
-    assert store.meta.read_text() == stamp  # loaded, not rebuilt
+    assert store.index.stat().st_mtime_ns == built  # loaded, not rebuilt
     os.utime(Run(tiny_run).embeddings)  # touched, not changed: the contents decide
     open_predictor(tiny_run, CPU)
-    assert store.index.stat().st_mtime_ns == built and json.loads(store.meta.read_text())["inputs"] == json.loads(stamp)["inputs"]
-    meta = store.meta
-    emb = np.load(Run(tiny_run).embeddings)
-    np.save(Run(tiny_run).embeddings, emb[::-1].copy())  # as if re-embedded by another model
+    assert store.index.stat().st_mtime_ns == built and json.loads(store.record.read_text())["digest"] == json.loads(record)["digest"]
+    run = Run(tiny_run)
+    stages.run_embed(tiny_run, dataclasses.replace(run.pipeline_config().embed, patches=True))  # embedded again
+    stages.cut_regions(tiny_run, run.pipeline_config().regions)  # the regions it weighs, cut again from them
     again = open_predictor(tiny_run, CPU)
-    assert json.loads(meta.read_text())["inputs"] != json.loads(stamp)["inputs"]
+    assert json.loads(store.record.read_text())["digest"] != json.loads(record)["digest"]
     assert first.verifier is not None and again.verifier is not None
+    emb = np.load(run.embeddings)
+    np.save(run.embeddings, emb[::-1].copy())  # replaced behind its record: no longer traceable, so refused
+    with pytest.raises(Stale, match="embeddings.npy was changed after it was recorded"):
+        open_predictor(tiny_run, CPU)
 
 
 def test_a_build_setting_rebuilds_the_saved_predictor_and_coverage_sets_the_radius(tiny_run, exif_folder, capsys):

@@ -13,8 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json", "sites.csv",
              "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log", "table.csv", "table.md",
              "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors", "regressor.safetensors",
-             "calibration_errors.npy",
-             "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv")
+             "calibration_errors.npy", "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv", "provenance.json")
 RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "shards", "checkpoints")
 
 

@@ -93,6 +93,7 @@ def compare_errors(run: Run) -> pd.DataFrame:
     """The verified predictor's held-out answers from `geoloc compare`: lat_deg, lon_deg (the truth), error_km."""
     if not run.compare_predictions.exists():
         raise FileNotFoundError(f"{run.root} has no compare predictions: run `geoloc compare` first, or use errors=loo")
+    run.check_table(run.compare_files)  # answers for other photos or another split are refused
     frame = pd.read_csv(run.compare_predictions, keep_default_na=False)
     return pd.DataFrame({"lat_deg": frame["true_lat_deg"], "lon_deg": frame["true_lon_deg"], "error_km": frame["error_km"]})
 

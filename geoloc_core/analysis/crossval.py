@@ -160,7 +160,7 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
     key = hashlib.sha1(np.packbits(is_test).tobytes() + settings.encode()
                        + "".join(storage.file_digest(p) for p in (run.photos, run.embeddings)).encode())
     same = fold.read_config().get("fold", {}).get("key") == key.hexdigest()
-    if same and all(fold.regions(g).exists() for g in graphs):
+    if same and all(fold.regions(g).exists() and fold.is_current(f"regions:{g}") for g in graphs):
         return  # already cut: a resumed cross-validation keeps it
     if not same and fold.exists():
         shutil.rmtree(fold.root)

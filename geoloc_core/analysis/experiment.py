@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,8 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     for graph in graphs:
         ft = out.finetune(graph)
         with ft.job():  # its state shows (and a killed experiment's folders read as stopped, to resume)
-            for result in finetune_rounds(run.root, dataclasses.replace(cfg, graph=graph), out_dir=ft.root):
+            graph_cfg = dataclasses.replace(cfg, graph=graph)
+            for result in finetune_rounds(run.root, graph_cfg, out_dir=ft.root, restart_stale=True):
                 log.info("%s %s: acc %.3f, %d regions", graph, result.name, result.metrics["acc"], result.metrics["n_regions"])
         graph_rows = round_rows(ft, graph)
         rows += graph_rows[:1] + [frozen_head_row(run.root, dataclasses.replace(cfg, graph=graph), ft, out)] + graph_rows[1:]
@@ -108,6 +110,9 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     write_tables({out.table_csv: table, out.table_md: to_markdown(table)})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root),
                                     "matched_regions": int(matched["n_regions"]), "matched_to": f"{matched['graph']} {matched['method']}"})
+    upstream = ["photos", "embeddings", "split", *(f"graph:{g}" for g in graphs),
+                *(f"finetune:{os.path.relpath(out.finetune(g).root, run.root)}" for g in graphs)]
+    run.record_table([out.table_csv, out.table_md], upstream, {"finetune": cfg, "graphs": graphs})
     return table
 
 
@@ -137,6 +142,8 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     verdicts = pd.DataFrame(_experiment_verdicts(held_out, graphs, cfg.rounds, resamples))
     write_tables({out.table_csv: table, out.verdicts: verdicts, out.table_md: to_markdown(with_intervals(table))})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root), "cross_validation": cv})
+    run.record_table([out.table_csv, out.verdicts, out.table_md], ["photos", "embeddings"],
+                     {"finetune": cfg, "graphs": graphs, "cv": cv})
     return table, verdicts
 
 

@@ -186,6 +186,7 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
     """Any two rows of the run's last lever table paired, from its per-photo errors (`RUN/levers_errors.csv`) and the same
     resampled locations: what a combination adds over one of its parts, without measuring anything again."""
     run = Run(Path(run_dir).resolve())
+    run.check_table(run.levers_files)
     errors = pd.read_csv(run.levers_errors)
     missing = [name for name in (row, reference) if name not in errors.columns[2:]]  # the rows, not photo and fold
     if missing:

@@ -75,6 +75,12 @@ def _cmd_compare(a) -> None:
               "places]):")
         print_table(with_intervals(pd.DataFrame(result.folds)).to_dict("records"),
                     ("fold", "n_locations", "n_photos", "radius_km@90", "within_radius", "unfamiliar"))
+    upstream = ["photos", "embeddings"]
+    if not folded:  # the run's own split and regions
+        upstream += ["split"] + ([f"regions:{predict_cfg.graph}"] if run.regions(predict_cfg.graph).exists() else [])
+    sections = ((CompareConfig, "compare"), (PredictorConfig, "predictor"), (PredictConfig, "predict"),
+                (CrossValConfig, "cv"))
+    run.record_table(run.compare_files, upstream, [settings(a, c, s) for c, s in sections])
     print(f"-> {run.compare_table}, {run.compare_predictions} (the verified prediction per held-out photo)")
 
 
@@ -99,6 +105,7 @@ def _cmd_levers(a) -> None:
     result = measure_levers(a.run, variants, finetune, cv)
     write_tables({run.levers_table: pd.DataFrame(result.rows), run.levers_verdicts: pd.DataFrame(result.verdicts),
                   run.levers_errors: result.errors})
+    run.record_table(run.levers_files, ["photos", "embeddings"], [variants, finetune, cv])
     print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"),
                 ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "changes"))
     print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Each lever minus the default, "

@@ -89,7 +89,9 @@ class BackboneHead:
 
 
 def load_region_head(ft: FinetuneRun, r: int, encoder: Encoder) -> RegionHead:
-    """Round r's checkpoint of `ft` on top of `encoder` (weights only, never unpickled code); refuses another encoder's."""
+    """Round r's checkpoint of `ft` on top of `encoder` (weights only, never unpickled code); refuses another encoder's,
+    and one whose folder was trained on another split, other photos or embeddings (`FinetuneRun.check`)."""
+    ft.check()
     path = ft.round_checkpoint(r)
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("encoder", encoder.key) != encoder.key:

@@ -40,7 +40,9 @@ from geoloc_core.ingest.photos import PhotoTable
 from geoloc_core.learn.classifier import RegionClassifier
 from geoloc_core.regions.boundaries import ClipArea, clip_area
 from geoloc_core.regions.partition import SiteGraph
+from geoloc_core.runs import provenance
 from geoloc_core.runs.folders import FinetuneRun, Run
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.runs.stages import write_regions
 
 log = logging.getLogger(__name__)
@@ -210,13 +212,17 @@ class FinetuneContext:
 
 
 def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = None,
-                    regions: RegionConfig | None = None) -> Iterator[RoundResult]:
+                    regions: RegionConfig | None = None, restart_stale: bool = False) -> Iterator[RoundResult]:
     """Yield w/o, FT1, ..., FT{cfg.rounds} for the run in `run_dir` (after `geoloc run` or its stages).
 
     Writes a `FinetuneRun` into `out_dir` (default: a new `finetune_{graph}` folder of the run):
     its config, metrics, checkpoints and, per round k, the regions cut from round k's features and
     its embeddings. If `out_dir` holds a checkpoint, the run resumes from it (with the config it was
     started with, else an error) and yields only the rounds it had not finished.
+
+    The folder's provenance record (what it is trained from: the run's photos, split, embeddings, graph and region
+    settings) is written before round 0; a folder whose run has changed since is refused (`provenance.Stale`), or, with
+    `restart_stale` (`geoloc experiment`), emptied and trained again: its rounds never mix two splits.
     """
     out = FinetuneRun(out_dir) if out_dir is not None else Run(run_dir).new_finetune(cfg.graph)
     state = load_checkpoint(out)
@@ -224,10 +230,20 @@ def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = N
         saved = FinetuneConfig(**{**out.read_config()["finetune"], "device": cfg.device})
         if saved != cfg:
             raise ValueError(f"{out.root} was started with {saved}; resume it with that config")
+        try:
+            out.check()
+        except Stale as stale:
+            if not restart_stale:
+                raise
+            log.warning("%s: training it again (%s)", out.root, stale)
+            out.clear()
+            state = None
     ctx = FinetuneContext(run_dir, cfg, out)
     regions = regions or ctx.pipeline.regions
     ctx.clip = clip_area(regions, ctx.table.lat_deg, ctx.table.lon_deg)
     storage.write_json(out.config, {"finetune": cfg, "regions": regions, "run_dir": str(ctx.run.root)})
+    if state is None:
+        provenance.record(out.record, [], ctx.run.finetune_inputs(storage.to_jsonable(cfg)))
     cut = lambda emb: ctx.graph.partition(emb, regions.negative, regions.resolution, regions.seed)  # noqa: E731
 
     if state is None:

@@ -22,6 +22,7 @@ from geoloc_core.locate.locators import fit_regressor, fit_verifier
 from geoloc_core.locate.predictor import Predictor, locate
 from geoloc_core.locate.retrieval import propagate_over_sites, retrieval_vectors
 from geoloc_core.runs.folders import FinetuneRun, RegionFiles, Run
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.runs.stages import view_embeddings
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,18 @@ def fit_region_probe(emb: np.ndarray, db: pd.DataFrame, cfg: PredictorConfig) ->
 
 
 def photo_regions(run: Run, graph: str) -> tuple[RegionFiles | None, np.ndarray]:
-    """The run's w/o regions of `graph` and the (N,) region of each of its photos (-1 everywhere if it has none)."""
+    """The run's w/o regions of `graph` and the (N,) region of each of its photos (-1 everywhere if it has none).
+
+    A partition cut from other photos, another split, other embeddings or settings is refused (`provenance.Stale`,
+    naming what changed), never replaced by "no region"."""
     files = run.regions(graph)
     n = len(run.photo_table())
     if not files.exists():
         return None, np.full(n, -1)
-    labels = files.labels()["region"].to_numpy()
-    return files, labels if len(labels) == n else np.full(n, -1)
+    labels = files.labels()["region"].to_numpy()  # checks the partition's provenance
+    if len(labels) != n:
+        raise Stale(files.csv.name, [run.photos.name], "run `geoloc regions`")
+    return files, labels
 
 
 def never_trained_on(tuned: FinetuneRun, r: int, n: int) -> np.ndarray:

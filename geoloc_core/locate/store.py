@@ -1,4 +1,5 @@
-"""Saved predictors: where each lives in a run, what it was built from, and opening one (rebuilt when stale)."""
+"""Saved predictors: where each lives in a run, what it was built from (its provenance record), and opening one
+(rebuilt when stale)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +25,9 @@ from geoloc_core.locate.build import build_predictor, photo_regions
 from geoloc_core.locate.index import load_index, save_index
 from geoloc_core.locate.locators import load_locator, locator_meta, save_locator
 from geoloc_core.locate.predictor import Predictor
-from geoloc_core.runs.folders import PredictorStore, Run, fingerprint
+from geoloc_core.runs import provenance
+from geoloc_core.runs.folders import PredictorStore, Run
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.runs.stages import view_embeddings
 
 log = logging.getLogger(__name__)
@@ -47,14 +51,14 @@ def locked(store: PredictorStore, shared: bool) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def save_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None = None, stamp: str | None = None) -> None:
+def save_predictor(predictor: Predictor, store: PredictorStore) -> None:
     """Index, database (without regions), vocabulary, verifier, calibration errors, then the meta file last (its
     presence marks a whole predictor, should the writer die midway), under the store's exclusive lock."""
     with locked(store, shared=False):
-        _write_predictor(predictor, store, inputs, stamp)
+        _write_predictor(predictor, store)
 
 
-def _write_predictor(predictor: Predictor, store: PredictorStore, inputs: str | None, stamp: str | None) -> None:
+def _write_predictor(predictor: Predictor, store: PredictorStore) -> None:
     store.meta.unlink(missing_ok=True)  # until the new one is whole, there is no predictor here
     save_index(predictor.index, store.index)
     storage.write_csv(store.db, predictor.db.drop(columns="region"))
@@ -75,9 +79,8 @@ def _write_predictor(predictor: Predictor, store: PredictorStore, inputs: str | 
     storage.write_npy(store.calibration, predictor.calibration_errors_km)
     storage.write_npy(store.familiarity, predictor.familiar_sims)
     classes = None if predictor.region_probe is None else predictor.region_probe.classes.tolist()
-    storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km, "inputs": inputs,
-                                    "stamp": stamp, "format": PREDICTOR_FORMAT, "region_classes": classes,
-                                    "auto": predictor.choice})
+    storage.write_json(store.meta, {"config": predictor.cfg, "bandwidth_km": predictor.bandwidth_km,
+                                    "format": PREDICTOR_FORMAT, "region_classes": classes, "auto": predictor.choice})
 
 
 def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = PredictConfig()) -> Predictor:
@@ -122,16 +125,23 @@ def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: s
     return Run(run_dir).predictor(cfg.descriptor, database, settings)
 
 
-def predictor_inputs(run_dir: Path, cfg: PredictorConfig, graph: str) -> list[Path]:
-    """The run's files a saved predictor is built from: photos, embeddings and split, the patch tokens for gem / vlad,
-    the graph's regions where their centroids are candidates or the hierarchy classifies them, the passes of test-time views."""
+def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> dict[str, Any]:
+    """What a saved predictor is built from, for its provenance record: the run's photos, embeddings (with their patch
+    tokens) and split, the passes of test-time views, the fine-tuning round it retrieves with, the graph's regions where
+    their centroids are candidates or the hierarchy classifies them, and its settings and database."""
     run = Run(run_dir)
-    files = [run.photos, run.embeddings, run.split] + ([run.patches] if cfg.descriptor != "cls" else [])
-    files += [run.view_embeddings(v) for v in TTA_VIEWS[cfg.tta] if v != "photo"]
+    settings = {"format": PREDICTOR_FORMAT, "config": cfg, "database": database,
+                "graph": graph if _depends_on_graph(cfg) else None}
+    inputs: dict[str, Any] = {**run.base_inputs(), "settings: predictor": provenance.settings(settings)}
+    for view in TTA_VIEWS[cfg.tta]:
+        if view != "photo":
+            inputs[run.view_embeddings(view).name] = lambda view=view: run.check(f"view:{view}")
     if cfg.ft_round:
         ft = run.finetune_round(graph, cfg.ft_round)
-        files += [ft.embeddings(cfg.ft_round), ft.round_checkpoint(cfg.ft_round)]
-    return files + ([run.regions(graph).csv] if "regions" in cfg.sources or _uses_regions(cfg) else [])
+        inputs[f"{ft.root.name} round {cfg.ft_round}"] = lambda: ft.round_digest(cfg.ft_round)
+    if _uses_regions(cfg):
+        inputs[run.regions(graph).csv.name] = lambda: run.check(f"regions:{graph}")
+    return inputs
 
 
 def _uses_regions(cfg: PredictorConfig) -> bool:
@@ -144,45 +154,37 @@ def _depends_on_graph(cfg: PredictorConfig) -> bool:
     return _uses_regions(cfg) or bool(cfg.ft_round)
 
 
-def inputs_digest(files: list[Path], cfg: PredictorConfig, database: str, graph: str) -> str:
-    """The digest of a predictor's input files' contents, with the format, its settings and the database."""
-    h = hashlib.sha1(json.dumps({"format": PREDICTOR_FORMAT, "config": storage.to_jsonable(cfg), "database": database,
-                                 "graph": graph if _depends_on_graph(cfg) else None}, sort_keys=True).encode())
-    for path in files:
-        if path.exists():
-            with open(path, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha1").digest())
-    return h.hexdigest()
-
-
 def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
-    """A cheap stamp (sizes and mtimes) of what an opened predictor depends on, the regions and classifiers included:
-    the key for a predictor held in memory (the app's)."""
+    """What an opened predictor depends on, the regions it labels with and the region head it picks included, as the
+    provenance digests of those artefacts (their records' stamps make this a few small reads): the key for a predictor
+    held in memory (the app's). A stale input gives a key of its own, so opening it again refuses or rebuilds it."""
     run = Run(run_dir)
-    return fingerprint([run.photos, run.embeddings, run.split, run.patches, run.regions(cfg.graph).csv,
-                        *run.round_checkpoints(cfg.graph)])
+    parts = []
+    for key in ("photos", "embeddings", "split", f"regions:{cfg.graph}"):
+        try:
+            parts.append(run.check(key))
+        except (Stale, FileNotFoundError) as why:
+            parts.append(f"{key}: {why}")
+    latest = run.latest_round(cfg.graph)
+    parts.append("" if latest is None else f"{latest[0].root}:{latest[1]}:{latest[0].round_digest(latest[1])}")
+    return provenance.settings(parts)
 
 
 def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
-    """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first
-    if there is none or what it was built from (settings included) has changed since. Checked, built and saved under
-    the store's exclusive lock, so two processes opening one store build it once; then loaded under its shared lock."""
-    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
-    with locked(store, shared=False):
-        _refresh_predictor(run_dir, cfg, database, store)
-    return load_predictor(store, run_dir, cfg)
-
-
-def _refresh_predictor(run_dir: Path, cfg: PredictConfig, database: str, store: PredictorStore) -> None:
-    """Build and write the predictor of `store` if there is none or what it was built from has changed."""
+    """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first if there is
+    none or its provenance record says it was built from anything (settings included) other than the run has now.
+    Checked, built and saved under the store's exclusive lock, so two processes opening one store build it once; then
+    loaded under its shared lock."""
     if cfg.predictor.tta != "none":
-        view_embeddings(run_dir, cfg.predictor.tta)  # the views' passes are inputs: made first, or the stamp changes with the build
-    files = predictor_inputs(run_dir, cfg.predictor, cfg.graph)
-    saved, stamp = store.read_meta(), fingerprint(files)
-    if saved.get("stamp") != stamp or saved.get("format") != PREDICTOR_FORMAT:  # touched or outdated: the contents decide
-        inputs = inputs_digest(files, cfg.predictor, database, cfg.graph)
-        if saved.get("inputs") != inputs:
-            built = build_predictor(run_dir, cfg.predictor, database, cfg.graph)
-            _write_predictor(built, store, inputs=inputs, stamp=stamp)
-        else:
-            storage.write_json(store.meta, {**saved, "stamp": stamp})
+        view_embeddings(run_dir, cfg.predictor.tta)  # the views' passes are inputs: made (or made again) first
+    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
+    inputs = predictor_inputs(run_dir, cfg.predictor, database, cfg.graph)
+    with locked(store, shared=False):
+        try:
+            provenance.check(store.root.name, store.record, store.files, inputs)
+        except Stale as stale:
+            log.info("building %s (%s)", store.root.name, stale)
+            store.record.unlink(missing_ok=True)
+            _write_predictor(build_predictor(run_dir, cfg.predictor, database, cfg.graph), store)
+            provenance.record(store.record, store.files, inputs)
+    return load_predictor(store, run_dir, cfg)

@@ -21,6 +21,8 @@ these classes for a path or a reader; none of them spells a file name.
       held_out_{kind}.csv                                    evaluate: the w/o probe's answer per held-out photo
       compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
       compare_folds.csv)
+      *.provenance.json                                      what each artefact was computed from (`runs.provenance`;
+                                                             `Run.artefact` says what, every reader checks it)
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +48,14 @@ import pandas as pd
 
 from geoloc_core.base import storage
 from geoloc_core.base.errors import UserError
-from geoloc_core.config import GRAPHS, PipelineConfig, RegionConfig
 from geoloc_core.base.geo import LocalProjection
+from geoloc_core.config import GRAPHS, FinetuneConfig, PipelineConfig, RegionConfig
 from geoloc_core.ingest.photos import IngestReport, PhotoTable
 from geoloc_core.regions.partition import SiteGraph, region_areas_km2
+from geoloc_core.runs import provenance
+from geoloc_core.runs.provenance import Stale
+
+log = logging.getLogger(__name__)
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -159,9 +167,13 @@ class Folder:
 
 @dataclass(frozen=True)
 class RegionFiles:
-    """One partition's three files: `{stem}.csv` (region per photo), `{stem}_summary.csv`, `{stem}.geojson`."""
+    """One partition's three files: `{stem}.csv` (region per photo), `{stem}_summary.csv`, `{stem}.geojson`.
+
+    `check` raises `provenance.Stale` where the partition no longer matches what it was cut from: every read calls it
+    (the run's regions check their own record, a fine-tuning round's its folder's)."""
 
     stem: Path
+    check: Callable[[], object] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def csv(self) -> Path:
@@ -178,9 +190,22 @@ class RegionFiles:
     def exists(self) -> bool:
         return self.csv.exists()
 
+    @property
+    def files(self) -> list[Path]:
+        return [self.csv, self.summary, self.geojson]
+
+    @property
+    def record(self) -> Path:
+        """Its provenance record (the run's regions; a fine-tuning round's partition is covered by its folder's)."""
+        return self.stem.with_name(self.stem.name + ".provenance.json")
+
     def remove(self) -> None:
-        for path in (self.csv, self.summary, self.geojson):
+        for path in (*self.files, self.record):
             path.unlink(missing_ok=True)
+
+    def _checked(self) -> None:
+        if self.check is not None:
+            self.check()
 
     def write(self, labels: pd.DataFrame, summary: pd.DataFrame, polygons: gpd.GeoDataFrame) -> None:
         storage.write_csv(self.csv, labels)
@@ -191,6 +216,7 @@ class RegionFiles:
         """path, region, test, outside: one row per photo of the run, in photos.csv order.
 
         `outside`: the photo lies outside the area the polygons were clipped to (False in files written before clipping)."""
+        self._checked()
         frame = pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
         return frame if "outside" in frame else frame.assign(outside=False)
 
@@ -199,9 +225,11 @@ class RegionFiles:
         return gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
 
     def polygons(self) -> dict:
+        self._checked()
         return json.loads(self.geojson.read_text())
 
     def read_summary(self) -> pd.DataFrame:
+        self._checked()
         summary = pd.read_csv(self.summary)
         if "area_km2" not in summary:  # written before regions recorded their areas
             frame = gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
@@ -230,8 +258,41 @@ class FinetuneRun(Folder):
         return dict(sorted(found.items()))
 
     def regions(self, r: int) -> RegionFiles:
-        """The regions cut from round r's features (r = 0: the pretrained ones), which round r + 1 learns."""
-        return RegionFiles(self.root / f"regions_r{r}")
+        """The regions cut from round r's features (r = 0: the pretrained ones), which round r + 1 learns; reading them
+        checks the folder (`check`)."""
+        return RegionFiles(self.root / f"regions_r{r}", self.check)
+
+    @property
+    def record(self) -> Path:
+        """What the folder is trained from (`runs.provenance`): written before round 0, checked on every resume and
+        read."""
+        return self.root / "provenance.json"
+
+    def check(self) -> str:
+        """The folder's provenance digest once the run's photos, split, embeddings, graph and region settings are still
+        those it was trained on; `provenance.Stale` otherwise."""
+        return Run(self.run_dir()).check_finetune(self)
+
+    def is_current(self) -> bool:
+        try:
+            self.check()
+        except Stale:
+            return False
+        return True
+
+    def clear(self) -> None:
+        """Remove all the folder's work (checkpoints, rounds, records), keeping its job state and log: a stale folder
+        started again."""
+        keep = {self.status.name, self.log.name}
+        for path in self.root.iterdir() if self.root.exists() else []:
+            if path.name not in keep:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def round_digest(self, r: int) -> str:
+        """Round r's backbone as an input: the folder's digest with its checkpoint's and re-embedded photos'
+        contents."""
+        return provenance.settings([self.check(), provenance.outside_file(self.round_checkpoint(r)),
+                                    provenance.outside_file(self.embeddings(r))])
 
     def region_rounds(self) -> list[int]:
         return sorted(int(p.stem.removeprefix("regions_r")) for p in self.root.glob("regions_r*.geojson")
@@ -245,13 +306,16 @@ class FinetuneRun(Folder):
         return self.root / f"held_out_r{r}.csv"
 
     def run_dir(self) -> Path:
-        """The run this folder fine-tunes (recorded absolute; a relative record from older versions is read against the
-        folder it was written in, else this folder's parents)."""
+        """The run this folder fine-tunes: the run folder it lies in (`finetune_*/`, `experiment/finetune_*/`), else the
+        one recorded (absolute; a relative record from older versions is read against this folder's parents)."""
+        for parent in self.root.resolve().parents[:2]:
+            if Run(parent).photos.exists():
+                return parent
         recorded = Path(self.read_config()["run_dir"])
         if recorded.is_absolute():
             return recorded
         for parent in self.root.resolve().parents:
-            if (parent / "photos.csv").exists():
+            if Run(parent).photos.exists():
                 return parent
         return recorded.resolve()
 
@@ -336,6 +400,17 @@ class PredictorStore:
     def read_meta(self) -> dict[str, Any]:
         return storage.read_json(self.meta) if self.meta.exists() else {}
 
+    @property
+    def files(self) -> list[Path]:
+        """Everything a saved predictor is (what its provenance record covers)."""
+        return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.root / "verifier.json", self.regressor,
+                self.calibration, self.region_probe, self.familiarity]
+
+    @property
+    def record(self) -> Path:
+        """What the predictor was built from (`runs.provenance`), written after the predictor is whole."""
+        return self.root / "provenance.json"
+
 
 @dataclass(frozen=True)
 class PartitionSources:
@@ -352,6 +427,7 @@ class PartitionSources:
 
 def _existing(paths: dict[str, Path]) -> dict[str, Path]:
     return {name: p for name, p in paths.items() if p.exists()}
+
 
 
 @dataclass(frozen=True)
@@ -424,8 +500,8 @@ class Run(Folder):
 
     # regions
     def regions(self, kind: str) -> RegionFiles:
-        """The w/o regions: Louvain on the pretrained features."""
-        return RegionFiles(self.root / f"regions_{kind}")
+        """The w/o regions: Louvain on the pretrained features (every read checks their provenance)."""
+        return RegionFiles(self.root / f"regions_{kind}", lambda: self.check(f"regions:{kind}"))
 
     # fine-tuning
     def prefix_tokens(self, encoder_key: str, unfrozen_blocks: int, photos_digest: str) -> Path:
@@ -448,13 +524,16 @@ class Run(Folder):
         candidates = (self.root / (f"finetune_{graph}" + (f"-{n}" if n > 1 else "")) for n in range(1, 10_000))
         return FinetuneRun(next(p for p in candidates if not p.exists()))
 
-    def round_checkpoints(self, graph: str = "*") -> list[Path]:
-        """Every round checkpoint of every fine-tuning folder for `graph`."""
-        return sorted(p for ft in self.finetune_dirs(graph) for p in ft.round_checkpoints().values())
+    def current_finetune_dirs(self, graph: str = "*") -> list[FinetuneRun]:
+        """The fine-tuning folders for `graph` trained on the run as it is now (its photos, split, embeddings, graph and
+        region settings): the only ones whose backbones and heads may be used (`FinetuneRun.check`)."""
+        return [ft for ft in self.finetune_dirs(graph) if ft.is_current()]
 
     def latest_round(self, graph: str) -> tuple[FinetuneRun, int] | None:
-        """The highest finished round for `graph` (the newer where two folders reached it): (its folder, the round)."""
-        rounds = [(r, p.stat().st_mtime, ft) for ft in self.finetune_dirs(graph) for r, p in ft.round_checkpoints().items()]
+        """The highest finished round for `graph` of a current folder (the newer where two reached it): (its folder, the
+        round). A folder trained on another split or other photos is never offered."""
+        rounds = [(r, p.stat().st_mtime, ft) for ft in self.current_finetune_dirs(graph)
+                  for r, p in ft.round_checkpoints().items()]
         if not rounds:
             return None
         r, _, ft = max(rounds, key=lambda t: t[:2])
@@ -463,19 +542,25 @@ class Run(Folder):
     def finished_rounds(self, graph: str) -> list[int]:
         """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the backbones
         a predictor can retrieve with (`PredictorConfig.ft_round`)."""
-        return sorted({r for ft in self.finetune_dirs(graph) for r in ft.round_checkpoints() if ft.embeddings(r).exists()})
+        return sorted({r for ft in self.current_finetune_dirs(graph) for r in ft.round_checkpoints()
+                       if ft.embeddings(r).exists()})
 
     def finetune_round(self, graph: str, r: int) -> FinetuneRun:
-        """The newest fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded photos)."""
-        done = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]
+        """The newest current fine-tuning folder for `graph` that finished round r (its checkpoint and re-embedded
+        photos); where only stale ones did, the newest one's `provenance.Stale` says what changed."""
+        finished = [ft for ft in self.finetune_dirs(graph) if r in ft.round_checkpoints() and ft.embeddings(r).exists()]
+        done = [ft for ft in finished if ft.is_current()]
+        if finished and not done:
+            max(finished, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime).check()
         if not done:
             raise FileNotFoundError(f"{self.root}: no fine-tuning over {graph.upper()} finished round {r} (geoloc finetune --graph {graph})")
         return max(done, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime)
 
     def iterations(self, graph: str) -> dict[str, RegionFiles]:
         """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
-        found = {"w/o": self.regions(graph)} if self.regions(graph).exists() else {}
-        for ft in self.finetune_dirs(graph):
+        current = self.regions(graph).exists() and self.is_current(f"regions:{graph}")
+        found = {"w/o": self.regions(graph)} if current else {}
+        for ft in self.current_finetune_dirs(graph):
             tag = "" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}" else f" ({ft.root.relative_to(self.root)})"
             for k in ft.region_rounds():
                 found[(f"after FT{k}" if k else "w/o (fine-tuning run)") + tag] = ft.regions(k)
@@ -490,8 +575,9 @@ class Run(Folder):
         parent, name = regions.stem.parent, regions.stem.name
         if parent == self.root:
             kind = name.removeprefix("regions_")
-            return PartitionSources(self.embeddings, None, None, _existing({"w/o linear probe": self.held_out(kind)}),
-                                    self.pipeline_config().regions)
+            current = self.held_out(kind).exists() and self.is_current(f"held_out:{kind}")  # stale answers: not shown
+            graded = {"w/o linear probe": self.held_out(kind)} if current else {}
+            return PartitionSources(self.embeddings, None, None, graded, self.pipeline_config().regions)
         ft, k = FinetuneRun(parent), int(name.removeprefix("regions_r"))
         head, head_emb = ft.round_checkpoint(k + 1), ft.embeddings(k + 1)
         graded = ({"w/o linear probe": ft.held_out(0)} if k == 0 else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
@@ -537,6 +623,15 @@ class Run(Folder):
         return self.root / "compare_folds.csv"
 
     @property
+    def compare_files(self) -> list[Path]:
+        """`geoloc compare`'s table and the files written with it (one provenance record: `record_table`)."""
+        return [self.compare_table, self.compare_predictions, self.compare_verdicts, self.compare_folds]
+
+    @property
+    def levers_files(self) -> list[Path]:
+        return [self.levers_table, self.levers_verdicts, self.levers_errors]
+
+    @property
     def levers_table(self) -> Path:
         return self.root / "levers.csv"
 
@@ -570,6 +665,154 @@ class Run(Folder):
         return UserError(f"{self.root} has no {Path(path).name} yet (`geoloc {stage}` writes it)",
                          f"Run `geoloc {stage}{data} --run {self.root}`, or {build_all} for every stage")
 
+    # provenance: what each of the run's artefacts is computed from (`runs.provenance` keeps the records)
+    def artefact(self, key: str) -> tuple[str, Path, list[Path], dict[str, Any], str]:
+        """The artefact `key` ("photos", "embeddings", "view:mirror", "split", "graph:dt", "regions:dt", "held_out:dt"):
+        its name in messages, its record, its files, its inputs today (label -> digest, computed only when compared)
+        and what rebuilds it."""
+        kind, _, arg = key.partition(":")
+        up = lambda k: lambda: self.check(k)  # noqa: E731  an upstream artefact, itself checked
+        section = lambda name, drop=(): lambda: provenance.settings(  # noqa: E731
+            {k: v for k, v in self.read_config().get(name, {}).items() if k not in drop})
+        if kind == "photos":
+            return ("photos.csv", self._record("photos"), [self.photos, self.rejected, self.ingest_meta],
+                    {"settings: ingest": section("ingest", ("workers",))}, "ingest the photos again (`geoloc ingest`)")
+        if kind == "embeddings":
+            inputs = {"photos.csv": up("photos"),
+                      "settings: embed": section("embed", ("batch_size", "device", "workers", "ray"))}
+            checkpoint = self.read_config().get("embed", {}).get("checkpoint")
+            if checkpoint:
+                inputs["encoder checkpoint"] = lambda: provenance.outside_file(checkpoint)
+            return ("embeddings.npy", self._record("embeddings"), [self.embeddings, self.patches, self.embed_meta],
+                    inputs, "embed the photos again (`geoloc embed`)")
+        if kind == "view":
+            return (self.view_embeddings(arg).name, self._record(f"embeddings_{arg}"), [self.view_embeddings(arg)],
+                    {"embeddings.npy": up("embeddings"), "view": arg}, "it is made again on its next use")
+        if kind == "split":
+            return ("split.json", self._record("split"), [self.split, self.sites, self.site_of_photo],
+                    {"photos.csv": up("photos"), "settings: graph": section("graph", ("kinds",))}, "run `geoloc graph`")
+        if kind == "graph":
+            return (self.graph(arg).name, self._record(f"graph_{arg}"), [self.graph(arg)],
+                    {"split.json": up("split"), "graph": arg}, "run `geoloc graph`")
+        if kind == "regions":
+            files = self.regions(arg)
+            return (files.csv.name, files.record, files.files,
+                    {"photos.csv": up("photos"), "embeddings.npy": up("embeddings"), "split.json": up("split"),
+                     self.graph(arg).name: up(f"graph:{arg}"), "settings: regions": section("regions")},
+                    "run `geoloc regions`")
+        if kind == "held_out":
+            return (self.held_out(arg).name, self._record(f"held_out_{arg}"), [self.held_out(arg)],
+                    {self.regions(arg).csv.name: up(f"regions:{arg}"), "embeddings.npy": up("embeddings"),
+                     "split.json": up("split"), "settings: eval": section("eval")}, "run `geoloc evaluate`")
+        raise KeyError(key)
+
+    def _record(self, stem: str) -> Path:
+        return self.root / f"{stem}.provenance.json"
+
+    def _linked(self, key: str) -> Run | None:
+        """The run whose artefact this is, where it is a link to another run's (a fold's photos and embeddings)."""
+        main = {"photos": self.photos, "embeddings": self.embeddings}.get(key)
+        return Run(main.resolve().parent) if main is not None and main.is_symlink() else None
+
+    def record(self, key: str) -> str:
+        """Record the artefact `key` as computed from today's inputs, once it is whole (its writer calls this)."""
+        name, record, files, inputs, _ = self.artefact(key)
+        return provenance.record(record, files, inputs)
+
+    def check(self, key: str) -> str:
+        """The artefact `key`'s provenance digest, once it is still what today's inputs make; `provenance.Stale`
+        (naming what changed and what to run) otherwise."""
+        if (home := self._linked(key)) is not None:
+            return home.check(key)
+        name, record, files, inputs, hint = self.artefact(key)
+        if self.photos.exists() and not any(self.root.glob("*.provenance.json")):
+            self._adopt_legacy()  # no record at all: written before records were kept (a re-ingest keeps the others)
+        return provenance.check(name, record, files, inputs, hint)
+
+    def _adopt_legacy(self) -> None:
+        """A run written before provenance was recorded: record, as found, each artefact that the evidence it carries
+        shows to be of these photos and this split (row counts, the regions' paths and held-out flags, the order of
+        writes that the stages kept); the rest stays unrecorded, so it is rebuilt or refused like any stale artefact."""
+        try:
+            n, adopted = len(pd.read_csv(self.photos, usecols=["path"])), ["photos"]
+            self.record("photos")
+            if self.embeddings.exists() and storage.read_npy(self.embeddings, mmap=True).shape[0] == n:
+                self.record("embeddings")
+                adopted.append("embeddings")
+            if self.split.exists() and len(storage.read_json(self.split)["is_test"]) == n:
+                self.record("split")
+                adopted.append("split")
+                is_test = np.asarray(storage.read_json(self.split)["is_test"], bool)
+                paths = pd.read_csv(self.photos, usecols=["path"], dtype=str, keep_default_na=False)["path"].to_numpy()
+                adopted += [self._adopt_kind(kind, paths, is_test) for kind in self.graphs()]
+                for ft in self.finetune_dirs():
+                    if ft.round_checkpoints() and _same_photos(ft.regions(0).csv, paths, is_test):
+                        provenance.record(ft.record, [], self.finetune_inputs(ft.read_config().get("finetune", {})))
+                        adopted.append(str(ft.root.relative_to(self.root)))
+            log.warning("%s was written before provenance was recorded: recorded as found %s; anything else is rebuilt "
+                        "or refused as stale", self.root, ", ".join(a for a in adopted if a))
+        except (OSError, KeyError, ValueError, Stale) as why:  # read-only, or not a whole run: all reads as stale
+            log.warning("%s: no provenance recorded for its older artefacts (%s)", self.root, why)
+
+    def _adopt_kind(self, kind: str, paths: np.ndarray, is_test: np.ndarray) -> str:
+        train_sites = np.flatnonzero(pd.read_csv(self.sites, usecols=["train"])["train"].to_numpy(bool))
+        if not np.isin(storage.read_npy(self.graph(kind)), train_sites).all():  # over another split's training sites
+            return ""
+        self.record(f"graph:{kind}")
+        if not _same_photos(self.regions(kind).csv, paths, is_test):
+            return f"graph_{kind}"
+        self.record(f"regions:{kind}")
+        if self.held_out(kind).exists() and np.array_equal(
+                pd.read_csv(self.held_out(kind), usecols=["photo"])["photo"].to_numpy(), np.flatnonzero(is_test)):
+            self.record(f"held_out:{kind}")
+        return f"graph_{kind}, regions_{kind}"
+
+    def is_current(self, key: str) -> bool:
+        try:
+            self.check(key)
+        except Stale:
+            return False
+        return True
+
+    def base_inputs(self) -> dict[str, Any]:
+        """The inputs most tables are computed from (photos, embeddings, split), for `provenance.record` / `check`."""
+        return {"photos.csv": lambda: self.check("photos"), "embeddings.npy": lambda: self.check("embeddings"),
+                "split.json": lambda: self.check("split")}
+
+    def finetune_inputs(self, finetune: dict[str, Any]) -> dict[str, Any]:
+        """What a fine-tuning folder with these settings is trained from: the run's photos, embeddings, split, the
+        graph it learns and the region settings its rounds are cut with."""
+        graph = finetune.get("graph", FinetuneConfig.graph)
+        return {**self.base_inputs(), self.graph(graph).name: lambda: self.check(f"graph:{graph}"),
+                "settings: regions": lambda: provenance.settings(self.read_config().get("regions", {})),
+                "settings: fine-tuning": provenance.settings({k: v for k, v in finetune.items() if k != "device"})}
+
+    def record_table(self, files: list[Path], upstream: list[str], settings: Any) -> str:
+        """Record a table (`geoloc compare`, `levers`, `experiment` ...: `files`, the first naming it) computed from the
+        run's artefacts `upstream` (keys of `artefact`, or "finetune:FOLDER" relative to the run) with `settings` (the
+        command's config objects); call it once the table is written."""
+        inputs = {key: self._upstream(key) for key in upstream} | {"settings": provenance.settings(settings)}
+        return provenance.record(table_record(files[0]), files, inputs)
+
+    def check_table(self, files: list[Path]) -> str:
+        """A table read against the run as it is now: `provenance.Stale` where one of the artefacts it was computed from
+        changed (or it has no record), naming which; its settings are its own."""
+        saved = provenance.read(table_record(files[0])) or {"inputs": {}}
+        inputs = {key: self._upstream(key) for key in saved["inputs"] if key != "settings"}
+        inputs["settings"] = saved["inputs"].get("settings", "")
+        return provenance.check(files[0].name, table_record(files[0]), files, inputs,
+                                "run the command that wrote it again")
+
+    def _upstream(self, key: str) -> Callable[[], str]:
+        kind, _, arg = key.partition(":")
+        return (lambda: FinetuneRun(self.root / arg).check()) if kind == "finetune" else (lambda: self.check(key))
+
+    def check_finetune(self, ft: FinetuneRun) -> str:
+        """A fine-tuning folder of this run checked against the run as it is today (`FinetuneRun.check`)."""
+        return provenance.check(str(ft.root.relative_to(self.root) if ft.root.is_relative_to(self.root) else ft.root),
+                                ft.record, [], self.finetune_inputs(ft.read_config().get("finetune", {})),
+                                "start a new fine-tuning run (`geoloc finetune`), or remove the folder")
+
     # readers
     def pipeline_config(self) -> PipelineConfig:
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -582,6 +825,9 @@ class Run(Folder):
         return recorded.get("boundary") or recorded.get("clip", "hull")
 
     def write_photos(self, table: PhotoTable, report: IngestReport) -> None:
+        """The accepted photos and the rejected ones; the ingest stage records them (`record("photos")`) with its
+        settings."""
+        self._record("photos").unlink(missing_ok=True)  # until recorded, no stage may take these for the old photos
         storage.write_csv(self.rejected, pd.DataFrame([vars(r) for r in report.rejected], columns=["path", "reason"]))
         storage.write_csv(self.to_locate, pd.DataFrame([vars(r) for r in report.to_locate], columns=["path", "reason"]))
         storage.write_csv(self.photos, table.frame)
@@ -595,6 +841,7 @@ class Run(Folder):
     def photo_table(self) -> PhotoTable:
         if not self.ingest_meta.exists():
             raise self.missing(self.ingest_meta)
+        self.check("photos")
         meta = storage.read_json(self.ingest_meta)
         text = {"path": str, "sha1": str, "group": str, "phash": str, "near_duplicate_of": str}
         frame = pd.read_csv(self.photos, dtype=text, keep_default_na=False)
@@ -614,6 +861,7 @@ class Run(Folder):
 
     def read_split(self) -> tuple[LocalProjection, np.ndarray]:
         """The local metric projection and the (N,) held-out flags."""
+        self.check("split")
         meta = storage.read_json(self.split)
         return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
 
@@ -622,6 +870,7 @@ class Run(Folder):
 
     def read_embeddings(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The unit photo embeddings, and the patch tokens (memory-mapped) if the run kept them, else None."""
+        self.check("embeddings")
         patches = storage.read_npy(self.patches, mmap=True) if self.patches.exists() else None
         return storage.read_npy(self.embeddings), patches
 
@@ -634,6 +883,7 @@ class Run(Folder):
         if not self.graph(kind).exists():
             raise UserError(f"{self.root} has no {kind.upper()} graph (built: {', '.join(self.graphs()) or 'none'})",
                             f"Run `geoloc graph --run {self.root} --graphs {kind}` (or `--graphs` what the run has)")
+        self.check(f"graph:{kind}")
         sites = self.read_sites()
         return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
                          train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),
@@ -641,10 +891,24 @@ class Run(Folder):
 
     def graph_edges_latlon(self, kind: str) -> pd.DataFrame:
         """The graph's edges as coordinate pairs (lat0, lon0, lat1, lon1), for drawing."""
+        self.check(f"graph:{kind}")
         sites, e = self.read_sites(), storage.read_npy(self.graph(kind))
         lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
         return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
 
+
+
+def _same_photos(regions_csv: Path, paths: np.ndarray, is_test: np.ndarray) -> bool:
+    """Whether a partition's file lists these photos with these held-out flags (the evidence an older one carries)."""
+    if not regions_csv.exists():
+        return False
+    frame = pd.read_csv(regions_csv, usecols=["path", "test"], dtype={"path": str}, keep_default_na=False)
+    return np.array_equal(frame["path"].to_numpy(), paths) and np.array_equal(frame["test"].to_numpy(bool), is_test)
+
+
+def table_record(table: Path) -> Path:
+    """The provenance record of a table the tools write (`compare.csv` -> `compare.provenance.json`)."""
+    return table.with_name(table.stem + ".provenance.json")
 
 
 def _raise_stop(signum, frame) -> None:

@@ -16,15 +16,17 @@ import numpy as np
 import pandas as pd
 
 from geoloc_core.base import storage
-from geoloc_core.regions.boundaries import ClipArea, clip_area
+from geoloc_core.base.geo import LocalProjection
 from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
+from geoloc_core.evaluate.linear_probe import fit_linear_probe
+from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, region_metrics
+from geoloc_core.evaluate.splits import grouped_split
 from geoloc_core.features.embed import TTA_VIEWS, EmbeddingCache, embed_images, mean_of_views
 from geoloc_core.features.encoders import load_encoder
-from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, region_metrics
-from geoloc_core.base.geo import LocalProjection
-from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.ingest.photos import IngestReport, PhotoTable, Rejection, load_photos
-from geoloc_core.evaluate.linear_probe import fit_linear_probe
+from geoloc_core.ingest.tracks import open_tagger
+from geoloc_core.regions.boundaries import ClipArea, clip_area
+from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.regions.partition import SiteGraph, region_polygons, region_table
 from geoloc_core.runs.folders import RegionFiles, Run
 from geoloc_core.evaluate.splits import grouped_split
@@ -51,6 +53,7 @@ def run_ingest(run_dir: Path, cfg: IngestConfig, source: Callable[[str | None], 
         raise nothing_accepted(report, Path(cfg.data), manifest and Path(manifest), tagger is not None)
     run.write_photos(table, report)
     run.record_config("ingest", cfg)
+    run.record("photos")
     run.append_metrics({"stage": "ingest", "n_candidates": report.n_candidates, "n_accepted": report.n_accepted,
                         "n_rejected": len(report.rejected), "n_to_locate": len(report.to_locate),
                         "n_places": report.places.n_places, "largest_place": report.places.largest_place,
@@ -77,6 +80,7 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     ok = result.ok
     if result.failed:
         _reject_more(run, table, {table.frame["path"].iat[i]: r for i, r in result.failed.items()})
+        run.record("photos")  # fewer photos: everything cut from the old list reads as stale
     storage.write_npy(run.embeddings, result.emb[ok])
     if result.patches is not None:
         storage.write_npy(run.patches, result.patches[ok])
@@ -84,6 +88,7 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
         run.patches.unlink()  # patch tokens of an earlier embedding no longer match these photos
     storage.write_json(run.embed_meta, {"encoder": encoder.key, "dim": int(result.emb.shape[1]), "n_failed": len(result.failed)})
     run.record_config("embed", cfg)
+    run.record("embeddings")
     run.append_metrics({"stage": "embed", "encoder": encoder.key, "n_embedded": int(ok.sum()), "n_failed": len(result.failed)})
     return result.emb[ok]
 
@@ -91,12 +96,12 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
 def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
     """(N, D) the run's photos embedded in the test-time views `tta` (config.TTAS): the unit mean of each photo's
     embedding and its other views' (its mirror image, its corner crops), as `embed_images(views=...)` gives a query.
-    Each view's pass is made once with the run's encoder and kept (`Run.view_embeddings`) until the run is embedded again."""
+    Each view's pass is made once with the run's encoder and kept (`Run.view_embeddings`) while its provenance record
+    says it is of the run's embeddings (made again after the run is embedded again)."""
     run = Run(run_dir)
     emb = run.read_embeddings()[0]
     views = TTA_VIEWS[tta]
-    stale = [v for v in views if v != "photo" and (not run.view_embeddings(v).exists()
-                                                   or run.view_embeddings(v).stat().st_mtime < run.embeddings.stat().st_mtime)]
+    stale = [v for v in views if v != "photo" and not run.is_current(f"view:{v}")]
     if stale:
         cfg = run.pipeline_config().embed
         encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
@@ -105,6 +110,7 @@ def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
             if result.failed:
                 raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
             storage.write_npy(run.view_embeddings(view), result.emb)
+            run.record(f"view:{view}")
     passes = [emb if v == "photo" else storage.read_npy(run.view_embeddings(v)) for v in views]
     return mean_of_views(np.stack(passes, axis=1).reshape(-1, emb.shape[1]), len(views))
 
@@ -164,6 +170,8 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
                                                "x_m": sites[:, 0], "y_m": sites[:, 1], "train": site_train}))
     storage.write_npy(run.site_of_photo, site_of_photo)
     run.write_split(projection, is_test)
+    run.record_config("graph", cfg)
+    run.record("split")  # every graph, region and fine-tuning of the split just replaced now reads as stale
     for kind in run.graphs():  # the probe's answers were for the held-out photos of the split just replaced
         run.held_out(kind).unlink(missing_ok=True)
     for kind in set(run.graphs()) - set(cfg.kinds):  # built on the split just replaced: gone, not stale
@@ -174,8 +182,8 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
         graph = site_graph(xy, is_test, kind)
         graphs[kind] = graph.edges  # in global site ids
         storage.write_npy(run.graph(kind), graphs[kind])
+        run.record(f"graph:{kind}")
         run.append_metrics({"stage": "graph", "graph": kind, "n_sites": int(len(graph.train_sites)), "n_edges": int(len(graph.edges))})
-    run.record_config("graph", cfg)
     return graphs
 
 
@@ -213,15 +221,16 @@ def cut_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
                     "regions CSV, column outside): %s%s", n_outside, len(table.frame), clip.name, ", ".join(names[:10]),
                     f" and {n_outside - 10} more" if n_outside > 10 else "")
     results = {}
-    for kind in kinds or run.graphs():
-        graph = run.site_graph(kind)
+    graphs = {kind: run.site_graph(kind) for kind in kinds or run.graphs()}
+    run.record_config("regions", cfg)  # from here, partitions cut with other settings read as stale
+    for kind, graph in graphs.items():
         labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
         run.held_out(kind).unlink(missing_ok=True)  # answers for the old regions: stale until `geoloc evaluate` grades the new ones
         summary = write_regions(run.regions(kind), table, graph, labels, projection, clip)
+        run.record(f"regions:{kind}")
         results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity,
                          "area_km2": float(summary["area_km2"].sum()), "n_outside": n_outside}
         run.append_metrics({"stage": "regions", "graph": kind, **results[kind]})
-    run.record_config("regions", cfg)
     return results
 
 
@@ -239,6 +248,7 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
     _, is_test = run.read_split()
     groups = table.frame["group"].to_numpy()
     results = {}
+    run.record_config("eval", cfg)
     for kind in kinds or run.graphs():
         if not run.regions(kind).exists():
             raise FileNotFoundError(f"{run.root} has no {kind.upper()} regions yet: run `geoloc regions` first")
@@ -246,13 +256,13 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
         probe = fit_linear_probe(emb[~is_test], labels[~is_test], groups[~is_test], seed=cfg.seed)
         pred = probe.predict(emb[is_test])
         storage.write_csv(run.held_out(kind), held_out_answers(pred, labels, table.lat_deg, table.lon_deg, is_test))
+        run.record(f"held_out:{kind}")
         metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
         metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
         metrics |= chance_metrics(labels, is_test)
         metrics |= {"n_regions": int(labels.max()) + 1, "n_test": int(is_test.sum()), "n_train": int((~is_test).sum())}
         results[kind] = metrics
         run.append_metrics({"stage": "evaluate", "graph": kind, "method": "w/o", **metrics})
-    run.record_config("eval", cfg)
     return results
 
 
