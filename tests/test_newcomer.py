@@ -152,7 +152,7 @@ class States:
         return path
 
     def _fold(self, path: Path) -> Path:
-        from geoloc_core.analysis.experiment import prepare_fold
+        from geoloc_core.analysis.crossval import prepare_fold
 
         parent = Run(self.path("regions"))
         fold = Run(path / "fold0")

@@ -18,9 +18,11 @@ from geoloc_core.base.images import thumbnail_uri, upright
 from geoloc_core.base.places import region_places
 from geoloc_core.config import PredictConfig
 from geoloc_core.features.embed import TTA_VIEWS
-from geoloc_core.locate.store import PREDICTOR_FORMAT, open_predictor, predictor_inputs, predictor_store, predictor_version
+from geoloc_core.locate.store import open_predictor, predictor_inputs, predictor_store, predictor_version
 from geoloc_core.regions.boundaries import ClipArea, boundary_area
+from geoloc_core.runs import provenance
 from geoloc_core.runs.folders import Folder, RegionFiles, Run, fingerprint
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.server import access, jobqueue, jobs
 from views import figures
 
@@ -252,6 +254,10 @@ def predictor_built(run: Run, cfg: PredictConfig) -> bool:
     minutes of the script thread; an editor's `geoloc predict` with those settings builds it."""
     if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta] if v != "photo"):
         return False
-    meta = predictor_store(run.root, cfg.predictor, "train", cfg.graph).read_meta()
-    stamp = fingerprint(predictor_inputs(run.root, cfg.predictor, cfg.graph))
-    return meta.get("stamp") == stamp and meta.get("format") == PREDICTOR_FORMAT
+    store = predictor_store(run.root, cfg.predictor, "train", cfg.graph)
+    try:
+        provenance.check(store.root.name, store.record, store.files, predictor_inputs(run.root, cfg.predictor, "train",
+                                                                                         cfg.graph))
+    except (Stale, FileNotFoundError):
+        return False
+    return True

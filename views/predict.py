@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from geoloc_core.base.images import upright
+from geoloc_core.base.storage import spreadsheet_safe
 from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, TTAS, PredictConfig, PredictorConfig, TogetherConfig, help_of
 from geoloc_core.ingest.photos import IMAGE_SUFFIXES
 from geoloc_core.locate.explain import explain_prediction
@@ -23,6 +24,7 @@ from views.common import (
     current_run,
     editor,
     held_out_photos,
+    plain,
     predictor,
     predictor_built,
     region_polygon,
@@ -98,7 +100,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
     preds, failed = predict(paths, model, keep_tokens=explain, groups=photo_groups(paths, TogetherConfig(together, gap_min)))
     explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
-        st.error(f"{shown_as[path]}: {reason}")
+        st.error(plain(f"{shown_as[path]}: {reason}"))
     images = [upright(p.path, 800) for p in preds]
     for p in preds:
         if p.path in truth:  # a held-out photo's recorded location is its truth
@@ -111,7 +113,7 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
 def downloads(frame, preds) -> None:
     """A fragment: picking a GIS format reruns these buttons only, not the batch's predictions."""
     c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 2])
-    c1.download_button("Predictions CSV", frame.to_csv(index=False), file_name="predictions.csv", mime="text/csv")
+    c1.download_button("Predictions CSV", spreadsheet_safe(frame).to_csv(index=False), file_name="predictions.csv", mime="text/csv")
     c2.download_button("GeoJSON", predictions_geojson(preds), file_name="predictions.geojson", mime="application/geo+json")
     c3.download_button("Map of the batch (HTML, opens offline)", lambda: standalone_html(prediction_map(frame, model.regions)),
                        file_name="predictions.html", mime="text/html")
@@ -123,7 +125,7 @@ def downloads(frame, preds) -> None:
 if preds:
     downloads(predictions_frame(preds), preds)
 for p, image, why in zip(preds, images, explained):
-    st.subheader(p.path)
+    st.subheader(plain(p.path))
     photo, facts = st.columns([1, 2])
     photo.image(image, width="stretch")
     facts.metric("Predicted location", f"{p.lat_deg:.5f}, {p.lon_deg:.5f}")

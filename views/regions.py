@@ -10,7 +10,7 @@ from geoloc_core.runs.folders import fingerprint
 from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
 from geoloc_core.share.maps import run_map, standalone_html
 from views import analysis, figures
-from views.common import basemap_online, boundary_upload, photos, region_details, run_with_graphs
+from views.common import basemap_online, boundary_upload, photos, plain, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
@@ -37,7 +37,7 @@ st.caption(f"{summary.shape[0]} regions over {len(table)} photos; held-out photo
            f"Polygons clipped to {'the uploaded boundary' if boundary else run.region_clip()}.")
 if table["outside"].any():
     where = boundary.name if boundary else "clip area (the coarse 1:110m land keeps a disc around their sites)"
-    st.warning(f"{int(table['outside'].sum())} of {len(table)} photos lie outside the {where}: they keep their region.")
+    st.warning(plain(f"{int(table['outside'].sum())} of {len(table)} photos lie outside the {where}: they keep their region."))
     st.dataframe(table.loc[table["outside"], ["path", "lat_deg", "lon_deg", "region"]], hide_index=True, width="stretch")
 
 with st.expander("Regions table", expanded=True):

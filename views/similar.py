@@ -14,7 +14,7 @@ from geoloc_core.ingest.photos import IMAGE_SUFFIXES
 from geoloc_core.locate.similar import HOW, Space, find_similar, photo_query, region_query, run_encoder, space_embeddings, spaces, upload_query
 from geoloc_core.runs.folders import Run, fingerprint
 from views import figures
-from views.common import basemap_online, photos, run_with_graphs
+from views.common import basemap_online, photos, plain, run_with_graphs
 
 SOURCES = ("a photo of this run", "a new photo", "a region")
 
@@ -76,7 +76,7 @@ elif source == SOURCES[1]:
     try:
         query = _upload_query(run, space, upload.getvalue(), Path(upload.name).name, version)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(plain(str(exc)))
         st.stop()
     st.image(upload.getvalue(), caption=upload.name, width=360)
 else:

@@ -146,7 +146,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
             emb = views[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             key = (v.predictor, v.image_size)
             if key not in fitted:
-                fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None, v.predictor, graph)
+                fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None, v.predictor,
+                                            graph, calibrate=False)  # levers report errors, never a radius
             predictor = fitted[key]
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])

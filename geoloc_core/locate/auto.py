@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import PredictorConfig
 from geoloc_core.evaluate.stats import estimate, location_folds, resample_places, weighted_median
@@ -59,6 +60,9 @@ def choose_settings(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | Non
 
     `db`, `emb`, `patches`: a database as `build.fit_predictor` takes it. Too few places for inner folds: the given
     settings, said so in the evidence."""
+    if cfg.descriptor != "cls" or cfg.retrieval != "image":  # the inner folds query with the class token, searched
+        raise UserError(f"--method auto chooses among settings of the cls descriptor retrieved by image (asked: "
+                        f"{cfg.descriptor}, {cfg.retrieval})", "Drop --descriptor and --retrieval, or use --method fixed")
     grid = auto_grid(cfg)
     groups = db["group"].to_numpy().astype(str)
     n_places = len(np.unique(groups))

@@ -165,15 +165,27 @@ class Folder:
             return None
 
 
-@dataclass(frozen=True)
 class RegionFiles:
     """One partition's three files: `{stem}.csv` (region per photo), `{stem}_summary.csv`, `{stem}.geojson`.
 
     `check` raises `provenance.Stale` where the partition no longer matches what it was cut from: every read calls it
-    (the run's regions check their own record, a fine-tuning round's its folder's)."""
+    (the run's regions check their own record, a fine-tuning round's its folder's). Equal, hashed and pickled (so keyed
+    by the app's caches) by its files alone: the check is a closure over the run, not data."""
 
-    stem: Path
-    check: Callable[[], object] | None = dataclasses.field(default=None, compare=False, repr=False)
+    def __init__(self, stem: Path, check: Callable[[], object] | None = None):
+        self.stem, self.check = Path(stem), check
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegionFiles) and other.stem == self.stem
+
+    def __hash__(self) -> int:
+        return hash(self.stem)
+
+    def __repr__(self) -> str:
+        return f"RegionFiles({str(self.stem)!r})"
+
+    def __reduce__(self) -> tuple:
+        return RegionFiles, (self.stem,)
 
     @property
     def csv(self) -> Path:
@@ -403,8 +415,8 @@ class PredictorStore:
     @property
     def files(self) -> list[Path]:
         """Everything a saved predictor is (what its provenance record covers)."""
-        return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.root / "verifier.json", self.regressor,
-                self.calibration, self.region_probe, self.familiarity]
+        return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.verifier.with_suffix(".json"),
+                self.regressor, self.regressor.with_suffix(".json"), self.calibration, self.region_probe, self.familiarity]
 
     @property
     def record(self) -> Path:
