@@ -246,6 +246,7 @@ def _roots(monkeypatch, *roots: Path) -> None:
 
 def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run, monkeypatch, tmp_path):
     pd.DataFrame([{"path": "bad.jpg", "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
+    Run(tiny_run).record("photos")  # as the ingest stage does once its files are written
     _roots(monkeypatch, tmp_path)
     at = page("views/data.py", tiny_run)
     assert not at.exception

@@ -81,6 +81,7 @@ def test_the_query_is_encoded_once_and_a_database_photo_matches_itself_in_place(
 def test_a_run_that_kept_its_patch_tokens_serves_the_neighbours_without_a_forward_pass(tiny_run, tiny_checkpoint):
     assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
                  "--device", "cpu"]) == 0
+    assert main(["regions", "--run", str(tiny_run)]) == 0  # embedded again: the regions weighed by it are cut again
     predictor = open_predictor(tiny_run, CPU)
     seen = _count_images(predictor.encoder)
     [pred], _ = predict([Path(predictor.db["path"].iat[2])], predictor, keep_tokens=True)
@@ -156,6 +157,7 @@ def test_cli_explain_goes_on_when_a_neighbour_with_stored_tokens_has_moved_away(
     """Stored patch tokens serve a neighbour whose photo is gone: its matches are listed, its pictures skipped, no crash."""
     assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
                  "--device", "cpu"]) == 0
+    assert main(["regions", "--run", str(tiny_run)]) == 0  # embedded again: the regions weighed by it are cut again
     original = Path(open_predictor(tiny_run, CPU).db["path"].iat[2])
     query = tmp_path / "query.jpg"
     query.write_bytes(original.read_bytes())
