@@ -129,3 +129,21 @@ def test_the_data_page_asks_before_building_a_finished_run_again(tiny_run, manif
     [yes] = [b for b in at.button if b.label.startswith("Yes, build")]
     yes.click().run()
     assert not at.exception and [j.user for j in jobqueue.all_jobs()] == [at.session_state["session_label"]]
+
+
+@pytest.mark.slow  # a tiny finished run, its predictor built by an editor, then the Predict page as a viewer
+def test_a_viewer_uses_a_predictor_an_editor_built_and_still_writes_nothing(tiny_run, monkeypatch):
+    from geoloc_core.config import PredictConfig
+    from geoloc_core.locate.store import open_predictor
+
+    open_predictor(tiny_run, PredictConfig(device="cpu"), database="train")  # the editor's build, default settings
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    before = _tree(tiny_run)
+    at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(tiny_run)
+    at.run()
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()  # a held-out photo, test-time views "none"
+    assert not at.exception
+    assert not any("not built yet" in i.value for i in at.info)  # the saved, current predictor answers
+    assert _tree(tiny_run) == before
