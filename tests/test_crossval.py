@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from geoloc_core.analysis.crossval import Folds, collect, informative, measures, paired_rows, summary, write_tables
+from geoloc_core.runs.folders import Run
 
 
 def answers_of(folds: Folds, error_km: np.ndarray, **columns: np.ndarray) -> list[pd.DataFrame]:
@@ -68,3 +69,17 @@ def test_tables_are_written_and_a_stale_one_removed(tmp_path):
                   stale: None})
     assert pd.read_csv(tmp_path / "table.csv").to_dict("records") == [{"method": "a", "acc": 0.5}]
     assert (tmp_path / "table.md").read_text() == "| a |\n" and not stale.exists()
+
+
+def test_a_fold_asked_for_another_graph_keeps_the_graphs_it_had(tiny_run, tmp_path):
+    """A resumed cross-validation that adds a graph keeps the fold's earlier graph, its regions current (and so its
+    finished fine-tuning): run_graph drops every graph it is not asked for."""
+    from geoloc_core.analysis.crossval import prepare_fold
+
+    parent, fold = Run(tiny_run), Run(tmp_path / "fold0")
+    is_test = np.arange(len(parent.photo_table())) % 3 == 0
+    prepare_fold(parent, fold, is_test, ("dt",))
+    dt_labels = fold.regions("dt").labels()
+    prepare_fold(parent, fold, is_test, ("gg",))
+    assert fold.graphs() == ["dt", "gg"] and fold.is_current("regions:dt") and fold.is_current("regions:gg")
+    assert fold.regions("dt").labels().equals(dt_labels)

@@ -171,7 +171,8 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
             link.symlink_to(source.resolve())
     fold.record_config("ingest", parent.ingest)
     fold.record_config("embed", parent.embed)
-    stages.run_graph(fold.root, dataclasses.replace(parent.graph, kinds=graphs), is_test=is_test)
+    kinds = tuple(dict.fromkeys((*fold.graphs(), *graphs))) if same else graphs  # run_graph drops graphs not asked
+    stages.run_graph(fold.root, dataclasses.replace(parent.graph, kinds=kinds), is_test=is_test)
     stages.cut_regions(fold.root, parent.regions, graphs)
     fold.record_config("fold", {"of": str(run.root), "key": key.hexdigest()})  # last: a fold cut halfway is cut again
 
