@@ -91,6 +91,7 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
         assert row["median_km_lo"] <= row["median_km"] <= row["median_km_hi"]
     # any two rows paired again from the saved per-photo errors: the table's own verdicts for a row against the default
     write_csv(run.levers_errors, table.errors)
+    run.record_table(run.levers_files, ["photos", "embeddings"], [variants, CFG, cv])  # as `geoloc levers` does
     again_paired = pair_rows(tiny_run, "FT1 backbone", "default", cv)
     assert again_paired == [v for v in table.verdicts if v["comparison"] == "FT1 backbone vs default"]
     with pytest.raises(ValueError, match="no row 'FT9'"):

@@ -22,6 +22,7 @@ inputs)` after writing the table, and `check("table.csv", table_record(path), [p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -109,6 +110,9 @@ def verified(name: str, path: Path, files: list[Path]) -> dict[str, Any]:
     if saved is None:
         raise Stale(name, [])
     existing = {Path(f).name: Path(f) for f in files if Path(f).exists()}
+    gone = [Path(f) for f in files if Path(f).name in saved["content"] and Path(f).name not in existing]
+    if gone:  # deleted, not changed: the stage that writes it is the next step (`Run.missing` says which)
+        raise FileNotFoundError(errno.ENOENT, f"{gone[0].name} is missing", str(gone[0]))
     if set(existing) != set(saved["content"]):
         raise Stale(name, ["its own files"])
     moved = {n: _stamp(f) for n, f in existing.items() if _stamp(f) != saved["stamps"].get(n)}
