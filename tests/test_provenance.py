@@ -131,8 +131,8 @@ def _files(run: Run, name: str) -> dict[str, str]:
 def _reingest_without_one_photo(run: Run) -> None:
     source = Path(run.read_ingest_meta()["root"])
     manifest = pd.read_csv(source / "manifest.csv")
-    manifest.iloc[1:].to_csv(run.root.parent / "fewer.csv", index=False)
-    stages.run_ingest(run.root, IngestConfig(data=str(source), manifest=str(run.root.parent / "fewer.csv"), workers=2))
+    manifest.iloc[1:].to_csv(source / "fewer.csv", index=False)  # its rows are read from its own folder
+    stages.run_ingest(run.root, IngestConfig(data=str(source), manifest=str(source / "fewer.csv"), workers=2))
 
 
 def _other_graph(run: Run) -> None:

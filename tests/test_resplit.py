@@ -47,7 +47,7 @@ def test_the_default_region_head_is_never_one_trained_on_todays_held_out_photos(
 
 def test_region_labels_of_another_photo_list_are_refused_not_hidden(tiny_run, manifest_folder, tmp_path):
     """Defect 6: regions cut before a re-ingest (one photo fewer) were replaced by -1 for every photo."""
-    pd.read_csv(manifest_folder / "manifest.csv").iloc[1:].to_csv(tmp_path / "fewer.csv", index=False)
-    stages.run_ingest(tiny_run, IngestConfig(data=str(manifest_folder), manifest=str(tmp_path / "fewer.csv")))
+    pd.read_csv(manifest_folder / "manifest.csv").iloc[1:].to_csv(manifest_folder / "fewer.csv", index=False)
+    stages.run_ingest(tiny_run, IngestConfig(data=str(manifest_folder), manifest=str(manifest_folder / "fewer.csv")))
     with pytest.raises(ValueError, match="photos.csv"):
         photo_regions(Run(tiny_run), "dt")

@@ -288,7 +288,7 @@ class FinetuneRun(Folder):
     def is_current(self) -> bool:
         try:
             self.check()
-        except Stale:
+        except (Stale, FileNotFoundError):  # changed, or gone
             return False
         return True
 
@@ -782,7 +782,7 @@ class Run(Folder):
     def is_current(self, key: str) -> bool:
         try:
             self.check(key)
-        except Stale:
+        except (Stale, FileNotFoundError):  # changed, or gone
             return False
         return True
 

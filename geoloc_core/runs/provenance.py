@@ -149,7 +149,7 @@ def is_current(name: str, path: Path, files: list[Path], inputs: Inputs) -> bool
     """Whether `check` passes (for listing only what may be used, as the Predict page's region heads)."""
     try:
         check(name, path, files, inputs)
-    except Stale:
+    except (Stale, FileNotFoundError):  # changed, or gone
         return False
     return True
 
