@@ -93,6 +93,7 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
 def test_regions_page_offers_the_offline_map_and_gis_files_and_names_photos_outside_the_land(tiny_run):
     labels = pd.read_csv(tiny_run / "regions_dt.csv")
     labels.assign(outside=labels.index < 3).to_csv(tiny_run / "regions_dt.csv", index=False)  # as a coastal run's at-sea photos
+    Run(tiny_run).record("regions:dt")  # as the regions stage records what it wrote
     at = page("views/regions.py", tiny_run)
     assert not at.exception
     buttons = [b.proto.label for b in at.get("download_button")]
