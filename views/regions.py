@@ -7,6 +7,7 @@ import streamlit as st
 from geoloc_core.config import GIS_FORMATS, ShareConfig, help_of
 from geoloc_core.regions.partition import match_labels
 from geoloc_core.runs.folders import fingerprint
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
 from geoloc_core.share.maps import run_map, standalone_html
 from views import analysis, figures
@@ -17,6 +18,14 @@ run, graphs = run_with_graphs()
 left, mid, right = st.columns(3)
 graph = left.selectbox("Graph", graphs, format_func=str.upper)
 options = run.iterations(graph)
+if not options:  # the graph is built, its regions are not (or were cut from other photos, embeddings or settings)
+    try:
+        run.check(f"regions:{graph}")
+    except FileNotFoundError:
+        st.info(plain(run.missing(run.regions(graph).csv)))
+    except Stale as stale:
+        st.info(plain(stale))
+    st.stop()
 iteration = mid.selectbox("Iteration", list(options))
 show_edges = right.toggle("Show graph edges", value=False)
 

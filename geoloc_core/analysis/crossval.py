@@ -165,7 +165,7 @@ def prepare_fold(run: Run, fold: Run, is_test: np.ndarray, graphs: tuple[str, ..
     if not same and fold.exists():
         shutil.rmtree(fold.root)
     fold.root.mkdir(parents=True, exist_ok=True)  # the same fold asked for more graphs: its finished work stays
-    for name in ("photos", "ingest_meta", "embeddings", "patches", "embed_meta"):
+    for name in ("photos", "rejected", "to_locate", "ingest_meta", "embeddings", "patches", "embed_meta"):
         source, link = getattr(run, name), getattr(fold, name)
         if source.exists() and not link.exists():
             link.symlink_to(source.resolve())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -737,6 +738,8 @@ class Run(Folder):
         if (home := self._linked(key)) is not None:
             return home.check(key)
         name, record, files, inputs, hint = self.artefact(key)
+        if not files[0].exists() and not record.exists():  # never made: `missing` names the stage that writes it
+            raise FileNotFoundError(errno.ENOENT, f"{name} was not made yet", str(files[0]))
         if self.photos.exists() and not any(self.root.glob("*.provenance.json")):
             self._adopt_legacy()  # no record at all: written before records were kept (a re-ingest keeps the others)
         return provenance.check(name, record, files, inputs, hint)
