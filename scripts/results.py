@@ -49,27 +49,38 @@ def _csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
 
 
-def _cross_validated(experiment: Experiment) -> CrossValidated | None:
-    table = _csv(experiment.table_csv)
-    if table is None:
+def _current(run: Run, files: list[Path]) -> bool:
+    """Whether the table `files` exists and still traces to the run as it is (a stale one is left out, and said)."""
+    if not files[0].exists():
+        return False
+    if why := run.stale_table(files):
+        print(f"{files[0]}: left out ({why})")
+    return why is None
+
+
+def _cross_validated(run: Run, experiment: Experiment) -> CrossValidated | None:
+    if not _current(run, experiment.files):
         return None
     config = experiment.read_config()
     cv, ft = config.get("cross_validation", {}), config.get("finetune", {})
     label = (f"{cv.get('folds', '?')}-fold over locations, seed {cv.get('seed', '?')}, "
              f"{ft.get('rounds', '?')} rounds x {ft.get('epochs', '?')} epochs")
-    return CrossValidated(label, table, _csv(experiment.verdicts))
+    return CrossValidated(label, _csv(experiment.table_csv), _csv(experiment.verdicts))
 
 
 def read_tables(run: Run) -> RunTables:
-    """Every table the tools wrote into the run folder (None for a command not run)."""
+    """Every table the tools wrote into the run folder that still traces to it (None for a command not run, or run
+    on other photos, embeddings or settings)."""
     rows = summary_rows(run.root)
+    compared, levers = _current(run, run.compare_files), _current(run, run.levers_files)
     return RunTables(
         summary=pd.DataFrame(rows) if rows else None,
-        experiment=_csv(run.experiment.table_csv),
-        cross_validated=tuple(cv for e in run.cross_validations() if (cv := _cross_validated(e)) is not None),
-        compare=_csv(run.compare_table), compare_verdicts=_csv(run.compare_verdicts),
-        compare_folds=_csv(run.compare_folds),
-        levers=_csv(run.levers_table), levers_verdicts=_csv(run.levers_verdicts))
+        experiment=_csv(run.experiment.table_csv) if _current(run, run.experiment.files) else None,
+        cross_validated=tuple(cv for e in run.cross_validations() if (cv := _cross_validated(run, e)) is not None),
+        compare=_csv(run.compare_table) if compared else None,
+        compare_verdicts=_csv(run.compare_verdicts) if compared else None,
+        compare_folds=_csv(run.compare_folds) if compared else None,
+        levers=_csv(run.levers_table) if levers else None, levers_verdicts=_csv(run.levers_verdicts) if levers else None)
 
 
 def _title(page: Path) -> str:

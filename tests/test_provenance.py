@@ -276,3 +276,34 @@ def test_a_run_written_before_records_is_recorded_as_found_where_its_evidence_ag
     assert case.is_current("regions:dt") and case.is_current("held_out:dt") and case.finetune_dirs("dt")[0].is_current()
     assert case.is_current("graph:gg") and not case.is_current("regions:gg")
     assert not _current(case, "predictor")  # no record: rebuilt on its next use
+
+
+def test_a_stale_table_is_shown_nowhere(case):
+    """After a re-split, the Evaluate page, the report and the w/o summary leave out what was computed from the old
+    split and say what changed, instead of showing it."""
+    from streamlit.testing.v1 import AppTest
+
+    from geoloc_core.share.report import report_html
+
+    assert [row["graph"] for row in stages.summary_rows(case.root)] == ["dt", "gg"]
+    stages.run_graph(case.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25, split_seed=1))
+    assert stages.summary_rows(case.root) == []
+    changed = "compare.csv was made from other inputs (finetune:finetune_dt changed, regions:dt changed, split changed)"
+    assert f"compare.csv is left out: {changed}" in report_html(case, tiles=False)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / "evaluate.py"), default_timeout=120)
+    at.session_state["run_dir"] = str(case.root)
+    at.run()
+    assert not at.exception and not any("method" in frame.value for frame in at.dataframe)  # coverage cells only
+    assert not any("geoloc compare (held-out)" in box.options for box in at.selectbox)  # nor its errors mapped
+    assert any("compare.csv is not shown" in w.value and "split changed" in w.value for w in at.warning)
+
+
+def test_a_folded_table_follows_the_region_settings_its_folds_cut_with(case):
+    """A cross-validated table records the run's region settings that its folds' labels depend on; settings that only
+    draw the polygons leave it current."""
+    storage.write_csv(case.levers_table, pd.DataFrame({"method": ["a"], "median_km": [1.0]}))
+    case.record_table(case.levers_files, ["photos", "embeddings", "config:regions"], {"k": 1})
+    stages.cut_regions(case.root, RegionConfig(clip="hull", site_buffer_km=2.0), ("dt",))
+    assert case.stale_table(case.levers_files) is None
+    stages.cut_regions(case.root, RegionConfig(clip="hull", resolution=3.0), ("dt",))
+    assert "config:regions changed" in case.stale_table(case.levers_files)

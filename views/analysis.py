@@ -145,7 +145,8 @@ def coverage_section(run: Run) -> None:
         st.info(step)
         return
     left, mid, right = st.columns(3)
-    sources = (["loo"] if editor() else []) + (["compare"] if run.compare_predictions.exists() else [])
+    compared = run.compare_predictions.exists() and run.stale_table(run.compare_files) is None
+    sources = (["loo"] if editor() else []) + (["compare"] if compared else [])
     if not sources:  # a viewer starts no leave-location-out pass over every photo (minutes of the script thread)
         st.info("Not built yet: the coverage map needs the held-out answers of `geoloc compare`, which an editor can run.")
         return

@@ -135,6 +135,14 @@ def require(run: Run, *paths: Path) -> None:
         st.stop()
 
 
+def current_table(run: Run, files: list[Path]) -> bool:
+    """Whether the table `files` may be shown; a stale one is named instead, with what changed and what to run."""
+    why = run.stale_table(files)
+    if why:
+        st.warning(plain(f"{files[0].parent.name}/{files[0].name} is not shown: {why}"))
+    return why is None
+
+
 def run_with_graphs() -> tuple[Run, list[str]]:
     """The chosen run and the proximity graphs it has built; stops the page with a hint otherwise."""
     run = current_run()

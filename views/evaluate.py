@@ -8,7 +8,7 @@ from geoloc_core.evaluate.stats import with_intervals
 from geoloc_core.locate.auto import evidence_table
 from geoloc_core.runs.stages import summary_rows
 from views import analysis, figures
-from views.common import basemap_online, current_run
+from views.common import basemap_online, current_run, current_table
 
 st.header("Evaluate")
 run = current_run()
@@ -18,6 +18,7 @@ cross_validated = [x for x in run.cross_validations() if x.table_csv.exists()]
 if cross_validated:
     chosen = cross_validated[-1] if len(cross_validated) == 1 else st.selectbox(
         "Cross-validation", cross_validated, index=len(cross_validated) - 1, format_func=lambda x: x.root.name)
+if cross_validated and current_table(run, chosen.files):
     table = pd.read_csv(chosen.table_csv, keep_default_na=False)
     st.subheader(f"Experiment, {int(table['folds'].iloc[0])}-fold over locations: region classification on held-out locations")
     st.plotly_chart(figures.experiment_figure(table), width="stretch")
@@ -31,7 +32,7 @@ if cross_validated:
         st.markdown("**Paired differences** (the same held-out photos, resampled by location): which gaps are real")
         st.dataframe(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                      [["comparison", "metric", "difference", "interval", "verdict"]], hide_index=True, width="stretch")
-if run.experiment.table_csv.exists():
+if run.experiment.table_csv.exists() and current_table(run, run.experiment.files):
     table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
     st.subheader("Experiment on the run's one split: region classification on held-out locations")
     st.plotly_chart(figures.experiment_figure(table), width="stretch")
@@ -49,7 +50,8 @@ if rows:
     st.subheader("w/o (pretrained features), from `geoloc run`")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
-if run.compare_table.exists():
+compared = run.compare_table.exists() and current_table(run, run.compare_files)
+if compared:
     compare = pd.read_csv(run.compare_table)
     folded = "median_km_lo" in compare
     st.subheader("Locating photos: every method on held-out locations (`geoloc compare`)")
@@ -80,7 +82,7 @@ for store in run.predictors():
         if "median_km" in choice:
             st.dataframe(with_intervals(evidence_table(choice)), hide_index=True, width="stretch")
 
-if run.compare_predictions.exists():
+if compared and run.compare_predictions.exists():
     st.subheader("Error map: held-out photos, truth (green) to the verified prediction")
     errors = pd.read_csv(run.compare_predictions, keep_default_na=False)
     st.pydeck_chart(figures.error_deck(errors, online=basemap_online()), height=480)

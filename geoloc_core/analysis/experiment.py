@@ -112,7 +112,7 @@ def run_experiment(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
                                     "matched_regions": int(matched["n_regions"]), "matched_to": f"{matched['graph']} {matched['method']}"})
     upstream = ["photos", "embeddings", "split", *(f"graph:{g}" for g in graphs),
                 *(f"finetune:{os.path.relpath(out.finetune(g).root, run.root)}" for g in graphs)]
-    run.record_table([out.table_csv, out.table_md], upstream, {"finetune": cfg, "graphs": graphs})
+    run.record_table(out.files, upstream, {"finetune": cfg, "graphs": graphs})
     return table
 
 
@@ -142,8 +142,7 @@ def cross_validate(run_dir: Path, cfg: FinetuneConfig, graphs: tuple[str, ...] |
     verdicts = pd.DataFrame(_experiment_verdicts(held_out, graphs, cfg.rounds, resamples))
     write_tables({out.table_csv: table, out.verdicts: verdicts, out.table_md: to_markdown(with_intervals(table))})
     storage.write_json(out.config, {"finetune": cfg, "graphs": graphs, "run_dir": str(run.root), "cross_validation": cv})
-    run.record_table([out.table_csv, out.verdicts, out.table_md], ["photos", "embeddings"],
-                     {"finetune": cfg, "graphs": graphs, "cv": cv})
+    run.record_table(out.files, ["photos", "embeddings", "config:regions"], {"finetune": cfg, "graphs": graphs, "cv": cv})
     return table, verdicts
 
 

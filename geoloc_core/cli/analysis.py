@@ -78,6 +78,8 @@ def _cmd_compare(a) -> None:
     upstream = ["photos", "embeddings"]
     if not folded:  # the run's own split and regions
         upstream += ["split"] + ([f"regions:{predict_cfg.graph}"] if run.regions(predict_cfg.graph).exists() else [])
+    else:  # each fold cuts its own regions, with the run's region settings
+        upstream += ["config:regions"]
     sections = ((CompareConfig, "compare"), (PredictorConfig, "predictor"), (PredictConfig, "predict"),
                 (CrossValConfig, "cv"))
     run.record_table(run.compare_files, upstream, [settings(a, c, s) for c, s in sections])
@@ -105,7 +107,7 @@ def _cmd_levers(a) -> None:
     result = measure_levers(a.run, variants, finetune, cv)
     write_tables({run.levers_table: pd.DataFrame(result.rows), run.levers_verdicts: pd.DataFrame(result.verdicts),
                   run.levers_errors: result.errors})
-    run.record_table(run.levers_files, ["photos", "embeddings"], [variants, finetune, cv])
+    run.record_table(run.levers_files, ["photos", "embeddings", "config:regions"], [variants, finetune, cv])
     print_table(with_intervals(pd.DataFrame(result.rows)).to_dict("records"),
                 ("method", "median_km", "acc@0.1km", "acc@1km", "acc@25km", "acc@200km", "changes"))
     print(f"\n{cv.folds}-fold over locations; [95 % interval over held-out locations]. Each lever minus the default, "

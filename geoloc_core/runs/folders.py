@@ -50,7 +50,7 @@ import pandas as pd
 from geoloc_core.base import storage
 from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import LocalProjection
-from geoloc_core.config import GRAPHS, FinetuneConfig, PipelineConfig, RegionConfig
+from geoloc_core.config import GRAPHS, POLYGON_SETTINGS, FinetuneConfig, PipelineConfig, RegionConfig
 from geoloc_core.ingest.photos import IngestReport, PhotoTable
 from geoloc_core.regions.partition import SiteGraph, region_areas_km2
 from geoloc_core.runs import provenance
@@ -355,6 +355,11 @@ class Experiment(Folder):
     @property
     def verdicts(self) -> Path:
         return self.root / "verdicts.csv"
+
+    @property
+    def files(self) -> list[Path]:
+        """The table and the files written with it (one provenance record: `Run.record_table`)."""
+        return [self.table_csv, self.verdicts, self.table_md]
 
     def fold(self, i: int) -> Run:
         """Fold i of a cross-validated experiment: a run of its own split over the parent run's photos."""
@@ -813,14 +818,30 @@ class Run(Folder):
         """A table read against the run as it is now: `provenance.Stale` where one of the artefacts it was computed from
         changed (or it has no record), naming which; its settings are its own."""
         saved = provenance.read(table_record(files[0])) or {"inputs": {}}
-        inputs = {key: self._upstream(key) for key in saved["inputs"] if key != "settings"}
+        inputs = {key: _or_stale(self._upstream(key)) for key in saved["inputs"] if key != "settings"}
         inputs["settings"] = saved["inputs"].get("settings", "")
         return provenance.check(files[0].name, table_record(files[0]), files, inputs,
                                 "run the command that wrote it again")
 
+    def stale_table(self, files: list[Path]) -> str | None:
+        """Why the table `files` may not be shown (what changed since it was computed, or that it has no record), or
+        None when it may: every page and document that shows a table asks this first."""
+        try:
+            self.check_table(files)
+        except (Stale, FileNotFoundError) as why:
+            return str(why)
+        return None
+
     def _upstream(self, key: str) -> Callable[[], str]:
+        """The digest function of an upstream `key`: an artefact, "finetune:FOLDER", or "config:regions" (the region
+        settings the labels depend on, for tables whose folds cut their own regions)."""
         kind, _, arg = key.partition(":")
-        return (lambda: FinetuneRun(self.root / arg).check()) if kind == "finetune" else (lambda: self.check(key))
+        if kind == "finetune":
+            return lambda: FinetuneRun(self.root / arg).check()
+        if key == "config:regions":
+            return lambda: provenance.settings({k: v for k, v in self.read_config().get("regions", {}).items()
+                                                if k not in POLYGON_SETTINGS})
+        return lambda: self.check(key)
 
     def check_finetune(self, ft: FinetuneRun) -> str:
         """A fine-tuning folder of this run checked against the run as it is today (`FinetuneRun.check`)."""
@@ -911,6 +932,17 @@ class Run(Folder):
         lat, lon = sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()
         return pd.DataFrame({"lat0": lat[e[:, 0]], "lon0": lon[e[:, 0]], "lat1": lat[e[:, 1]], "lon1": lon[e[:, 1]]})
 
+
+
+def _or_stale(digest: Callable[[], str]) -> Callable[[], str]:
+    """An upstream digest that reads as changed where the upstream is itself stale or gone (so the table's message
+    names its own input, not the upstream's)."""
+    def read() -> str:
+        try:
+            return digest()
+        except (Stale, FileNotFoundError) as why:
+            return f"stale: {why}"
+    return read
 
 
 def _same_photos(regions_csv: Path, paths: np.ndarray, is_test: np.ndarray) -> bool:

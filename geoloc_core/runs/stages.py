@@ -277,12 +277,18 @@ def run_all(run_dir: Path, cfg: PipelineConfig, source: Callable[[str | None], P
 
 
 def summary_rows(run_dir: Path) -> list[dict]:
-    """The run's latest regions and w/o figures per graph, read from its metrics: shows a run, changes nothing."""
+    """The run's latest regions and w/o figures per graph, read from its metrics: shows a run, changes nothing. A
+    graph's figures are left out once its regions (or their grading) no longer trace to the run as it is."""
     run = Run(run_dir)
-    rows: dict[str, dict] = {}
+    latest: dict[tuple[str, str], dict] = {}  # (graph, stage) -> the stage's last record
     for record in run.read_metrics():
         if record.get("stage") in ("regions", "evaluate") and record.get("graph") in run.graphs():
-            if record["stage"] == "regions":
-                rows[record["graph"]] = {}  # a re-cut makes the earlier evaluation stale
-            rows.setdefault(record["graph"], {}).update({k: v for k, v in record.items() if k not in ("time", "stage")})
-    return [{"graph": k, **rows[k]} for k in run.graphs() if k in rows]
+            latest[record["graph"], record["stage"]] = {k: v for k, v in record.items() if k not in ("time", "stage")}
+    rows = []
+    for graph in run.graphs():
+        row = latest.get((graph, "regions"), {}) if run.is_current(f"regions:{graph}") else {}
+        if row and run.is_current(f"held_out:{graph}"):
+            row = row | latest.get((graph, "evaluate"), {})
+        if row:
+            rows.append({"graph": graph, **row})
+    return rows

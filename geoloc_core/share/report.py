@@ -100,7 +100,9 @@ def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:
 def _experiment_section(run: Run, charts: _Charts) -> str:
     out = []
     for done in run.cross_validations():
-        if done.table_csv.exists():
+        if done.table_csv.exists() and (stale := _stale(run, done.files)):
+            out.append(stale)
+        elif done.table_csv.exists():
             table = pd.read_csv(done.table_csv, keep_default_na=False, na_values=[""])
             out += [f"<h3>{int(table['folds'].iloc[0])}-fold over locations ({html.escape(done.root.name)})</h3>",
                     charts.add(experiment_chart(table)), _table(with_intervals(table.drop(columns=["folds", "round"], errors="ignore"))),
@@ -110,7 +112,9 @@ def _experiment_section(run: Run, charts: _Charts) -> str:
                 out += ["<p>Paired differences (the same held-out photos):</p>",
                         _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                                [["comparison", "metric", "difference", "interval", "verdict"]])]
-    if run.experiment.table_csv.exists():
+    if run.experiment.table_csv.exists() and (stale := _stale(run, run.experiment.files)):
+        out.append(stale)
+    elif run.experiment.table_csv.exists():
         table = pd.read_csv(run.experiment.table_csv, keep_default_na=False, na_values=[""])
         out += ["<h3>The run's one split</h3>", charts.add(experiment_chart(table)), _table(table)]
     return "<h2>Experiment: region classification on held-out locations</h2>" + "".join(out) if out else ""
@@ -119,6 +123,8 @@ def _experiment_section(run: Run, charts: _Charts) -> str:
 def _compare_section(run: Run, charts: _Charts) -> str:
     if not run.compare_table.exists():
         return ""
+    if stale := _stale(run, run.compare_files):
+        return "<h2>Locating photos: every method on held-out locations</h2>" + stale
     compare = pd.read_csv(run.compare_table)
     out = ["<h2>Locating photos: every method on held-out locations</h2>", charts.add(compare_chart(compare)),
            _table(with_intervals(compare))]
@@ -128,6 +134,12 @@ def _compare_section(run: Run, charts: _Charts) -> str:
                 _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                        [["comparison", "metric", "difference", "interval", "verdict"]])]
     return "".join(out)
+
+
+def _stale(run: Run, files: list[Path]) -> str:
+    """A note in place of a table that no longer traces to the run as it is ("" where it does): never shown stale."""
+    why = run.stale_table(files)
+    return f"<p class='note'>{html.escape(files[0].name)} is left out: {html.escape(why)}</p>" if why else ""
 
 
 class _Charts:
