@@ -116,13 +116,10 @@ def verified(name: str, path: Path, files: list[Path]) -> dict[str, Any]:
     if set(existing) != set(saved["content"]):
         raise Stale(name, ["its own files"])
     moved = {n: _stamp(f) for n, f in existing.items() if _stamp(f) != saved["stamps"].get(n)}
-    if moved:
-        if any(_content(str(existing[n].resolve()), s) != saved["content"][n] for n, s in moved.items()):
-            raise Stale(name, ["its own files"])
-        try:  # touched, not changed: remember the new stamps, so the next read is cheap again
-            storage.write_json(path, {**saved, "stamps": {**saved["stamps"], **moved}})
-        except OSError:
-            pass
+    # touched, not changed: the content decides (hashed once per process and stamp); a read never writes the record,
+    # so a viewer's page or a read-only run stays as it was
+    if any(_content(str(existing[n].resolve()), s) != saved["content"][n] for n, s in moved.items()):
+        raise Stale(name, ["its own files"])
     return saved
 
 
