@@ -174,6 +174,20 @@ def test_a_location_id_or_group_column_still_wins_over_places(manifest_folder):
     assert load_photos(manifest_folder)[0].frame["group"].nunique() == 1
 
 
+def test_a_manifest_with_some_keys_blank_keeps_one_spot_one_place(manifest_folder):
+    """Where a manifest's location_id is blank for some photos, a blank one at the spot of keyed photos joins their
+    place (and takes their key); blank ones elsewhere are grouped by radius, and keyed spots stay apart."""
+    manifest = pd.read_csv(manifest_folder / "manifest.csv")
+    manifest.loc[manifest["location_id"].isin(["L0", "L1"]) & (manifest.index % 2 == 1), "location_id"] = ""
+    manifest.loc[manifest["location_id"] == "L2", "location_id"] = ""  # a spot with no key at all
+    manifest.to_csv(manifest_folder / "manifest.csv", index=False)
+    group = load_photos(manifest_folder)[0].frame.set_index("path")["group"]
+    assert group["images/l00_1.jpg"] == group["images/l00_0.jpg"] == "L0"
+    assert group["images/l01_1.jpg"] == group["images/l01_0.jpg"] == "L1"
+    assert group["images/l02_0.jpg"] == group["images/l02_1.jpg"] not in {f"L{i}" for i in range(20)}
+    assert group.nunique() == 20
+
+
 def test_a_folder_with_only_untagged_photos_says_there_is_nothing_to_locate_them_by(mthood, tmp_path):
     for name in ("IMG_0461.JPG", "IMG_0500.JPG"):
         _resaved(mthood / name, tmp_path / name, gps=None)

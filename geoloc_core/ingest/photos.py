@@ -268,6 +268,14 @@ def _check_rows(locate: Locator, rows: pd.DataFrame, report: IngestReport, worke
     return frame
 
 
+def _same_place_pairs(places: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """(P, 2) pairs linking the photos of each place in `chosen` into a chain (one component per place)."""
+    members = np.flatnonzero(np.isin(places, chosen))
+    members = members[np.argsort(places[members], kind="stable")]
+    same = places[members[1:]] == places[members[:-1]]
+    return np.column_stack([members[:-1][same], members[1:][same]]).astype(np.int64)
+
+
 def group_places(frame: pd.DataFrame, report: IngestReport, cfg: IngestConfig) -> pd.DataFrame:
     """The photos with their `group` (place) and `near_duplicate_of` columns; near-duplicates reported (or dropped, with
     `cfg.drop_near_duplicates`), the grouping summarised in `report.places`."""
@@ -288,10 +296,13 @@ def group_places(frame: pd.DataFrame, report: IngestReport, cfg: IngestConfig) -
     lat, lon = frame["lat_deg"].to_numpy(), frame["lon_deg"].to_numpy()
     places = place_labels(lat, lon, cfg.place_radius_m, cfg.place_max_m)
     given = next((c for c in _GROUP_COLUMNS if c in frame), None)
-    own = frame[given].astype(str).to_numpy() if given else np.full(len(frame), "")
+    own = frame[given].fillna("").astype(str).to_numpy() if given else np.full(len(frame), "")
     keys = np.where(own != "", own, [f"place-{p}" for p in places]) if len(frame) else own
+    if given and (own == "").any():  # a blank key at a place with keyed photos: one place, never two sides of a split
+        pairs = np.vstack([pairs, _same_place_pairs(places, np.unique(places[own == ""]))])
     codes = merge_groups(pd.factorize(keys)[0], pairs)  # a near-duplicate joins its original's place, across given keys
-    first_key = pd.Series(keys).groupby(codes).transform("first")
+    named = pd.Series(np.where(own != "", keys, None), dtype=object)  # a merged group keeps a key the data gave
+    first_key = named.groupby(codes).transform("first").fillna(pd.Series(keys).groupby(codes).transform("first"))
     frame["group"] = first_key.to_numpy(str) if len(frame) else np.array([], str)
     report.places = summarise_places(pd.factorize(frame["group"])[0], lat, lon, cfg.place_radius_m, cfg.place_max_m,
                                      len(report.near_duplicates))
