@@ -40,13 +40,20 @@ def test_auto_records_its_choice_in_the_saved_predictor(tiny_run):
 
 
 @pytest.mark.slow  # every method, twice, and auto's inner folds inside each
-def test_compare_over_blocks_reports_auto_nested_and_the_radius_coverage_per_fold(tiny_run):
+def test_compare_over_blocks_reports_auto_nested_and_the_radius_coverage_per_fold(tiny_run, monkeypatch):
+    from geoloc_core.analysis import compare
+
+    databases = []  # every database a fold's predictors are fitted on: its groups are what calibration holds out
+    for name in ("fit_predictor", "fit_auto"):
+        real = getattr(compare, name)
+        monkeypatch.setattr(compare, name, lambda db, *a, real=real, **k: databases.append(db) or real(db, *a, **k))
     cv = CrossValConfig(folds=2, block_km=60.0)
     result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5, method="auto"), cv=cv)
     table = Run(tiny_run).photo_table()
     units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, 60.0)
     fold = location_folds(units, 2, 0)
     assert 2 <= len(set(units)) < 20 and [f["n_photos"] for f in result.folds] == np.bincount(fold).tolist()
+    assert databases and all(db["group"].str.startswith("block ").all() for db in databases)  # never a block's own place
     for f in result.folds:
         assert 0 <= f["within_radius_lo"] <= f["within_radius"] <= f["within_radius_hi"] <= 1
         assert f["auto_choice"] in auto_grid(PredictorConfig(k=5, method="auto"))

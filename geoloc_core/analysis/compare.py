@@ -162,13 +162,14 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     folds = Folds.of_places(table, cv)
     regions = regions or run.pipeline_config().regions
     per_fold, fold_rows = [], []
+    held_as = folds.as_groups(table)  # inner hold-outs by the folds' unit: a block's neighbours never calibrate it
     for f, is_test in folds:
         labels = fold_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
-        answers = method_answers(table, emb, patches, is_test, labels, *args)
+        answers = method_answers(held_as, emb, patches, is_test, labels, *args)
         per_fold.append({m: a.table(table, is_test) for m, a in answers.items()})
         verified = answers[verified_row(cfg.sources)]
         within = estimates({"within_radius": (verified.per_photo["within_radius"].astype(np.float64), weighted_mean)},
-                           resample_places(table.frame["group"].to_numpy()[is_test], seed=cv.fold_seed))
+                           resample_places(folds.units[is_test], seed=cv.fold_seed))
         fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
                           "radius_km@90": verified.scalars["radius_km@90"], **within,  # with its interval over the fold's places
                           "unfamiliar": float(verified.per_photo["unfamiliar"].mean()),

@@ -116,7 +116,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     run = Run(Path(run_dir).resolve())
     table = run.photo_table()
     emb0, _ = run.read_embeddings()
-    groups = table.frame["group"].to_numpy()
+    groups = table.frame["group"].to_numpy()  # places: the photos located together
     folds = Folds.of_places(table, cv)
     needs_ft = max(v.predictor.ft_round for v in variants)
     if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
@@ -139,7 +139,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         labels = {size: fold_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
                   for size in {v.image_size for v in variants}}
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
-                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train]})
+                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train],
+                           "group": folds.units[train]})  # inner hold-outs by the folds' unit (`Folds.as_groups`)
         fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round
