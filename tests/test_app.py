@@ -408,3 +408,30 @@ def test_evaluate_page_prefers_the_cross_validated_experiment_with_its_verdicts(
     assert table["acc"].str.match(r"[\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]").all() and "FT1" in set(table["method"])
     verdicts = at.dataframe[1].value
     assert "dt FT1 vs dt w/o (cosine head)" in set(verdicts["comparison"])
+
+
+@pytest.mark.slow  # a `geoloc regions` process
+def test_a_page_missing_a_stage_offers_an_editor_to_queue_it_with_the_runs_settings(tiny_run):
+    run = Run(tiny_run)
+    run.record_config("regions", {**run.read_config()["regions"], "resolution": 2.0})  # a setting of the run's own
+    for path in [*run.regions("dt").files, run.artefact("regions:dt")[1]]:
+        path.unlink()
+    at = page("views/regions.py", tiny_run, user="ana")
+    assert not at.exception and "has no regions_dt.csv yet" in at.info[0].value.replace("\\", "")
+    at.button(key="queue-regions").click().run()
+    assert not at.exception and "`geoloc regions` started" in at.success[0].value
+    [job] = jobqueue.all_jobs()
+    assert job.user == "ana" and job.kind == "regions" and "--resolution=2.0" in job.argv
+    assert _wait(run, 300) == "done", run.log.read_text()[-2000:]
+    assert run.is_current("regions:dt") and run.read_config()["regions"]["resolution"] == 2.0
+    at = page("views/regions.py", tiny_run)
+    assert not at.exception and "Regions table" in [e.label for e in at.expander]
+
+
+def test_a_viewer_is_offered_no_stage_to_queue(tiny_run, monkeypatch):
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    for path in [*Run(tiny_run).regions("dt").files, Run(tiny_run).artefact("regions:dt")[1]]:
+        path.unlink()
+    at = page("views/regions.py", tiny_run)
+    assert not at.exception and "has no regions_dt.csv yet" in at.info[0].value.replace("\\", "") and not at.button

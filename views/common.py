@@ -128,11 +128,27 @@ def missing_step(run: Run, *paths: Path) -> str | None:
 
 
 def require(run: Run, *paths: Path) -> None:
-    """Stops the page with what the run lacks of `paths` and how to build it."""
-    step = missing_step(run, *paths)
-    if step:
-        st.info(step)
+    """Stops the page with what the run lacks of `paths`, how to build it, and (for an editor) a button that queues it."""
+    lacking = next((p for p in paths if not p.exists()), None)
+    if lacking is not None:
+        st.info(str(run.missing(lacking)))
+        offer_stage(run, run.made_by(lacking))
         st.stop()
+
+
+def offer_stage(run: Run, stage: str | None) -> None:
+    """For an editor, a button that queues `geoloc STAGE` for the run (with its recorded settings), where the page lacks
+    what that stage writes; the Data page follows the job. Ingest is not offered: it needs the photo folder."""
+    if stage not in jobs.STAGES or not editor() or not run.photos.exists():
+        return
+    if st.button(f"Build it: queue `geoloc {stage}` for this run", key=f"queue-{stage}"):
+        try:
+            job = jobs.start_stage(run, stage, user_label())
+        except jobqueue.Occupied as busy:
+            st.warning(plain(busy))
+        else:
+            where = "started" if job.state == "started" else "queued behind other jobs"
+            st.success(f"`geoloc {stage}` {where}: the Data page shows its progress; open this page again once it is done.")
 
 
 def current_table(run: Run, files: list[Path]) -> bool:
@@ -151,6 +167,7 @@ def run_with_graphs() -> tuple[Run, list[str]]:
     graphs = run.graphs()
     if not graphs:
         st.info("This run has no graphs yet: `geoloc run` (or `geoloc graph` and `geoloc regions`) makes them.")
+        offer_stage(run, "graph" if run.embeddings.exists() else "embed")
         st.stop()
     return run, graphs
 

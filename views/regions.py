@@ -11,7 +11,7 @@ from geoloc_core.runs.provenance import Stale
 from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, region_frame, region_layers
 from geoloc_core.share.maps import run_map, standalone_html
 from views import analysis, figures
-from views.common import basemap_online, boundary_upload, photos, plain, region_details, run_with_graphs
+from views.common import basemap_online, boundary_upload, offer_stage, photos, plain, region_details, run_with_graphs
 
 st.header("Regions")
 run, graphs = run_with_graphs()
@@ -25,6 +25,7 @@ if not options:  # the graph is built, its regions are not (or were cut from oth
         st.info(plain(run.missing(run.regions(graph).csv)))
     except Stale as stale:
         st.info(plain(stale))
+    offer_stage(run, "regions")
     st.stop()
 iteration = mid.selectbox("Iteration", list(options))
 show_edges = right.toggle("Show graph edges", value=False)

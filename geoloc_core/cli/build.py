@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from geoloc_core.cli.flags import Command, add_graphs, add_settings, settings
 from geoloc_core.cli.tables import print_table
@@ -52,23 +53,35 @@ def _cmd_ingest(a) -> None:
         print(f"  warning: {w}")
 
 
+def _stage(a) -> contextlib.AbstractContextManager:
+    """The run's state around one stage (a page that queued it sees it done or failed); a run that is not there is
+    not made by saying so."""
+    run = Run(a.run)
+    return run.job() if run.exists() else contextlib.nullcontext()
+
+
 def _cmd_embed(a) -> None:
-    emb = stages.run_embed(a.run, settings(a, EmbedConfig, "embed"))
+    with _stage(a):
+        emb = stages.run_embed(a.run, settings(a, EmbedConfig, "embed"))
     print(f"{len(emb)} embeddings of dimension {emb.shape[1]} -> {Run(a.run).embeddings}")
 
 
 def _cmd_graph(a) -> None:
-    for kind, edges in stages.run_graph(a.run, settings(a, GraphConfig, "graph")).items():
+    with _stage(a):
+        graphs = stages.run_graph(a.run, settings(a, GraphConfig, "graph"))
+    for kind, edges in graphs.items():
         print(f"{kind}: {len(edges)} edges")
 
 
 def _cmd_regions(a) -> None:
-    rows = stages.cut_regions(a.run, settings(a, RegionConfig, "regions"), a.graphs)
+    with _stage(a):
+        rows = stages.cut_regions(a.run, settings(a, RegionConfig, "regions"), a.graphs)
     print_table([{"graph": k, **v} for k, v in rows.items()])
 
 
 def _cmd_evaluate(a) -> None:
-    rows = stages.run_evaluate(a.run, settings(a, EvalConfig, "eval"), a.graphs)
+    with _stage(a):
+        rows = stages.run_evaluate(a.run, settings(a, EvalConfig, "eval"), a.graphs)
     print_table([{"graph": k, **v} for k, v in rows.items()])
 
 

@@ -37,6 +37,20 @@ def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = 
                            created, replace=replace)
 
 
+STAGES = {"embed": "embed", "graph": "graph", "regions": "regions", "evaluate": "eval"}  # stage -> its config section
+
+
+def start_stage(run: Run, stage: str, user: str | None = None) -> Job:
+    """`geoloc STAGE --run RUN` with the run's own recorded settings, through the queue: the one stage a page lacks.
+    A run's photos are not ingested here (that needs the data folder: `start_run`); refused (`jobqueue.Occupied`)
+    while the run's job is queued or running."""
+    if stage not in STAGES:
+        raise ValueError(f"a page queues only the stages after ingest ({', '.join(STAGES)}), not {stage!r}")
+    recorded = getattr(run.pipeline_config(), STAGES[stage])
+    return jobqueue.submit(stage, run, [stage, "--run", str(run.root.resolve()), *config_argv(recorded)],
+                           user or default_user(), replace=True)
+
+
 def start_finetune(run: Run, cfg: FinetuneConfig, user: str | None = None) -> FinetuneRun:
     """A new fine-tuning run over `cfg.graph` in a folder of its own (never an earlier run's), through the queue."""
     with jobqueue.locked():  # two sessions asking at once get two folders
