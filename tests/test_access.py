@@ -57,8 +57,10 @@ def test_settings_come_from_the_environment_over_the_config_file_over_the_defaul
     file.write_text('data_roots = ["/srv/photos"]\nmode = "viewer"\nmax_jobs = 3\n')
     cfg = load_server_config({"GEOLOC_CONFIG": str(file), "GEOLOC_MAX_JOBS": "5"})
     assert (cfg.data_roots, cfg.mode, cfg.max_jobs, cfg.runs) == (("/srv/photos",), "viewer", 5, "runs")
-    cfg = load_server_config({"GEOLOC_CONFIG": str(tmp_path / "none.toml"), "GEOLOC_DATA_ROOTS": os.pathsep.join(["/x", "/y"])})
-    assert cfg.data_roots == ("/x", "/y") and cfg.mode == "editor" and access.max_jobs(cfg) == max(1, os.cpu_count() // 2)
+    cfg = load_server_config({"GEOLOC_CONFIG": str(tmp_path / "none.toml"),
+                              "GEOLOC_DATA_ROOTS": os.pathsep.join(["/x", "/y"])})
+    assert (cfg.data_roots == ("/x", "/y") and cfg.mode == "editor" and access.max_jobs(cfg)
+            == max(1, os.cpu_count() // 2))
     assert access.state_dir(cfg) == Path("runs") / ".queue"
     with pytest.raises(ValueError, match="editor or viewer"):
         load_server_config({"GEOLOC_CONFIG": str(file), "GEOLOC_MODE": "admin"})
@@ -95,7 +97,8 @@ def test_the_job_the_app_starts_refuses_a_path_outside_the_apps_roots_itself(tmp
 
 
 def test_a_server_with_no_data_roots_passes_no_roots_to_its_jobs_not_no_check(tmp_path):
-    """`data_roots = []` (nowhere allowed) reaches the job as an empty GEOLOC_DATA_ROOTS, which must still mean nowhere."""
+    """`data_roots = []` (nowhere allowed) reaches the job as an empty GEOLOC_DATA_ROOTS,
+    which must still mean nowhere."""
     file = tmp_path / "geoloc.toml"
     file.write_text("data_roots = []\n")
     cfg = load_server_config({"GEOLOC_CONFIG": str(file)})

@@ -83,7 +83,8 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
     n_moved = int((match_labels(a, b)[b] != a).sum())
     assert changed.value == f"{n_moved} of 40" and 0 < n_moved < 10  # the renumbering is not mistaken for moves
     decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
-    assert len(decks) == 4  # the iteration, its stability (no round learnt FT1's regions: no confusion map), From and To
+    # the iteration, its stability (no round learnt FT1's regions: no confusion map), From and To
+    assert len(decks) == 4
     rings = [sum(not layer.get("filled", True) for layer in deck["layers"]) for deck in decks[-2:]]
     assert rings == ([1, 1] if n_moved else [0, 0])  # the photos that moved are circled on both maps
     at.selectbox[0].set_value("rng").run()
@@ -92,7 +93,8 @@ def test_regions_page_switches_graph_iteration_and_edges(tiny_run):
 
 def test_regions_page_offers_the_offline_map_and_gis_files_and_names_photos_outside_the_land(tiny_run):
     labels = pd.read_csv(tiny_run / "regions_dt.csv")
-    labels.assign(outside=labels.index < 3).to_csv(tiny_run / "regions_dt.csv", index=False)  # as a coastal run's at-sea photos
+    # as a coastal run's at-sea photos
+    labels.assign(outside=labels.index < 3).to_csv(tiny_run / "regions_dt.csv", index=False)
     Run(tiny_run).record("regions:dt")  # as the regions stage records what it wrote
     at = page("views/regions.py", tiny_run)
     assert not at.exception
@@ -132,8 +134,10 @@ def test_predict_page_switches_the_region_prior_and_the_test_time_views(tiny_run
     prior.set_value(False).run()
     views.set_value("crops").run()
     assert not at.exception and len(at.subheader) == 1
-    built = {(c["region_weight"], c["tta"]) for c in (PredictorStore(p).read_meta()["config"] for p in tiny_run.glob("predictor_cls_train_*"))}
-    assert built == {(1.0, "none"), (0.0, "none"), (0.0, "crops")}  # each choice builds (and is answered by) its own predictor
+    built = {(c["region_weight"], c["tta"])
+             for c in (PredictorStore(p).read_meta()["config"] for p in tiny_run.glob("predictor_cls_train_*"))}
+    # each choice builds (and is answered by) its own predictor
+    assert built == {(1.0, "none"), (0.0, "none"), (0.0, "crops")}
 
 
 def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
@@ -176,7 +180,8 @@ def test_match_labels_ignores_renumbering_and_numbers_new_regions_freshly():
     assert (match_labels(a, b)[b] == a).all()
     a, split = np.array([0, 0, 1, 1, 1, 2]), np.array([1, 1, 0, 0, 3, 2])  # region 1 of `a` split in two
     mapping = match_labels(a, split)
-    assert (mapping[split] != a).tolist() == [False, False, False, False, True, False] and mapping[3] == 3  # a fresh number
+    # a fresh number
+    assert (mapping[split] != a).tolist() == [False, False, False, False, True, False] and mapping[3] == 3
 
 
 def _wait(folder: Folder, timeout: float = 180) -> str:
@@ -218,7 +223,8 @@ def test_train_page_shows_a_new_run_at_once_and_never_resumes_an_old_one_instead
 
 @pytest.mark.slow  # fine-tuning processes
 def test_train_page_stops_a_run_and_resumes_it_with_its_own_settings(tiny_run):
-    ft = jobs.start_finetune(Run(tiny_run), FinetuneConfig(rounds=20, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu"),
+    ft = jobs.start_finetune(Run(tiny_run),
+                             FinetuneConfig(rounds=20, epochs=2, unfrozen_blocks=1, batch_size=8, device="cpu"),
                              user="tester")
     deadline = time.time() + 120
     while not any(r.get("kind") == "epoch" for r in ft.read_metrics()) and time.time() < deadline:
@@ -236,7 +242,8 @@ def test_train_page_stops_a_run_and_resumes_it_with_its_own_settings(tiny_run):
     assert not at.exception and "Resuming" in at.info[0].value
     assert _wait(ft, 180) == "done", ft.log.read_text()[-2000:]
     rounds = [r["name"] for r in ft.read_metrics() if r["kind"] == "round"]
-    assert rounds == ["w/o"] + [f"FT{r}" for r in range(1, 21)]  # every round once: resumed where it stopped, with its settings
+    # every round once: resumed where it stopped, with its settings
+    assert rounds == ["w/o"] + [f"FT{r}" for r in range(1, 21)]
     assert not [b for b in page("views/train.py", tiny_run).button if b.label.startswith("Resume")]
 
 
@@ -246,7 +253,8 @@ def _roots(monkeypatch, *roots: Path) -> None:
 
 
 def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(tiny_run, monkeypatch, tmp_path):
-    pd.DataFrame([{"path": "bad.jpg", "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
+    pd.DataFrame([{"path": "bad.jpg",
+                   "reason": "not an image (no known image format)"}]).to_csv(tiny_run / "rejected.csv", index=False)
     Run(tiny_run).record("photos")  # as the ingest stage does once its files are written
     _roots(monkeypatch, tmp_path)
     at = page("views/data.py", tiny_run)
@@ -260,7 +268,8 @@ def test_data_page_shows_ingest_counts_rejections_and_refuses_a_missing_folder(t
     assert "no such folder" in at.error[0].value
 
 
-def test_data_page_refuses_paths_outside_the_data_roots_and_starts_none(tiny_run, manifest_folder, monkeypatch, tmp_path):
+def test_data_page_refuses_paths_outside_the_data_roots_and_starts_none(tiny_run, manifest_folder, monkeypatch,
+                                                                        tmp_path):
     allowed, elsewhere = tmp_path / "allowed", tmp_path / "elsewhere"
     allowed.mkdir()
     elsewhere.mkdir()
@@ -278,8 +287,8 @@ def test_data_page_refuses_paths_outside_the_data_roots_and_starts_none(tiny_run
 
 
 @pytest.mark.slow  # a `geoloc run` process
-def test_data_page_builds_a_run_from_a_folder_under_a_root_given_relative_to_it(tiny_run, manifest_folder, monkeypatch, tmp_path,
-                                                                               tiny_checkpoint):
+def test_data_page_builds_a_run_from_a_folder_under_a_root_given_relative_to_it(tiny_run, manifest_folder, monkeypatch,
+                                                                                tmp_path, tiny_checkpoint):
     _roots(monkeypatch, tmp_path)
     monkeypatch.setenv("GEOLOC_RUNS", str(tmp_path / "runs"))
     at = page("views/data.py", tiny_run)
@@ -336,11 +345,13 @@ def _controls(at: AppTest) -> set[str]:
     return {b.label for b in at.button if any(b.label.startswith(c) for c in CONTROLS) or "out of the queue" in b.label}
 
 
-def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, sleeper_jobs, monkeypatch):
+def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, sleeper_jobs,
+                                                                                          monkeypatch):
     running, waiting = _ana_running_and_waiting(tiny_run, monkeypatch)
     assert running.state() == "running" and waiting.state() == "queued"
     editor_pages = {p: page(f"views/{p}.py", tiny_run, user="ana") for p in ("train", "data")}
-    assert {"Start a new fine-tuning run", "Take it out of the queue", f"Take {waiting.root.name} out of the queue"} <= \
+    assert {"Start a new fine-tuning run", "Take it out of the queue",
+            f"Take {waiting.root.name} out of the queue"} <= \
         _controls(editor_pages["train"])  # the watched one is the newest: the waiting job
     assert "Ingest, embed and cut regions" in _controls(editor_pages["data"])
     monkeypatch.setenv("GEOLOC_MODE", "viewer")
@@ -356,7 +367,8 @@ def test_viewer_mode_shows_runs_and_jobs_but_no_control_that_starts_stops_or_del
     app = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     app.session_state["run_dir"] = str(tiny_run)
     app.run()
-    assert not app.exception and any("Viewer mode" in c.value for c in app.sidebar.caption) and not app.sidebar.text_input
+    assert (not app.exception and any("Viewer mode" in c.value for c in app.sidebar.caption)
+            and not app.sidebar.text_input)
 
 
 def test_stopping_or_cancelling_another_persons_job_asks_first(tiny_run, sleeper_jobs, monkeypatch):

@@ -1,4 +1,5 @@
-"""The Predict page's match explanations and the Similar places page, through streamlit.testing (AppTest) over a tiny run."""
+"""The Predict page's match explanations and the Similar places page, through streamlit.testing
+(AppTest) over a tiny run."""
 
 import json
 from pathlib import Path
@@ -40,7 +41,8 @@ def test_similar_page_scores_every_site_for_a_photo_and_a_region_in_the_fine_tun
     assert at.sidebar.selectbox[0].value.label.startswith("FT1 DT fine-tuned")
     assert any("Embeddings: **FT1 DT fine-tuned" in c.value for c in at.caption)
     table = at.dataframe[0].value
-    assert len(table) == 10 and table["similarity"].is_monotonic_decreasing and table["photo"].str.startswith("data:image/jpeg").all()
+    assert (len(table) == 10 and table["similarity"].is_monotonic_decreasing and table["photo"]
+            .str.startswith("data:image/jpeg").all())
     deck = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
     assert [layer["@@type"] for layer in deck["layers"]][-2:] == ["ScatterplotLayer", "TextLayer"]
     at.radio[0].set_value("a region").run()

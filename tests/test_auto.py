@@ -15,7 +15,8 @@ from geoloc_core.runs.folders import Run
 def test_auto_grid_is_small_distinct_and_starts_with_the_given_settings():
     grid = auto_grid(PredictorConfig(method="auto"))
     assert 2 <= len(grid) <= 6 and len(set(grid.values())) == len(grid)
-    assert list(grid)[0] == "given" and grid["given"] == PredictorConfig()  # method fixed: a chosen setting never recurses
+    # method fixed: a chosen setting never recurses
+    assert list(grid)[0] == "given" and grid["given"] == PredictorConfig()
     assert grid["regression"].sources == ("regression",) and "regression" in grid["verified + regression"].sources
     assert not grid["kNN vote"].verify
     assert "no region prior" not in auto_grid(PredictorConfig(region_weight=0.0))  # the same as the given: dropped

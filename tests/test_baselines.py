@@ -93,7 +93,8 @@ def test_the_like_for_like_row_trains_ft1s_head_on_the_frozen_backbone(tiny_run,
 def test_chance_reference_by_hand():
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 2])
     is_test = np.array([False, False, False, False, True, True, True, True])  # train: 3/4 region 0, 1/4 region 1
-    assert chance_metrics(labels, is_test) == pytest.approx({"chance_acc": 0.75 * 0.25 + 0.25 * 0.5, "majority_acc": 0.25})
+    assert chance_metrics(labels,
+                          is_test) == pytest.approx({"chance_acc": 0.75 * 0.25 + 0.25 * 0.5, "majority_acc": 0.25})
 
 
 @pytest.mark.slow  # K experiments
@@ -110,28 +111,34 @@ def test_cross_validated_experiment_holds_out_every_location_once_with_intervals
         held_sites = set(graph.site_of_photo[is_test])
         assert held_sites.isdisjoint(graph.edges.ravel())  # a fold's graph never touches its held-out locations
         assert set(photos["group"][is_test]).isdisjoint(photos["group"][~is_test])
-    assert list(zip(table["graph"], table["method"])) == [("dt", "w/o"), ("dt", "w/o (cosine head)"), ("dt", "FT1"), ("", "Mesh"),
-                                                          ("", "CPlaNet")]
+    assert list(zip(table["graph"], table["method"])) == [("dt", "w/o"), ("dt", "w/o (cosine head)"), ("dt", "FT1"),
+                                                          ("", "Mesh"), ("", "CPlaNet")]
     assert ((table["acc_lo"] <= table["acc"]) & (table["acc"] <= table["acc_hi"])).all() and (table["folds"] == 3).all()
     comparisons = set(zip(verdicts["comparison"], verdicts["metric"]))
-    assert {("dt FT1 vs dt w/o (cosine head)", "acc"), ("dt FT1 vs dt w/o", "acc"), ("dt FT1 vs Mesh", "median_km")} <= comparisons
-    assert ("dt FT1 vs Mesh", "acc") not in comparisons  # other partitions: accuracy is no like-for-like comparison there
+    assert {("dt FT1 vs dt w/o (cosine head)", "acc"), ("dt FT1 vs dt w/o", "acc"),
+            ("dt FT1 vs Mesh", "median_km")} <= comparisons
+    # other partitions: accuracy is no like-for-like comparison there
+    assert ("dt FT1 vs Mesh", "acc") not in comparisons
     tables = [f.experiment.table_csv for f in folds]
     written = [t.stat().st_mtime_ns for t in tables]
     again, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)  # resumes: no fold trained again
     assert [t.stat().st_mtime_ns for t in tables] == written
     pd.testing.assert_frame_equal(again, table)
     dt_epochs = [len(f.experiment.finetune("dt").read_metrics()) for f in folds]
-    wider, _ = cross_validate(tiny_run, cfg, ("dt", "gg"), CrossValConfig(folds=3), out)  # the same folds, one more graph
-    assert [len(f.experiment.finetune("dt").read_metrics()) for f in folds] == dt_epochs  # DT's fine-tuning kept, not redone
+    # the same folds, one more graph
+    wider, _ = cross_validate(tiny_run, cfg, ("dt", "gg"), CrossValConfig(folds=3), out)
+    # DT's fine-tuning kept, not redone
+    assert [len(f.experiment.finetune("dt").read_metrics()) for f in folds] == dt_epochs
     assert ("gg", "FT1") in set(zip(wider["graph"], wider["method"]))
     cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)
     written = [t.stat().st_mtime_ns for t in tables]
-    Run(tiny_run).record_config("regions", RegionConfig(resolution=3.0))  # the run's regions re-cut with another setting
+    # the run's regions re-cut with another setting
+    Run(tiny_run).record_config("regions", RegionConfig(resolution=3.0))
     cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3), out)
     assert all(t.stat().st_mtime_ns != w for t, w in zip(tables, written))  # every fold cut again with it, not reused
     assert Run(out / "fold0").pipeline_config().regions.resolution == 3.0
-    other, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3, fold_seed=1), out)  # another split, same folder
+    # another split, same folder
+    other, _ = cross_validate(tiny_run, cfg, ("dt",), CrossValConfig(folds=3, fold_seed=1), out)
     assert [Run(out / f"fold{i}").read_split()[1].tolist() for i in range(3)] != held.tolist()  # cut again, not reused
     assert sorted(pd.read_csv(Run(out / "fold0").experiment.finetune("dt").held_out(1))["photo"]) == sorted(
         np.flatnonzero(Run(out / "fold0").read_split()[1]))  # its fine-tuning is the new split's

@@ -24,7 +24,8 @@ from geoloc_core.runs.folders import Run
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)"), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)"),
+              pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ("predict", "regions", "train", "evaluate", "data")
 
@@ -40,8 +41,10 @@ def _serve(run: str, tmp_path: Path, **settings: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GEOLOC_RUN": str(Path(run).resolve()), "GEOLOC_RUNS": str(tmp_path / "no_other_runs"), **settings}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+    env = {**os.environ, "GEOLOC_RUN": str(Path(run).resolve()), "GEOLOC_RUNS": str(tmp_path / "no_other_runs"),
+           **settings}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port",
+                               str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -88,11 +91,13 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
     page.locator("input[type=file]").set_input_files([str(photo), str(heic)])
     page.get_by_text("Predicted location").nth(1).wait_for(timeout=240_000)
     _idle(page)
-    page.locator("[data-testid='stDeckGlJsonChart']").first.wait_for(timeout=60_000)  # the map (its bundle loads lazily)
+    # the map (its bundle loads lazily)
+    page.locator("[data-testid='stDeckGlJsonChart']").first.wait_for(timeout=60_000)
     assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 2
     assert page.locator("[data-testid='stImage']").count() >= 2 * (1 + 5)  # each photo and its neighbour gallery
     assert page.get_by_text("km off").count() >= 2  # EXIF truth with its error, the HEIC's too
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)",
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && "
+                           "i.naturalWidth > 0)",
                            timeout=60_000)  # every picture, the HEIC included, decoded by the browser
     page.wait_for_timeout(4000)
     page.screenshot(path=str(shots / "predict.png"), full_page=True)
@@ -102,8 +107,10 @@ def test_upload_a_photo_see_the_prediction_and_every_page(app_url, page, tmp_pat
         page.wait_for_timeout(4000)  # lazily loaded maps, charts and tables draw after the script ends
         assert page.locator("[data-testid='stException']").count() == 0, name
         if name == "regions" and page.get_by_text("Compare two iterations").count():
-            confused = page.get_by_text("Classifier graded on these regions").count()  # a confusion map where answers exist
-            assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 4 + confused  # + the iteration, stability, two side by side
+            # a confusion map where answers exist
+            confused = page.get_by_text("Classifier graded on these regions").count()
+            # + the iteration, stability, two side by side
+            assert page.locator("[data-testid='stDeckGlJsonChart']").count() == 4 + confused
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     assert {p.name for p in shots.glob("*.png")} >= {f"{n}.png" for n in PAGES}  # a superset: other tests add their own
 
@@ -119,7 +126,8 @@ def test_every_page_works_from_a_cold_deep_link(app_url, page, name, shows):
     _idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     nav = page.locator("[data-testid='stSidebarNav']").inner_text()
-    assert all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Similar places", "Data")) and "common" not in nav
+    assert (all(title in nav for title in ("Predict", "Regions", "Train", "Evaluate", "Similar places", "Data"))
+            and "common" not in nav)
 
 
 def test_a_viewer_sees_runs_and_jobs_but_no_control_that_starts_stops_or_deletes_work(tiny_run, tmp_path, page):
@@ -130,14 +138,16 @@ def test_a_viewer_sees_runs_and_jobs_but_no_control_that_starts_stops_or_deletes
     server = _serve(str(tiny_run), tmp_path, GEOLOC_MODE="viewer")
     try:
         url = next(server)
-        for name, shows in (("train", f"{ft.root.name}"), ("data", "Photos accepted"), ("predict", "Drop one or more photos")):
+        for name, shows in (("train", f"{ft.root.name}"), ("data", "Photos accepted"),
+                            ("predict", "Drop one or more photos")):
             page.goto(f"{url}/{name}")
             page.get_by_text(shows).first.wait_for(timeout=120_000)
             _idle(page)
             assert page.locator("[data-testid='stException']").count() == 0, name
             assert page.get_by_text("Viewer mode").count() == 1, name
             buttons = page.locator("button").all_inner_texts()
-            controls = [b for b in buttons if any(c in b for c in ("Start", "Ingest", "Stop", "Resume", "queue", "Yes,"))]
+            controls = [b for b in buttons
+                        if any(c in b for c in ("Start", "Ingest", "Stop", "Resume", "queue", "Yes,"))]
             assert controls == [], (name, controls)
             assert page.get_by_label("Your name").count() == 0 and page.get_by_label("Folder or manifest").count() == 0
             if name == "train":
@@ -155,7 +165,8 @@ ANALYSIS = (("regions", "Region signatures: typical and distinctive photos", "re
 
 
 def test_region_analysis_sections_draw_and_the_coverage_downloads(app_url, page, tmp_path, request):
-    """Signatures, confusion, stability (Regions) and coverage (Evaluate) in a real browser, each screenshot on its own."""
+    """Signatures, confusion, stability (Regions) and coverage (Evaluate) in a real browser,
+    each screenshot on its own."""
     n_photos = len(Run(os.environ.get("GEOLOC_BROWSER_RUN") or request.getfixturevalue("tiny_run")).photo_table())
     shots = Path(os.environ.get("GEOLOC_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -172,18 +183,21 @@ def test_region_analysis_sections_draw_and_the_coverage_downloads(app_url, page,
         page.screenshot(path=str(shots / f"{shot}.png"), clip={"x": 0, "y": max(box["y"] - 10, 0), "width": 1400,
                                                                "height": min(1000, 2000 - max(box["y"] - 10, 0))})
         if name == "regions":
-            assert page.locator("[data-testid='stDeckGlJsonChart']").count() >= 3  # the regions, confusion and stability maps
+            # the regions, confusion and stability maps
+            assert page.locator("[data-testid='stDeckGlJsonChart']").count() >= 3
             assert page.get_by_text("Regions per seed").count() == 1
         else:
             with page.expect_download() as download:
                 page.get_by_text("Download coverage GeoJSON").click()
             geojson = json.loads(Path(download.value.path()).read_text())
             assert sum(f["properties"]["n_photos"] for f in geojson["features"]) == n_photos
-            assert all(f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) == 7 for f in geojson["features"])
+            assert all(f["geometry"]["type"] == "Polygon" and len(f["geometry"]["coordinates"][0]) == 7
+                       for f in geojson["features"])
 
 
 def test_shared_map_opens_offline_switches_layers_and_shows_a_photo_popup(tiny_run, page, tmp_path):
-    """`geoloc map`'s file in a real browser: no request leaves the machine, no script error, every partition a layer."""
+    """`geoloc map`'s file in a real browser: no request leaves the machine, no script error,
+    every partition a layer."""
     from geoloc_core.cli import main
 
     out = tmp_path / "regions.html"
@@ -234,7 +248,8 @@ def test_predict_explains_each_neighbour_with_its_matching_patches(browser_run, 
     explained = page.get_by_text("mutual patch pairs")
     assert explained.count() >= 5  # under each neighbour of the gallery
     assert page.get_by_text("Lines join patches").count() == 1
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)",
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete && "
+                           "i.naturalWidth > 0)",
                            timeout=60_000)
     page.wait_for_timeout(3000)
     page.screenshot(path=str(shots / "predict_explain.png"), full_page=True)
@@ -254,4 +269,5 @@ def test_similar_places_for_a_photo_then_a_region(app_url, page, tmp_path):
     page.get_by_text("a region").click()
     _idle(page)
     page.get_by_text("Partition").first.wait_for(timeout=60_000)
-    assert page.locator("[data-testid='stException']").count() == 0 and page.locator("[data-testid='stDeckGlJsonChart']").count() == 1
+    assert (page.locator("[data-testid='stException']").count() == 0
+            and page.locator("[data-testid='stDeckGlJsonChart']").count() == 1)

@@ -58,5 +58,6 @@ def test_pretrained_embeddings_are_calibrated_on_every_database_place_held_out_o
     left_out = [set(places) - set(c.db["group"]) for c in located]
     assert all(left_out) and set().union(*left_out) == set(places)
     assert sum(len(s) for s in left_out) == places.nunique()  # each place left out exactly once
-    assert len(predictor.calibration_errors_km) == len(predictor.db) and np.isfinite(predictor.calibration_errors_km).all()
+    assert (len(predictor.calibration_errors_km) == len(predictor.db) and np.isfinite(predictor.calibration_errors_km)
+            .all())
     assert len(predictor.familiar_sims) == len(predictor.db)  # every database photo, its own location left out

@@ -63,10 +63,12 @@ def test_predicted_region_is_the_latest_rounds_classifier_as_fine_tuning_graded_
     assert [p.region for p in preds] == expected.argmax(1).tolist()
     assert np.allclose([p.region_prob for p in preds], np.exp(expected.max(1)), atol=1e-2)
     assert predictions_frame(preds)["region_prob"].between(0, 1).all()
-    # each says whether the classifier's region holds the predicted point (the region of the nearest database photo there)
+    # each says whether the classifier's region holds the predicted point (the region of the nearest database photo
+    # there)
     partition = predictor.regions.labels()["region"].to_numpy()
     for p in preds:
-        nearest = np.argmin(haversine_km(predictor.db["lat_deg"].to_numpy(), predictor.db["lon_deg"].to_numpy(), p.lat_deg, p.lon_deg))
+        nearest = np.argmin(haversine_km(predictor.db["lat_deg"].to_numpy(), predictor.db["lon_deg"].to_numpy(),
+                                         p.lat_deg, p.lon_deg))
         assert p.region_agrees == (p.region == partition[predictor.db["photo"].iat[nearest]])
     # and it is the classifier fine-tuning graded: the FT2 accuracy it recorded, on the regions it learned
     labels = predictor.regions.labels()["region"].to_numpy()[held]

@@ -10,7 +10,15 @@ from conftest import DINOV2_WEIGHTS, TINY, shared
 from geoloc_core.base import storage
 from geoloc_core.cli import main
 from geoloc_core.cli.flags import add_settings, settings
-from geoloc_core.config import EmbedConfig, FinetuneConfig, GraphConfig, PipelineConfig, PredictorConfig, RegionConfig, config_argv
+from geoloc_core.config import (
+    EmbedConfig,
+    FinetuneConfig,
+    GraphConfig,
+    PipelineConfig,
+    PredictorConfig,
+    RegionConfig,
+    config_argv,
+)
 from geoloc_core.runs.folders import Folder, Run
 
 
@@ -18,9 +26,11 @@ def tiny_args(tiny_checkpoint):
     return ["--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
 
 
-def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path, capsys):
+def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path,
+                                                           capsys):
     run = tmp_path / "run"
-    assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", *tiny_args(tiny_checkpoint)]) == 0
+    assert main(["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25",
+                 *tiny_args(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
     assert "modularity" in out and all(f"\n{k:>5} " in out for k in ("dt", "gg", "rng"))  # one table row per graph
     for name in ("photos.csv", "rejected.csv", "embeddings.npy", "split.json", "sites.csv", "metrics.jsonl"):
@@ -39,7 +49,8 @@ def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny
     records = Folder(run).read_metrics()
     evals = [r for r in records if r["stage"] == "evaluate"]
     assert [r["graph"] for r in evals] == ["dt", "gg", "rng"]
-    assert all(0 <= r["acc"] <= 1 and 0 < r["majority_acc"] <= 1 and r["median_km"] >= 0 and r["n_test"] == 10 for r in evals)
+    assert all(0 <= r["acc"] <= 1 and 0 < r["majority_acc"] <= 1 and r["median_km"] >= 0 and r["n_test"] == 10
+               for r in evals)
     cfg = PipelineConfig.from_dict(storage.read_json(run / "config.json"))
     assert cfg.embed.model == TINY.name and cfg.graph.test_frac == 0.25
 
@@ -58,7 +69,8 @@ def test_stage_commands_chain_through_the_run_directory(manifest_folder, tiny_ch
 
 
 def test_show_prints_a_runs_figures_and_changes_nothing(tiny_run, tmp_path, capsys):
-    """scripts/main.sh shows a built run's figures; re-evaluating there refitted probes and appended records each launch."""
+    """scripts/main.sh shows a built run's figures; re-evaluating there refitted probes and
+    appended records each launch."""
     before = {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()}
     capsys.readouterr()
     assert main(["show", "--run", str(tiny_run)]) == 0
@@ -67,7 +79,8 @@ def test_show_prints_a_runs_figures_and_changes_nothing(tiny_run, tmp_path, caps
     assert {p.name: p.read_bytes() for p in tiny_run.iterdir() if p.is_file()} == before
 
 
-def test_show_and_evaluate_default_to_the_graphs_the_run_has(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path, capsys):
+def test_show_and_evaluate_default_to_the_graphs_the_run_has(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path,
+                                                             capsys):
     run = tmp_path / "run"
     assert main(["run", str(manifest_folder), "--run", str(run), "--graphs", "dt", *tiny_args(tiny_checkpoint)]) == 0
     assert main(["evaluate", "--run", str(run)]) == 0
@@ -94,7 +107,8 @@ def test_a_new_split_leaves_no_graph_of_the_old_one(tiny_run):
     assert main(["regions", "--run", str(tiny_run)]) == 0 and not Run(tiny_run).held_out("dt").exists()
     assert main(["evaluate", "--run", str(tiny_run)]) == 0
     answers = pd.read_csv(Run(tiny_run).held_out("dt"))
-    assert sorted(answers["photo"]) == np.flatnonzero(Run(tiny_run).read_split()[1]).tolist()  # the new split's held-out photos
+    # the new split's held-out photos
+    assert sorted(answers["photo"]) == np.flatnonzero(Run(tiny_run).read_split()[1]).tolist()
 
 
 def test_errors_exit_with_code_2_and_a_message(tmp_path, caplog):
@@ -113,7 +127,8 @@ def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, caps
     manifest = pd.read_csv(root / "manifest.csv")
     keep = manifest["location_id"].drop_duplicates().sample(40, random_state=0)
     subset = manifest[manifest["location_id"].isin(keep)]
-    subset.assign(path=[str(root / p) for p in subset["path"]]).to_csv(tmp_path / "subset.csv", index=False)  # absolute:
+    # absolute:
+    subset.assign(path=[str(root / p) for p in subset["path"]]).to_csv(tmp_path / "subset.csv", index=False)
     # a manifest's relative rows are read from its own folder
     run = tmp_path / "run"
     assert main(["run", str(root), "--manifest", str(tmp_path / "subset.csv"), "--run", str(run)]) == 0
@@ -127,7 +142,8 @@ def test_main_job_on_real_photos_with_real_dinov2(tmp_path, isolated_cache, caps
 
 @pytest.mark.parametrize("cfg", [FinetuneConfig(graph="rng", rounds=1, lr=3e-5, device="cpu"),
                                  EmbedConfig(checkpoint="-odd name.pt", image_size=322, patches=True, ray="local"),
-                                 GraphConfig(kinds=("gg", "dt"), test_frac=0.3), RegionConfig(resolution=2.5, negative="shift")])
+                                 GraphConfig(kinds=("gg", "dt"), test_frac=0.3),
+                                 RegionConfig(resolution=2.5, negative="shift")])
 def test_a_config_survives_the_trip_through_its_flags(cfg):
     """Jobs the app starts get their settings as flags; a setting lost on the way would be silently ignored."""
     section = type(cfg).__name__

@@ -1,4 +1,5 @@
-"""Coverage hexagons: every photo counted once in the hexagon that holds it, errors per cell, GeoJSON that contains them."""
+"""Coverage hexagons: every photo counted once in the hexagon that holds it, errors per cell,
+GeoJSON that contains them."""
 
 import json
 
@@ -7,7 +8,14 @@ import pandas as pd
 import pytest
 import shapely
 
-from geoloc_core.analysis.coverage import coverage_geojson, coverage_table, hex_cells, hex_centres, loo_errors, run_coverage
+from geoloc_core.analysis.coverage import (
+    coverage_geojson,
+    coverage_table,
+    hex_cells,
+    hex_centres,
+    loo_errors,
+    run_coverage,
+)
 from geoloc_core.cli import main
 from geoloc_core.config import CoverageConfig
 from geoloc_core.runs.folders import Run
@@ -50,7 +58,8 @@ def test_run_coverage_geojson_holds_every_photo_in_its_hexagon(tiny_run, tmp_pat
     geojson = coverage_geojson(cells, projection, size_m)
     polygons = [shapely.geometry.shape(f["geometry"]) for f in geojson["features"]]
     photos = run.photo_table()
-    inside = np.array([[p.covers(shapely.Point(lon, lat)) for p in polygons] for lat, lon in zip(photos.lat_deg, photos.lon_deg)])
+    inside = np.array([[p.covers(shapely.Point(lon, lat)) for p in polygons]
+                       for lat, lon in zip(photos.lat_deg, photos.lon_deg)])
     counts = pd.Series(inside.argmax(axis=1)).value_counts().reindex(range(len(polygons)), fill_value=0).to_numpy()
     assert inside.any(axis=1).all()
     assert (counts == [f["properties"]["n_photos"] for f in geojson["features"]]).all()

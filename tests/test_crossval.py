@@ -30,7 +30,8 @@ def test_collected_answers_are_every_photo_once_fold_by_fold():
     folds = Folds.over(np.repeat(np.arange(10), 3), 2)
     error = np.arange(30, dtype=float)
     collected = collect(answers_of(folds, error), folds)
-    assert np.array_equal(collected["photo"], folds.order) and np.array_equal(collected["fold"], folds.fold[folds.order])
+    assert (np.array_equal(collected["photo"], folds.order)
+            and np.array_equal(collected["fold"], folds.fold[folds.order]))
     other = Folds.over(np.repeat(np.arange(10), 3), 2, seed=1)
     with pytest.raises(RuntimeError, match="not this cross-validation's photos"):
         collect(answers_of(other, error), folds)  # answers of another split are refused, never graded
@@ -52,7 +53,8 @@ def test_an_answer_table_gives_accuracy_km_figures_and_its_per_photo_shares():
 
 def test_paired_rows_compare_the_informative_figures_on_the_same_resampled_places():
     folds = Folds.over(np.repeat(np.arange(40), 2), 2)
-    near = np.tile([0.05, 0.3, 0.8, 20.0], 20)  # 25 % within 0.1 km, 50 % within 0.5 km, 75 % within 1 km, all within 25
+    # 25 % within 0.1 km, 50 % within 0.5 km, 75 % within 1 km, all within 25
+    near = np.tile([0.05, 0.3, 0.8, 20.0], 20)
     far = near + 100.0
     ours, theirs = (measures(collect(answers_of(folds, e), folds)) for e in (near, far))
     metrics = informative(ours)
@@ -65,8 +67,8 @@ def test_paired_rows_compare_the_informative_figures_on_the_same_resampled_place
 def test_tables_are_written_and_a_stale_one_removed(tmp_path):
     stale = tmp_path / "verdicts.csv"
     stale.write_text("old")
-    write_tables({tmp_path / "table.csv": pd.DataFrame({"method": ["a"], "acc": [0.5]}), tmp_path / "table.md": "| a |\n",
-                  stale: None})
+    write_tables({tmp_path / "table.csv": pd.DataFrame({"method": ["a"], "acc": [0.5]}),
+                  tmp_path / "table.md": "| a |\n", stale: None})
     assert pd.read_csv(tmp_path / "table.csv").to_dict("records") == [{"method": "a", "acc": 0.5}]
     assert (tmp_path / "table.md").read_text() == "| a |\n" and not stale.exists()
 

@@ -16,8 +16,10 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_embedding_equals_the_single_process_path(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path, local_ray):
-    common = ["--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--patches", "--batch-size", "4"]
+def test_ray_embedding_equals_the_single_process_path(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path,
+                                                      local_ray):
+    common = ["--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--patches",
+              "--batch-size", "4"]
     for name in ("local", "ray"):
         assert main(["ingest", str(manifest_folder), "--run", str(tmp_path / name)]) == 0
     (manifest_folder / "images" / "l03_1.jpg").write_bytes(b"\xff\xd8\xff broken after ingest")

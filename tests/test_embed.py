@@ -111,7 +111,7 @@ def test_a_self_describing_checkpoint_loads_in_a_process_that_never_registered_i
     import subprocess
     import sys
 
-    code = (f"from geoloc_core.features.encoders import load_encoder; e = load_encoder('tiny-vit-test', checkpoint={str(tiny_checkpoint)!r}, "
-            "device='cpu'); print(e.image_size, e.model.proj.shape[1])")
+    code = ("from geoloc_core.features.encoders import load_encoder; e = load_encoder('tiny-vit-test', "
+            f"checkpoint={str(tiny_checkpoint)!r}, device='cpu'); print(e.image_size, e.model.proj.shape[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["32", "16"]

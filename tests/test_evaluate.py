@@ -15,7 +15,8 @@ def test_distance_thresholds_are_inclusive():
 
 def test_default_keys_include_campus_and_world_scales():
     m = distance_metrics([45.0], [16.0], [45.0], [16.001])
-    assert {"acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "acc@2500km", "median_km"} <= set(m)
+    assert {"acc@0.1km", "acc@0.5km", "acc@1km", "acc@25km", "acc@200km", "acc@750km", "acc@2500km",
+            "median_km"} <= set(m)
     assert m["acc@0.1km"] == 1.0  # 0.079 km
 
 

@@ -49,7 +49,8 @@ def test_patch_centres_cover_the_square_the_encoder_sees():
     wide = patch_centres(16, 400, 200)  # a 4 x 4 grid over the centred 200 x 200 square
     assert grid_side(16) == 4 and wide.shape == (16, 2)
     assert np.allclose(wide[0], [0.25 + 0.5 / 8, 1 / 8]) and np.allclose(wide[-1], [0.75 - 0.5 / 8, 7 / 8])
-    assert np.allclose(patch_centres(16, 200, 400)[:, ::-1][[0, 5]], patch_centres(16, 400, 200)[[0, 5]])  # a tall photo: the same, turned
+    # a tall photo: the same, turned
+    assert np.allclose(patch_centres(16, 200, 400)[:, ::-1][[0, 5]], patch_centres(16, 400, 200)[[0, 5]])
     with pytest.raises(ValueError, match="square"):
         grid_side(15)
 
@@ -68,7 +69,8 @@ def test_the_query_is_encoded_once_and_a_database_photo_matches_itself_in_place(
     [pred], failed = predict([photo], predictor, keep_tokens=True)
     assert not failed and seen == [1] and pred.tokens.shape == (16, 32)  # the tiny ViT: 4 x 4 patches of width 32
     explanations = explain_prediction(pred, predictor, tiny_run)
-    assert sum(seen) == 1 + 4  # the run kept no patch tokens: the 4 neighbours alone are embedded, the query is not again
+    # the run kept no patch tokens: the 4 neighbours alone are embedded, the query is not again
+    assert sum(seen) == 1 + 4
     assert [e.tokens_from for e in explanations] == ["computed"] * 4 and [e.rank for e in explanations] == [0, 1, 2, 3]
     itself = explanations[0]
     assert itself.neighbour.path == str(photo) and itself.neighbour.photo == predictor.db["photo"].iat[5]
@@ -79,8 +81,8 @@ def test_the_query_is_encoded_once_and_a_database_photo_matches_itself_in_place(
 
 
 def test_a_run_that_kept_its_patch_tokens_serves_the_neighbours_without_a_forward_pass(tiny_run, tiny_checkpoint):
-    assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
-                 "--device", "cpu"]) == 0
+    assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint",
+                 str(tiny_checkpoint), "--device", "cpu"]) == 0
     assert main(["regions", "--run", str(tiny_run)]) == 0  # embedded again: the regions weighed by it are cut again
     predictor = open_predictor(tiny_run, CPU)
     seen = _count_images(predictor.encoder)
@@ -104,12 +106,13 @@ def test_predict_without_keep_tokens_keeps_none_and_explain_says_so(tiny_run):
 def test_cli_explain_writes_a_picture_per_neighbour_and_the_matches(tiny_run, exif_folder, tmp_path, capsys):
     out = tmp_path / "why"
     photos = sorted(exif_folder.glob("*.jpg"))[:2]
-    assert main(["explain", *map(str, photos), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--max-matches", "5",
-                 "--device", "cpu"]) == 0
+    assert main(["explain", *map(str, photos), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--max-matches",
+                 "5", "--device", "cpu"]) == 0
     for photo in photos:
         pictures = sorted(p.name for p in (out / photo.stem).glob("*.png"))
         assert pictures == ["heat_01.png", "heat_02.png", "heat_03.png", "match_01.png", "match_02.png", "match_03.png"]
-        assert Image.open(out / photo.stem / "match_01.png").width > Image.open(out / photo.stem / "match_01.png").height
+        assert (Image.open(out / photo.stem / "match_01.png").width > Image.open(out / photo.stem / "match_01.png")
+                .height)
     frame = pd.read_csv(out / "matches.csv")
     assert set(frame["photo"]) == {str(p) for p in photos} and frame.groupby(["photo", "rank"]).size().max() <= 5
     assert frame[["query_x", "query_y", "match_x", "match_y"]].stack().between(0, 1).all()
@@ -134,15 +137,19 @@ def _tokens(encoder, images: list[Image.Image], tmp_path: Path) -> np.ndarray:
 def test_real_dinov2_matches_a_flipped_and_a_shifted_copy_in_the_right_places(dinov2, tmp_path):
     root = shared("croatia-streetview")
     square = Image.open(root / pd.read_csv(root / "manifest.csv")["path"].iat[40]).convert("RGB")
-    photo = square.resize((640, 640)).crop((0, 96, 640, 544))  # a wide photo, 640 x 448: the encoder sees its middle 448 px
+    # a wide photo, 640 x 448: the encoder sees its middle 448 px
+    photo = square.resize((640, 640)).crop((0, 96, 640, 544))
     w, h = photo.size
-    box = (0, 0, 472, 448)  # its left part, as high, so seen at the same scale: its middle square lies 84 px (3 patches) left
-    original, flipped, shifted = _tokens(dinov2, [photo, photo.transpose(Image.FLIP_LEFT_RIGHT), photo.crop(box)], tmp_path)
+    # its left part, as high, so seen at the same scale: its middle square lies 84 px (3 patches) left
+    box = (0, 0, 472, 448)
+    original, flipped, shifted = _tokens(dinov2, [photo, photo.transpose(Image.FLIP_LEFT_RIGHT), photo.crop(box)],
+                                         tmp_path)
     g = grid_side(len(original))
     centres = patch_centres(len(original), w, h)
     patch_px = min(w, h) / g
 
-    m = mutual_matches(original, flipped, max_matches=20)  # the most distinctive pairs (a uniform sky is matched by position)
+    # the most distinctive pairs (a uniform sky is matched by position)
+    m = mutual_matches(original, flipped, max_matches=20)
     mirror = centres[m.match_patch] * [-1, 1] + [1, 0]  # where the flipped copy's patch lies on the original
     off = (np.abs(centres[m.query_patch] - mirror) * [w, h]).max(axis=1) / patch_px
     assert np.mean(off <= 1) >= 0.8  # within one patch of the mirrored place
@@ -153,10 +160,12 @@ def test_real_dinov2_matches_a_flipped_and_a_shifted_copy_in_the_right_places(di
     assert np.mean(off < 0.5) >= 0.9  # the very patch: 3 columns over, where the shifted square puts it
 
 
-def test_cli_explain_goes_on_when_a_neighbour_with_stored_tokens_has_moved_away(tiny_run, tiny_checkpoint, tmp_path, capsys):
-    """Stored patch tokens serve a neighbour whose photo is gone: its matches are listed, its pictures skipped, no crash."""
-    assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
-                 "--device", "cpu"]) == 0
+def test_cli_explain_goes_on_when_a_neighbour_with_stored_tokens_has_moved_away(tiny_run, tiny_checkpoint, tmp_path,
+                                                                                capsys):
+    """Stored patch tokens serve a neighbour whose photo is gone: its matches are listed,
+    its pictures skipped, no crash."""
+    assert main(["embed", "--run", str(tiny_run), "--patches", "--model", TINY.name, "--checkpoint",
+                 str(tiny_checkpoint), "--device", "cpu"]) == 0
     assert main(["regions", "--run", str(tiny_run)]) == 0  # embedded again: the regions weighed by it are cut again
     original = Path(open_predictor(tiny_run, CPU).db["path"].iat[2])
     query = tmp_path / "query.jpg"
@@ -165,5 +174,6 @@ def test_cli_explain_goes_on_when_a_neighbour_with_stored_tokens_has_moved_away(
     out = tmp_path / "why"
     assert main(["explain", str(query), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--device", "cpu"]) == 0
     assert "cannot be read" in capsys.readouterr().out
-    assert "match_01.png" not in {p.name for p in (out / "query").glob("*.png")} and (out / "query" / "match_02.png").exists()
+    assert ("match_01.png" not in {p.name for p in (out / "query").glob("*.png")} and (out / "query" / "match_02.png")
+            .exists())
     assert str(original) in set(pd.read_csv(out / "matches.csv")["neighbour"])

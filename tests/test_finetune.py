@@ -30,7 +30,8 @@ def test_rounds_yield_wo_then_ft_with_partitions_metrics_and_checkpoints(tiny_ru
     records = Folder(out).read_metrics()
     epochs = [(r["round"], r["epoch"]) for r in records if r["kind"] == "epoch"]
     assert epochs == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert all({"loss", "train_acc", "acc", "macro_f1", "n_regions", "train_img_per_s"} <= set(r) for r in records if r["kind"] == "epoch")
+    assert all({"loss", "train_acc", "acc", "macro_f1", "n_regions", "train_img_per_s"} <= set(r) for r in records
+               if r["kind"] == "epoch")
     for k in (0, 1, 2):
         assert (out / f"regions_r{k}.geojson").exists() and (out / f"embeddings_r{k}.npy").exists()
     saved = torch.load(out / "checkpoints" / "round2.pt", weights_only=True)
@@ -76,8 +77,8 @@ def test_mid_round_resume_from_the_cli_and_a_changed_config_is_refused(tiny_run,
         return real_train_epoch(*args, **kwargs)
 
     monkeypatch.setattr(ft, "train_epoch", crash_on_second_epoch)
-    args = ["finetune", "--run", str(tiny_run), "--out", str(out), "--rounds", "1", "--epochs", "2", "--unfrozen-blocks", "1",
-            "--batch-size", "8", "--device", "cpu"]
+    args = ["finetune", "--run", str(tiny_run), "--out", str(out), "--rounds", "1", "--epochs", "2",
+            "--unfrozen-blocks", "1", "--batch-size", "8", "--device", "cpu"]
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert Folder(out).read_status()["state"] == "stopped"  # Ctrl-C: stopped, to resume
@@ -104,7 +105,8 @@ def test_resume_works_from_any_working_directory(tiny_run, tmp_path, monkeypatch
 
     monkeypatch.setattr(ft, "train_epoch", crash)
     with pytest.raises(KeyboardInterrupt):
-        main(["finetune", "--run", tiny_run.name, "--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1", "--device", "cpu"])
+        main(["finetune", "--run", tiny_run.name, "--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1",
+              "--device", "cpu"])
     out = FinetuneRun(tiny_run / "finetune_dt")
     assert out.last_checkpoint.exists()
     monkeypatch.setattr(ft, "train_epoch", real_train_epoch)
@@ -117,7 +119,8 @@ def test_resume_works_from_any_working_directory(tiny_run, tmp_path, monkeypatch
 
 def test_each_phase_reports_its_progress_for_the_train_page(tiny_run, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(FinetuneRun, "write_progress", lambda self, phase, done, total: seen.append((phase, done, total)))
+    monkeypatch.setattr(FinetuneRun, "write_progress",
+                        lambda self, phase, done, total: seen.append((phase, done, total)))
     list(ft.finetune_rounds(tiny_run, dataclasses.replace(CFG, rounds=1, epochs=1), out_dir=tmp_path / "ft"))
     phases = list(dict.fromkeys(p for p, _, _ in seen))
     assert phases == ["caching prefix tokens", "FT1 epoch 1 of 1", "FT1: re-embedding every photo"]

@@ -1,4 +1,5 @@
-"""The hierarchy: classify the region first (a linear probe on the database), then retrieve and verify within the top regions."""
+"""The hierarchy: classify the region first (a linear probe on the database), then retrieve and verify
+within the top regions."""
 
 import numpy as np
 import pytest
@@ -25,17 +26,21 @@ def test_the_probe_as_one_weight_matrix_gives_the_pipeline_s_probabilities(n_cla
 
 def test_answers_keep_to_the_top_regions_and_a_heavy_prior_picks_the_likeliest_region(tiny_run):
     emb = Run(tiny_run).read_embeddings()[0]
-    cfg = PredictorConfig(k=5, sources=SOURCES, top_regions=1)  # region centroids among the candidates: every region has some
+    # region centroids among the candidates: every region has some
+    cfg = PredictorConfig(k=5, sources=SOURCES, top_regions=1)
     hier = build_predictor(tiny_run, cfg)
     assert hier.region_probe is not None and len(hier.region_probe.classes) >= 2
     top = top_region_mask(hier.region_probe.log_proba(emb), 1)
     _, ids = search_within(hier, emb, top)
     assert np.take_along_axis(top, hier._db_region_class[ids], 1).all()  # retrieval kept to each photo's top region
     lat, lon, _, _ = locate(hier, emb, emb)
-    assert (hier.region_class_at(lat, lon) >= 0).all() and top[np.arange(len(emb)), hier.region_class_at(lat, lon)].all()  # so did the answer
+    # so did the answer
+    assert (hier.region_class_at(lat, lon) >= 0).all() and top[np.arange(len(emb)),
+                                                               hier.region_class_at(lat, lon)].all()
     flat = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES, region_weight=0.0))
     f_lat, f_lon, _, _ = locate(flat, emb, emb)
-    assert not top[np.arange(len(emb)), hier.region_class_at(f_lat, f_lon)].all()  # without it, some answers lie elsewhere
+    # without it, some answers lie elsewhere
+    assert not top[np.arange(len(emb)), hier.region_class_at(f_lat, f_lon)].all()
 
     heavy = build_predictor(tiny_run, PredictorConfig(k=5, sources=SOURCES, region_weight=1e6))
     sims, ids = heavy.index.search(emb, 5)
@@ -55,5 +60,7 @@ def test_a_saved_hierarchical_predictor_answers_as_it_did_before_saving(tiny_run
     emb = Run(tiny_run).read_embeddings()[0]
     for a, b in zip(locate(built, emb, emb), locate(loaded, emb, emb)):
         assert np.array_equal(a, b)
-    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, region_weight=0.0)), store)  # no hierarchy: no probe left behind
-    assert not store.region_probe.exists() and load_predictor(store, tiny_run, PredictConfig(device="cpu")).region_probe is None
+    # no hierarchy: no probe left behind
+    save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, region_weight=0.0)), store)
+    assert (not store.region_probe.exists() and load_predictor(store, tiny_run, PredictConfig(device="cpu"))
+            .region_probe is None)

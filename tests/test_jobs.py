@@ -1,4 +1,5 @@
-"""Background jobs: stopped whoever started them, never a stranger's process, and never a zombie taken for a live job."""
+"""Background jobs: stopped whoever started them, never a stranger's process, and never a zombie
+taken for a live job."""
 
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def test_stop_stops_a_session_leader_with_its_children(tmp_path):
 
 def test_stop_says_why_it_did_nothing_and_never_raises(tmp_path):
     assert "not running" in jobs.stop(Folder(tmp_path / "never-started"))
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a pid reused by another program
+    # a pid reused by another program
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         folder = _running(Folder(tmp_path), stranger)
         assert "no longer" in jobs.stop(folder) and stranger.poll() is None

@@ -29,7 +29,8 @@ def test_a_query_runs_through_the_rounds_blocks_into_the_space_the_database_was_
     run = Run(finetuned_run)
     tuned = run.finetune_round("dt", 1)
     predictor = open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1), device="cpu"))
-    assert predictor.backbone.round == 1 and predictor.region_head is predictor.backbone  # its classifier names the region
+    # its classifier names the region
+    assert predictor.backbone.round == 1 and predictor.region_head is predictor.backbone
     stored = np.load(tuned.embeddings(1))
     assert not np.allclose(stored, run.read_embeddings()[0], atol=1e-3)  # fine-tuning moved the space
     rows = [0, 5, 11]
@@ -39,11 +40,13 @@ def test_a_query_runs_through_the_rounds_blocks_into_the_space_the_database_was_
         top = pred.neighbours[0]
         assert top.photo == predictor.db["photo"].iat[row] and top.similarity == pytest.approx(1.0, abs=2e-3)
     pretrained = open_predictor(finetuned_run, PredictConfig(device="cpu"))
-    assert pretrained.backbone is None and pretrained.region_head.round == 2  # the default still takes the latest classifier
+    # the default still takes the latest classifier
+    assert pretrained.backbone is None and pretrained.region_head.round == 2
 
 
 def test_the_fine_tuned_query_costs_no_pretrained_blocks(finetuned_run, monkeypatch):
-    """Without patch tokens to keep, the tower's own last blocks are skipped: the forward pass is as long as the plain one."""
+    """Without patch tokens to keep, the tower's own last blocks are skipped: the forward pass is as
+    long as the plain one."""
     from geoloc_core.features import encoders
 
     calls = []
@@ -53,15 +56,18 @@ def test_the_fine_tuned_query_costs_no_pretrained_blocks(finetuned_run, monkeypa
     path = predictor.db["path"].iat[2]
     [plain], _ = predict([path], predictor)
     assert calls == []
-    [kept], _ = predict([path], predictor, keep_tokens=True)  # explaining needs the pretrained patch tokens: computed then
-    assert calls and kept.tokens is not None and (kept.lat_deg, kept.lon_deg) == pytest.approx((plain.lat_deg, plain.lon_deg))
+    # explaining needs the pretrained patch tokens: computed then
+    [kept], _ = predict([path], predictor, keep_tokens=True)
+    assert (calls and kept.tokens is not None and (kept.lat_deg, kept.lon_deg)
+            == pytest.approx((plain.lat_deg, plain.lon_deg)))
 
 
 def test_a_round_the_run_has_not_finished_or_another_descriptor_is_refused(finetuned_run):
     with pytest.raises(FileNotFoundError, match="finished round 3"):
         open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=3), device="cpu"))
     with pytest.raises(ValueError, match="cls descriptor"):
-        open_predictor(finetuned_run, PredictConfig(predictor=PredictorConfig(ft_round=1, descriptor="gem"), device="cpu"))
+        open_predictor(finetuned_run,
+                       PredictConfig(predictor=PredictorConfig(ft_round=1, descriptor="gem"), device="cpu"))
 
 
 def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
@@ -112,16 +118,19 @@ def test_lever_rows_switch_the_region_prior_against_whichever_default():
     with_prior = {v.name: v for v in lever_variants(PredictorConfig(), 2)}
     assert with_prior["no region prior"].predictor.region_weight == 0 and "region prior" not in with_prior
     assert with_prior["FT2, together"].together and with_prior["FT2, together"].predictor.ft_round == 2
-    old = {v.name: v for v in lever_variants(PredictorConfig(region_weight=0.0), 2)}  # the table measured before the prior was default
+    # the table measured before the prior was default
+    old = {v.name: v for v in lever_variants(PredictorConfig(region_weight=0.0), 2)}
     assert old["region prior"].predictor.region_weight == 1 and "no region prior" not in old
     assert old["FT2 + region prior"].predictor == replace(PredictorConfig(), ft_round=2, region_weight=1.0)
     assert old["FT2 + region prior, together"].together
-    assert not [v for v in lever_variants(PredictorConfig(region_weight=0.0), 0) if v.predictor.ft_round]  # nothing to combine
+    # nothing to combine
+    assert not [v for v in lever_variants(PredictorConfig(region_weight=0.0), 0) if v.predictor.ft_round]
 
 
 def test_a_variant_past_the_fine_tuning_rounds_or_a_single_split_is_refused(tiny_run):
     with pytest.raises(ValueError, match="FT3"):
-        measure_levers(tiny_run, [Variant("default", PredictorConfig()), Variant("x", PredictorConfig(ft_round=3))], CFG)
+        measure_levers(tiny_run, [Variant("default", PredictorConfig()), Variant("x", PredictorConfig(ft_round=3))],
+                       CFG)
     with pytest.raises(ValueError, match="folds"):
         measure_levers(tiny_run, [Variant("default", PredictorConfig())], CFG, CrossValConfig(folds=1))
 
@@ -142,16 +151,20 @@ def test_the_levers_command_measures_the_rows_asked_for_and_pairs_them_again(tin
     from geoloc_core.cli import main
 
     levers = ["levers", "--run", str(tiny_run), "--folds", "2"]
-    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px", "multi-crop views", "--device", "cpu"]) == 0
+    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px", "multi-crop views",
+                 "--device", "cpu"]) == 0
     rows = pd.read_csv(Run(tiny_run).levers_table).set_index("method")
-    assert list(rows.index) == ["default", "multi-crop views", "input 40 px"]  # the default always, then the table's order
-    assert rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["multi-crop views", "changes"] == "tta=crops"
+    # the default always, then the table's order
+    assert list(rows.index) == ["default", "multi-crop views", "input 40 px"]
+    assert (rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["multi-crop views", "changes"]
+            == "tta=crops")
     assert "input 40 px vs default" in capsys.readouterr().out
     assert main([*levers, "--pair", "input 40 px", "multi-crop views"]) == 0
     assert "input 40 px vs multi-crop views" in capsys.readouterr().out
     assert main([*levers, "--rounds", "0", "--rows", "flip"]) == 2 and "no lever row 'flip'" in caplog.text
     # a measuring flag beside --pair would be ignored: refused
-    assert main([*levers, "--larger-input", "40", "--pair", "input 40 px", "default"]) == 2 and "measures nothing" in caplog.text
+    assert (main([*levers, "--larger-input", "40", "--pair", "input 40 px", "default"]) == 2
+            and "measures nothing" in caplog.text)
 
 
 def test_the_higher_resolution_row_only_where_the_encoder_takes_the_size_and_the_run_is_smaller(tiny_run, caplog):
@@ -165,6 +178,8 @@ def test_the_higher_resolution_row_only_where_the_encoder_takes_the_size_and_the
 
 def test_rows_are_chosen_by_their_names_commas_and_all():
     variants = lever_variants(PredictorConfig(), 2)
-    assert [v.name for v in select_rows(variants, ["FT2, together", "flip views"])] == ["default", "flip views", "FT2, together"]
+    assert [v.name
+            for v in select_rows(variants,
+                                 ["FT2, together", "flip views"])] == ["default", "flip views", "FT2, together"]
     with pytest.raises(ValueError, match="no lever row 'FT2'"):
         select_rows(variants, ["FT2"])

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from geoloc_core.base.geo import haversine_km
-from geoloc_core.locate.locators import LocatorConfig, fit_regressor, fit_verifier, load_locator, locator_meta, save_locator
+from geoloc_core.locate.locators import (
+    LocatorConfig,
+    fit_regressor,
+    fit_verifier,
+    load_locator,
+    locator_meta,
+    save_locator,
+)
 
 FAST = LocatorConfig(epochs=60, batch_size=64)
 
@@ -35,14 +42,16 @@ def test_regressor_beats_answering_the_centre(tmp_path):
     err = haversine_km(*regressor.predict(query), site_lat[q_site], site_lon[q_site])
     centre = haversine_km(site_lat.mean(), site_lon.mean(), site_lat[q_site], site_lon[q_site])
     assert np.median(err) < 0.5 * np.median(centre)
-    save_locator(regressor, tmp_path / "r.safetensors", locator_meta("regressor", FAST, 32, extent_rad=regressor.extent_rad))
+    save_locator(regressor, tmp_path / "r.safetensors",
+                 locator_meta("regressor", FAST, 32, extent_rad=regressor.extent_rad))
     assert np.allclose(load_locator(tmp_path / "r.safetensors").predict(query), regressor.predict(query))
 
 
 def test_verifier_round_trips_through_safetensors(tmp_path):
     emb, site_lat, site_lon, site = _photos(n_sites=8)
     verifier = fit_verifier(emb, site_lat[site], site_lon[site], site, LocatorConfig(epochs=2))
-    save_locator(verifier, tmp_path / "v.safetensors", locator_meta("verifier", verifier.cfg, 32, extent_rad=verifier.extent_rad))
+    save_locator(verifier, tmp_path / "v.safetensors",
+                 locator_meta("verifier", verifier.cfg, 32, extent_rad=verifier.extent_rad))
     loaded = load_locator(tmp_path / "v.safetensors")
     assert np.allclose(loaded.gps_codes(site_lat, site_lon), verifier.gps_codes(site_lat, site_lon), atol=1e-6)
     (tmp_path / "v.json").write_text('{"kind": "pickle"}')

@@ -42,7 +42,8 @@ def test_tab_comma_and_pipe_separated_manifests(tmp_path, encoding, delimiter):
     """Excel's "Unicode text" is UTF-16 with tabs; a comma-separated file quotes its decimal commas."""
     photos(tmp_path, ["a.jpg", "b.jpg"])
     lat_b = '"45,5"' if delimiter == "," else "45,5"
-    text = f"file{delimiter}latitude{delimiter}longitude\na.jpg{delimiter}44.1{delimiter}15.2\nb.jpg{delimiter}{lat_b}{delimiter}16\n"
+    text = (f"file{delimiter}latitude{delimiter}longitude\n"
+            f"a.jpg{delimiter}44.1{delimiter}15.2\nb.jpg{delimiter}{lat_b}{delimiter}16\n")
     (tmp_path / "m.txt").write_bytes(text.encode(encoding))
     table, report = load_photos(tmp_path / "m.txt")
     assert not report.rejected
@@ -50,7 +51,8 @@ def test_tab_comma_and_pipe_separated_manifests(tmp_path, encoding, delimiter):
 
 
 def test_the_header_settles_a_delimiter_the_cells_would_mislead(tmp_path):
-    """Notes like `x;"y";z` in a comma-separated file make csv.Sniffer answer ';': only ',' splits the header into columns."""
+    """Notes like `x;"y";z` in a comma-separated file make csv.Sniffer answer ';':
+    only ',' splits the header into columns."""
     photos(tmp_path, ["a.jpg", "b.jpg"])
     (tmp_path / "m.csv").write_text('path,lat,lon,note\na.jpg,45.1,16.1,x;"y";z\nb.jpg,45.2,16.2,u;"v";w\n')
     table, report = load_photos(tmp_path / "m.csv")
@@ -89,7 +91,8 @@ def test_xlsx_manifest_with_numbers_dms_text_and_a_title_sheet(tmp_path):
     sheet.append(["imgs/c.jpg", "45°61'N", "16 E", "typo"])  # row 5: minutes out of range
     book.save(tmp_path / "trip.xlsx")
     table, report = load_photos(tmp_path / "trip.xlsx")
-    assert table.frame["path"].tolist() == ["imgs/a.jpg", "imgs/b.jpg"] and table.frame["Place"].tolist() == ["Zagreb", "Sesvete"]
+    assert (table.frame["path"].tolist() == ["imgs/a.jpg", "imgs/b.jpg"] and table.frame["Place"].tolist()
+            == ["Zagreb", "Sesvete"])
     assert table.lat_deg[0] == 45.9008 and abs(table.lat_deg[1] - (45 + 54 / 60 + 3 / 3600)) < 1e-12
     assert abs(table.lon_deg[1] - (16 + 42 / 60 + 0.7 / 3600)) < 1e-12
     assert reasons(report) == {"imgs/c.jpg": "row 5, column 'Latitude': \"45°61'N\" has minutes 61 (must be below 60)"}
@@ -106,15 +109,16 @@ def test_a_folder_finds_its_manifest_xlsx(tmp_path):
 
 
 @pytest.mark.parametrize("text,axis,degrees", [
-    ("45.9008", "latitude", 45.9008), ("45,9008", "latitude", 45.9008), ("-45.9", "latitude", -45.9), ("+16", "longitude", 16),
-    ("−45.9", "latitude", -45.9),  # the Unicode minus sign a word processor makes
+    ("45.9008", "latitude", 45.9008), ("45,9008", "latitude", 45.9008), ("-45.9", "latitude", -45.9),
+    ("+16", "longitude", 16), ("−45.9", "latitude", -45.9),  # the Unicode minus sign a word processor makes
     ("45°54'03\"N", "latitude", 45 + 54 / 60 + 3 / 3600), ("16°42'00.7\"E", "longitude", 16 + 42 / 60 + 0.7 / 3600),
-    ("16°42'00,7\"W", "longitude", -(16 + 42 / 60 + 0.7 / 3600)), ("45º 54′ 03″ S", "latitude", -(45 + 54 / 60 + 3 / 3600)),
+    ("16°42'00,7\"W", "longitude", -(16 + 42 / 60 + 0.7 / 3600)),
+    ("45º 54′ 03″ S", "latitude", -(45 + 54 / 60 + 3 / 3600)),
     ("45°54’03”N", "latitude", 45 + 54 / 60 + 3 / 3600),  # Excel's autocorrected quotes
     ("45°54'03''N", "latitude", 45 + 54 / 60 + 3 / 3600), ("45 54 03 N", "latitude", 45 + 54 / 60 + 3 / 3600),
     ("45°54.05'", "latitude", 45 + 54.05 / 60), ("45.9008 N", "latitude", 45.9008), ("45.9008N", "latitude", 45.9008),
-    ("S 33.5", "latitude", -33.5), ("N45°54'", "latitude", 45.9), ("w 70.5", "longitude", -70.5), ("45.9°", "latitude", 45.9),
-    ("95", "latitude", 95.0),  # out of range is judged later, by value
+    ("S 33.5", "latitude", -33.5), ("N45°54'", "latitude", 45.9), ("w 70.5", "longitude", -70.5),
+    ("45.9°", "latitude", 45.9), ("95", "latitude", 95.0),  # out of range is judged later, by value
 ])
 def test_coordinates_in_every_notation(text, axis, degrees):
     assert parse_coordinate(text, axis) == pytest.approx(degrees, abs=1e-12)
@@ -122,7 +126,8 @@ def test_coordinates_in_every_notation(text, axis, degrees):
 
 @pytest.mark.parametrize("text,axis,why", [
     ("nan", "latitude", "not a number"), ("nan", "longitude", "not a number"), ("abc", "latitude", "not a number"),
-    ("1.234,5", "latitude", "not a number"), ("45°61'N", "latitude", "minutes 61"), ("45°30'75\"", "latitude", "seconds 75"),
+    ("1.234,5", "latitude", "not a number"), ("45°61'N", "latitude", "minutes 61"),
+    ("45°30'75\"", "latitude", "seconds 75"),
     ("16 E", "latitude", "is a longitude (E) in the latitude column"), ("45 N", "longitude", "is a latitude (N)"),
     ("-45 S", "latitude", "both a sign and a hemisphere"), ("N 45 S", "latitude", "two hemisphere letters"),
     ("45.5°30'", "latitude", "fraction before its last part"), ("45'", "latitude", "not a number"),
@@ -149,7 +154,8 @@ def test_unreadable_cells_name_row_column_and_text_and_the_rest_go_on(tmp_path):
     got = reasons(report)
     assert got["bad.jpg"].startswith("row 3, column 'lon': 'sixteen' is not a number")
     assert got["empty.jpg"] == "row 4, column 'lat': coordinate missing (empty cell)"
-    assert got["range.jpg"] == "row 6: coordinate out of range (lat=95.0, lon=16.7)"  # existing behaviour, now with its row
+    # existing behaviour, now with its row
+    assert got["range.jpg"] == "row 6: coordinate out of range (lat=95.0, lon=16.7)"
     assert got["ragged.jpg"].startswith("row 7 has 5 cells, the header 3 (a decimal comma")
     assert report.n_candidates == 5 and report.n_accepted == 1
 

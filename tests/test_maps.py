@@ -28,22 +28,26 @@ def test_run_map_has_every_partition_as_a_layer_and_opens_offline(tiny_run, tmp_
 
 def test_tiles_are_offered_switched_off(tiny_run):
     html = standalone_html(run_map(tiny_run_run(tiny_run), tiles=True))
-    assert "basemaps.cartocdn.com" in html and external_references(html) == []  # a tile template, not a fetched resource
+    # a tile template, not a fetched resource
+    assert "basemaps.cartocdn.com" in html and external_references(html) == []
 
 
 def test_cli_map_draws_predictions_with_their_circles_and_neighbours(tiny_run, exif_folder, tmp_path, capsys):
     out = tmp_path / "pred"
-    assert main(["predict", str(sorted(exif_folder.glob("*.jpg"))[0]), "--run", str(tiny_run), "--out", str(out), "--k", "3",
-                 "--device", "cpu"]) == 0
+    assert main(["predict", str(sorted(exif_folder.glob("*.jpg"))[0]), "--run", str(tiny_run), "--out", str(out), "--k",
+                 "3", "--device", "cpu"]) == 0
     page = tmp_path / "map.html"
-    assert main(["map", "--run", str(tiny_run), "--predictions", str(out / "predictions.csv"), "--graphs", "dt", "--out", str(page)]) == 0
+    assert main(["map", "--run", str(tiny_run), "--predictions", str(out / "predictions.csv"), "--graphs", "dt",
+                 "--out", str(page)]) == 0
     html = page.read_text()
     assert "predictions (1)" in html and "uncertainty radius (km)" in html and "neighbour of prediction" in html
     assert "truth of" in html  # the EXIF truth, with the error line
     assert "GG w/o" not in html and external_references(html) == []
     assert "opens offline" in capsys.readouterr().out
-    batch = standalone_html(prediction_map(read_predictions(out / "predictions.csv"), tiny_run_run(tiny_run).regions("dt")))
-    assert "predictions (1)" in batch and '"regions"' in batch and external_references(batch) == []  # the Predict page's download
+    batch = standalone_html(prediction_map(read_predictions(out / "predictions.csv"),
+                                           tiny_run_run(tiny_run).regions("dt")))
+    # the Predict page's download
+    assert "predictions (1)" in batch and '"regions"' in batch and external_references(batch) == []
 
 
 def tiny_run_run(path):

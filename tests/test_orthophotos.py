@@ -29,7 +29,8 @@ def test_naip_rasters_cut_into_geotagged_tiles_that_line_up_across_years(two_yea
     a, b = (manifest[manifest["year"] == y].set_index("location_id") for y in ("2009", "2010"))
     assert (haversine_km(a["lat"], a["lon"], b.loc[a.index, "lat"], b.loc[a.index, "lon"]) < 0.01).all()  # same ground
     first = manifest.sort_values(["year", "location_id"]).iloc[1]
-    assert haversine_km(manifest["lat"].iat[0], manifest["lon"].iat[0], first["lat"], first["lon"]) == pytest.approx(1.12, abs=0.01)
+    assert haversine_km(manifest["lat"].iat[0], manifest["lon"].iat[0], first["lat"],
+                        first["lon"]) == pytest.approx(1.12, abs=0.01)
     with Image.open(tmp_path / "tiles" / manifest["path"].iat[0]) as tile:
         assert tile.size == (224, 224) and tile.mode == "RGB"
 
@@ -38,7 +39,8 @@ def test_cross_time_recall_queries_each_year_against_the_others(two_years, tmp_p
     cut_tiles(two_years, tmp_path / "tiles", tile_px=224)
     run = tmp_path / "run"
     assert main(["ingest", str(tmp_path / "tiles"), "--run", str(run)]) == 0
-    assert main(["embed", "--run", str(run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["embed", "--run", str(run), "--patches", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
+                 "--device", "cpu"]) == 0
     rows = cross_time_recall(run, "year", ("cls", "gem", "vlad"), n_words=4)
     assert [r["descriptor"] for r in rows] == ["cls", "gem", "vlad"]
     assert all(0 <= r["R@1"] <= r["R@5"] <= 1 and r["year"] == 2 for r in rows)

@@ -43,7 +43,8 @@ def test_recall_at_k_by_hand():
 def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny_run, exif_folder, tmp_path):
     predictor = build_predictor(tiny_run, PredictorConfig(k=5))
     assert predictor.radius_km > 0 and predictor.bandwidth_km >= 0 and len(predictor.db) == 40
-    errors = predictor.calibration_errors_km  # cross-fitted: every database photo located by a calibrator without its place
+    # cross-fitted: every database photo located by a calibrator without its place
+    errors = predictor.calibration_errors_km
     assert len(errors) == 40 and np.isfinite(errors).all()
     assert predictor.radius_km == np.sort(errors)[36]  # conformal: the ceil(41 x 0.9) = 37th smallest of 40
     save_predictor(predictor, PredictorStore(tmp_path / "pred"))
@@ -67,7 +68,8 @@ def test_predicting_database_photos_finds_themselves_and_reports_exif_truth(tiny
 
 def test_cli_predict_writes_csv_and_geojson(tiny_run, exif_folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["predict", str(exif_folder), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--device", "cpu"]) == 0
+    assert main(["predict", str(exif_folder), "--run", str(tiny_run), "--out", str(out), "--k", "3", "--device",
+                 "cpu"]) == 0
     frame = pd.read_csv(out / "predictions.csv")
     assert len(frame) == 24 and frame["error_km"].notna().all()
     assert len(json.loads(frame["neighbours"][0])) == 3
@@ -88,35 +90,40 @@ def test_candidates_come_from_each_source_and_the_verifier_picks_one_of_them(tin
     c_lat, c_lon = candidates(predictor.with_sources(SOURCES), emb, sims, ids)
     assert c_lat.shape[1] == sum(widths.values())
     assert np.allclose(np.column_stack(predictor.regressor.predict(emb)), np.column_stack([c_lat[:, -1], c_lon[:, -1]]))
-    alone = locate(predictor.with_sources(("regression",)), emb, emb)  # the verifier's only candidate: the regression's answer
+    # the verifier's only candidate: the regression's answer
+    alone = locate(predictor.with_sources(("regression",)), emb, emb)
     assert np.allclose(alone[0], predictor.regressor.predict(emb)[0])
-    assert PredictorConfig().sources == ("top1", "clusters", "gallery") and build_predictor(tiny_run, PredictorConfig(k=5)).regressor is None
+    assert (PredictorConfig().sources == ("top1", "clusters", "gallery")
+            and build_predictor(tiny_run, PredictorConfig(k=5)).regressor is None)
     top1 = predictor.db["lat_deg"].to_numpy()[ids[:, 0]]
     assert np.allclose(locate(predictor.with_sources(("top1",)), emb, emb)[0], top1)
 
 
 def test_compare_table_has_every_method_on_one_split(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
     run = tmp_path / "run"
-    assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model", TINY.name,
-                 "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
+    assert main(["run", str(manifest_folder), "--run", str(run), "--patches", "--test-frac", "0.25", "--model",
+                 TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--graphs", "dt"]) == 0
     result = compare_methods(run, CompareConfig(), PredictorConfig(k=5))
     rows, predictions = result.rows, result.predictions
     assert not result.verdicts and not result.folds  # one split: point figures
     assert len(predictions) == 10 and (predictions["error_km"] >= 0).all()  # 5 of 20 locations held out, 2 photos each
     methods = [r["method"] for r in rows]
-    assert methods[:6] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote", "kNN-VLAD top-1", "kNN-VLAD vote"]
+    assert methods[:6] == ["kNN-CLS top-1", "kNN-CLS vote", "kNN-GEM top-1", "kNN-GEM vote", "kNN-VLAD top-1",
+                           "kNN-VLAD vote"]
     assert methods[6:8] == ["region centroid (DT w/o)", "regression (lat/lon MLP)"]
     assert "verified: top1+clusters+gallery" in methods and "verified: regions" in methods
     assert all({"median_km", "acc@25km", "acc@2500km"} <= set(r) for r in rows)
     retrieval = [r for r in rows if "R@1" in r]
     assert all(r["R@1"] <= r["R@5"] <= r["R@10"] for r in retrieval)
-    assert all(r["acc@2500km"] == 1.0 for r in rows)  # the whole data set spans ~200 km: every method lands within 2500 km
+    # the whole data set spans ~200 km: every method lands within 2500 km
+    assert all(r["acc@2500km"] == 1.0 for r in rows)
     assert all(r["acc@1km"] <= r["acc@25km"] <= r["acc@200km"] for r in rows)
 
 
 @pytest.mark.slow  # every method, K times
 def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_verdicts(tiny_run):
-    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5), cv=CrossValConfig(folds=4))
+    result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5),
+                             cv=CrossValConfig(folds=4))
     photos = Run(tiny_run).photo_table().frame
     assert sorted(result.predictions["path"]) == sorted(photos["path"])  # every photo held out exactly once
     assert [f["fold"] for f in result.folds] == [0, 1, 2, 3] and sum(f["n_locations"] for f in result.folds) == 20
@@ -127,7 +134,8 @@ def test_k_fold_compare_holds_out_every_location_once_and_gives_intervals_and_ve
         # no method ever sees the held-out location itself: its own photos never come back as neighbours
         assert row.get("R@1", 0.0) == 0.0
     methods = {r["method"] for r in result.rows}
-    assert {"kNN-CLS vote", "region centroid (DT w/o)", "regression (lat/lon MLP)", "verified: top1+clusters+gallery"} <= methods
+    assert {"kNN-CLS vote", "region centroid (DT w/o)", "regression (lat/lon MLP)",
+            "verified: top1+clusters+gallery"} <= methods
     compared = {(v["comparison"].split(" vs ")[1], v["metric"]) for v in result.verdicts}
     assert ("kNN-CLS vote", "median_km") in compared and ("verified: top1+clusters", "median_km") in compared
     assert all(v["lo"] <= v["difference"] <= v["hi"] and v["verdict"] in ("better", "worse", "no detectable difference")
@@ -142,7 +150,8 @@ def test_saved_predictor_is_reused_until_the_run_is_re_embedded(tiny_run):
     assert store.index.stat().st_mtime_ns == built  # loaded, not rebuilt
     os.utime(Run(tiny_run).embeddings)  # touched, not changed: the contents decide
     open_predictor(tiny_run, CPU)
-    assert store.index.stat().st_mtime_ns == built and json.loads(store.record.read_text())["digest"] == json.loads(record)["digest"]
+    assert (store.index.stat().st_mtime_ns == built and json.loads(store.record.read_text())["digest"]
+            == json.loads(record)["digest"])
     run = Run(tiny_run)
     stages.run_embed(tiny_run, dataclasses.replace(run.pipeline_config().embed, patches=True))  # embedded again
     stages.cut_regions(tiny_run, run.pipeline_config().regions)  # the regions it weighs, cut again from them
@@ -165,9 +174,12 @@ def test_a_build_setting_rebuilds_the_saved_predictor_and_coverage_sets_the_radi
         radius[coverage] = float(capsys.readouterr().out.split("±")[1].split(" km")[0])
     assert radius["0.5"] < radius["0.9"]
     assert json.loads(predictor_store(tiny_run, PredictorConfig(), "all", "dt").meta.read_text())["config"]["k"] == 10
-    assert main(["predict", photo, "--run", str(tiny_run), "--k", "3", "--device", "cpu", "--out", str(tiny_run.parent / "p")]) == 0
-    assert json.loads(predictor_store(tiny_run, PredictorConfig(k=3), "all", "dt").meta.read_text())["config"]["k"] == 3  # built for it
-    assert pd.read_csv(tiny_run.parent / "p" / "predictions.csv")["neighbours"].map(lambda n: len(json.loads(n))).tolist() == [3]
+    assert main(["predict", photo, "--run", str(tiny_run), "--k", "3", "--device", "cpu", "--out",
+                 str(tiny_run.parent / "p")]) == 0
+    # built for it
+    assert json.loads(predictor_store(tiny_run, PredictorConfig(k=3), "all", "dt").meta.read_text())["config"]["k"] == 3
+    assert (pd.read_csv(tiny_run.parent / "p" / "predictions.csv")["neighbours"].map(lambda n: len(json.loads(n)))
+            .tolist() == [3])
 
 
 def test_re_cutting_regions_changes_the_region_the_next_prediction_reports(tiny_run):
@@ -186,7 +198,8 @@ def test_familiarity_is_calibrated_on_the_database_alone(tiny_run):
     predictor = build_predictor(tiny_run, PredictorConfig(k=5))
     reference = predictor.familiar_sims  # leave-location-out top-1 similarities of the database's own photos
     assert len(reference) == 40 and np.all(np.diff(reference) >= 0)
-    assert predictor.familiarity(np.array([-1.0, np.median(reference), 1.0])).tolist() == pytest.approx([0.0, 0.5, 1.0], abs=0.03)
+    assert (predictor.familiarity(np.array([-1.0, np.median(reference), 1.0])).tolist()
+            == pytest.approx([0.0, 0.5, 1.0], abs=0.03))
     # a photo as unlike the database as its least familiar own photo, or less, is flagged at a 5 % threshold
     assert predictor.familiarity(np.array([reference[0] - 1e-6]))[0] < 0.05
 
@@ -210,7 +223,8 @@ def test_a_predictor_saved_without_a_verifier_loads_without_one(tiny_run, tmp_pa
     assert load_predictor(store, tiny_run, CPU).verifier is not None
     save_predictor(build_predictor(tiny_run, PredictorConfig(k=5, verify=False)), store)
     assert not store.verifier.exists() and load_predictor(store, tiny_run, CPU).verifier is None
-    assert open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(verify=False))).verifier is None
+    assert open_predictor(tiny_run,
+                          PredictConfig(device="cpu", predictor=PredictorConfig(verify=False))).verifier is None
 
 
 @pytest.mark.slow  # every method, K times
@@ -220,10 +234,11 @@ def test_compare_follows_the_configured_sources(tiny_run, folds):
     cfg = PredictorConfig(k=5, sources=("top1", "clusters"))
     result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), cfg, cv=CrossValConfig(folds=folds))
     [reference] = [r for r in result.rows if r["method"] == "verified: top1+clusters"]
-    assert "within_radius" in reference and ("radius_km@90" in reference or folds > 1)  # with folds: one radius per fold
+    # with folds: one radius per fold
+    assert "within_radius" in reference and ("radius_km@90" in reference or folds > 1)
     rows = {r["method"]: r for r in result.rows}
-    errors = haversine_km(result.predictions["lat_deg"], result.predictions["lon_deg"], result.predictions["true_lat_deg"],
-                          result.predictions["true_lon_deg"])
+    errors = haversine_km(result.predictions["lat_deg"], result.predictions["lon_deg"],
+                          result.predictions["true_lat_deg"], result.predictions["true_lon_deg"])
     assert np.median(errors) == pytest.approx(rows["verified: top1+clusters"]["median_km"])
     if folds > 1:
         assert {v["comparison"] for v in result.verdicts} == {"verified: top1+clusters vs kNN-CLS vote",
@@ -244,8 +259,10 @@ def test_a_photo_s_familiarity_is_its_best_match_among_the_database_photos(tiny_
 
 
 def test_a_predictor_that_depends_on_the_graph_is_saved_per_graph(tmp_path):
-    """Its regions or fine-tuning differ per graph: alternating graphs reload each one's predictor, never rebuild one store."""
-    for cfg in (PredictorConfig(ft_round=1), PredictorConfig(region_weight=1.0), PredictorConfig(sources=("top1", "regions"))):
+    """Its regions or fine-tuning differ per graph: alternating graphs reload each one's predictor,
+    never rebuild one store."""
+    for cfg in (PredictorConfig(ft_round=1), PredictorConfig(region_weight=1.0),
+                PredictorConfig(sources=("top1", "regions"))):
         assert predictor_store(tmp_path, cfg, "all", "dt").root != predictor_store(tmp_path, cfg, "all", "gg").root
     plain = PredictorConfig(region_weight=0.0)  # no regions, no fine-tuning: one store whatever the graph
     assert predictor_store(tmp_path, plain, "all", "dt").root == predictor_store(tmp_path, plain, "all", "gg").root

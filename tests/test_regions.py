@@ -9,7 +9,14 @@ from pyproj import Geod
 
 from geoloc_core.base.geo import LocalProjection
 from geoloc_core.regions.graphs import delaunay_edges
-from geoloc_core.regions.partition import edge_weights, louvain_regions, region_areas_km2, region_polygons, region_table, site_embeddings
+from geoloc_core.regions.partition import (
+    edge_weights,
+    louvain_regions,
+    region_areas_km2,
+    region_polygons,
+    region_table,
+    site_embeddings,
+)
 
 
 def unit(v):
@@ -105,7 +112,9 @@ def test_igraph_backend_matches_networkx_modularity_on_a_feature_weighted_delaun
         louvain_regions(len(xy), edges, weights, backend="leiden-magic")
 
 
-COAST = {  # (lat, lon): Croatian towns on the Adriatic and inland; Natural Earth's 1:110m land leaves Zadar (coast) and Vis (island) at sea
+# (lat, lon): Croatian towns on the Adriatic and inland; Natural Earth's 1:110m land leaves Zadar (coast) and Vis
+# (island) at sea
+COAST = {
     "Rijeka": (45.327, 14.442), "Zadar": (44.119, 15.231), "Sibenik": (43.735, 15.890), "Split": (43.508, 16.440),
     "Dubrovnik": (42.650, 18.094), "Zagreb": (45.815, 15.982), "Karlovac": (45.487, 15.548), "Gospic": (44.546, 15.375),
     "Knin": (44.041, 16.199), "Osijek": (45.555, 18.695), "Vis": (43.062, 16.183),
@@ -125,7 +134,8 @@ def test_land_clip_takes_the_sea_out_of_coastal_regions_and_keeps_a_disc_around_
     assert land.outside(lat, lon).tolist() == [name in ("Zadar", "Vis") for name in COAST]
     clipped = region_polygons(xy, labels, proj, clip=land)
     country = region_polygons(xy, labels, proj, clip=clip_area(RegionConfig(clip="country"), lat, lon))
-    assert country["area_km2"].sum() < clipped["area_km2"].sum() < 0.95 * hull["area_km2"].sum()  # the Adriatic, then Bosnia, go
+    # the Adriatic, then Bosnia, go
+    assert country["area_km2"].sum() < clipped["area_km2"].sum() < 0.95 * hull["area_km2"].sum()
     for k, geom in zip(clipped["region"], clipped.geometry):  # every site, Vis included, still lies in its own region
         assert shapely.contains_xy(geom, lon[labels == k], lat[labels == k]).all()
     vis = shapely.Point(COAST["Vis"][::-1])

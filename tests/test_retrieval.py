@@ -80,7 +80,8 @@ def test_a_saved_geo_propagated_predictor_answers_as_the_fitted_one_through_pred
     path = loaded.db["path"].iat[0]
     [pred], _ = predict([path], loaded)
     lat, lon, sims, ids = locate(fitted, Run(tiny_run).read_embeddings()[0][:1], Run(tiny_run).read_embeddings()[0][:1])
-    assert [n.path for n in pred.neighbours] == list(loaded.db["path"].to_numpy()[ids[0]])  # predict queries the same space
+    # predict queries the same space
+    assert [n.path for n in pred.neighbours] == list(loaded.db["path"].to_numpy()[ids[0]])
     assert np.isclose(pred.lat_deg, lat[0]) and np.isclose(pred.lon_deg, lon[0])
 
 

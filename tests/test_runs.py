@@ -10,16 +10,21 @@ from geoloc_core.runs.folders import FinetuneRun, Run, run_in
 REPO = Path(__file__).resolve().parents[1]
 # Every file or folder name of a run (runs/folders.py spells each); nothing else in the product may. Whole names are
 # found anywhere in a string; stems only as the literal part before an f-string's field (f"graph_{kind}") or alone.
-RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json", "sites.csv",
-             "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log", "table.csv", "table.md",
-             "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors", "regressor.safetensors",
-             "calibration_errors.npy", "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv", "provenance.json")
+RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json",
+             "sites.csv",
+             "site_of_photo.npy", "config.json", "metrics.jsonl", "status.json", "progress.json", "job.log",
+             "table.csv", "table.md",
+             "predictor.json", "index.faiss", "db.csv", "vocabulary.npy", "verifier.safetensors",
+             "regressor.safetensors",
+             "calibration_errors.npy", "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv",
+             "provenance.json")
 RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "shards", "checkpoints")
 
 
 def _names_a_run_file(text: str) -> bool:
     return any(name in text for name in RUN_FILES) or any(text == stem or text.endswith("/" + stem) or
-                                                          (stem.endswith(("_", "_r")) and text.endswith(stem)) for stem in RUN_STEMS)
+                                                          (stem.endswith(("_", "_r")) and text.endswith(stem))
+                                                          for stem in RUN_STEMS)
 
 
 def _strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -39,7 +44,8 @@ def test_no_file_name_of_a_run_is_spelled_outside_the_layout_module():
              for line, text in _strings(ast.parse(p.read_text())) if _names_a_run_file(text)]
     assert found == []
     spelled = {text for _, text in _strings(ast.parse(layout.read_text()))}
-    assert all(any(_names_a_run_file(s) and name in s for s in spelled) for name in RUN_FILES + RUN_STEMS)  # runs.py's own names
+    # runs.py's own names
+    assert all(any(_names_a_run_file(s) and name in s for s in spelled) for name in RUN_FILES + RUN_STEMS)
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../escape", "/etc", ".hidden", "x/../..", "a\\b", "a" * 101])

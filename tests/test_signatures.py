@@ -26,7 +26,8 @@ def test_typical_photos_are_closer_to_their_region_mean_than_the_rest(tiny_run):
         members = np.flatnonzero(sig.train & (sig.labels == region))
         assert set(picks["photo"]) <= set(members) and picks["rank"].tolist() == list(range(1, len(picks) + 1))
         rest = np.setdiff1d(members, picks["photo"])
-        rest = rest[~np.isin(sig.groups[rest], sig.groups[picks["photo"]])]  # one photo per location: others of a picked one aside
+        # one photo per location: others of a picked one aside
+        rest = rest[~np.isin(sig.groups[rest], sig.groups[picks["photo"]])]
         assert picks["score"].to_numpy() == pytest.approx(to_mean[picks["photo"]], abs=1e-5)
         assert (rest.size == 0) or picks["score"].min() >= to_mean[rest].max() - 1e-6
         assert len(set(sig.groups[picks["photo"]])) == len(picks)  # never two photos of one location
@@ -59,7 +60,8 @@ def test_adjacent_regions_share_an_edge_and_their_contrast_favours_each_side(tin
     for side, picks in contrast.groupby("side"):
         other = b if side == a else a
         assert (sig.labels[picks["photo"]] == side).all()
-        assert picks["score"].to_numpy() == pytest.approx(sig.scores[picks["photo"], side] - sig.scores[picks["photo"], other])
+        assert picks["score"].to_numpy() == pytest.approx(sig.scores[picks["photo"], side]
+                                                          - sig.scores[picks["photo"], other])
 
 
 def test_a_fine_tuned_partition_is_scored_by_its_rounds_cosine_head(tiny_run):
@@ -80,9 +82,11 @@ def test_head_weights_equal_to_the_region_means_score_like_the_means():
     labels, train, groups = np.arange(30) % 3, np.ones(30, bool), np.arange(30)
     from geoloc_core.regions.partition import SiteGraph
 
-    graph = SiteGraph(np.arange(30), rng.normal(size=(30, 2)), np.arange(30), np.array([[0, 1], [1, 2]]), np.zeros(30, bool))
+    graph = SiteGraph(np.arange(30), rng.normal(size=(30, 2)), np.arange(30), np.array([[0, 1], [1, 2]]),
+                      np.zeros(30, bool))
     plain = signatures(emb, labels, train, groups, graph)
-    head = signatures(emb, labels, train, groups, graph, head_weight=3 * region_means(emb, labels, 3), head_emb=emb, head_round=2)
+    head = signatures(emb, labels, train, groups, graph, head_weight=3 * region_means(emb, labels, 3), head_emb=emb,
+                      head_round=2)
     assert head.method == "FT2 cosine head"
     assert head.scores == pytest.approx(plain.scores, abs=1e-5)
     assert head.distinctive["photo"].tolist() == plain.distinctive["photo"].tolist()

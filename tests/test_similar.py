@@ -1,4 +1,5 @@
-"""Find places like this: per-site scores, the query's own sites set apart, and the fine-tuned space used where the run has one."""
+"""Find places like this: per-site scores, the query's own sites set apart, and the fine-tuned space used
+where the run has one."""
 
 import json
 from pathlib import Path
@@ -49,10 +50,12 @@ def test_a_run_photo_finds_other_sites_and_sets_its_own_apart(tiny_run):
     assert closest["rank"].tolist() == [1, 2, 3, 4, 5] and site_of_photo[4] not in closest["site"].tolist()
     others = emb[site_of_photo != site_of_photo[4]] @ emb[4]
     assert closest["similarity"].iat[0] == pytest.approx(others.max(), abs=1e-5)  # the best other photo's site leads
-    assert closest["similarity"].is_monotonic_decreasing and all(isinstance(p, str) and "(" in p for p in closest["place"])
+    assert (closest["similarity"].is_monotonic_decreasing
+            and all(isinstance(p, str) and "(" in p for p in closest["place"]))
     assert all(Path(p).is_file() for p in closest["path"]) and found.space == PRETRAINED and found.how == "max"
     deck = json.loads(figures.similarity_deck(found.sites, closest).to_json())
-    assert [layer["@@type"] for layer in deck["layers"]][-4:] == ["ScatterplotLayer", "ScatterplotLayer", "ScatterplotLayer", "TextLayer"]
+    assert [layer["@@type"] for layer in deck["layers"]][-4:] == ["ScatterplotLayer", "ScatterplotLayer",
+                                                                  "ScatterplotLayer", "TextLayer"]
 
 
 def test_a_region_query_sets_apart_every_site_of_the_region(tiny_run):
@@ -60,7 +63,8 @@ def test_a_region_query_sets_apart_every_site_of_the_region(tiny_run):
     labels = run.regions("dt").labels()["region"].to_numpy()
     emb = space_embeddings(run, spaces(run)[-1])
     query = region_query(emb, labels, 0, "region 0")
-    assert np.linalg.norm(query.vector) == pytest.approx(1) and sorted(query.photos) == list(np.flatnonzero(labels == 0))
+    assert (np.linalg.norm(query.vector) == pytest.approx(1) and sorted(query.photos)
+            == list(np.flatnonzero(labels == 0)))
     found = find_similar(tiny_run, query, spaces(run)[-1], how="mean", top=3)
     site_of_photo = storage.read_npy(run.site_of_photo)
     assert set(found.sites.loc[found.sites["query"], "site"]) == set(site_of_photo[labels == 0])
@@ -77,7 +81,8 @@ def test_the_fine_tuned_space_comes_first_and_a_new_photo_lands_where_the_run_pu
     encoder = run_encoder(run, "cpu")
     photo = run.photo_table().abs_paths()[7]
     for space in (tuned, pretrained):  # the photo embedded anew, as an upload, is its stored row in that space
-        assert np.allclose(upload_query(photo, encoder, space).vector, space_embeddings(run, space)[7], atol=2e-2), space.label
+        assert np.allclose(upload_query(photo, encoder, space).vector, space_embeddings(run, space)[7],
+                           atol=2e-2), space.label
     assert not np.allclose(space_embeddings(run, tuned), space_embeddings(run, pretrained), atol=1e-2)
     broken = Path(tiny_run) / "broken.jpg"
     broken.write_bytes(b"not a photo")

@@ -13,7 +13,8 @@ def test_block_labels_exact_on_a_small_case():
     xy_m = np.array([[0, 0], [999, 999], [1000, 0], [2500, 0], [0, 1000], [2999, 1999], [100, 1500]], float)
     # 3 columns (x 0..2999 m in 1 km blocks), rows from the south-west corner: label = column + 3 * row
     assert block_labels(xy_m, 1.0).tolist() == [0, 0, 1, 2, 3, 5, 3]
-    assert block_labels(xy_m + [5e5, -7e5], 1.0).tolist() == [0, 0, 1, 2, 3, 5, 3]  # aligned on the points, not the origin
+    # aligned on the points, not the origin
+    assert block_labels(xy_m + [5e5, -7e5], 1.0).tolist() == [0, 0, 1, 2, 3, 5, 3]
     assert block_labels(xy_m, 10.0).tolist() == [0] * 7
     with pytest.raises(ValueError):
         block_labels(xy_m, 0.0)
@@ -31,7 +32,8 @@ def test_fold_units_keep_places_whole_and_default_to_places():
 
 
 def test_folds_over_blocks_hold_whole_blocks_out(manifest_folder):
-    frame = pd.read_csv(manifest_folder / "manifest.csv")  # 20 real JPEG locations over two 1 x 1 degree halves of Croatia
+    # 20 real JPEG locations over two 1 x 1 degree halves of Croatia
+    frame = pd.read_csv(manifest_folder / "manifest.csv")
     lat, lon, groups = frame["lat"].to_numpy(), frame["lon"].to_numpy(), frame["location_id"].to_numpy()
     units = fold_units(groups, lat, lon, block_km=40.0)
     assert 2 < len(set(units)) < len(set(groups))  # coarser than places, finer than everything

@@ -55,4 +55,5 @@ def test_the_runs_own_seed_reproduces_its_regions_boundaries(tiny_run):
     assert many.edges["rate"].between(0, 1).all() and len(many.n_regions) == 4
     assert many.n_regions.min() >= one.n_regions[0] - 1  # a higher resolution does not merge regions wholesale
     assert many.edges[["lat0", "lon0", "lat1", "lon1"]].notna().all().all()
-    assert one.edges[["lat0", "lon0"]].to_numpy() == pytest.approx(run.graph_edges_latlon("dt")[["lat0", "lon0"]].to_numpy())
+    assert one.edges[["lat0",
+                      "lon0"]].to_numpy() == pytest.approx(run.graph_edges_latlon("dt")[["lat0", "lon0"]].to_numpy())

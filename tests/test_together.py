@@ -22,8 +22,8 @@ from geoloc_core.share.gis import prediction_layers
 
 
 def jpeg_taken(seed: int, taken: str | None, zone: str | None = None) -> bytes:
-    """A real JPEG whose EXIF DateTimeOriginal is `taken` ("YYYY:MM:DD HH:MM:SS"), or none, in the zone OffsetTimeOriginal
-    `zone` ("+02:00"), or none."""
+    """A real JPEG whose EXIF DateTimeOriginal is `taken` ("YYYY:MM:DD HH:MM:SS"), or none, in the zone
+    OffsetTimeOriginal `zone` ("+02:00"), or none."""
     exif = Image.Exif()
     if taken is not None:
         exif.get_ifd(ExifTags.IFD.Exif)[0x9003] = taken
@@ -39,7 +39,8 @@ def test_photos_taken_close_in_time_form_a_place_and_a_gap_starts_the_next():
     minutes = [0, 4, 30, 9, None, 200, 205, 400]  # out of order: grouped in time order
     labels = time_groups([None if m is None else t0 + timedelta(minutes=m) for m in minutes], gap_min=10)
     first = labels[0]
-    assert labels[1] == labels[3] == first and first.endswith("10:00:00")  # 0, 4, 9: each within 10 min of the one before
+    # 0, 4, 9: each within 10 min of the one before
+    assert labels[1] == labels[3] == first and first.endswith("10:00:00")
     assert labels[2] not in (None, first)  # 30 is 21 min after 9: a place of its own
     assert labels[4] is None  # no time: alone
     assert labels[5] == labels[6] not in (first, labels[2], labels[7])
@@ -59,7 +60,8 @@ def test_times_are_compared_in_utc_where_every_photo_records_its_zone(tmp_path):
     assert comparable_times([(clock, east), (clock, None)]) == [clock, clock]
     # read from the photos' EXIF: the same moment on two clocks is one place, labelled in UTC
     paths = [tmp_path / "split.jpg", tmp_path / "nyc.jpg", tmp_path / "later.jpg"]
-    for i, (path, taken, zone) in enumerate(zip(paths, ("2026:05:01 10:00:00", "2026:05:01 03:02:00", "2026:05:01 10:02:00"),
+    for i, (path, taken,
+            zone) in enumerate(zip(paths, ("2026:05:01 10:00:00", "2026:05:01 03:02:00", "2026:05:01 10:02:00"),
                                                 ("+02:00", "-05:00", "-05:00"))):
         path.write_bytes(jpeg_taken(i, taken, zone))
     labels = photo_groups(paths, TogetherConfig("time", gap_min=10))
@@ -76,14 +78,17 @@ def test_groups_come_from_folders_the_whole_batch_exif_time_or_a_table(tmp_path)
     assert photo_groups(paths, TogetherConfig("folder")) == [str(tmp_path / "a")] * 2 + [str(tmp_path / "b")]
     by_time = photo_groups(paths, TogetherConfig("time", gap_min=10))
     assert by_time[0] == by_time[1] is not None and by_time[2] is None  # 3.jpg has no time
-    assert photo_groups(paths, TogetherConfig("time", gap_min=1))[0] != photo_groups(paths, TogetherConfig("time", gap_min=1))[1]
+    assert (photo_groups(paths, TogetherConfig("time", gap_min=1))[0]
+            != photo_groups(paths, TogetherConfig("time", gap_min=1))[1])
     with pytest.raises(ValueError, match="positive"):
         photo_groups(paths, TogetherConfig("time", gap_min=0))
     table = tmp_path / "groups.csv"
-    pd.DataFrame({"path": ["a/1.jpg", str(paths[2]), "a/2.jpg"], "group": ["square", "square", ""]}).to_csv(table, index=False)
+    pd.DataFrame({"path": ["a/1.jpg", str(paths[2]), "a/2.jpg"],
+                  "group": ["square", "square", ""]}).to_csv(table, index=False)
     assert read_groups(table, paths) == ["square", None, "square"]  # relative to the table's folder; empty: alone
     pd.DataFrame({"path": ["elsewhere/1.jpg"], "group": ["x"]}).to_csv(table, index=False)
-    with pytest.raises(ValueError, match="none of its 1 paths"):  # a table naming none of the photos is a mistake, not "all alone"
+    # a table naming none of the photos is a mistake, not "all alone"
+    with pytest.raises(ValueError, match="none of its 1 paths"):
         read_groups(table, paths)
     pd.DataFrame({"file": ["a/1.jpg"]}).to_csv(table, index=False)
     with pytest.raises(ValueError, match="path and group"):
@@ -104,9 +109,11 @@ def test_a_group_gets_the_candidate_its_photos_score_highest_together(tiny_run, 
     c_lat, c_lon = (c.ravel() for c in candidates(predictor, emb[x], sims[:3], ids[:3]))
     cosines = predictor.verifier.scores(emb[x], np.tile(c_lat, (3, 1)), np.tile(c_lon, (3, 1)))
     logits = cosines * float(predictor.verifier.log_scale.detach().exp().clamp(max=100))
-    if region_weight:  # each photo's own log p(region), once: the sum is the log of the product of the photos' probabilities
+    # each photo's own log p(region), once: the sum is the log of the product of the photos' probabilities
+    if region_weight:
         cls = predictor.region_class_at(c_lat, c_lon)
-        assert (cls >= 0).all()  # every candidate's region known to the probe (an unknown one counts as the least likely)
+        # every candidate's region known to the probe (an unknown one counts as the least likely)
+        assert (cls >= 0).all()
         logits += region_weight * predictor.region_probe.log_proba(emb[x])[:, cls]
     best = np.argmax(logits.sum(0))
     assert np.allclose(lat[:3], c_lat[best]) and np.allclose(lon[:3], c_lon[best])  # one answer, the best summed logit
@@ -128,7 +135,8 @@ def test_a_group_keeps_to_its_joint_top_region(tiny_run):
     lat, lon, _, ids = locate(predictor, emb[rows], emb[rows], together)
     assert len(set(zip(lat, lon))) == 1
     top = top_region_mask(joint, 1)
-    assert np.take_along_axis(top, predictor._db_region_class[ids], 1).all()  # every photo searched within the group's region
+    # every photo searched within the group's region
+    assert np.take_along_axis(top, predictor._db_region_class[ids], 1).all()
     where = predictor.region_class_at(lat[:1], lon[:1])[0]
     assert where >= 0 and top[0, where]  # and the answer lies in it
 
@@ -142,7 +150,8 @@ def test_the_joint_region_probabilities_are_the_product_of_the_photos():
 
 
 def test_predicting_a_group_gives_its_readable_photos_one_answer_and_says_so(tiny_run, tmp_path):
-    built = build_predictor(tiny_run, PredictorConfig(k=5, region_weight=1.0))  # with the hierarchy: the joint region prior
+    # with the hierarchy: the joint region prior
+    built = build_predictor(tiny_run, PredictorConfig(k=5, region_weight=1.0))
     store = PredictorStore(tmp_path / "store")
     save_predictor(built, store)
     predictor = load_predictor(store, tiny_run, PredictConfig(device="cpu", region_from="nearest"))
@@ -164,18 +173,22 @@ def test_cli_predict_locates_a_groups_table_together(tiny_run, tmp_path, capsys)
     table = tmp_path / "groups.csv"
     pd.DataFrame({"path": [str(p) for p in photos[:2]], "group": ["corner", "corner"]}).to_csv(table, index=False)
     out = tmp_path / "out"
-    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out),
+                 "--device", "cpu"]) == 0
     frame = pd.read_csv(out / "predictions.csv")
     assert frame["group"].tolist()[:2] == ["corner", "corner"] and pd.isna(frame["group"].iat[2])
     assert frame["lat_deg"].iat[0] == frame["lat_deg"].iat[1]
     assert "located together as corner" in capsys.readouterr().out
     assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--together", "all",
                  "--out", str(out), "--device", "cpu"]) != 0  # two ways of naming the places: refused, not one ignored
-    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--together", "all", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--together", "all", "--out", str(out),
+                 "--device", "cpu"]) == 0
     frame = pd.read_csv(out / "predictions.csv")
     assert frame["group"].eq("all").all() and "3 photos located together as 1 place(s)" in capsys.readouterr().out
     assert prediction_layers(frame)["predictions"]["group"].eq("all").all()  # the GIS exports say so too
     pd.DataFrame({"path": [str(p) for p in photos[:2]], "group": ["7", "7"]}).to_csv(table, index=False)
-    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["predict", *map(str, photos), "--run", str(tiny_run), "--groups", str(table), "--out", str(out),
+                 "--device", "cpu"]) == 0
     back = read_predictions(out / "predictions.csv")  # a group named "7" comes back as the text "7", in every export
-    assert back["group"].tolist()[:2] == ["7", "7"] and prediction_layers(back)["predictions"]["group"].tolist() == ["7", "7", ""]
+    assert (back["group"].tolist()[:2] == ["7", "7"] and prediction_layers(back)["predictions"]["group"].tolist()
+            == ["7", "7", ""])

@@ -18,7 +18,8 @@ def test_the_suffix_with_a_class_token_last_block_equals_the_whole_tower_forward
     suffix = Suffix(tower, unfrozen)
     pooled = suffix(tokens)
     assert torch.allclose(pooled, whole, atol=1e-5)
-    # the gradient reaches every trainable weight of the last block that the class token depends on, as the full block's would
+    # the gradient reaches every trainable weight of the last block that the class token depends on, as the full block's
+    # would
     pooled.square().sum().backward()
     reference = Suffix(tower, unfrozen)
     x = tokens

@@ -34,7 +34,8 @@ def write_gpx(path, points=POINTS, day="2024-06-01"):
 
 
 def photo(seed, taken=None, offset=None, gps=None) -> bytes:
-    """A real JPEG; `taken` is EXIF DateTimeOriginal ("2024:06:01 12:00:30"), `offset` OffsetTimeOriginal, `gps` (lat, lon) N/E."""
+    """A real JPEG; `taken` is EXIF DateTimeOriginal ("2024:06:01 12:00:30"), `offset` OffsetTimeOriginal,
+    `gps` (lat, lon) N/E."""
     exif = Image.Exif()
     tags = exif.get_ifd(ExifTags.IFD.Exif)
     if taken:
@@ -43,7 +44,8 @@ def photo(seed, taken=None, offset=None, gps=None) -> bytes:
         tags[0x9011] = offset
     if gps:
         g = exif.get_ifd(ExifTags.IFD.GPSInfo)
-        g[1], g[2], g[3], g[4] = "N", (IFDRational(round(gps[0] * 1e6), 1_000_000),), "E", (IFDRational(round(gps[1] * 1e6), 1_000_000),)
+        g[1], g[2], g[3], g[4] = "N", (IFDRational(round(gps[0] * 1e6),
+                                                   1_000_000),), "E", (IFDRational(round(gps[1] * 1e6), 1_000_000),)
     buf = io.BytesIO()
     Image.fromarray(textured(seed).astype(np.uint8)).save(buf, "JPEG", exif=exif)
     return buf.getvalue()
@@ -77,12 +79,13 @@ def test_photos_are_placed_on_the_track_by_their_exif_time(trip):
     assert got.loc["on_point.jpg", ["lat_deg", "lon_deg"]].tolist() == [45.812, 15.924]
     assert got.loc["own_offset.jpg", ["lat_deg", "lon_deg"]].tolist() == pytest.approx([45.8045, 15.909], abs=1e-12)
     assert got.loc["phone.jpg", ["lat_deg", "lon_deg"]].tolist() == pytest.approx([43.5, 16.4], abs=1e-9)
-    assert got["located_by"].to_dict() == {"midway.jpg": "gpx", "on_point.jpg": "gpx", "own_offset.jpg": "gpx", "phone.jpg": "exif"}
+    assert got["located_by"].to_dict() == {"midway.jpg": "gpx", "on_point.jpg": "gpx", "own_offset.jpg": "gpx",
+                                           "phone.jpg": "exif"}
     assert not report.rejected  # a photo the track cannot place is one to locate, with the reason it was not placed
     reasons = {r.path: r.reason for r in report.to_locate}
-    assert reasons["in_gap.jpg"] == ("no GPS in EXIF; taken 2024-06-01 10:30:00 UTC (camera clock 2024-06-01 12:30:00, UTC offset +02:00 "
-                                     "as given): in a 3480 s gap of the GPX track (2024-06-01 10:02:00 UTC to 2024-06-01 11:00:00 UTC; "
-                                     "the maximum gap is 300 s)")
+    assert reasons["in_gap.jpg"] == ("no GPS in EXIF; taken 2024-06-01 10:30:00 UTC (camera clock 2024-06-01 12:30:00, "
+                                     "UTC offset +02:00 as given): in a 3480 s gap of the GPX track (2024-06-01 "
+                                     "10:02:00 UTC to 2024-06-01 11:00:00 UTC; the maximum gap is 300 s)")
     assert "09:59:00 UTC" in reasons["before.jpg"] and "outside the GPX track's time span" in reasons["before.jpg"]
     assert reasons["no_time.jpg"] == "no GPS in EXIF; no time taken in EXIF (DateTimeOriginal)"
     assert report.n_from_track == 3
@@ -97,14 +100,17 @@ def test_a_longer_maximum_gap_bridges_the_gap_and_no_offset_reads_utc_with_a_war
     in_gap = table.frame.set_index("path").loc["in_gap.jpg"]
     f = 28 / 58  # 10:30 is 28 of the 58 minutes from 10:02 to 11:00
     assert [in_gap["lat_deg"], in_gap["lon_deg"]] == pytest.approx([45.812 + f * 0.088, 15.924 + f * 0.076], abs=1e-12)
-    table, report = load_photos(root, tagger=open_tagger(gpx, None, max_gap_s=300))  # camera times read as UTC: all after 11:01
-    assert sorted(table.frame["path"]) == ["own_offset.jpg", "phone.jpg"]  # only the photo that records its zone still fits
+    # camera times read as UTC: all after 11:01
+    table, report = load_photos(root, tagger=open_tagger(gpx, None, max_gap_s=300))
+    # only the photo that records its zone still fits
+    assert sorted(table.frame["path"]) == ["own_offset.jpg", "phone.jpg"]
     assert "no time offset given" in report.warnings[0]
 
 
 def test_manifest_rows_left_empty_are_placed_by_the_track(trip):
     root, gpx = trip
-    pd.DataFrame({"path": ["midway.jpg", "no_time.jpg", "before.jpg"], "lat": ["", "", "44.1"], "lon": ["", "", "15.1"]}).to_csv(
+    pd.DataFrame({"path": ["midway.jpg", "no_time.jpg", "before.jpg"], "lat": ["", "", "44.1"],
+                  "lon": ["", "", "15.1"]}).to_csv(
         root / "manifest.csv", index=False)
     table, report = load_photos(root, tagger=open_tagger(gpx, "+02:00", max_gap_s=300))
     got = table.frame.set_index("path")
@@ -112,19 +118,22 @@ def test_manifest_rows_left_empty_are_placed_by_the_track(trip):
     assert got.loc["before.jpg", "lat_deg"] == 44.1  # the manifest's own coordinate wins over the track
     assert [r.reason for r in report.to_locate] == ["row 3: no GPS in EXIF; no time taken in EXIF (DateTimeOriginal)"]
     table, report = load_photos(root)  # without a track, empty cells are missing coordinates, as before
-    assert [r.reason for r in report.rejected] == [f"row {r}, column 'lat': coordinate missing (empty cell)" for r in (2, 3)]
+    assert [r.reason
+            for r in report.rejected] == [f"row {r}, column 'lat': coordinate missing (empty cell)" for r in (2, 3)]
 
 
 def test_cli_ingest_and_run_take_the_gpx_settings(trip, tmp_path, capsys, caplog):
     root, gpx = trip
     run = tmp_path / "run"
-    assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+02:00", "--gpx-max-gap", "300"]) == 0
+    assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+02:00", "--gpx-max-gap",
+                 "300"]) == 0
     out = capsys.readouterr().out
     assert "4 photos with a location (3 placed on the GPX track) in 4 places, 3 to locate, 0 rejected of 7" in out
     assert "to locate in_gap.jpg: no GPS in EXIF; taken" in out
     photos = pd.read_csv(run / "photos.csv")
     assert sorted(photos.loc[photos["located_by"] == "gpx", "path"]) == ["midway.jpg", "on_point.jpg", "own_offset.jpg"]
-    assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset=-05:00"]) == 0  # a negative offset
+    # a negative offset
+    assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset=-05:00"]) == 0
     assert main(["ingest", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "CEST"]) == 2
     assert "time offset 'CEST': write the camera clock's UTC offset as +01:00 or -05:00" in caplog.text
     assert main(["ingest", str(root), "--run", str(run), "--gpx", str(tmp_path / "nope.gpx")]) == 2
@@ -135,7 +144,9 @@ def test_cli_ingest_and_run_take_the_gpx_settings(trip, tmp_path, capsys, caplog
     assert all(flag in help_text for flag in ("--gpx GPX", "--time-offset", "--gpx-max-gap"))
 
 
-@pytest.mark.parametrize("text,hours", [("+01:00", 1), ("-05:00", -5), ("+0530", 5.5), ("+2", 2), ("UTC+2", 2), ("Z", 0), ("-3:30", -3.5)])
+@pytest.mark.parametrize("text,hours",
+                         [("+01:00", 1), ("-05:00", -5), ("+0530", 5.5), ("+2", 2), ("UTC+2", 2), ("Z", 0),
+                          ("-3:30", -3.5)])
 def test_utc_offsets(text, hours):
     assert parse_utc_offset(text) == timedelta(hours=hours)
 
@@ -166,17 +177,19 @@ def test_position_at_the_track_ends_and_a_gpx_without_times(tmp_path):
 
 
 def test_geoloc_run_builds_a_run_from_untagged_photos_and_a_track(tmp_path, tiny_checkpoint, isolated_cache):
-    """The whole pipeline over a trip whose camera had no GPS: every photo placed by the track, then embedded and cut."""
+    """The whole pipeline over a trip whose camera had no GPS: every photo placed by the track,
+    then embedded and cut."""
     root = tmp_path / "trip"
     root.mkdir()
-    points = [(f"09:{m:02d}:00", 45.7 + 0.01 * m + 0.004 * (m % 3), 15.9 + 0.012 * m - 0.005 * (m % 4)) for m in range(30)]
+    points = [(f"09:{m:02d}:00", 45.7 + 0.01 * m + 0.004 * (m % 3), 15.9 + 0.012 * m - 0.005 * (m % 4))
+              for m in range(30)]
     gpx = write_gpx(tmp_path / "track.gpx", points)
     for i in range(24):  # one every 70 s on a clock set to UTC+1, from 09:00:30 UTC
         taken = datetime(2024, 6, 1, 10, 0, 30) + timedelta(seconds=70 * i)
         (root / f"IMG_{i:04d}.JPG").write_bytes(photo(200 + i, f"{taken:%Y:%m:%d %H:%M:%S}"))
     run = tmp_path / "run"
-    assert main(["run", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+01:00", "--test-frac", "0.25",
-                 "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["run", str(root), "--run", str(run), "--gpx", str(gpx), "--time-offset", "+01:00", "--test-frac",
+                 "0.25", "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
     placed = pd.read_csv(run / "photos.csv")
     assert len(placed) == 24 and (placed["located_by"] == "gpx").all() and placed["group"].nunique() == 24
     assert placed["lat_deg"].between(45.7, 46.0).all() and len(np.load(run / "embeddings.npy")) == 24

@@ -37,8 +37,10 @@ def test_flip_embedding_is_the_unit_mean_of_both_passes_and_blind_to_mirroring(t
     mirror_pass = embed_images(photos, enc, progress=False, views=("mirror",)).emb
     mean = plain + mirror_pass
     assert np.allclose(flip, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
-    assert np.allclose(mirror_pass, embed_images(mirrors, enc, progress=False).emb, atol=1e-5)  # the mirror view is the mirror image
-    assert not np.allclose(plain, mirror_pass, atol=1e-3)  # the tiny tower does see the difference: the average is not trivial
+    # the mirror view is the mirror image
+    assert np.allclose(mirror_pass, embed_images(mirrors, enc, progress=False).emb, atol=1e-5)
+    # the tiny tower does see the difference: the average is not trivial
+    assert not np.allclose(plain, mirror_pass, atol=1e-3)
     of_mirrors = embed_images(mirrors, enc, batch_size=1, progress=False, views=("photo", "mirror")).emb
     assert np.allclose(flip, of_mirrors, atol=1e-5)
 
@@ -49,13 +51,16 @@ def test_a_flip_predictor_answers_a_photo_and_its_mirror_alike(tiny_run, tmp_pat
     stamp = run.view_embeddings("mirror").stat().st_mtime_ns
     mean = run.read_embeddings()[0] + np.load(run.view_embeddings("mirror"))
     assert np.allclose(emb, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6)
-    assert np.array_equal(view_embeddings(tiny_run, "flip"), emb) and run.view_embeddings("mirror").stat().st_mtime_ns == stamp  # reused
+    # reused
+    assert (np.array_equal(view_embeddings(tiny_run, "flip"), emb) and run.view_embeddings("mirror").stat().st_mtime_ns
+            == stamp)
     predictor = open_predictor(tiny_run, PredictConfig(device="cpu", predictor=PredictorConfig(tta="flip")))
     photo = run.photo_table().abs_paths()[0]
     image = Image.open(photo).convert("RGB")
     image.save(tmp_path / "photo.png"), ImageOps.mirror(image).save(tmp_path / "mirror.png")
     (a, b), _ = predict([tmp_path / "photo.png", tmp_path / "mirror.png"], predictor)
-    assert (a.lat_deg, a.lon_deg) == (b.lat_deg, b.lon_deg) and [n.path for n in a.neighbours] == [n.path for n in b.neighbours]
+    assert (a.lat_deg,
+            a.lon_deg) == (b.lat_deg, b.lon_deg) and [n.path for n in a.neighbours] == [n.path for n in b.neighbours]
     assert a.neighbours[0].path == str(photo)  # the database is flip-averaged too: the photo finds itself first
 
 
@@ -67,8 +72,10 @@ def test_corner_crops_cover_the_photo_and_are_averaged_with_it(tiny_checkpoint, 
     image = Image.fromarray(textured(0, size=(40, 56)).astype(np.uint8))  # 56 wide, 40 high
     pixels = np.asarray(image)
     for name, (rows, cols) in {"top_left": (slice(0, 30), slice(0, 42)), "top_right": (slice(0, 30), slice(14, 56)),
-                               "bottom_left": (slice(10, 40), slice(0, 42)), "bottom_right": (slice(10, 40), slice(14, 56))}.items():
-        assert np.array_equal(np.asarray(VIEWS[f"crop_{name}"](image)), pixels[rows, cols]), name  # 3/4 of each side, in its corner
+                               "bottom_left": (slice(10, 40), slice(0, 42)),
+                               "bottom_right": (slice(10, 40), slice(14, 56))}.items():
+        # 3/4 of each side, in its corner
+        assert np.array_equal(np.asarray(VIEWS[f"crop_{name}"](image)), pixels[rows, cols]), name
     enc = load_encoder(TINY.name, checkpoint=tiny_checkpoint, device="cpu")
     photos = []
     for i in range(3):  # JPEGs 320 px high: the tiny tower's 32 px input is decoded at 1/8, a crop view's 43 px at 1/4
@@ -76,9 +83,11 @@ def test_corner_crops_cover_the_photo_and_are_averaged_with_it(tiny_checkpoint, 
         Image.fromarray(textured(i, size=(320, 400)).astype(np.uint8)).save(photos[-1], quality=95)
     sides = []
     real = embed.decode_image
-    monkeypatch.setattr(embed, "decode_image", lambda data, min_side=None: sides.append(min_side) or real(data, min_side))
+    monkeypatch.setattr(embed, "decode_image",
+                        lambda data, min_side=None: sides.append(min_side) or real(data, min_side))
     crops = embed_images(photos, enc, batch_size=2, progress=False, views=TTA_VIEWS["crops"]).emb
-    assert sorted(set(sides)) == [enc.image_size, round(enc.image_size / 0.75)]  # a crop decoded large enough to keep its detail
+    # a crop decoded large enough to keep its detail
+    assert sorted(set(sides)) == [enc.image_size, round(enc.image_size / 0.75)]
     # each view alone, as the database's passes are made (the photo itself: the run's own embedding pass)
     passes = [embed_images(photos, enc, progress=False, views=(v,)).emb for v in TTA_VIEWS["crops"]]
     assert np.allclose(crops, _unit(sum(passes)), atol=1e-5)
@@ -101,7 +110,8 @@ def test_a_crops_predictor_keeps_each_views_pass_and_finds_a_database_photo_itse
     assert np.allclose(emb, _unit(sum(passes)), atol=1e-6)
     photo = run.photo_table().abs_paths()[3]
     [pred], _ = predict([photo], predictor)
-    assert pred.neighbours[0].path == str(photo) and pred.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)  # same 5 views
+    # same 5 views
+    assert pred.neighbours[0].path == str(photo) and pred.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_runs_photos_at_another_input_size_are_what_that_encoder_gives(tiny_run, tiny_checkpoint):

@@ -12,7 +12,8 @@ EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius, as GeoCLIP / OSV5M evaluations 
 
 def haversine_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:
     """Great-circle distance in km between broadcastable arrays of coordinates in degrees."""
-    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
+    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64))
+                              for a in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 

@@ -74,7 +74,8 @@ def stale_temps(path: Path) -> list[Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host (someone else's counts; a zombie, dead but not yet reaped, does not)."""
+    """Whether a process with this id runs on this host (someone else's counts; a zombie, dead but not yet reaped, does
+    not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,7 +151,8 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file (none if it is missing); a torn last line (a killed writer) is skipped."""
+    """All complete records of a JSON-lines file (none if it is missing); a torn last line
+    (a killed writer) is skipped."""
     path = Path(path)
     if not path.exists():
         return []

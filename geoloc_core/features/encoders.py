@@ -138,7 +138,8 @@ def autocast(device: torch.device):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                        else ("cpu" if device == "auto" else device))
 
 
 def resize_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
@@ -190,7 +191,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {spec.tower['patch_size']}")
         model = build_vision_tower(EncoderSpec(**{**vars(spec), "tower": {**spec.tower, "image_size": image_size}}))
         state = load_state_dict(path)
-        state["positional_embedding"] = resize_positions(state["positional_embedding"], image_size // spec.tower["patch_size"])
+        state["positional_embedding"] = resize_positions(state["positional_embedding"],
+                                                         image_size // spec.tower["patch_size"])
         model.load_state_dict(state)
         mean, std = spec.mean, spec.std
         key = f"{name}-{file_digest(path)}"
@@ -202,8 +204,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
         raise ValueError(f"encoder {name!r} has no patch-token output (open_clip timm towers do not)")
     model.output_tokens = True
     model.eval().to(dev)
-    return Encoder(name=name, key=f"{key}-{image_size}px", model=model, preprocess=make_preprocess(image_size, mean, std),
-                   image_size=image_size, device=dev)
+    return Encoder(name=name, key=f"{key}-{image_size}px", model=model,
+                   preprocess=make_preprocess(image_size, mean, std), image_size=image_size, device=dev)
 
 
 def _load_open_clip(name: str, checkpoint, pretrained):
@@ -215,7 +217,8 @@ def _load_open_clip(name: str, checkpoint, pretrained):
     try:
         clip = open_clip.create_model(name, pretrained=source, weights_only=True)
     except Exception as exc:
-        raise FileNotFoundError(f"could not load open_clip {name!r} with {source!r} offline ({exc}); pass --checkpoint FILE") from exc
+        raise FileNotFoundError(f"could not load open_clip {name!r} with {source!r} offline ({exc}); pass --checkpoint "
+                                "FILE") from exc
     cfg = clip.visual.preprocess_cfg
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size

@@ -158,13 +158,15 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
     else:
         raise FileNotFoundError(f"{source}: no such folder or manifest")
     if tagger is not None and tagger.camera_offset is None:
-        report.warnings.append("GPX track: no time offset given, so camera times (for photos that record no offset) are read as UTC")
+        report.warnings.append("GPX track: no time offset given, so camera times (for photos that record no offset) "
+                               "are read as UTC")
 
     locate = Locator(root.resolve(), also=(source.resolve(),))  # absolute rows may point into the data folder
     if manifest is None:
         rows = _scan_folder(root, report)
     else:
-        read = read_manifest(Path(manifest), lambda cell: not isinstance(locate(cell), str), keep_unplaced=tagger is not None)
+        read = read_manifest(Path(manifest), lambda cell: not isinstance(locate(cell), str),
+                             keep_unplaced=tagger is not None)
         rows = read.rows
         report.rejected += [Rejection(p, reason) for p, reason in read.rejected]
         report.warnings += read.warnings
@@ -236,7 +238,8 @@ def _check_rows(locate: Locator, rows: pd.DataFrame, report: IngestReport, worke
         return _check_photo(locate, paths[i], lats[i], lons[i], tagger)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo", disable=len(rows) < 200))
+        results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo",
+                            disable=len(rows) < 200))
 
     keep: list[tuple[int, _Checked]] = []
     seen_paths, seen_hashes = set(), {}
@@ -373,7 +376,8 @@ class Locator:
             else:
                 matches = self._listing(folder).get(part.casefold(), [])
                 if len(matches) > 1:
-                    return f"file not found as written; {len(matches)} differ from it in case only ({', '.join(sorted(matches))})"
+                    return (f"file not found as written; {len(matches)} differ from it in case only "
+                            f"({', '.join(sorted(matches))})")
                 if not matches:
                     return "file not found"
                 name = matches[0]

@@ -80,7 +80,8 @@ class BackboneHead:
 
     def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
         pooled = self.region.suffix(prefix).float()
-        return torch.cat([nn.functional.normalize(pooled, dim=-1), torch.log_softmax(self.region.head(pooled).float(), dim=1)], dim=1)
+        return torch.cat([nn.functional.normalize(pooled, dim=-1),
+                          torch.log_softmax(self.region.head(pooled).float(), dim=1)], dim=1)
 
     def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, D + C) outputs -> (N, D) unit embeddings, (N, C) log-probabilities."""
@@ -104,5 +105,6 @@ def load_region_head(ft: FinetuneRun, r: int, encoder: Encoder) -> RegionHead:
     regions = ft.regions(r - 1)
     if not regions.exists():
         raise FileNotFoundError(f"{path} predicts the regions of {regions.csv}, which is missing")
-    return RegionHead(suffix.eval().to(encoder.device), head.eval().to(encoder.device), int(state["unfrozen_blocks"]), r, regions)
+    return RegionHead(suffix.eval().to(encoder.device), head.eval().to(encoder.device), int(state["unfrozen_blocks"]),
+                      r, regions)
 

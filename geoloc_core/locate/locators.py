@@ -42,7 +42,8 @@ class GpsEncoder(nn.Module):
         g = torch.Generator().manual_seed(cfg.seed)
         freqs = torch.stack([torch.randn(3, cfg.n_freq, generator=g) * s / extent_rad for s in cfg.scales])
         self.register_buffer("freqs", freqs)  # (S, 3, F), part of the saved state
-        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * cfg.n_freq, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * cfg.n_freq, cfg.hidden), nn.ReLU(),
+                                                nn.Linear(cfg.hidden, cfg.dim))
                                   for _ in cfg.scales)
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
@@ -158,7 +159,8 @@ def fit_regressor(emb: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
 
 def save_locator(model: nn.Module, path: Path, meta: dict) -> None:
     """Weights as safetensors, settings (and what `load_locator` needs to rebuild it) as JSON beside them; each file
-    written atomically (`storage`: a temp file of the writer's own, fsynced, renamed), so two writers never share one."""
+    written atomically (`storage`: a temp file of the writer's own, fsynced, renamed), so two writers never share
+    one."""
     path = Path(path)
     storage.write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     storage.write_json(path.with_suffix(".json"), meta)

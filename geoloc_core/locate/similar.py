@@ -63,7 +63,8 @@ def spaces(run: Run) -> list[Space]:
     found = []
     for graph in GRAPHS:
         latest = run.latest_round(graph)
-        if latest and latest[0].embeddings(latest[1]).exists() and len(storage.read_npy(latest[0].embeddings(latest[1]), mmap=True)) == n:
+        if (latest and latest[0].embeddings(latest[1]).exists()
+                and len(storage.read_npy(latest[0].embeddings(latest[1]), mmap=True)) == n):
             ft, r = latest
             found.append(Space(f"FT{r} {graph.upper()} fine-tuned ({ft.root.relative_to(run.root)})", ft, r))
     return found + [Space(PRETRAINED)]
@@ -110,12 +111,14 @@ def site_scores(emb: np.ndarray, site_of_photo: np.ndarray, query: np.ndarray, h
     n_sites = int(site_of_photo.max()) + 1
     counts = np.bincount(site_of_photo, minlength=n_sites)
     order = np.lexsort((-sims, site_of_photo))  # by site, best photo first
-    best = order[np.searchsorted(site_of_photo[order], np.arange(n_sites))]  # every site holds a photo: sites are photo locations
+    # every site holds a photo: sites are photo locations
+    best = order[np.searchsorted(site_of_photo[order], np.arange(n_sites))]
     score = sims[best] if how == "max" else np.bincount(site_of_photo, weights=sims, minlength=n_sites) / counts
     return score, best, counts
 
 
-def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", top: int = 10, emb: np.ndarray | None = None
+def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", top: int = 10,
+                 emb: np.ndarray | None = None
                  ) -> SimilarPlaces:
     """Every site of the run scored against `query`, and the `top` closest sites that hold none of its photos, named."""
     run = Run(run_dir)
@@ -126,8 +129,8 @@ def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", to
     paths = [str(p) for p in run.photo_table().abs_paths()]
     own = np.zeros(len(sites), bool)
     own[site_of_photo[query.photos]] = True
-    sites = sites.assign(similarity=score[sites["site"]], n_photos=counts[sites["site"]], best_photo=best[sites["site"]],
-                         query=own[sites["site"]])
+    sites = sites.assign(similarity=score[sites["site"]], n_photos=counts[sites["site"]],
+                         best_photo=best[sites["site"]], query=own[sites["site"]])
     sites = sites.assign(path=[paths[i] for i in sites["best_photo"]], percentile=sites["similarity"].rank(pct=True))
     closest = sites[~sites["query"]].nlargest(top, "similarity").reset_index(drop=True)
     closest.insert(0, "rank", np.arange(1, len(closest) + 1))
