@@ -41,6 +41,7 @@ def setting(default: Any, help: str, choices: tuple | None = None, flag: str | N
 
 @dataclass(frozen=True)
 class IngestConfig:
+    """`geoloc ingest`: where the photos and their locations come from, and what makes two photos one place."""
     data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv / .xlsx, else EXIF GPS) or a manifest (CSV, "
                                            "TSV, XLSX)",
                         positional=True)
@@ -71,6 +72,7 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
+    """`geoloc embed`: the image encoder, its weights and input size, and how the photos are fed to it."""
     model: str = setting("dinov2-vits14", "registered encoder or open_clip model name")
     checkpoint: str | None = setting(None, "local weights file; default: the installed weights of the encoder")
     pretrained: str | None = setting(None, "open_clip pretrained tag, only if already cached locally")
@@ -87,6 +89,7 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class GraphConfig:
+    """`geoloc graph`: the grouped train/test split by location and the proximity graphs over the training sites."""
     kinds: tuple[str, ...] = setting(GRAPHS, "proximity graphs, comma-separated", choices=GRAPHS, flag="--graphs")
     test_frac: float = setting(0.2, "share of locations held out; graphs and regions see only the rest")
     split_seed: int = setting(0, "seed of the grouped train/test split")
@@ -94,6 +97,7 @@ class GraphConfig:
 
 @dataclass(frozen=True)
 class RegionConfig:
+    """`geoloc regions`: the Louvain cut of each graph, and where the region polygons may lie."""
     resolution: float = setting(1.0, "Louvain resolution: higher gives more, smaller regions")
     seed: int = setting(0, "Louvain's random node order")
     negative: str = setting("clip", 'negative cosine -> edge weight: "clip" (to 0) or "shift" ((1 + cos) / 2)',
@@ -114,12 +118,14 @@ POLYGON_SETTINGS = ("clip", "boundary", "site_buffer_km")
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """`geoloc evaluate`: the w/o linear probe's cross-validation."""
     seed: int | None = setting(None, "shuffles the locations into the 3 folds that choose the w/o linear probe's "
                                "strength C (unset: sklearn's GroupKFold, unshuffled)", flag="--eval-seed")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """`geoloc finetune`: the graph whose regions are the classes, the rounds, and the training schedule."""
     graph: str = setting("dt", "proximity graph whose Louvain regions are the classes", choices=GRAPHS)
     rounds: int = setting(3, 'fine-tuning rounds: FT1 .. FTn (round 0, "w/o", is always run)')
     epochs: int = setting(4, "epochs per round")
@@ -134,6 +140,7 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class LocatorConfig:
+    """The learned locators (`locators.GpsVerifier`, `locators.LatLonRegressor`): sizes and training schedule."""
     dim: int = setting(128, "shared image / GPS embedding size")
     hidden: int = setting(256, "hidden width of the MLPs")
     n_freq: int = setting(64, "random Fourier features per scale")
@@ -353,6 +360,7 @@ class ShareConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """The settings of `geoloc run`, stage by stage, as a run records them (`config.json`)."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)

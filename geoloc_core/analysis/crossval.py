@@ -73,6 +73,7 @@ class Folds:
 
     @property
     def k(self) -> int:
+        """Number of folds."""
         return int(self.fold.max()) + 1
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:

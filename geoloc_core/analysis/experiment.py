@@ -210,6 +210,7 @@ def _experiment_verdicts(held_out: dict, graphs: tuple[str, ...], rounds: int, r
 
 
 def to_markdown(table: pd.DataFrame) -> str:
+    """The experiment table as GitHub Markdown, in `COLUMNS` order (those the table has)."""
     cols = [c for c in COLUMNS if c in table]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table[cols].iterrows():

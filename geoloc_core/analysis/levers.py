@@ -108,6 +108,7 @@ def select_rows(variants: list[Variant], names: list[str]) -> list[Variant]:
 
 @dataclass
 class LeverTable:
+    """What `measure_levers` found: a row and a paired verdict per variant, and the per-photo errors behind them."""
     rows: list[dict]  # one per variant: estimates with 95 % intervals
     verdicts: list[dict]  # each variant minus the default, paired
     errors: pd.DataFrame  # photo, fold and each variant's error in km: the per-photo answers behind both

@@ -49,10 +49,12 @@ class LocalProjection:
 
     @classmethod
     def centred_on(cls, lat_deg: np.ndarray, lon_deg: np.ndarray) -> LocalProjection:
+        """The plane centred on the spherical mean of the given points."""
         return cls(*spherical_mean(lat_deg, lon_deg))
 
     @property
     def crs(self) -> str:
+        """The plane as a PROJ string (aeqd, metres) for pyproj and geopandas."""
         return f"+proj=aeqd +lat_0={self.lat0_deg} +lon_0={self.lon0_deg} +datum=WGS84 +units=m +no_defs"
 
     def _transformer(self, inverse: bool) -> Transformer:

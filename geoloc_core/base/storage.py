@@ -89,19 +89,23 @@ def pid_alive(pid: int) -> bool:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (`atomic_write`); returns `path`."""
     return atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: Path, obj: Any) -> Path:
+    """Write `obj` as indented, key-sorted JSON (`to_jsonable` first: dataclasses, paths, numpy scalars), atomically."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True)
     return write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
+    """The JSON value stored at `path`."""
     return json.loads(Path(path).read_text())
 
 
 def write_npy(path: Path, array: np.ndarray) -> Path:
+    """Save `array` as .npy (C-contiguous, no pickled objects), atomically; `read_npy` reads it back."""
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
 
 

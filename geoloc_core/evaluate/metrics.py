@@ -19,6 +19,7 @@ RECALL_KS = (1, 5, 10)
 
 
 def threshold_key(km: float) -> str:
+    """The metric name of accuracy within `km` kilometres, e.g. `acc@25km`."""
     return f"acc@{km:g}km"
 
 

@@ -38,6 +38,8 @@ class EmbedWorker:
         self.encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """A batch of photos (columns `row`, `abs_path`) -> per photo: its row, embedding and patch-token bytes, and
+        why it failed ("" if it did not)."""
         paths = [Path(p) for p in batch["abs_path"]]
         out = embed_images(paths, self.encoder, batch_size=self.cfg.batch_size, patches=self.cfg.patches,
                            progress=False, workers=2)

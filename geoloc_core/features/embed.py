@@ -70,6 +70,7 @@ class Embeddings:
 
     @property
     def ok(self) -> np.ndarray:
+        """(N,) bool: the photos that were embedded (not in `failed`)."""
         mask = np.ones(len(self.emb), dtype=bool)
         mask[list(self.failed)] = False
         return mask
@@ -88,9 +89,11 @@ class EmbeddingCache:
 
     @classmethod
     def for_encoder(cls, encoder: Encoder, root: Path | None = None) -> EmbeddingCache:
+        """The cache of `encoder`'s weights (`encoder.key`), under `root` (default: `cache_dir()`)."""
         return cls((root or cache_dir()) / "embeddings" / f"{encoder.key}.sqlite")
 
     def get(self, sha1s: Sequence[str], patches: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """The cached (embedding, patch tokens or None) of each sha1 found; with `patches`, only entries with tokens."""
         found = {}
         for start in range(0, len(sha1s), 500):
             chunk = list(sha1s[start:start + 500])
@@ -104,6 +107,7 @@ class EmbeddingCache:
         return found
 
     def put(self, sha1s: Sequence[str], emb: np.ndarray, patches: np.ndarray | None) -> None:
+        """Store a batch: (N, D) embeddings and optional (N, P, Dp) patch tokens, keyed by the photos' sha1s."""
         rows = [(s, emb.shape[1], emb[i].astype(np.float32).tobytes(),
                  None if patches is None else ",".join(map(str, patches.shape[1:])),
                  None if patches is None else patches[i].astype(np.float16).tobytes()) for i, s in enumerate(sha1s)]
@@ -111,6 +115,7 @@ class EmbeddingCache:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
+        """Close the SQLite connection."""
         self._db.close()
 
 

@@ -58,6 +58,7 @@ ENCODERS: dict[str, EncoderSpec] = {DINOV2_VITS14.name: DINOV2_VITS14}
 
 
 def register_encoder(spec: EncoderSpec) -> None:
+    """Make `spec` loadable by its name (`load_encoder`, `--model`)."""
     ENCODERS[spec.name] = spec
 
 
@@ -104,6 +105,7 @@ class Encoder:
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) preprocessed pixels -> (B, D) pooled embeddings, (B, P, Dp) patch tokens, float32."""
         pixels = pixels.to(self.device, non_blocking=True)
         with autocast(self.device):
             pooled, tokens = self.model(pixels)
@@ -129,7 +131,8 @@ class Head(Protocol):
 
     unfrozen_blocks: int
 
-    def __call__(self, prefix: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens entering the tower's last `unfrozen_blocks` blocks -> the head's (B, C) output."""
 
 
 def autocast(device: torch.device):
@@ -138,6 +141,7 @@ def autocast(device: torch.device):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device of a `device` setting: "auto" is CUDA when present, else the CPU; any other name as given."""
     return torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                         else ("cpu" if device == "auto" else device))
 

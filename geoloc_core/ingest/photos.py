@@ -65,6 +65,7 @@ _CHECK_SIDE = 32  # decode size for the validity check: JPEGs then decode at 1/8
 
 @dataclass(frozen=True)
 class Rejection:
+    """A file ingest did not accept (or could not place), and why."""
     path: str
     reason: str
 
@@ -83,6 +84,7 @@ class IngestReport:
     places: PlaceSummary | None = None
 
     def summary(self) -> str:
+        """One line for the log and the Data page: accepted, placed on the track, places, to locate, rejected."""
         on_track = f" ({self.n_from_track} placed on the GPX track)" if self.n_from_track else ""
         places = f" in {self.places.n_places} places" if self.places else ""
         near = f", {len(self.near_duplicates)} near-duplicates" if self.near_duplicates else ""
@@ -115,13 +117,16 @@ class PhotoTable:
 
     @property
     def lat_deg(self) -> np.ndarray:
+        """(N,) latitudes, degrees."""
         return self.frame["lat_deg"].to_numpy(np.float64)
 
     @property
     def lon_deg(self) -> np.ndarray:
+        """(N,) longitudes, degrees."""
         return self.frame["lon_deg"].to_numpy(np.float64)
 
     def abs_paths(self) -> list[Path]:
+        """Each photo's absolute path (`root` / its relative path)."""
         return [self.root / p for p in self.frame["path"]]
 
 

@@ -67,6 +67,7 @@ class RoundResult:
 
 
 def round_name(r: int) -> str:
+    """A round's name in tables: "w/o" for round 0, else FT1, FT2, ..."""
     return "w/o" if r == 0 else f"FT{r}"
 
 
@@ -161,6 +162,7 @@ def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: to
 
 
 def make_optimizer(model: RegionClassifier, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW with the head at `cfg.head_lr` and the unfrozen blocks (if any train) at `cfg.lr`."""
     backbone = [p for p in model.suffix.parameters() if p.requires_grad]
     groups = [{"params": list(model.heads.parameters()), "lr": cfg.head_lr}]
     if backbone:
@@ -202,6 +204,7 @@ class FinetuneContext:
                               self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:
+        """A progress callback writing `phase` to the output folder, at most twice a second; a no-op without one."""
         if self.out is None:
             return _no_progress
         last = [0.0]
@@ -267,6 +270,7 @@ def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = N
 
 
 def load_checkpoint(out: FinetuneRun) -> dict | None:
+    """The folder's last checkpoint (round, epoch, labels, weights, optimizer state, record); None before the first."""
     path = out.last_checkpoint
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 

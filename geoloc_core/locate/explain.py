@@ -55,6 +55,7 @@ class MatchExplanation:
 
 
 def grid_side(n_patches: int) -> int:
+    """Side of the square patch grid of `n_patches` tokens; a ValueError if they do not form one."""
     side = int(round(n_patches ** 0.5))
     if side * side != n_patches:
         raise ValueError(f"{n_patches} patch tokens are not a square grid")

@@ -55,10 +55,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def save_index(index: faiss.Index, path: Path) -> Path:
+    """Write a faiss index to `path` atomically; returns `path`."""
     return write_bytes(Path(path), faiss.serialize_index(index).tobytes())
 
 
 def load_index(path: Path) -> faiss.Index:
+    """A saved faiss index, with this module's search breadth (HNSW efSearch, IVF nprobe) set again."""
     index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH

@@ -47,12 +47,14 @@ class GpsEncoder(nn.Module):
                                   for _ in cfg.scales)
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(N, 3) unit position vectors -> (N, dim) unit codes: the scales' MLP outputs summed, then normalised."""
         phase = torch.einsum("nc,scf->snf", xyz, self.freqs)
         feats = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
         return nn.functional.normalize(sum(mlp(f) for mlp, f in zip(self.mlps, feats)), dim=-1)
 
 
 class GpsVerifier(nn.Module):
+    """Scores how well a photo's embedding matches candidate coordinates (cosine of an image code and a GPS code)."""
     def __init__(self, cfg: LocatorConfig, in_dim: int, extent_rad: float):
         super().__init__()
         self.cfg, self.in_dim, self.extent_rad = cfg, in_dim, extent_rad
@@ -61,6 +63,7 @@ class GpsVerifier(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))  # CLIP's initial temperature
 
     def image_codes(self, emb: torch.Tensor) -> torch.Tensor:
+        """(M, D) image embeddings -> (M, dim) unit codes, with gradients (for training)."""
         return nn.functional.normalize(self.image(emb), dim=-1)
 
     @torch.no_grad()
@@ -91,10 +94,12 @@ class LatLonRegressor(nn.Module):
                                  nn.Linear(cfg.hidden, 3))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """(N, D) embeddings -> (N, 3) unit position vectors: the data's centre plus a learned offset."""
         return nn.functional.normalize(self.centre + self.extent_rad * self.mlp(emb), dim=-1)
 
     @torch.no_grad()
     def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) embeddings -> (lat, lon), (N,) degrees each."""
         self.eval()
         return xyz_to_latlon(self(torch.from_numpy(np.asarray(emb, np.float32))).numpy())
 
@@ -167,10 +172,12 @@ def save_locator(model: nn.Module, path: Path, meta: dict) -> None:
 
 
 def locator_meta(kind: str, cfg: LocatorConfig, in_dim: int, **extra: object) -> dict:
+    """The JSON saved beside a locator's weights: its kind, settings, input size and what else rebuilds it."""
     return {"kind": kind, "config": asdict(cfg), "in_dim": in_dim, **extra}
 
 
 def load_locator(path: Path) -> GpsVerifier | LatLonRegressor:
+    """A locator saved by `save_locator`, rebuilt from its JSON and loaded in eval mode (safetensors: no unpickling)."""
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta.get("kind") not in ("verifier", "regressor"):

@@ -34,6 +34,7 @@ from geoloc_core.locate.predictor import Predictor, joint_log_proba, locate, nei
 
 @dataclass(frozen=True)
 class Neighbour:
+    """One database photo retrieved for a prediction, where it lies and how close it is."""
     path: str
     lat_deg: float
     lon_deg: float
@@ -44,6 +45,7 @@ class Neighbour:
 
 @dataclass
 class Prediction:
+    """One photo's answer: the location, its uncertainty radius, its region, the neighbours behind it."""
     path: str
     lat_deg: float
     lon_deg: float
@@ -64,6 +66,7 @@ class Prediction:
 
     @property
     def error_km(self) -> float | None:
+        """Great-circle km from the photo's own EXIF GPS; None without it."""
         if self.true_lat_deg is None:
             return None
         return float(haversine_km(self.lat_deg, self.lon_deg, self.true_lat_deg, self.true_lon_deg))

@@ -87,6 +87,7 @@ class Predictor:
 
     @property
     def hierarchical(self) -> bool:
+        """Whether the region probe takes part: top regions or a region prior is on."""
         return self.region_probe is not None and bool(self.cfg.top_regions or self.cfg.region_weight)
 
     @cached_property
@@ -103,14 +104,17 @@ class Predictor:
 
     @property
     def descriptor(self) -> str:
+        """The retrieval descriptor (cls, gem or vlad)."""
         return self.cfg.descriptor
 
     @property
     def k(self) -> int:
+        """Database photos retrieved per query."""
         return self.cfg.k
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """Where candidate coordinates come from."""
         return self.cfg.sources
 
     def with_sources(self, sources: tuple[str, ...]) -> Predictor:
@@ -135,6 +139,7 @@ class Predictor:
 
     @property
     def region_source(self) -> str:
+        """What names the predicted region: the fine-tuned classifier, or the nearest database photo's w/o region."""
         return (f"{self.graph.upper()} {self.region_head.name}" if self.region_head
                 else f"{self.graph.upper()} w/o, nearest photo")
 
@@ -159,6 +164,7 @@ class Predictor:
 
     @cached_property
     def region_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) lat, lon of each region's centroid over the database photos whose region is known; empty if none is."""
         known = self.db[self.db["region"] >= 0]
         if known.empty:
             return np.empty(0), np.empty(0)
@@ -188,6 +194,7 @@ def vote(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float
 
 
 def neighbour_coords(predictor: Predictor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, k) neighbour ids -> the neighbours' (M, k) latitudes and longitudes."""
     return predictor.db["lat_deg"].to_numpy()[ids], predictor.db["lon_deg"].to_numpy()[ids]
 
 

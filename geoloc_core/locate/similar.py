@@ -50,6 +50,7 @@ class Query:
 
 @dataclass
 class SimilarPlaces:
+    """Places like a query: every site scored, and the closest sites that are not the query's own."""
     sites: pd.DataFrame  # every site: site, lat_deg, lon_deg, similarity, percentile, n_photos, best_photo, path, query
     closest: pd.DataFrame  # the `top` best sites that hold none of the query's photos, with their place names
     space: str  # which embeddings were used
@@ -76,6 +77,7 @@ def space_embeddings(run: Run, space: Space) -> np.ndarray:
 
 
 def photo_query(emb: np.ndarray, photo: int, label: str) -> Query:
+    """One of the run's photos as a query."""
     return Query(np.asarray(emb[photo], np.float32), label, np.array([photo]))
 
 
@@ -89,6 +91,7 @@ def region_query(emb: np.ndarray, labels: np.ndarray, region: int, label: str) -
 
 
 def run_encoder(run: Run, device: str = "auto") -> Encoder:
+    """The run's own encoder (its embed settings), to embed an uploaded photo as the run's photos were."""
     cfg = run.pipeline_config().embed
     return load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, device, cfg.image_size)
 

@@ -213,6 +213,7 @@ def home_countries(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[list[str],
 
 
 def boundary_area(path: str | Path) -> ClipArea:
+    """A boundary file as the area the regions tile (`tile=True`), not merely clip to."""
     return ClipArea(read_boundary(path), f"boundary {Path(path).name}", tile=True)
 
 

@@ -77,6 +77,7 @@ class Partition:
 
     @property
     def n_regions(self) -> int:
+        """Number of regions (K)."""
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
 

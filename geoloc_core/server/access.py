@@ -34,6 +34,7 @@ class Refused(ValueError):
 
 
 def is_viewer(cfg: ServerConfig | None = None) -> bool:
+    """Whether the server runs in viewer mode: the app shows work but starts, stops and deletes none."""
     return (cfg or server_config()).mode == "viewer"
 
 
@@ -44,6 +45,7 @@ def max_jobs(cfg: ServerConfig | None = None) -> int:
 
 
 def runs_dir(cfg: ServerConfig | None = None) -> Path:
+    """The folder the app lists runs from and builds new ones in."""
     return Path((cfg or server_config()).runs)
 
 

@@ -59,6 +59,7 @@ class Job:
 
     @property
     def name(self) -> str:
+        """The name of the job's folder."""
         return Path(self.folder).name
 
 
@@ -104,6 +105,7 @@ def all_jobs(cfg=None) -> list[Job]:
 
 
 def get(job_id: str, cfg=None) -> Job | None:
+    """The job with this id, as its record says; None if there is none."""
     return _read(_record(job_id, cfg))
 
 
