@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import REPO
 from geoloc_core.analysis.experiment import cross_validate
 from geoloc_core.cli import main
 from geoloc_core.config import CrossValConfig, FinetuneConfig
@@ -16,8 +17,6 @@ from geoloc_core.learn.finetune import finetune_rounds
 from geoloc_core.regions.partition import match_labels
 from geoloc_core.runs.folders import FinetuneRun, Folder, PredictorStore, Run
 from geoloc_core.server import access, jobqueue, jobs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def page(path: str, run: Path, user: str | None = None) -> AppTest:

@@ -19,14 +19,13 @@ import pytest
 from PIL import Image
 
 import geoloc_core.base.images  # noqa: F401 (registers HEIF with Pillow)
-from conftest import shared
+from conftest import REPO, shared
 from geoloc_core.runs.folders import Run
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt install chromium)"),
               pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
 PAGES = ("predict", "regions", "train", "evaluate", "data")
 
 

@@ -4,15 +4,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from conftest import REPO
 from geoloc_core.config import PredictConfig
 from geoloc_core.locate.store import load_predictor
 from geoloc_core.runs.folders import Run
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_SAVES = 100_000  # the writer's bound, should the reader never tell it to stop
 LOADS = 25
 

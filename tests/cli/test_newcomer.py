@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, jpeg_bytes, textured
+from conftest import REPO, TINY, jpeg_bytes, textured
 from geoloc_core.cli import main
 from geoloc_core.runs.folders import FinetuneRun, Run
 from geoloc_core.server import access
@@ -378,7 +378,7 @@ def test_every_page_on_every_run_state_says_what_is_missing(state_name, page_nam
     """A page on a run that lacks a stage says which and how to build it; it never shows an exception."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / f"{page_name}.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "views" / f"{page_name}.py"), default_timeout=120)
     at.session_state["run_dir"] = str(state(state_name))
     at.run()
     assert not at.exception, [e.message for e in at.exception]

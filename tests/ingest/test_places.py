@@ -10,7 +10,7 @@ import pytest
 from PIL import ExifTags, Image
 from scipy.sparse.csgraph import connected_components
 
-from conftest import TINY, _dms, shared
+from conftest import REPO, TINY, _dms, shared
 from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.cli import main
@@ -207,7 +207,7 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     assert located["lon_deg"].between(db["lon_deg"].min() - 0.05, db["lon_deg"].max() + 0.05).all()
     meta = r.read_ingest_meta()
     assert meta["n_accepted"] == 10 and meta["n_to_locate"] == 2 and meta["places"]["n_places"] == db["group"].nunique()
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / "data.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "views" / "data.py"), default_timeout=120)
     at.session_state["run_dir"] = str(run)
     at.run()
     assert not at.exception
@@ -216,7 +216,7 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     assert metrics["Places"] == str(db["group"].nunique())
     shown = next(d.value for d in at.dataframe if "radius_km" in d.value)
     assert sorted(shown["path"]) == sorted(located["path"]) and shown["lat_deg"].notna().all()
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "views" / "predict.py"), default_timeout=120)
+    at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
     at.session_state["run_dir"] = str(run)
     at.run()
     assert not at.exception and at.expander[0].label == "This run's 2 photos without GPS, located when it was built"

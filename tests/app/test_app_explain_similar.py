@@ -6,10 +6,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from conftest import REPO
 from geoloc_core.config import FinetuneConfig
 from geoloc_core.learn.finetune import finetune_rounds
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def page(path: str, run: Path) -> AppTest:

@@ -1,13 +1,12 @@
 """The run folder contract: names spelled once, run names that stay inside the runs folder, fine-tuning folders."""
 
 import ast
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from geoloc_core.runs.folders import FinetuneRun, Run, run_in
 
-REPO = Path(__file__).resolve().parents[1]
 # Every file or folder name of a run (runs/folders.py spells each); nothing else in the product may. Whole names are
 # found anywhere in a string; stems only as the literal part before an f-string's field (f"graph_{kind}") or alone.
 RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "patches.npy", "embed.json", "split.json",
