@@ -58,9 +58,8 @@ def signatures_section(run: Run, graph: str, regions: RegionFiles) -> None:
     st.subheader("Region signatures: typical and distinctive photos")
     sig = _signatures(run, graph, regions, _version(run, regions))
     paths = _abs_paths(run, fingerprint([run.photos]))
-    table = _photo_columns(sig.typical, paths, "region",
-                           "typical").merge(_photo_columns(sig.distinctive, paths, "region", "distinctive"),
-                                                                          on="region", how="outer")
+    table = (_photo_columns(sig.typical, paths, "region", "typical")
+             .merge(_photo_columns(sig.distinctive, paths, "region", "distinctive"), on="region", how="outer"))
     margin = sig.distinctive[sig.distinctive["rank"] == 1].set_index("region")["score"].rename("best margin")
     st.dataframe(table.merge(margin, on="region", how="left"), hide_index=True, width="stretch",
                  column_config={c: st.column_config.ImageColumn(c) for c in table if c != "region"} |

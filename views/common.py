@@ -108,8 +108,8 @@ def job_queue() -> None:
     st.dataframe(pd.DataFrame([{"place": waiting.index(j) + 1 if j in waiting else None, "job": j.name, "kind": j.kind,
                                 "started by": j.user,
                                 "queued at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
-                                "state": "waiting" if j in waiting else "running"} for j in active]), hide_index=True,
-                                width="stretch")
+                                "state": "waiting" if j in waiting else "running"} for j in active]),
+                 hide_index=True, width="stretch")
     for job in waiting:
         if confirmed(f"Take {job.name} out of the queue", Folder(job.folder)):
             st.info(jobs.stop(Folder(job.folder)))

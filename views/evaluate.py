@@ -38,10 +38,8 @@ if run.experiment.table_csv.exists():
     table = pd.read_csv(run.experiment.table_csv, keep_default_na=False)
     st.subheader("Experiment on the run's one split: region classification on held-out locations")
     st.plotly_chart(figures.experiment_figure(table), width="stretch")
-    cols = [c
-            for c in ("graph", "method", "acc", "chance_acc", "majority_acc", "macro_f1", "n_regions", "median_km",
-                      "acc@1km",
-                        "acc@25km", "acc@200km") if c in table]
+    cols = [c for c in ("graph", "method", "acc", "chance_acc", "majority_acc", "macro_f1", "n_regions", "median_km",
+                        "acc@1km", "acc@25km", "acc@200km") if c in table]
     st.dataframe(table[cols], hide_index=True, width="stretch")
     st.caption("chance_acc: what the region sizes alone score (guessing with the training frequencies); w/o (cosine "
                "head): FT1's head on the frozen backbone, so FT1 minus it is the backbone's own gain. One split, no "

@@ -42,8 +42,8 @@ def tiles_reachable(timeout_s: float = 1.5) -> bool:
     try:
         with urllib.request.urlopen(urllib.request.Request(TILE_STYLE, method="HEAD"), timeout=timeout_s):
             return True
-    # HTTPException: a reply cut short or garbled by a proxy
     except (OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a reply cut short or garbled by a proxy
         log.info("tile server %s not reachable (%s): maps draw over offline country outlines", TILE_STYLE, exc)
         return False
 

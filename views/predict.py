@@ -73,9 +73,9 @@ tta = "none"  # views average the pretrained class token: offered only where the
 if not ft_round and descriptor == "cls":
     tta = st.sidebar.selectbox("Test-time views", TTAS,
                                help=help_of(PredictorConfig, "tta") + " The first use embeds the run's photos "
-                               "once more per view.",
+                                                                      "once more per view.",
                                format_func={"none": "the photo", "flip": "the photo and its mirror image",
-                                                                   "crops": "the photo and its 4 corner crops"}.get)
+                                            "crops": "the photo and its 4 corner crops"}.get)
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)

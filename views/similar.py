@@ -111,7 +111,8 @@ st.caption(f"Embeddings: **{found.space}**. A site's score: the {'best' if how =
            "sites; numbered: the closest others.")
 table = found.closest.assign(percentile=found.closest["percentile"] * 100)
 st.dataframe(table[["rank", "place", "similarity", "percentile", "n_photos", "lat_deg", "lon_deg", "photo"]],
-             hide_index=True, width="stretch", column_config={"photo": st.column_config.ImageColumn("best photo"),
+             hide_index=True, width="stretch",
+             column_config={"photo": st.column_config.ImageColumn("best photo"),
                             "similarity": st.column_config.NumberColumn(format="%.3f"),
                             "percentile": st.column_config.NumberColumn("more alike than", format="%.1f %% of sites"),
                             "lat_deg": st.column_config.NumberColumn(format="%.5f"),

@@ -29,10 +29,9 @@ from geoloc_core.features.encoders import Encoder, Head
 
 log = logging.getLogger(__name__)
 
-# a corner crop's share of each side, seen 1 / 0.75 closer; the encoder's preprocessing then centre-crops it
+# a corner crop's share of each side, seen 1 / 0.75 closer; the encoder's preprocessing then centre-crops it to a square
+# as it does the photo, so on a square photo the four overlap and cover it, on a wide one they miss its far corners
 CROP_SHARE = 0.75
-# to a square as it does the photo, so on a square photo the four overlap and cover it, on a wide one they miss its far
-# corners
 # (x, y): 0 left / top
 CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bottom_right": (1, 1)}
 

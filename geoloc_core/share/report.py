@@ -83,10 +83,8 @@ def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:
     out = ["<h2>Regions</h2>"]
     rows = summary_rows(run.root)
     if rows:
-        cols = [c
-                for c in ("graph", "n_edges", "n_regions", "modularity", "area_km2", "acc", "macro_f1", "chance_acc",
-                          "median_km",
-                            "acc@25km") if any(c in r for r in rows)]
+        cols = [c for c in ("graph", "n_edges", "n_regions", "modularity", "area_km2", "acc", "macro_f1", "chance_acc",
+                            "median_km", "acc@25km") if any(c in r for r in rows)]
         out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of <code>geoloc "
                 "run</code>:</p>",
                 _table(pd.DataFrame(rows).reindex(columns=cols))]

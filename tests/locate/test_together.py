@@ -60,8 +60,8 @@ def test_times_are_compared_in_utc_where_every_photo_records_its_zone(tmp_path):
     assert comparable_times([(clock, east), (clock, None)]) == [clock, clock]
     # read from the photos' EXIF: the same moment on two clocks is one place, labelled in UTC
     paths = [tmp_path / "split.jpg", tmp_path / "nyc.jpg", tmp_path / "later.jpg"]
-    for i, (path, taken,
-            zone) in enumerate(zip(paths, ("2026:05:01 10:00:00", "2026:05:01 03:02:00", "2026:05:01 10:02:00"),
+    for i, (path, taken, zone) in enumerate(zip(paths,
+                                                ("2026:05:01 10:00:00", "2026:05:01 03:02:00", "2026:05:01 10:02:00"),
                                                 ("+02:00", "-05:00", "-05:00"))):
         path.write_bytes(jpeg_taken(i, taken, zone))
     labels = photo_groups(paths, TogetherConfig("time", gap_min=10))
