@@ -111,7 +111,8 @@ def bench_louvain(sizes: tuple[int, ...], networkx_max: int) -> list[Row]:
         start = time.perf_counter()
         fast = louvain_regions(n, edges, w, backend="igraph")
         t_fast = time.perf_counter() - start
-        line = f"louvain    {n:,} nodes, {len(edges):,} edges: igraph {t_fast:.2f} s, {fast.n_regions} regions, Q {fast.modularity:.4f}"
+        line = (f"louvain    {n:,} nodes, {len(edges):,} edges: igraph {t_fast:.2f} s, {fast.n_regions} regions, Q "
+                f"{fast.modularity:.4f}")
         target = 5.0 if n <= 100_000 else 120.0
         rows.append(row(f"Louvain (igraph), {n:,} nodes", f"{t_fast:.2f} s", f"<= {target:g} s", t_fast <= target))
         if n <= networkx_max:
@@ -120,7 +121,8 @@ def bench_louvain(sizes: tuple[int, ...], networkx_max: int) -> list[Row]:
             t_ref = time.perf_counter() - start
             gap = (ref.modularity - fast.modularity) / ref.modularity
             line += f"; networkx {t_ref:.2f} s, Q {ref.modularity:.4f}: igraph's Q is {gap:+.2%} below"
-            rows.append(row(f"Louvain modularity, igraph vs networkx, {n:,} nodes", f"{fast.modularity:.4f} vs {ref.modularity:.4f} "
+            rows.append(row(f"Louvain modularity, igraph vs networkx, {n:,} nodes",
+                            f"{fast.modularity:.4f} vs {ref.modularity:.4f} "
                             f"({t_fast:.1f} s vs {t_ref:.1f} s)", "within 1 %", gap <= 0.01))
         print(line)
     return rows
@@ -151,9 +153,10 @@ def bench_memory(n: int, dim: int = 384) -> list[Row]:
         subprocess.run([sys.executable, "-c", code], check=True)
         took = time.perf_counter() - start
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(f"memory     {n:,} sites x {dim}-d embeddings (float16, memory-mapped): DT+GG+RNG, Louvain on each, region tables: "
-          f"peak RSS {peak_gb:.2f} GB in {took:.0f} s (target <= 8 GB)")
-    return [row(f"peak memory, graphs + regions, {n:,} sites", f"{peak_gb:.2f} GB ({took:.0f} s)", "<= 8 GB", peak_gb <= 8)]
+    print(f"memory     {n:,} sites x {dim}-d embeddings (float16, memory-mapped): DT+GG+RNG, Louvain on each, region "
+          f"tables: peak RSS {peak_gb:.2f} GB in {took:.0f} s (target <= 8 GB)")
+    return [row(f"peak memory, graphs + regions, {n:,} sites", f"{peak_gb:.2f} GB ({took:.0f} s)", "<= 8 GB",
+                peak_gb <= 8)]
 
 
 def bench_finetune(unfrozen: int, batch_size: int, device: str = "auto", repeat: int = 3) -> list[Row]:
@@ -190,11 +193,12 @@ def bench_finetune(unfrozen: int, batch_size: int, device: str = "auto", repeat:
 
     t_step, t_ref = timed_steps(lambda t: model(t)[0]), timed_steps(every_token)
     t_fwd = timed(lambda: (enc.forward(x), sync()), repeat)
-    print(f"finetune   last {unfrozen} blocks, batch {batch_size}, {enc.device}: train step {batch_size / t_step:6.1f} img/s "
-          f"(every token of the last block: {batch_size / t_ref:6.1f} img/s, {t_ref / t_step:.2f}x slower) "
-          f"vs full forward {batch_size / t_fwd:6.1f} img/s (step / forward speed {t_fwd / t_step:.2f})")
+    print(f"finetune   last {unfrozen} blocks, batch {batch_size}, {enc.device}: train step {batch_size / t_step:6.1f} "
+          f"img/s (every token of the last block: {batch_size / t_ref:6.1f} img/s, {t_ref / t_step:.2f}x slower) vs "
+          f"full forward {batch_size / t_fwd:6.1f} img/s (step / forward speed {t_fwd / t_step:.2f})")
     return [row(f"fine-tuning step, last {unfrozen} blocks ({enc.device}, batch {batch_size})",
-                f"{batch_size / t_step:.1f} img/s (every token of the last block {batch_size / t_ref:.1f}; full forward {batch_size / t_fwd:.1f})")]
+                f"{batch_size / t_step:.1f} img/s (every token of the last block {batch_size / t_ref:.1f}; full "
+                f"forward {batch_size / t_fwd:.1f})")]
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-points", type=int, default=1_000_000)
     p.add_argument("--louvain-nodes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    p.add_argument("--networkx-max", type=int, default=100_000, help="largest graph networkx is run on, for the reference")
+    p.add_argument("--networkx-max", type=int, default=100_000, help="largest graph networkx is run on, for the "
+                                                                     "reference")
     p.add_argument("--memory-sites", type=int, default=1_000_000, help="0: skip")
     p.add_argument("--device", default="auto")
     p.add_argument("--only-finetune", action="store_true", help="just the fine-tuning step figures")

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         cross_validate(a.run, cfg, graphs, CrossValConfig(folds=a.folds), Path(tmp) / "folds")
         folds = time.perf_counter() - start
-        per_fold = [Experiment(Path(tmp) / "folds").fold(i).experiment.table_csv.stat().st_mtime for i in range(a.folds)]
+        per_fold = [Experiment(Path(tmp) / "folds").fold(i).experiment.table_csv.stat().st_mtime
+                    for i in range(a.folds)]
     print(f"machine: {machine()}")
     print(f"{a.run}: graphs {','.join(graphs)}, {a.rounds} rounds x {a.epochs} epochs")
     print(f"one split: {one:.0f} s; {a.folds} folds: {folds:.0f} s in all ({folds / one:.2f}x the one split); "

@@ -1,4 +1,5 @@
-"""What explaining a match and finding places like a photo cost, beside the prediction's own latency measured in the same run.
+"""What explaining a match and finding places like a photo cost, beside the prediction's own latency measured in the
+same run.
 
     .venv/bin/python benchmarks/bench_explain.py [--run runs/croatia] [--photos 10]
 
@@ -79,8 +80,9 @@ def bench_explain(run: Run, paths: list[Path]) -> float:
           f"{len(preds[0].tokens)} patches per photo")
     print(f"  reference: predict one photo, p50 {ref:.1f} ms; with its patch tokens kept: p50 {np.median(kept):.1f} ms "
           f"({np.median(kept) / ref:.2f}x: the same one forward pass)")
-    print(f"  per neighbour pair, neighbours' tokens {source}: explanation p50 {np.median(whole):.2f} ms ({np.median(whole) / ref:.1%} of a "
-          f"prediction), of which mutual nearest patches {np.median(matching):.2f} ms; the page's picture {np.median(drawing):.2f} ms")
+    print(f"  per neighbour pair, neighbours' tokens {source}: explanation p50 {np.median(whole):.2f} ms "
+          f"({np.median(whole) / ref:.1%} of a prediction), of which mutual nearest patches {np.median(matching):.2f} "
+          f"ms; the page's picture {np.median(drawing):.2f} ms")
     k_paths = [Path(n.path) for n in preds[0].neighbours]
     with tempfile.TemporaryDirectory() as tmp:
         cache = EmbeddingCache(Path(tmp) / "cache.sqlite")
@@ -88,7 +90,8 @@ def bench_explain(run: Run, paths: list[Path]) -> float:
         _, warm = timed(embed_images, k_paths, predictor.encoder, patches=True, cache=cache, progress=False)
         cache.close()
     print(f"  a run without stored patch tokens: a neighbour's tokens computed {cold / len(k_paths):.1f} ms "
-          f"({cold / len(k_paths) / ref:.2f}x a prediction), from the embedding cache the next time {warm / len(k_paths):.2f} ms")
+          f"({cold / len(k_paths) / ref:.2f}x a prediction), from the embedding cache the next time "
+          f"{warm / len(k_paths):.2f} ms")
     return ref
 
 
@@ -103,15 +106,17 @@ def bench_similar(run: Run, paths: list[Path], ref: float) -> None:
         scoring = [timed(site_scores, emb, site_of_photo, emb[i])[1] for i in rows]
         by_photo = [timed(find_similar, run.root, photo_query(emb, i, str(i)), space, emb=emb)[1] for i in rows]
         regions = np.unique(labels)[: len(paths)]
-        by_region = [timed(find_similar, run.root, region_query(emb, labels, r, str(r)), space, emb=emb)[1] for r in regions]
+        by_region = [timed(find_similar, run.root, region_query(emb, labels, r, str(r)), space, emb=emb)[1]
+                     for r in regions]
         uploads = []
         for p in paths:
             query, t_embed = timed(upload_query, p, encoder, space)
             uploads.append(t_embed + timed(find_similar, run.root, query, space, emb=emb)[1])
         print(f"similar    {space.label}: {len(emb)} photos, {len(run.read_sites())} sites")
-        print(f"  per query, p50: a photo of the run {np.median(by_photo):.1f} ms ({np.median(by_photo) / ref:.2f}x a prediction; "
-              f"scoring every site {np.median(scoring):.2f} ms of it), a region {np.median(by_region):.1f} ms, "
-              f"a new photo {np.median(uploads):.1f} ms ({np.median(uploads) / ref:.2f}x, its forward pass included)")
+        print(f"  per query, p50: a photo of the run {np.median(by_photo):.1f} ms ({np.median(by_photo) / ref:.2f}x a "
+              f"prediction; scoring every site {np.median(scoring):.2f} ms of it), a region {np.median(by_region):.1f} "
+              f"ms, a new photo {np.median(uploads):.1f} ms ({np.median(uploads) / ref:.2f}x, its forward pass "
+              "included)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,8 @@ from geoloc_core.runs.folders import Run  # noqa: E402
 def variants(ft_round: int) -> dict[str, PredictConfig]:
     """The default and each lever that changes a single photo's path (photos located together: `together_cost`)."""
     base = PredictConfig(device="cpu")  # the default has the region prior (region_weight 1)
-    levers = {"no region prior": PredictorConfig(region_weight=0.0), f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round),
+    levers = {"no region prior": PredictorConfig(region_weight=0.0),
+              f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round),
               "top 3 regions": PredictorConfig(top_regions=3), "flip views": PredictorConfig(tta="flip"),
               "multi-crop views": PredictorConfig(tta="crops")}
     return {"default": base, **{name: replace(base, predictor=cfg) for name, cfg in levers.items()}}
@@ -68,10 +69,11 @@ def main() -> None:
     print(f"{machine()}; {len(paths) - 1} photos of {a.run}, one at a time, interleaved")
     ref = np.median(times["default"])
     for name, t in times.items():
-        print(f"{name:>24}: p50 {np.median(t):7.1f} ms, p90 {np.quantile(t, 0.9):7.1f} ms, p50 {np.median(t) / ref:.2f}x the default")
+        print(f"{name:>24}: p50 {np.median(t):7.1f} ms, p90 {np.quantile(t, 0.9):7.1f} ms, p50 "
+              f"{np.median(t) / ref:.2f}x the default")
     together, alone = together_cost(predictors["default"], paths[1:5])
-    print(f"4 photos in one batch, default predictor: {together:.1f} ms per photo located together, {alone:.1f} ms alone "
-          f"({together / alone:.2f}x)")
+    print(f"4 photos in one batch, default predictor: {together:.1f} ms per photo located together, {alone:.1f} ms "
+          f"alone ({together / alone:.2f}x)")
 
 
 def together_cost(predictor, paths: list[Path], repeats: int = 5) -> tuple[float, float]:

@@ -130,7 +130,8 @@ def one_compile_at_a_time():
 def _one_runtime():
     """AppTest gives the process a mock Runtime for each run and unsets it when that run ends, while other sessions'
     runs go on; their script threads then fail with "Runtime hasn't been created!" (AppTest is not thread-safe there; a
-    server has one Runtime for all sessions). For the crowd, a run that finds none gets a standing one, as on a server."""
+    server has one Runtime for all sessions). For the crowd, a run that finds none gets a standing one, as on a
+    server."""
     from unittest import mock
 
     from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheStorageManager
@@ -193,10 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     loads, real_load = [], predictor_store_module.load_predictor
     predictor_store_module.load_predictor = lambda *x, **k: loads.append(1) or real_load(*x, **k)
     run = a.run.resolve()
-    print(f"machine: {machine()}; run {run}; {a.sessions} sessions x {a.photos} predictions, then pages {', '.join(PAGES)}")
+    print(f"machine: {machine()}; run {run}; {a.sessions} sessions x {a.photos} predictions, then pages "
+          f"{', '.join(PAGES)}")
     start = time.perf_counter()
     warm = simulate(run, 1, 1)  # loads (or builds) the predictor and fills the pages' caches: not timed below
-    print(f"warm-up  {time.perf_counter() - start:.0f} s, {warm.summary()}{'; errors: ' + warm.errors[0] if warm.errors else ''}")
+    print(f"warm-up  {time.perf_counter() - start:.0f} s, "
+          f"{warm.summary()}{'; errors: ' + warm.errors[0] if warm.errors else ''}")
     idle = simulate(run, a.sessions, a.photos)
     print(f"idle     {idle.summary()}, {idle.pages_opened} pages opened, {len(idle.errors)} errors")
     start = time.perf_counter()

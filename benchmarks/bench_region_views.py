@@ -1,4 +1,5 @@
-"""What each region-analysis view costs on a built run, beside one Louvain cut of the same graph measured in the same run.
+"""What each region-analysis view costs on a built run, beside one Louvain cut of the same graph measured in the same
+run.
 
     .venv/bin/python benchmarks/bench_region_views.py --run runs/croatia [--graph dt] [--seeds 10] [--repeat 3]
 
@@ -50,7 +51,8 @@ def main() -> None:
     site_graph = run.site_graph(a.graph)
     cfg = run.pipeline_config().regions
     reference = best_ms(lambda: site_graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed), a.repeat)
-    print(f"{run.root}: {len(emb)} photos, {len(site_graph.train_sites)} training sites, {len(site_graph.edges)} {a.graph.upper()} edges")
+    print(f"{run.root}: {len(emb)} photos, {len(site_graph.train_sites)} training sites, {len(site_graph.edges)} "
+          f"{a.graph.upper()} edges")
     print(f"reference: one Louvain cut (SiteGraph.partition) {reference:.1f} ms\n")
 
     rows = []
@@ -66,11 +68,14 @@ def main() -> None:
                 figures.confusion_deck(summary, confusion(pd.read_csv(path), len(summary)), polygons).to_json()
 
         def stability_view(regions=regions, polygons=polygons):
-            figures.stability_deck(partition_stability(run, a.graph, regions, cfg.resolution, tuple(range(a.seeds))).edges, polygons).to_json()
+            figures.stability_deck(partition_stability(run, a.graph, regions, cfg.resolution,
+                                                       tuple(range(a.seeds))).edges, polygons).to_json()
 
         sig = partition_signatures(run, a.graph, regions)
-        rows += [{"iteration": name, "view": "signatures", "scorer": sig.method, "ms": best_ms(signatures_view, a.repeat)},
-                 {"iteration": name, "view": f"confusion ({len(graded)} graded)", "ms": best_ms(confusion_view, a.repeat)},
+        rows += [{"iteration": name, "view": "signatures", "scorer": sig.method,
+                  "ms": best_ms(signatures_view, a.repeat)},
+                 {"iteration": name, "view": f"confusion ({len(graded)} graded)",
+                  "ms": best_ms(confusion_view, a.repeat)},
                  {"iteration": name, "view": f"stability ({a.seeds} seeds)", "ms": best_ms(stability_view, a.repeat)}]
 
     def coverage_view():

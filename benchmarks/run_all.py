@@ -21,7 +21,8 @@ import bench_core  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="a built run (for the latency and index cases)")
+    p.add_argument("--run", type=Path, default=Path("runs/default"),
+                   help="a built run (for the latency and index cases)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="auto", help="cuda for the GPU figures")
     a = p.parse_args()

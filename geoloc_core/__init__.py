@@ -32,7 +32,8 @@ _EXPORTS = {
     "finetune_rounds": "learn.finetune", "run_experiment": "analysis.experiment",
     "open_predictor": "locate.store", "predict": "locate.predict", "Prediction": "locate.predict",
     "compare_methods": "analysis.compare", "run_all": "runs.stages",
-    "Run": "runs.folders", "PipelineConfig": "config", "FinetuneConfig": "config", "PredictConfig": "config", "main": "cli",
+    "Run": "runs.folders", "PipelineConfig": "config", "FinetuneConfig": "config", "PredictConfig": "config",
+    "main": "cli",
 }
 __all__ = list(_EXPORTS)
 

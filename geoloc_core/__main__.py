@@ -1,3 +1,5 @@
+"""`python -m geoloc_core`: the `geoloc` command line."""
+
 import sys
 
 from geoloc_core.cli import main

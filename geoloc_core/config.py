@@ -19,13 +19,16 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]  # the checkout: models/, .cac
 DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "data" / "croatia-streetview"
 GRAPHS = ("dt", "gg", "rng")
 DESCRIPTORS = ("cls", "gem", "vlad")
-SOURCES = ("top1", "clusters", "gallery", "regions", "regression")  # where a predictor's candidate coordinates come from
+# where a predictor's candidate coordinates come from
+SOURCES = ("top1", "clusters", "gallery", "regions", "regression")
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
 TTAS = ("none", "flip", "crops")  # test-time views of a photo (embed.TTA_VIEWS)
-LARGER_INPUT = 322  # `geoloc levers`' higher-resolution row: DINOv2's 23 x 23 patches of 14 px, about croatia-streetview's 320 px
+# `geoloc levers`' higher-resolution row: DINOv2's 23 x 23 patches of 14 px, about croatia-streetview's 320 px
+LARGER_INPUT = 322
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
 RETRIEVALS = ("image", "geo", "both")  # the space a predictor retrieves in: descriptor, verifier's image codes, both
-TOGETHER = ("none", "all", "folder", "time")  # how a batch of photos is grouped into places located together (together.py)
+# how a batch of photos is grouped into places located together (together.py)
+TOGETHER = ("none", "all", "folder", "time")
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **extra: Any) -> Any:
@@ -38,16 +41,21 @@ def setting(default: Any, help: str, choices: tuple | None = None, flag: str | N
 
 @dataclass(frozen=True)
 class IngestConfig:
-    data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv / .xlsx, else EXIF GPS) or a manifest (CSV, TSV, XLSX)",
+    """`geoloc ingest`: where the photos and their locations come from, and what makes two photos one place."""
+    data: str = setting(str(DEFAULT_DATA), "photo folder (its manifest.csv / .xlsx, else EXIF GPS) or a manifest (CSV, "
+                                           "TSV, XLSX)",
                         positional=True)
     manifest: str | None = setting(None, "manifest (CSV, TSV, XLSX), looked up as given, then beside DATA; its rows' "
                                          "paths are relative to the manifest's own folder unless absolute")
     workers: int = setting(8, "threads that read, hash and check the files")
-    gpx: str | None = setting(None, "GPX track (or a folder of .gpx files): photos without EXIF GPS are placed on it by their "
-                                    "EXIF time (and manifest rows whose lat and lon are empty); photos with EXIF GPS keep theirs")
-    time_offset: str | None = setting(None, "the camera clock's UTC offset for --gpx, e.g. +01:00 (write --time-offset=-05:00); "
-                                            "a photo that records its own offset (OffsetTimeOriginal) uses that; unset: camera times are UTC")
-    gpx_max_gap: float = setting(300.0, "seconds: a photo taken between two track points further apart in time is not placed")
+    gpx: str | None = setting(None, "GPX track (or a folder of .gpx files): photos without EXIF GPS are placed on it "
+                                    "by their EXIF time (and manifest rows whose lat and lon are empty); photos with "
+                                    "EXIF GPS keep theirs")
+    time_offset: str | None = setting(None, "the camera clock's UTC offset for --gpx, e.g. +01:00 (write "
+                                            "--time-offset=-05:00); a photo that records its own offset "
+                                            "(OffsetTimeOriginal) uses that; unset: camera times are UTC")
+    gpx_max_gap: float = setting(300.0, "seconds: a photo taken between two track points further apart in time is not "
+                                        "placed")
     place_radius_m: float = setting(25.0, "photos whose GPS fixes lie this close (metres) are one place, the "
                                     "unit every split, fold and bootstrap keeps on one side (a phone's fix is off by "
                                     "5-10 m outdoors, so two fixes of one spot differ by less than 25 m about 95 % of "
@@ -64,20 +72,24 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
+    """`geoloc embed`: the image encoder, its weights and input size, and how the photos are fed to it."""
     model: str = setting("dinov2-vits14", "registered encoder or open_clip model name")
     checkpoint: str | None = setting(None, "local weights file; default: the installed weights of the encoder")
     pretrained: str | None = setting(None, "open_clip pretrained tag, only if already cached locally")
-    image_size: int | None = setting(None, "input side in px for registered encoders (position grid resized); default: native")
+    image_size: int | None = setting(None, "input side in px for registered encoders (position grid resized); default: "
+                                           "native")
     batch_size: int = setting(16, "images per forward pass (16 is fastest per image on 2 CPU cores)")
     device: str = setting("auto", '"auto" = CUDA when present, else CPU')
     patches: bool = setting(False, "also store patch tokens (float16) for GeM / VLAD")
     workers: int = setting(4, "decoding threads, one batch ahead of the model", flag="--embed-workers")
-    ray: str | None = setting(None, 'embed on Ray: a cluster address ("auto", "ray://head:10001"), or none to start Ray here',
+    ray: str | None = setting(None, 'embed on Ray: a cluster address ("auto", "ray://head:10001"), or none to start '
+                                    'Ray here',
                               const="local")
 
 
 @dataclass(frozen=True)
 class GraphConfig:
+    """`geoloc graph`: the grouped train/test split by location and the proximity graphs over the training sites."""
     kinds: tuple[str, ...] = setting(GRAPHS, "proximity graphs, comma-separated", choices=GRAPHS, flag="--graphs")
     test_frac: float = setting(0.2, "share of locations held out; graphs and regions see only the rest")
     split_seed: int = setting(0, "seed of the grouped train/test split")
@@ -85,16 +97,19 @@ class GraphConfig:
 
 @dataclass(frozen=True)
 class RegionConfig:
+    """`geoloc regions`: the Louvain cut of each graph, and where the region polygons may lie."""
     resolution: float = setting(1.0, "Louvain resolution: higher gives more, smaller regions")
     seed: int = setting(0, "Louvain's random node order")
-    negative: str = setting("clip", 'negative cosine -> edge weight: "clip" (to 0) or "shift" ((1 + cos) / 2)', choices=("clip", "shift"))
-    clip: str = setting("land", 'where region polygons may lie: "land" (the sites\' hull on land: Natural Earth 1:110m, offline and '
-                        'coarse, a few km off at the coast), "country" (on the countries holding 5 % or more of the photos) or '
-                        '"hull" (the sites\' hull, sea and neighbours included)', choices=CLIPS)
-    boundary: str | None = setting(None, "a boundary file (GeoPackage, GeoJSON, zipped Shapefile, KML): the regions tile it instead of "
-                                   "the hull, and photos outside it are reported")
-    site_buffer_km: float = setting(5.0, 'with clip "land" or "country": a disc of this radius around each site the coarse '
-                                    "outline leaves out keeps a polygon around it")
+    negative: str = setting("clip", 'negative cosine -> edge weight: "clip" (to 0) or "shift" ((1 + cos) / 2)',
+                            choices=("clip", "shift"))
+    clip: str = setting("land", 'where region polygons may lie: "land" (the sites\' hull on land: Natural Earth '
+                                '1:110m, offline and coarse, a few km off at the coast), "country" (on the countries '
+                                'holding 5 % or more of the photos) or "hull" (the sites\' hull, sea and neighbours '
+                                'included)', choices=CLIPS)
+    boundary: str | None = setting(None, "a boundary file (GeoPackage, GeoJSON, zipped Shapefile, KML): the regions "
+                                         "tile it instead of the hull, and photos outside it are reported")
+    site_buffer_km: float = setting(5.0, 'with clip "land" or "country": a disc of this radius around each site the '
+                                         'coarse outline leaves out keeps a polygon around it')
 
 
 # Region settings that only draw the polygons: the labels (and so every accuracy) do not depend on them.
@@ -103,12 +118,14 @@ POLYGON_SETTINGS = ("clip", "boundary", "site_buffer_km")
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """`geoloc evaluate`: the w/o linear probe's cross-validation."""
     seed: int | None = setting(None, "shuffles the locations into the 3 folds that choose the w/o linear probe's "
                                "strength C (unset: sklearn's GroupKFold, unshuffled)", flag="--eval-seed")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
+    """`geoloc finetune`: the graph whose regions are the classes, the rounds, and the training schedule."""
     graph: str = setting("dt", "proximity graph whose Louvain regions are the classes", choices=GRAPHS)
     rounds: int = setting(3, 'fine-tuning rounds: FT1 .. FTn (round 0, "w/o", is always run)')
     epochs: int = setting(4, "epochs per round")
@@ -123,10 +140,12 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class LocatorConfig:
+    """The learned locators (`locators.GpsVerifier`, `locators.LatLonRegressor`): sizes and training schedule."""
     dim: int = setting(128, "shared image / GPS embedding size")
     hidden: int = setting(256, "hidden width of the MLPs")
     n_freq: int = setting(64, "random Fourier features per scale")
-    scales: tuple[float, ...] = setting((1.0, 8.0, 64.0, 512.0), "Fourier frequency scales, per radian of database extent")
+    scales: tuple[float, ...] = setting((1.0, 8.0, 64.0, 512.0), "Fourier frequency scales, per radian of database "
+                                                                 "extent")
     epochs: int = setting(100, "training epochs")
     max_steps: int = setting(5000, "caps the epochs on large databases")
     batch_size: int = setting(256, "photos per step")
@@ -134,8 +153,9 @@ class LocatorConfig:
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     jitter: float = setting(0.01, "GPS noise during training, as a share of the extent (smooths the encoder)")
     seed: int = setting(0, "initialisation, batches and the calibration split")
-    smooth: float = setting(0.0, "PIGEON's haversine label smoothing of the verifier: another photo of the batch is a soft positive "
-                                 "with weight exp(-distance / (smooth x extent)); 0: only photos of one location are positives")
+    smooth: float = setting(0.0, "PIGEON's haversine label smoothing of the verifier: another photo of the batch is a "
+                                 "soft positive with weight exp(-distance / (smooth x extent)); 0: only photos of one "
+                                 "location are positives")
 
 
 @dataclass(frozen=True)
@@ -144,31 +164,39 @@ class PredictorConfig:
 
     descriptor: str = setting("cls", "retrieval descriptor; gem / vlad need `embed --patches`", choices=DESCRIPTORS)
     k: int = setting(10, "database photos retrieved per query")
-    verify: bool = setting(True, "choose among candidates with the GPS verifier (off: the neighbours' vote)", flag="--verify")
-    sources: tuple[str, ...] = setting(("top1", "clusters", "gallery"), "where candidate coordinates come from, comma-separated",
+    verify: bool = setting(True, "choose among candidates with the GPS verifier (off: the neighbours' vote)",
+                           flag="--verify")
+    sources: tuple[str, ...] = setting(("top1", "clusters", "gallery"),
+                                       "where candidate coordinates come from, comma-separated",
                                        choices=SOURCES)
     n_words: int = setting(32, "VLAD vocabulary size")
-    ft_round: int = setting(0, "retrieve with fine-tuning round r's backbone (its re-embedded database, and the query through its "
-                               "blocks in the same forward pass; that round's classifier names the region): 0 = the pretrained one. "
-                               "Needs a finished round r over the region graph, and the cls descriptor")
-    retrieval: str = setting("image", 'retrieval space: "image" (the descriptor), "geo" (the GPS verifier\'s image codes: photos the '
-                                      'verifier places close are close) or "both" (side by side, mean of the two cosines); geo and '
-                                      "both need the verifier", choices=RETRIEVALS)
-    propagate: float = setting(0.0, "share a of a database photo's vector taken from the mean of its Delaunay-neighbour sites' "
-                                    "vectors, normalize((1 - a) v + a mean): the database carries its surroundings, queries stay plain")
-    top_regions: int = setting(0, "hierarchy: classify the photo's region first (a linear probe on the database's embeddings and "
-                                  "w/o regions), then retrieve and verify within its top regions only: 0 = off")
-    region_weight: float = setting(1.0, "hierarchy: add this times log p(candidate's region) (the probe's) to the verifier's logit "
-                                        "of each candidate: 0 = off (the default until it was measured better, beyond the interval, on "
-                                        "croatia-streetview and bgu-campus at the same p50 latency)")
-    tta: str = setting("none", "test-time views: none; flip (the photo and its mirror image through the encoder in one batch, "
-                               "their embeddings averaged; the database likewise, from a mirror pass over the run's photos made "
-                               "once); crops (the photo and its four overlapping corner crops, each 3/4 of a side, likewise: 5 "
-                               "views); needs ft_round 0 and the cls descriptor", choices=TTAS)
+    ft_round: int = setting(0, "retrieve with fine-tuning round r's backbone (its re-embedded database, and the query "
+                               "through its blocks in the same forward pass; that round's classifier names the "
+                               "region): 0 = the pretrained one. Needs a finished round r over the region graph, and "
+                               "the cls descriptor")
+    retrieval: str = setting("image", 'retrieval space: "image" (the descriptor), "geo" (the GPS verifier\'s image '
+                                      'codes: photos the verifier places close are close) or "both" (side by side, '
+                                      'mean of the two cosines); geo and both need the verifier', choices=RETRIEVALS)
+    propagate: float = setting(0.0, "share a of a database photo's vector taken from the mean of its "
+                                    "Delaunay-neighbour sites' vectors, normalize((1 - a) v + a mean): the database "
+                                    "carries its surroundings, queries stay plain")
+    top_regions: int = setting(0, "hierarchy: classify the photo's region first (a linear probe on the database's "
+                                  "embeddings and w/o regions), then retrieve and verify within its top regions only: "
+                                  "0 = off")
+    region_weight: float = setting(1.0, "hierarchy: add this times log p(candidate's region) (the probe's) to the "
+                                        "verifier's logit of each candidate: 0 = off (the default until it was "
+                                        "measured better, beyond the interval, on croatia-streetview and bgu-campus at "
+                                        "the same p50 latency)")
+    tta: str = setting("none", "test-time views: none; flip (the photo and its mirror image through the encoder in one "
+                               "batch, their embeddings averaged; the database likewise, from a mirror pass over the "
+                               "run's photos made once); crops (the photo and its four overlapping corner crops, each "
+                               "3/4 of a side, likewise: 5 views); needs ft_round 0 and the cls "
+                               "descriptor", choices=TTAS)
     method: str = setting("fixed", "fixed: these settings; auto: the database's own cross-validation (inner folds over "
-                                   "its places) picks the locator and its main settings (the regression as a candidate or "
-                                   "alone, the neighbours' vote, the region prior, 2k) by median km, recorded in the "
-                                   "predictor; `geoloc compare --folds K --method auto` reports it on outer folds it never saw",
+                                   "its places) picks the locator and its main settings (the regression as a candidate "
+                                   "or alone, the neighbours' vote, the region prior, 2k) by median km, recorded in "
+                                   "the predictor; `geoloc compare --folds K --method auto` reports it on outer folds "
+                                   "it never saw",
                           choices=("fixed", "auto"))
     locator: LocatorConfig = field(default_factory=LocatorConfig)  # the verifier's training
 
@@ -179,13 +207,16 @@ class PredictConfig:
 
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     coverage: float = setting(0.9, "share of calibration photos the uncertainty radius must hold")
-    graph: str = setting("dt", "graph whose regions label the predictions (and whose fine-tuning --ft-round retrieves with)",
+    graph: str = setting("dt", "graph whose regions label the predictions (and whose fine-tuning --ft-round retrieves "
+                               "with)",
                          choices=GRAPHS, flag="--region-graph")
-    region_from: str = setting("classifier", "the latest fine-tuning round's classifier (where the run has one; with --ft-round, that "
-                               "round's) or the w/o region of the database photo nearest the prediction", choices=("classifier", "nearest"))
-    unfamiliar_below: float = setting(0.05, "flag a photo as unlike the run's photos when its best match is closer than fewer than "
-                                      "this share of the database's own leave-location-out matches (the rate of false flags on "
-                                      "places the database covers)")
+    region_from: str = setting("classifier", "the latest fine-tuning round's classifier (where the run has one; with "
+                                             "--ft-round, that round's) or the w/o region of the database photo "
+                                             "nearest the prediction",
+                               choices=("classifier", "nearest"))
+    unfamiliar_below: float = setting(0.05, "flag a photo as unlike the run's photos when its best match is closer "
+                                            "than fewer than this share of the database's own leave-location-out "
+                                            "matches (the rate of false flags on places the database covers)")
     device: str = setting("auto", '"auto" = CUDA when present, else CPU')
 
 
@@ -193,9 +224,9 @@ class PredictConfig:
 class TogetherConfig:
     """Which photos of a batch show one place, located together with one answer (together.py)."""
 
-    how: str = setting("none", "none; all (the batch is one place); folder (each folder is one place); time (EXIF time taken, in UTC "
-                               "where every photo records its zone: a new place wherever consecutive photos are more than the gap "
-                               "apart)", choices=TOGETHER, flag="--together")
+    how: str = setting("none", "none; all (the batch is one place); folder (each folder is one place); time (EXIF time "
+                               "taken, in UTC where every photo records its zone: a new place wherever consecutive "
+                               "photos are more than the gap apart)", choices=TOGETHER, flag="--together")
     gap_min: float = setting(10.0, "with time: the largest gap, in minutes, between consecutive photos of one place",
                              flag="--together-gap-min")
 
@@ -220,12 +251,14 @@ class CompareConfig:
 class CrossValConfig:
     """The protocol of `geoloc compare` and `geoloc experiment`: the run's one split, or K folds over its locations."""
 
-    folds: int = setting(1, "1: the run's own split, point figures; K > 1: grouped K-fold over all locations (each held out "
-                            "once), every figure with a 95 % interval from a bootstrap over held-out locations")
+    folds: int = setting(1, "1: the run's own split, point figures; K > 1: grouped K-fold over all locations (each "
+                            "held out once), every figure with a 95 % interval from a bootstrap over held-out "
+                            "locations")
     fold_seed: int = setting(0, "seed of the assignment of locations to folds, and of the bootstrap")
     block_km: float = setting(0.0, "with --folds K: hold out by area, whole square blocks of this side (km, over the "
-                                   "photos' projected coordinates) to each fold and to the bootstrap, not single places: "
-                                   "how well a new neighbourhood is located, not a new spot near known ones; 0: by place")
+                                   "photos' projected coordinates) to each fold and to the bootstrap, not single "
+                                   "places: how well a new neighbourhood is located, not a new spot near known ones; "
+                                   "0: by place")
 
 
 @dataclass(frozen=True)
@@ -237,24 +270,27 @@ class ServerConfig:
     else from the file `GEOLOC_CONFIG` (default `.streamlit/geoloc.toml` beside the app), else this default.
     """
 
-    data_roots: tuple[str, ...] | None = setting(None, "folders new runs may read photos from (os.pathsep-separated in the "
-                                                 "environment, a list in the file); unset: ../shared/data in the app (never a "
-                                                 "home folder), and no check from the command line")
-    mode: str = setting("editor", "viewer: the app shows runs, regions, predictions and metrics, with no control that starts, "
-                        "stops or deletes work", choices=("editor", "viewer"))
-    max_jobs: int = setting(0, "runs and fine-tuning jobs started from the app that run at once (the rest wait in the queue); "
-                            "0: one per two cores")
+    data_roots: tuple[str, ...] | None = setting(None, "folders new runs may read photos from (os.pathsep-separated in "
+                                                       "the environment, a list in the file); unset: ../shared/data in "
+                                                       "the app (never a home folder), and no check from the command "
+                                                       "line")
+    mode: str = setting("editor", "viewer: the app shows runs, regions, predictions and metrics, with no control that "
+                                  "starts, stops or deletes work", choices=("editor", "viewer"))
+    max_jobs: int = setting(0, "runs and fine-tuning jobs started from the app that run at once (the rest wait in the "
+                               "queue); 0: one per two cores")
     state_dir: str | None = setting(None, "the job queue's folder (one per server); default: RUNS/.queue")
     runs: str = setting("runs", "the folder the app lists runs from and builds new ones in")
-    max_pixels: int = setting(100_000_000, "an image declaring more pixels (width x height) is refused before it is decoded; "
-                              "images decode at 8 bits per channel: about 7 bytes per pixel at the most (16-bit), 3 for a photo")
-    max_boundary_mb: float = setting(20.0, "a boundary file (or the files a zipped Shapefile holds, unzipped) larger than this "
-                                     "many MB is refused before it is opened")
-    max_boundary_vertices: int = setting(1_000_000, "a boundary file that may hold more polygon vertices than this (counted "
-                                         "from its bytes before it is parsed) is refused")
-    max_manifest_mb: float = setting(50.0, "a manifest (CSV, TSV, XLSX) larger than this many MB is refused before it is read")
-    max_manifest_cells: int = setting(10_000_000, "rows x columns a manifest may hold (an XLSX sheet's declared size does "
-                                      "not count, the cells read do); past it the manifest is refused")
+    max_pixels: int = setting(100_000_000, "an image declaring more pixels (width x height) is refused before it is "
+                                           "decoded; images decode at 8 bits per channel: about 7 bytes per pixel at "
+                                           "the most (16-bit), 3 for a photo")
+    max_boundary_mb: float = setting(20.0, "a boundary file (or the files a zipped Shapefile holds, unzipped) larger "
+                                           "than this many MB is refused before it is opened")
+    max_boundary_vertices: int = setting(1_000_000, "a boundary file that may hold more polygon vertices than this "
+                                                    "(counted from its bytes before it is parsed) is refused")
+    max_manifest_mb: float = setting(50.0, "a manifest (CSV, TSV, XLSX) larger than this many MB is refused before it "
+                                           "is read")
+    max_manifest_cells: int = setting(10_000_000, "rows x columns a manifest may hold (an XLSX sheet's declared size "
+                                                  "does not count, the cells read do); past it the manifest is refused")
     max_gpx_mb: float = setting(20.0, "a GPX file larger than this many MB is refused before it is parsed")
 
 
@@ -293,7 +329,8 @@ def load_server_config(environ: dict[str, str] | None = None) -> ServerConfig:
 
 
 def too_large(what: str, size: float, limit: float, unit: str, setting_name: str) -> str:
-    """The message for a file past one of the server's limits: what, how much, the limit and the setting that sets it."""
+    """The message for a file past one of the server's limits: what, how much, the limit and the
+    setting that sets it."""
     return (f"{what} is too large: {size:,.{0 if unit != 'MB' else 1}f} {unit}, the limit is {limit:,g} {unit} "
             f"(server setting {setting_name})")
 
@@ -303,25 +340,27 @@ class CoverageConfig:
     """`geoloc coverage`: photo density and location error per hexagon."""
 
     hex_km: float = setting(0.0, "hexagon size, centre to corner, km; 0: about 25 cells across the photos' extent")
-    errors: str = setting("loo", 'error per photo: "loo" (every photo located by the others, its location left out) or "compare" '
-                                 "(the held-out answers `geoloc compare` wrote)", choices=("loo", "compare"))
+    errors: str = setting("loo", 'error per photo: "loo" (every photo located by the others, its location left out) or '
+                                 '"compare" (the held-out answers `geoloc compare` wrote)', choices=("loo", "compare"))
 
 
 @dataclass(frozen=True)
 class ShareConfig:
     """What `geoloc map`, `geoloc export` and `geoloc report` write for an analyst to pass on."""
 
-    format: str = setting("gpkg", "GIS file format: GeoPackage (a layer per graph x iteration), KML, zipped Shapefile or GeoJSON",
+    format: str = setting("gpkg", "GIS file format: GeoPackage (a layer per graph x iteration), KML, zipped Shapefile "
+                                  "or GeoJSON",
                           choices=GIS_FORMATS)
-    boundary: str | None = setting(None, "clip the run's region polygons to this boundary file (areas recomputed; photos outside "
-                                   "it reported)")
-    tiles: bool = setting(True, "offer an online tile layer in maps (off until switched on: the offline Natural Earth background "
-                          "is always there)")
+    boundary: str | None = setting(None, "clip the run's region polygons to this boundary file (areas recomputed; "
+                                         "photos outside it reported)")
+    tiles: bool = setting(True, "offer an online tile layer in maps (off until switched on: the offline Natural Earth "
+                                "background is always there)")
     thumb_px: int = setting(64, "side of the photo thumbnails embedded in map popups, px (JPEG)")
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """The settings of `geoloc run`, stage by stage, as a run records them (`config.json`)."""
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)

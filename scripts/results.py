@@ -80,7 +80,8 @@ def read_tables(run: Run) -> RunTables:
         compare=_csv(run.compare_table) if compared else None,
         compare_verdicts=_csv(run.compare_verdicts) if compared else None,
         compare_folds=_csv(run.compare_folds) if compared else None,
-        levers=_csv(run.levers_table) if levers else None, levers_verdicts=_csv(run.levers_verdicts) if levers else None)
+        levers=_csv(run.levers_table) if levers else None,
+        levers_verdicts=_csv(run.levers_verdicts) if levers else None)
 
 
 def _title(page: Path) -> str:

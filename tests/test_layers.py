@@ -28,7 +28,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level \
+            base = ".".join(package[: len(package) - node.level + 1]
+                            + ([node.module] if node.module else [])) if node.level \
                 else node.module
             found += [(node.lineno, f"{base}.{a.name}") for a in node.names] + [(node.lineno, base)]
     return found
@@ -72,7 +73,8 @@ def test_an_upward_import_is_caught(tmp_path):
     fake = tmp_path / "geoloc_core"
     (fake / "base").mkdir(parents=True)
     (fake / "base" / "__init__.py").write_text("")
-    (fake / "base" / "geo.py").write_text("def f():\n    from geoloc_core.cli import main\n    from ..locate import predict\n")
+    (fake / "base" / "geo.py").write_text("def f():\n    from geoloc_core.cli import main\n    from ..locate import "
+                                          "predict\n")
     global REPO
     saved, REPO = REPO, tmp_path
     try:
@@ -103,7 +105,8 @@ sys.meta_path.insert(0, Absent())
 
 def run_without_app(code: str, cwd: Path) -> subprocess.CompletedProcess:
     """Python code run in a fresh interpreter where streamlit, plotly and pydeck cannot be imported."""
-    return subprocess.run([sys.executable, "-c", BLOCK_APP + code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-c", BLOCK_APP + code], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_the_hiding_works(tmp_path):
@@ -121,13 +124,15 @@ def test_every_core_module_imports_without_the_app_libraries(tmp_path):
 
 @pytest.mark.slow
 def test_the_main_commands_run_without_the_app_libraries(tmp_path, manifest_folder, tiny_checkpoint, isolated_cache):
-    """`geoloc run`, `predict`, `finetune`, `compare` and `report` on tiny real photos with no streamlit, plotly, pydeck."""
+    """`geoloc run`, `predict`, `finetune`, `compare` and `report` on tiny real photos with no
+    streamlit, plotly, pydeck."""
     run, photo = tmp_path / "run", sorted((manifest_folder / "images").glob("*.jpg"))[0]
     model = ["--model", "tiny-vit-test", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
     steps = [["run", str(manifest_folder), "--run", str(run), "--test-frac", "0.25", *model],
-             ["predict", str(photo), "--run", str(run), "--out", str(tmp_path / "p.csv"), "--k", "3", "--device", "cpu"],
-             ["finetune", "--run", str(run), "--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1", "--batch-size", "8",
-              "--device", "cpu"],
+             ["predict", str(photo), "--run", str(run), "--out", str(tmp_path / "p.csv"), "--k", "3", "--device",
+              "cpu"],
+             ["finetune", "--run", str(run), "--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1", "--batch-size",
+              "8", "--device", "cpu"],
              ["compare", "--run", str(run), "--descriptors", "cls", "--k", "5"],
              ["report", "--run", str(run), "--out", str(tmp_path / "report.html"), "--no-tiles"]]
     code = f"""import sys; sys.path.insert(0, {str(REPO)!r})

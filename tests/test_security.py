@@ -36,7 +36,8 @@ def test_main_serves_on_this_machine_only_unless_a_server_config_says_otherwise(
 
 def _predictions(path: str) -> pd.DataFrame:
     neighbours = json.dumps([{"path": path, "lat_deg": 45.1, "lon_deg": 15.1, "similarity": 0.9, "dist_km": 1.0}])
-    return pd.DataFrame([{"path": path, "lat_deg": 45.0, "lon_deg": 15.0, "radius_km": 2.0, "coverage": 0.9, "region": 1,
+    return pd.DataFrame([{"path": path, "lat_deg": 45.0, "lon_deg": 15.0, "radius_km": 2.0, "coverage": 0.9,
+                          "region": 1,
                           "region_prob": 0.8, "true_lat_deg": 45.01, "true_lon_deg": 15.01, "error_km": 1.3,
                           "familiarity": 0.5, "unfamiliar": False, "region_agrees": True, "group": HOSTILE,
                           "neighbours": neighbours}])
@@ -44,8 +45,10 @@ def _predictions(path: str) -> pd.DataFrame:
 
 def test_a_hostile_file_name_is_text_in_the_shared_html_map():
     page = standalone_html(prediction_map(_predictions(HOSTILE), tiles=False))
-    decoded = page.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&")  # as the browser's JSON.parse
-    assert "<img src=x" not in decoded  # before: this string went into GeoJsonPopup's innerHTML, and the image's onerror ran
+    # as the browser's JSON.parse
+    decoded = page.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&")
+    # before: this string went into GeoJsonPopup's innerHTML, and the image's onerror ran
+    assert "<img src=x" not in decoded
     assert "&lt;img src=x onerror=alert(1)&gt;" in decoded  # shown, as text
 
 
@@ -61,7 +64,8 @@ def test_csv_exports_guard_formula_cells_and_read_back_unchanged(tmp_path):
 
 def _tree(root: Path) -> dict[str, str]:
     """Every file under `root` with the SHA-256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
 
 
 @pytest.mark.slow  # a tiny finished run, and the pages in AppTest
@@ -72,7 +76,8 @@ def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pa
     at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
     at.session_state["run_dir"] = str(tiny_run)
     at.run()
-    at.sidebar.selectbox[-1].set_value("flip").run()  # test-time views: a predictor (and a pass of mirror images) to build
+    # test-time views: a predictor (and a pass of mirror images) to build
+    at.sidebar.selectbox[-1].set_value("flip").run()
     at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
     assert not at.exception
     assert any("not built yet" in i.value for i in at.info)  # before: built and saved it, re-embedding every photo
@@ -83,7 +88,8 @@ def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pa
     assert _tree(tiny_run) == before
 
 
-def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_its_lock(tmp_path, sleeper_jobs, monkeypatch):
+def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_its_lock(tmp_path, sleeper_jobs,
+                                                                                        monkeypatch):
     monkeypatch.setattr(access, "max_jobs", lambda cfg=None: 0)  # nothing starts: the folders stay queued
     done = Folder(tmp_path / "runs" / "survey")
     done.write_status("done")

@@ -30,10 +30,12 @@ from views import figures
 def choose_run() -> None:
     """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session. Editors may give their name."""
     if access.is_viewer():
-        st.sidebar.caption("Viewer mode: runs, regions, predictions and metrics; nothing can be started or stopped here.")
+        st.sidebar.caption("Viewer mode: runs, regions, predictions and metrics; nothing can be started or stopped "
+                           "here.")
     else:
         user_label()  # the session's own label, until the user gives a name
-        st.sidebar.text_input("Your name", key="user", placeholder=st.session_state["session_label"], help="shown on the jobs you start")
+        st.sidebar.text_input("Your name", key="user", placeholder=st.session_state["session_label"],
+                              help="shown on the jobs you start")
     found = sorted(str(p) for p in access.runs_dir().glob("*") if Run(p).photos.exists())
     default = os.environ.get("GEOLOC_RUN")
     options = ([default] if default and default not in found else []) + found
@@ -41,7 +43,8 @@ def choose_run() -> None:
         st.sidebar.warning("No run yet: `.venv/bin/geoloc run` builds one from ../shared/data/croatia-streetview.")
         st.session_state["run_dir"] = None
         return
-    st.session_state["run_dir"] = st.sidebar.selectbox("Run", options, index=options.index(default) if default in options else 0)
+    st.session_state["run_dir"] = st.sidebar.selectbox("Run", options,
+                                                       index=options.index(default) if default in options else 0)
 
 
 def editor() -> bool:
@@ -93,8 +96,8 @@ def _ask(box, action: str, folder: Folder, job: jobqueue.Job | None, key: str) -
 
 @st.fragment(run_every=3)
 def job_queue() -> None:
-    """The server's job queue (every 3 s), moved on first (ended jobs make room for waiting ones): what runs and what waits, who
-    started each and when; an editor can take a waiting job out of the line."""
+    """The server's job queue (every 3 s), moved on first (ended jobs make room for waiting ones): what runs and what
+    waits, who started each and when; an editor can take a waiting job out of the line."""
     jobqueue.dispatch()
     active = jobqueue.active()
     running = sum(j.state == "started" for j in active)
@@ -103,8 +106,10 @@ def job_queue() -> None:
         return
     waiting = [j for j in active if j.state == "queued"]
     st.dataframe(pd.DataFrame([{"place": waiting.index(j) + 1 if j in waiting else None, "job": j.name, "kind": j.kind,
-                                "started by": j.user, "queued at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
-                                "state": "waiting" if j in waiting else "running"} for j in active]), hide_index=True, width="stretch")
+                                "started by": j.user,
+                                "queued at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.submitted)),
+                                "state": "waiting" if j in waiting else "running"} for j in active]),
+                 hide_index=True, width="stretch")
     for job in waiting:
         if confirmed(f"Take {job.name} out of the queue", Folder(job.folder)):
             st.info(jobs.stop(Folder(job.folder)))
@@ -114,7 +119,9 @@ def queue_place(folder: Folder) -> str:
     """Where a waiting folder's job is in the queue ("2nd in line"), else ""."""
     job = jobqueue.job_of(folder)
     place = jobqueue.position(job) if job is not None and job.state == "queued" else None
-    return "" if place is None else f"{place}{'th' if 10 <= place % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(place % 10, 'th')} in line"
+    return ("" if place is None
+            else f"{place}{'th' if 10 <= place % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(place % 10, 'th')} in "
+                 "line")
 
 
 def current_run() -> Run | None:
@@ -128,7 +135,8 @@ def missing_step(run: Run, *paths: Path) -> str | None:
 
 
 def require(run: Run, *paths: Path) -> None:
-    """Stops the page with what the run lacks of `paths`, how to build it, and (for an editor) a button that queues it."""
+    """Stops the page with what the run lacks of `paths`, how to build it, and (for an editor) a button that queues
+    it."""
     lacking = next((p for p in paths if not p.exists()), None)
     if lacking is not None:
         st.info(str(run.missing(lacking)))
@@ -148,7 +156,8 @@ def offer_stage(run: Run, stage: str | None) -> None:
             st.warning(plain(busy))
         else:
             where = "started" if job.state == "started" else "queued behind other jobs"
-            st.success(f"`geoloc {stage}` {where}: the Data page shows its progress; open this page again once it is done.")
+            st.success(f"`geoloc {stage}` {where}: the Data page shows its progress; open this page again once it is "
+                       "done.")
 
 
 def current_table(run: Run, files: list[Path]) -> bool:
@@ -190,7 +199,8 @@ def predictor(run: Run, cfg: PredictConfig):
 
 @st.cache_resource(show_spinner="Loading the predictor once for this run ...", max_entries=8)
 def _predictor(run: Run, cfg: PredictConfig, version: str):
-    """Read-only once loaded. Its database leaves out the run's held-out locations, so their photos are honest examples."""
+    """Read-only once loaded. Its database leaves out the run's held-out locations,
+    so their photos are honest examples."""
     return open_predictor(run.root, cfg, database="train")
 
 
@@ -245,7 +255,8 @@ def region_polygon(regions: RegionFiles | None, region: int | None, version: str
 
 
 def boundary_upload(label: str) -> ClipArea | None:
-    """A boundary file the analyst uploads (GeoPackage, GeoJSON, KML, zipped Shapefile), or None; a bad file is said, not raised."""
+    """A boundary file the analyst uploads (GeoPackage, GeoJSON, KML, zipped Shapefile), or None;
+    a bad file is said, not raised."""
     upload = st.file_uploader(label, type=["gpkg", "geojson", "json", "kml", "zip"])
     if upload is None:
         return None
@@ -277,7 +288,8 @@ def predictor_built(run: Run, cfg: PredictConfig) -> bool:
     """Whether the predictor `predictor(run, cfg)` opens is saved and current, so opening it writes nothing. A viewer
     gets only such a predictor: building one (two verifiers, a pass of test-time views) writes into the run and takes
     minutes of the script thread; an editor's `geoloc predict` with those settings builds it."""
-    if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta] if v != "photo"):
+    if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta]
+                                               if v != "photo"):
         return False
     store = predictor_store(run.root, cfg.predictor, "train", cfg.graph)
     try:

@@ -25,7 +25,8 @@ st.header("Data")
 
 
 def start_run(root: str, path: str, track: str | None, time_offset: str | None) -> None:
-    """Queue the run; a finished one is built again only once the user has said yes (the queue decides, under its lock)."""
+    """Queue the run; a finished one is built again only once the user has said yes
+    (the queue decides, under its lock)."""
     target = Run(root)
     replace = st.session_state.get("replace_run") == root
     try:
@@ -53,16 +54,18 @@ def start_run(root: str, path: str, track: str | None, time_offset: str | None) 
 if editor():
     roots = access.data_roots()
     with st.form("new"):
-        st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` / `.xlsx` beside the photos) or a manifest "
-                 "file (CSV, TSV or XLSX; `;` or tab separated, decimal commas and 45°54'03\"N coordinates are read). "
-                 f"Photos may come from: {', '.join(f'`{r}`' for r in roots)}.")
+        st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` / `.xlsx` beside the "
+                 "photos) or a manifest file (CSV, TSV or XLSX; `;` or tab separated, decimal commas and 45°54'03\"N "
+                 f"coordinates are read). Photos may come from: {', '.join(f'`{r}`' for r in roots)}.")
         c1, c2 = st.columns([3, 1])
         source = c1.text_input("Folder or manifest", placeholder="croatia-streetview, or /a/folder/under/a/data/root",
-                               help="a path under one of the data roots, or relative to one; no '..', no link that leads out")
+                               help="a path under one of the data roots, or relative to one; no '..', no link that "
+                                    "leads out")
         name = c2.text_input("Run name", placeholder="my-photos")
         c1, c2 = st.columns([3, 1])
         gpx = c1.text_input("GPX track (optional)", placeholder="/path/to/track.gpx", help=help_of(IngestConfig, "gpx"))
-        time_offset = c2.text_input("Camera clock's UTC offset", placeholder="+01:00", help=help_of(IngestConfig, "time_offset"))
+        time_offset = c2.text_input("Camera clock's UTC offset", placeholder="+01:00",
+                                    help=help_of(IngestConfig, "time_offset"))
         go = st.form_submit_button("Ingest, embed and cut regions")
     if go:
         try:
@@ -74,7 +77,8 @@ if editor():
         except ValueError as exc:  # a run name that leaves the runs folder, a path outside the data roots, a bad offset
             st.error(plain(exc))
         else:
-            st.session_state["new_run"] = (str(target.root), str(path), str(track) if track else None, time_offset or None)
+            st.session_state["new_run"] = (str(target.root), str(path), str(track) if track else None,
+                                           time_offset or None)
             st.session_state.pop("replace_run", None)
     if "new_run" in st.session_state:
         start_run(*st.session_state["new_run"])

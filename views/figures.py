@@ -27,7 +27,8 @@ from geoloc_core.share.colors import palette, viridis
 
 log = logging.getLogger(__name__)
 
-TILE_STYLE = "https://basemaps.cartocdn.com/gl/positron-gl-style/style.json"  # CARTO Positron, what pydeck's "light" uses
+# CARTO Positron, what pydeck's "light" uses
+TILE_STYLE = "https://basemaps.cartocdn.com/gl/positron-gl-style/style.json"
 
 
 def tiles_reachable(timeout_s: float = 1.5) -> bool:
@@ -41,7 +42,8 @@ def tiles_reachable(timeout_s: float = 1.5) -> bool:
     try:
         with urllib.request.urlopen(urllib.request.Request(TILE_STYLE, method="HEAD"), timeout=timeout_s):
             return True
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: a reply cut short or garbled by a proxy
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a reply cut short or garbled by a proxy
         log.info("tile server %s not reachable (%s): maps draw over offline country outlines", TILE_STYLE, exc)
         return False
 
@@ -91,14 +93,14 @@ def regions_deck(photos: pd.DataFrame, polygons: dict | None = None, edges: pd.D
         layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=True, get_fill_color="properties.color",
                                 get_line_color=[60, 60, 60], line_width_min_pixels=1, pickable=True))
     if edges is not None and len(edges):
-        layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
-                                get_color=[80, 80, 80, 120], get_width=1))
+        layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"],
+                                get_target_position=["lon1", "lat1"], get_color=[80, 80, 80, 120], get_width=1))
     layers.append(pdk.Layer("ScatterplotLayer", photos, get_position=["lon_deg", "lat_deg"], get_fill_color="color",
                             get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
     if ringed is not None and ringed.any():
-        layers.append(pdk.Layer("ScatterplotLayer", photos[ringed], get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
-                                get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1, radius_min_pixels=8,
-                                radius_max_pixels=8))
+        layers.append(pdk.Layer("ScatterplotLayer", photos[ringed], get_position=["lon_deg", "lat_deg"], filled=False,
+                                stroked=True, get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1,
+                                radius_min_pixels=8, radius_max_pixels=8))
     return pdk.Deck(layers=layers, initial_view_state=_view(photos["lat_deg"], photos["lon_deg"]), map_style=style,
                     tooltip={"text": "region {region}\n{path}"})
 
@@ -161,15 +163,18 @@ def prediction_deck(pred: Prediction, region_polygon: dict | None = None, online
     layers.append(pdk.Layer("ScatterplotLayer", centre, get_position=["lon_deg", "lat_deg"], get_radius="radius_m",
                             filled=True, get_fill_color=[220, 60, 60, 40], stroked=True, get_line_color=[220, 60, 60],
                             line_width_min_pixels=2))
-    neighbours = neighbours.assign(label=[f"sim {s:.3f}, {d:.2f} km" for s, d in zip(neighbours["similarity"], neighbours["dist_km"])],
+    neighbours = neighbours.assign(label=[f"sim {s:.3f}, {d:.2f} km"
+                                          for s, d in zip(neighbours["similarity"], neighbours["dist_km"])],
                                    thumb=[thumbnail_uri(p) for p in neighbours["path"]])
-    layers.append(pdk.Layer("ScatterplotLayer", neighbours, get_position=["lon_deg", "lat_deg"], get_fill_color=[40, 110, 200],
+    layers.append(pdk.Layer("ScatterplotLayer", neighbours, get_position=["lon_deg", "lat_deg"],
+                            get_fill_color=[40, 110, 200],
                             get_radius=1, radius_min_pixels=6, radius_max_pixels=6, pickable=True))
     points = [centre.assign(color=[[220, 60, 60]], thumb="")]
     if pred.true_lat_deg is not None:
         points.append(pd.DataFrame([{"lat_deg": pred.true_lat_deg, "lon_deg": pred.true_lon_deg, "color": [30, 160, 60],
                                      "label": f"truth, {pred.error_km:.2f} km away", "thumb": ""}]))
-    layers.append(pdk.Layer("ScatterplotLayer", pd.concat(points), get_position=["lon_deg", "lat_deg"], get_fill_color="color",
+    layers.append(pdk.Layer("ScatterplotLayer", pd.concat(points), get_position=["lon_deg", "lat_deg"],
+                            get_fill_color="color",
                             get_radius=1, radius_min_pixels=8, radius_max_pixels=8, pickable=True))
     return pdk.Deck(layers=layers, initial_view_state=_view(np.array(lat), np.array(lon)), map_style=style,
                     tooltip={"html": "<img src='{thumb}' style='max-width:96px'/><br/>{label}"})
@@ -183,7 +188,8 @@ def error_deck(frame: pd.DataFrame, online: bool = False) -> pdk.Deck:
     layers, style = _base(online)
     layers += [pdk.Layer("LineLayer", frame, get_source_position=["true_lon_deg", "true_lat_deg"],
                          get_target_position=["lon_deg", "lat_deg"], get_color="color", get_width=2, pickable=True),
-               pdk.Layer("ScatterplotLayer", frame, get_position=["true_lon_deg", "true_lat_deg"], get_fill_color=[30, 160, 60],
+               pdk.Layer("ScatterplotLayer", frame, get_position=["true_lon_deg", "true_lat_deg"],
+                         get_fill_color=[30, 160, 60],
                          get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True)]
     lat = np.concatenate([frame["lat_deg"], frame["true_lat_deg"]])
     lon = np.concatenate([frame["lon_deg"], frame["true_lon_deg"]])
@@ -215,7 +221,8 @@ def training_figure(records: list[dict]):
     fig.add_trace(go.Scatter(x=x, y=[r["loss"] for r in epochs], name="loss", mode="lines+markers"), row=1, col=1)
     for key, name in (("train_acc", "train acc"), ("acc", "held-out acc"), ("macro_f1", "held-out macro-F1")):
         fig.add_trace(go.Scatter(x=x, y=[r[key] for r in epochs], name=name, mode="lines+markers"), row=1, col=2)
-    fig.add_trace(go.Scatter(x=x, y=[r["n_regions"] for r in epochs], name="regions", mode="lines+markers"), row=1, col=3)
+    fig.add_trace(go.Scatter(x=x, y=[r["n_regions"] for r in epochs], name="regions", mode="lines+markers"), row=1,
+                  col=3)
     fig.update_layout(height=360, margin=dict(t=40, b=10), legend=dict(orientation="h"))
     return fig
 
@@ -225,8 +232,10 @@ def training_figure(records: list[dict]):
 # evaluate.confusion, stability and coverage. Kept together, after everything above.
 
 def ramp(values: np.ndarray, low: tuple[int, ...] = (215, 48, 39), mid: tuple[int, ...] = (254, 224, 139),
-         high: tuple[int, ...] = (26, 152, 80), alpha: int = 200, missing: tuple[int, ...] = (170, 170, 170)) -> list[list[int]]:
-    """RGBA colours of values in [0, 1] on a diverging low -> mid -> high ramp (red, yellow, green by default); nan grey."""
+         high: tuple[int, ...] = (26, 152, 80), alpha: int = 200,
+         missing: tuple[int, ...] = (170, 170, 170)) -> list[list[int]]:
+    """RGBA colours of values in [0, 1] on a diverging low -> mid -> high ramp (red, yellow, green by default); nan
+    grey."""
     out = []
     for v in np.asarray(values, np.float64):
         if np.isnan(v):
@@ -238,7 +247,8 @@ def ramp(values: np.ndarray, low: tuple[int, ...] = (215, 48, 39), mid: tuple[in
     return out
 
 
-def confusion_deck(summary: pd.DataFrame, matrix: np.ndarray, polygons: dict | None = None, online: bool = False) -> pdk.Deck:
+def confusion_deck(summary: pd.DataFrame, matrix: np.ndarray, polygons: dict | None = None,
+                   online: bool = False) -> pdk.Deck:
     """Which regions the classifier mixes up: an arc from each true region's centroid to each region its held-out photos
     were wrongly put in (width: how many), over the regions filled by their held-out accuracy (red 0 -> green 1).
 
@@ -256,22 +266,28 @@ def confusion_deck(summary: pd.DataFrame, matrix: np.ndarray, polygons: dict | N
         for feature in polygons["features"]:
             r = int(feature["properties"]["region"])
             feature["properties"]["color"] = ramp([acc[r]], alpha=120)[0]
-            feature["properties"]["label"] = (f"region {r}: {acc[r]:.0%} of {int(matrix[r].sum())} held-out photos right"
+            feature["properties"]["label"] = (f"region {r}: {acc[r]:.0%} of {int(matrix[r].sum())} held-out photos "
+                                              "right"
                                               if matrix[r].sum() else f"region {r}: no held-out photos")
         layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=True, get_fill_color="properties.color",
                                 get_line_color=[60, 60, 60], line_width_min_pixels=1, pickable=True))
     pairs = confused_pairs(matrix)
     if len(pairs):
-        pairs = pairs.assign(lat0=centre.loc[pairs["region"], "lat_deg"].to_numpy(), lon0=centre.loc[pairs["region"], "lon_deg"].to_numpy(),
-                             lat1=centre.loc[pairs["pred"], "lat_deg"].to_numpy(), lon1=centre.loc[pairs["pred"], "lon_deg"].to_numpy(),
+        pairs = pairs.assign(lat0=centre.loc[pairs["region"], "lat_deg"].to_numpy(),
+                             lon0=centre.loc[pairs["region"], "lon_deg"].to_numpy(),
+                             lat1=centre.loc[pairs["pred"], "lat_deg"].to_numpy(),
+                             lon1=centre.loc[pairs["pred"], "lon_deg"].to_numpy(),
                              width=2 + 10 * pairs["count"] / pairs["count"].max(),
                              label=[f"{c} of region {a}'s held-out photos taken for region {b} ({s:.0%})"
-                                    for a, b, c, s in zip(pairs["region"], pairs["pred"], pairs["count"], pairs["share"])])
-        layers.append(pdk.Layer("ArcLayer", pairs, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
-                                get_source_color=[30, 90, 200, 220], get_target_color=[220, 40, 40, 220], get_width="width",
-                                get_height=0.4, pickable=True))
+                                    for a, b, c, s in zip(pairs["region"], pairs["pred"], pairs["count"],
+                                                          pairs["share"])])
+        layers.append(pdk.Layer("ArcLayer", pairs, get_source_position=["lon0", "lat0"],
+                                get_target_position=["lon1", "lat1"],
+                                get_source_color=[30, 90, 200, 220], get_target_color=[220, 40, 40, 220],
+                                get_width="width", get_height=0.4, pickable=True))
     points = summary.assign(label=[f"region {r} centroid" for r in summary["region"]])
-    layers.append(pdk.Layer("ScatterplotLayer", points, get_position=["lon_deg", "lat_deg"], get_fill_color=[20, 20, 20],
+    layers.append(pdk.Layer("ScatterplotLayer", points, get_position=["lon_deg", "lat_deg"],
+                            get_fill_color=[20, 20, 20],
                             get_radius=1, radius_min_pixels=4, radius_max_pixels=4, pickable=True))
     view = _view(summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy())
     view.pitch = 40  # tilted, so the arcs rise off the map and read as arcs
@@ -285,9 +301,11 @@ def confusion_figure(matrix: np.ndarray):
     totals = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     names = [str(k) for k in range(len(matrix))]
-    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, colorscale="Blues", zmin=0, zmax=1, text=matrix, texttemplate="%{text}",
+    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, colorscale="Blues", zmin=0, zmax=1, text=matrix,
+                               texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{text} photos (%{z:.0%})<extra></extra>"))
-    fig.update_layout(height=120 + 24 * len(matrix), margin=dict(t=10, b=10), xaxis_title="predicted region", yaxis_title="true region")
+    fig.update_layout(height=120 + 24 * len(matrix), margin=dict(t=10, b=10), xaxis_title="predicted region",
+                      yaxis_title="true region")
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return fig
@@ -304,13 +322,15 @@ def stability_deck(edges: pd.DataFrame, polygons: dict | None = None, online: bo
     rate = edges["rate"].to_numpy()
     doubt = 1 - np.abs(2 * rate - 1)  # 0 where every seed agrees, 1 where half do
     edges = edges.assign(color=ramp(rate, high=(49, 54, 149), alpha=230), width=1.5 + 5 * doubt,
-                         label=[f"together in {r:.0%} of the seeds" + (" (a boundary of the regions shown)" if b else "")
+                         label=[f"together in {r:.0%} of the seeds"
+                                + (" (a boundary of the regions shown)" if b else "")
                                 for r, b in zip(rate, edges["boundary"])])
     layers, style = _base(online)
     if polygons is not None:
         layers.append(pdk.Layer("GeoJsonLayer", polygons, stroked=True, filled=False, get_line_color=[90, 90, 90, 160],
                                 line_width_min_pixels=1))
-    layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"], get_target_position=["lon1", "lat1"],
+    layers.append(pdk.Layer("LineLayer", edges, get_source_position=["lon0", "lat0"],
+                            get_target_position=["lon1", "lat1"],
                             get_color="color", get_width="width", pickable=True))  # widths in pixels, the default
     lat = np.concatenate([edges["lat0"], edges["lat1"]])
     lon = np.concatenate([edges["lon0"], edges["lon1"]])
@@ -318,10 +338,12 @@ def stability_deck(edges: pd.DataFrame, polygons: dict | None = None, online: bo
 
 
 def coverage_deck(geojson: dict, value: str = "n_photos", online: bool = False) -> pdk.Deck:
-    """Coverage hexagons (`coverage.coverage_geojson`) filled by `value`: photo density (`n_photos`, white -> dark blue on a
-    log scale) or an error (`median_error_km`, green -> red on a log scale from its 5th to 95th percentile)."""
+    """Coverage hexagons (`coverage.coverage_geojson`) filled by `value`: photo density
+    (`n_photos`, white -> dark blue on a log scale) or an error (`median_error_km`, green -> red on a log scale from its
+    5th to 95th percentile)."""
     geojson = json.loads(json.dumps(geojson))
-    values = np.array([np.nan if f["properties"][value] is None else f["properties"][value] for f in geojson["features"]], np.float64)
+    values = np.array([np.nan if f["properties"][value] is None else f["properties"][value]
+                       for f in geojson["features"]], np.float64)
     if value == "n_photos":
         scaled = np.log1p(values) / max(np.log1p(np.nanmax(values)), 1e-9)
         colours = ramp(scaled, low=(247, 251, 255), mid=(107, 174, 214), high=(8, 48, 107), alpha=170)
@@ -332,13 +354,15 @@ def coverage_deck(geojson: dict, value: str = "n_photos", online: bool = False) 
     for feature, colour in zip(geojson["features"], colours):
         p = feature["properties"]
         p["color"] = colour
-        error = "no error measured" if p["median_error_km"] is None else f"median error {p['median_error_km']:.3g} km over {p['n_errors']}"
+        error = ("no error measured" if p["median_error_km"] is None
+                 else f"median error {p['median_error_km']:.3g} km over {p['n_errors']}")
         p["label"] = f"{p['n_photos']} photos; {error}"
     corners = np.array([c for f in geojson["features"] for c in f["geometry"]["coordinates"][0]]).reshape(-1, 2)
     layers, style = _base(online)
     layers.append(pdk.Layer("GeoJsonLayer", geojson, stroked=True, filled=True, get_fill_color="properties.color",
                             get_line_color=[80, 80, 80, 120], line_width_min_pixels=1, pickable=True))
-    return pdk.Deck(layers=layers, initial_view_state=_view(corners[:, 1], corners[:, 0]), map_style=style, tooltip={"text": "{label}"})
+    return pdk.Deck(layers=layers, initial_view_state=_view(corners[:, 1], corners[:, 0]), map_style=style,
+                    tooltip={"text": "{label}"})
 
 
 def similarity_deck(sites: pd.DataFrame, closest: pd.DataFrame, online: bool = False) -> pdk.Deck:
@@ -350,22 +374,24 @@ def similarity_deck(sites: pd.DataFrame, closest: pd.DataFrame, online: bool = F
         closest: its `closest` (rank, lat_deg, lon_deg, place).
     """
     sites = sites.assign(color=[list(map(int, c)) + [210] for c in viridis(sites["percentile"].to_numpy())],
-                         label=[f"cosine {s:.3f} (more alike than {p:.0%} of sites)" for s, p in zip(sites["similarity"], sites["percentile"])])
+                         label=[f"cosine {s:.3f} (more alike than {p:.0%} of sites)"
+                                for s, p in zip(sites["similarity"], sites["percentile"])])
     if "thumb" not in sites:
         sites = sites.assign(thumb="")
     layers, style = _base(online)
     layers.append(pdk.Layer("ScatterplotLayer", sites.sort_values("percentile"), get_position=["lon_deg", "lat_deg"],
-                            get_fill_color="color", get_radius=1, radius_min_pixels=5, radius_max_pixels=5, pickable=True))
+                            get_fill_color="color", get_radius=1, radius_min_pixels=5, radius_max_pixels=5,
+                            pickable=True))
     query = sites[sites["query"]]
     if len(query):
-        layers.append(pdk.Layer("ScatterplotLayer", query, get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
-                                get_line_color=[220, 40, 40], line_width_min_pixels=2, get_radius=1, radius_min_pixels=9,
-                                radius_max_pixels=9))
+        layers.append(pdk.Layer("ScatterplotLayer", query, get_position=["lon_deg", "lat_deg"], filled=False,
+                                stroked=True, get_line_color=[220, 40, 40], line_width_min_pixels=2, get_radius=1,
+                                radius_min_pixels=9, radius_max_pixels=9))
     if len(closest):
         ranked = closest.assign(text=[str(r) for r in closest["rank"]])
-        layers.append(pdk.Layer("ScatterplotLayer", ranked, get_position=["lon_deg", "lat_deg"], filled=False, stroked=True,
-                                get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1, radius_min_pixels=9,
-                                radius_max_pixels=9))
+        layers.append(pdk.Layer("ScatterplotLayer", ranked, get_position=["lon_deg", "lat_deg"], filled=False,
+                                stroked=True, get_line_color=[20, 20, 20], line_width_min_pixels=2, get_radius=1,
+                                radius_min_pixels=9, radius_max_pixels=9))
         layers.append(pdk.Layer("TextLayer", ranked, get_position=["lon_deg", "lat_deg"], get_text="text", get_size=14,
                                 get_color=[20, 20, 20], get_pixel_offset=[0, -16]))
     return pdk.Deck(layers=layers, initial_view_state=_view(sites["lat_deg"].to_numpy(), sites["lon_deg"].to_numpy()),

@@ -44,45 +44,54 @@ if run.located.exists():  # the run's own photos without GPS, located when it wa
         st.dataframe(located[[c for c in shown if c in located]], hide_index=True, width="stretch")
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 rounds = run.finished_rounds("dt") if descriptor == "cls" else []
-ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds], format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",
+ft_round = st.sidebar.selectbox("Retrieve with", [0, *rounds],
+                                format_func=lambda r: f"FT{r} backbone (DT)" if r else "pretrained backbone",
                                 help=help_of(PredictorConfig, "ft_round"), disabled=not rounds)
 use_head = st.sidebar.toggle("Region from the fine-tuned classifier", value=True,
-                             help="The latest fine-tuning round's classifier, where this run has one (its blocks run once more "
-                                  "per photo; retrieving with a fine-tuned backbone, that round's classifier, at no extra cost); "
-                                  "off: the w/o region of the database photo nearest the prediction.")
+                             help="The latest fine-tuning round's classifier, where this run has one (its blocks run "
+                                  "once more per photo; retrieving with a fine-tuned backbone, that round's "
+                                  "classifier, at no extra cost); off: the w/o region of the database photo nearest "
+                                  "the prediction.")
 explain = st.sidebar.toggle("Explain each match", value=True,
-                            help="Under each neighbour, the patches it shares with the photo: lines join mutually nearest patches of "
-                                 "the two, the most distinctive first (yellow: the closest). The photo's patch tokens come from its one "
-                                 "forward pass; a neighbour's from the run's stored patch tokens (`geoloc embed --patches`), else one "
-                                 "forward pass per neighbour, cached.")
+                            help="Under each neighbour, the patches it shares with the photo: lines join mutually "
+                                 "nearest patches of the two, the most distinctive first (yellow: the closest). The "
+                                 "photo's patch tokens come from its one forward pass; a neighbour's from the run's "
+                                 "stored patch tokens (`geoloc embed --patches`), else one forward pass per neighbour, "
+                                 "cached.")
 together = st.sidebar.selectbox("Locate", ("none", "all", "time"),
-                                help="Photos of one place located together get one answer from all their evidence: every photo "
-                                     "scores every candidate any of them proposed. By time: each photo within the gap of the one "
-                                     "before (EXIF time taken) is the same place; a photo without a time stays alone.",
+                                help="Photos of one place located together get one answer from all their evidence: "
+                                     "every photo scores every candidate any of them proposed. By time: each photo "
+                                     "within the gap of the one before (EXIF time taken) is the same place; a photo "
+                                     "without a time stays alone.",
                                 format_func={"none": "each photo alone", "all": "all photos together (one place)",
                                              "time": "together when taken close in time (EXIF)"}.get)
 gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1440.0, TogetherConfig.gap_min,
                                   disabled=together != "time", help=help_of(TogetherConfig, "gap_min"))
-prior = st.sidebar.toggle("Region prior", value=bool(PredictorConfig.region_weight), help=help_of(PredictorConfig, "region_weight"))
+prior = st.sidebar.toggle("Region prior", value=bool(PredictorConfig.region_weight),
+                          help=help_of(PredictorConfig, "region_weight"))
 tta = "none"  # views average the pretrained class token: offered only where the predictor retrieves with it
 if not ft_round and descriptor == "cls":
-    tta = st.sidebar.selectbox("Test-time views", TTAS, help=help_of(PredictorConfig, "tta") + " The first use embeds the run's photos "
-                               "once more per view.", format_func={"none": "the photo", "flip": "the photo and its mirror image",
-                                                                   "crops": "the photo and its 4 corner crops"}.get)
+    tta = st.sidebar.selectbox("Test-time views", TTAS,
+                               help=help_of(PredictorConfig, "tta") + " The first use embeds the run's photos "
+                                                                      "once more per view.",
+                               format_func={"none": "the photo", "flip": "the photo and its mirror image",
+                                            "crops": "the photo and its 4 corner crops"}.get)
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
                            accept_multiple_files=True)
 examples = held_out_photos(run)
 picked = st.multiselect("... or try photos of this run's held-out locations (never in the predictor's database)",
                         examples["name"].tolist(), max_selections=10)
 if not uploads and not picked:
-    st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to predict.")
+    st.info("Drop one or more photos. A photo's own EXIF GPS, if it has one, is shown as the truth, never used to "
+            "predict.")
     st.stop()
 
-settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round, region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
+settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round,
+                           region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
 predict_cfg = PredictConfig(predictor=settings, region_from="classifier" if use_head else "nearest")
 if not editor() and not predictor_built(run, predict_cfg):
-    st.info("The predictor for these settings is not built yet; an editor can build it (`geoloc predict --run RUN` with "
-            "these settings, or by predicting with them here). Try the settings it was built with.")
+    st.info("The predictor for these settings is not built yet; an editor can build it (`geoloc predict --run RUN` "
+            "with these settings, or by predicting with them here). Try the settings it was built with.")
     st.stop()
 model = predictor(run, predict_cfg)
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
@@ -97,7 +106,8 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
         shown_as[row["path"]] = name
         truth[row["path"]] = (float(row["lat_deg"]), float(row["lon_deg"]))
     paths = [Path(p) for p in shown_as]
-    preds, failed = predict(paths, model, keep_tokens=explain, groups=photo_groups(paths, TogetherConfig(together, gap_min)))
+    preds, failed = predict(paths, model, keep_tokens=explain,
+                            groups=photo_groups(paths, TogetherConfig(together, gap_min)))
     explained = [{e.rank: e for e in explain_prediction(p, model, run.root)} if explain else {} for p in preds]
     for path, reason in failed.items():
         st.error(plain(f"{shown_as[path]}: {reason}"))
@@ -113,9 +123,12 @@ with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) +
 def downloads(frame, preds) -> None:
     """A fragment: picking a GIS format reruns these buttons only, not the batch's predictions."""
     c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 2])
-    c1.download_button("Predictions CSV", spreadsheet_safe(frame).to_csv(index=False), file_name="predictions.csv", mime="text/csv")
-    c2.download_button("GeoJSON", predictions_geojson(preds), file_name="predictions.geojson", mime="application/geo+json")
-    c3.download_button("Map of the batch (HTML, opens offline)", lambda: standalone_html(prediction_map(frame, model.regions)),
+    c1.download_button("Predictions CSV", spreadsheet_safe(frame).to_csv(index=False), file_name="predictions.csv",
+                       mime="text/csv")
+    c2.download_button("GeoJSON", predictions_geojson(preds), file_name="predictions.geojson",
+                       mime="application/geo+json")
+    c3.download_button("Map of the batch (HTML, opens offline)",
+                       lambda: standalone_html(prediction_map(frame, model.regions)),
                        file_name="predictions.html", mime="text/html")
     fmt = c4.selectbox("GIS format", GIS_FORMATS, label_visibility="collapsed")
     c5.download_button(f"As {fmt} (points, circles, neighbours)", lambda: layers_bytes(prediction_layers(frame), fmt),
@@ -134,12 +147,13 @@ for p, image, why in zip(preds, images, explained):
                 f"region **{p.region}** ({model.region_source}{certainty})")
     if p.group:
         others = sum(q.group == p.group for q in preds) - 1
-        facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer for all, "
-                   "from every photo's evidence. The radius is calibrated on single photos, and the region's p multiplies "
-                   "the photos' as if they were independent views, so it is overconfident.")
+        facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer "
+                   "for all, from every photo's evidence. The radius is calibrated on single photos, and the region's "
+                   "p multiplies the photos' as if they were independent views, so it is overconfident.")
     if p.unfamiliar:
-        facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match is weaker "
-                      f"than {1 - p.familiarity:.0%} of the run's own photos find at other places); the location is a guess.")
+        facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match "
+                      f"is weaker than {1 - p.familiarity:.0%} of the run's own photos find at other places); the "
+                      "location is a guess.")
     if p.region_agrees is False:
         facts.info("The classifier's region does not hold the predicted point: retrieval and the classifier disagree.")
     if p.error_km is not None:
@@ -160,6 +174,7 @@ for p, image, why in zip(preds, images, explained):
             col.image(match_figure(image, thumb, m, side=320, vertical=True), width="stretch",
                       caption=f"this photo ↕ neighbour: {m.n_mutual} mutual patch pairs, {len(m.similarity)} drawn")
     if why:
-        st.caption("Lines join patches that are each other's nearest among the two photos' DINOv2 patch tokens, the most distinctive "
-                   f"pairs (best cosine furthest ahead of the runner-up) first; yellow: the closest. Neighbours' tokens: "
-                   f"{'stored in the run' if next(iter(why.values())).tokens_from == 'run' else 'computed for these photos (cached)'}.")
+        from_run = next(iter(why.values())).tokens_from == "run"
+        st.caption("Lines join patches that are each other's nearest among the two photos' DINOv2 patch tokens, the "
+                   "most distinctive pairs (best cosine furthest ahead of the runner-up) first; yellow: the closest. "
+                   f"Neighbours' tokens: {'stored in the run' if from_run else 'computed for these photos (cached)'}.")

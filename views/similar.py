@@ -11,7 +11,17 @@ import streamlit as st
 from geoloc_core.base.images import thumbnail_uri, upright
 from geoloc_core.base.places import region_places
 from geoloc_core.ingest.photos import IMAGE_SUFFIXES
-from geoloc_core.locate.similar import HOW, Space, find_similar, photo_query, region_query, run_encoder, space_embeddings, spaces, upload_query
+from geoloc_core.locate.similar import (
+    HOW,
+    Space,
+    find_similar,
+    photo_query,
+    region_query,
+    run_encoder,
+    space_embeddings,
+    spaces,
+    upload_query,
+)
 from geoloc_core.runs.folders import Run, fingerprint
 from views import figures
 from views.common import basemap_online, photos, plain, run_with_graphs
@@ -54,11 +64,13 @@ st.header("Where else looks like this?")
 run, graphs = run_with_graphs()
 found_spaces = spaces(run)
 space = st.sidebar.selectbox("Embeddings", found_spaces, format_func=lambda s: s.label,
-                             help="The latest fine-tuning round's embeddings where the run has them (trained to tell its regions "
-                                  "apart), else the pretrained ones that retrieval searches.")
-how = st.sidebar.radio("A site's score", HOW, format_func={"max": "its most alike photo", "mean": "the mean of its photos"}.get)
+                             help="The latest fine-tuning round's embeddings where the run has them (trained to tell "
+                                  "its regions apart), else the pretrained ones that retrieval searches.")
+how = st.sidebar.radio("A site's score", HOW,
+                       format_func={"max": "its most alike photo", "mean": "the mean of its photos"}.get)
 top = st.sidebar.slider("Closest places listed", 5, 30, 10)
-version = fingerprint([run.photos, run.embeddings, run.sites, run.site_of_photo] + ([space.ft.embeddings(space.round)] if space.ft else []))
+version = fingerprint([run.photos, run.embeddings, run.sites, run.site_of_photo]
+                      + ([space.ft.embeddings(space.round)] if space.ft else []))
 emb = _embeddings(run, space, version)
 source = st.radio("Look for places like", SOURCES, horizontal=True)
 
@@ -69,7 +81,8 @@ if source == SOURCES[0]:
     query = photo_query(emb, index, name)
     st.image(upright(str(run.photo_table().abs_paths()[index]), 360), caption=name)
 elif source == SOURCES[1]:
-    upload = st.file_uploader("Photo (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)])
+    upload = st.file_uploader("Photo (JPEG, PNG, WebP, TIFF, HEIC)",
+                              type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)])
     if upload is None:
         st.info("Drop a photo: every site of the run is scored against it.")
         st.stop()
@@ -90,12 +103,17 @@ else:
     query = region_query(emb, labels, region, f"region {region}")
 
 found = _similar(run, emb, query, space, how, top, version + hashlib.sha1(query.vector.tobytes()).hexdigest())
-sites = found.sites.merge(found.closest[["site", "photo"]].rename(columns={"photo": "thumb"}), on="site", how="left").fillna({"thumb": ""})
+sites = found.sites.merge(found.closest[["site", "photo"]].rename(columns={"photo": "thumb"}), on="site",
+                          how="left").fillna({"thumb": ""})
 st.pydeck_chart(figures.similarity_deck(sites, found.closest, online=basemap_online()), height=520)
-st.caption(f"Embeddings: **{found.space}**. A site's score: the {'best' if how == 'max' else 'mean'} cosine of its photos to the query; "
-           "colour by rank among the sites (yellow: the most alike). Ringed red: the query's own sites; numbered: the closest others.")
+st.caption(f"Embeddings: **{found.space}**. A site's score: the {'best' if how == 'max' else 'mean'} cosine of its "
+           "photos to the query; colour by rank among the sites (yellow: the most alike). Ringed red: the query's own "
+           "sites; numbered: the closest others.")
 table = found.closest.assign(percentile=found.closest["percentile"] * 100)
-st.dataframe(table[["rank", "place", "similarity", "percentile", "n_photos", "lat_deg", "lon_deg", "photo"]], hide_index=True, width="stretch",
-             column_config={"photo": st.column_config.ImageColumn("best photo"), "similarity": st.column_config.NumberColumn(format="%.3f"),
+st.dataframe(table[["rank", "place", "similarity", "percentile", "n_photos", "lat_deg", "lon_deg", "photo"]],
+             hide_index=True, width="stretch",
+             column_config={"photo": st.column_config.ImageColumn("best photo"),
+                            "similarity": st.column_config.NumberColumn(format="%.3f"),
                             "percentile": st.column_config.NumberColumn("more alike than", format="%.1f %% of sites"),
-                            "lat_deg": st.column_config.NumberColumn(format="%.5f"), "lon_deg": st.column_config.NumberColumn(format="%.5f")})
+                            "lat_deg": st.column_config.NumberColumn(format="%.5f"),
+                            "lon_deg": st.column_config.NumberColumn(format="%.5f")})

@@ -1,4 +1,5 @@
-"""Train: queue a new fine-tuning run (its own process), watch any run live, stop or resume it; re-attach after a reload."""
+"""Train: queue a new fine-tuning run (its own process), watch any run live, stop or resume it;
+re-attach after a reload."""
 
 import time
 
@@ -53,30 +54,36 @@ def show(ft: FinetuneRun) -> None:
     cfg = ft.read_config().get("finetune", {})
     job = jobqueue.job_of(ft)
     st.write(f"**{ft.root.name}**: {state} · {sum(r.get('kind') == 'epoch' for r in records)} epochs recorded"
-             + (f" · {cfg.get('rounds')} rounds × {cfg.get('epochs')} epochs, {str(cfg.get('graph', '')).upper()}" if cfg else "")
-             + plain(f" · started by {job.user}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}" if job else ""))
+             + (f" · {cfg.get('rounds')} rounds × {cfg.get('epochs')} epochs, {str(cfg.get('graph', '')).upper()}"
+                if cfg else "")
+             + plain(f" · started by {job.user}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.submitted))}"
+                     if job else ""))
     if state == "queued":
         st.info(f"Waiting in the job queue: {queue_place(ft) or 'next'}.")
     if state == "running":
         progress = ft.read_progress()
         if progress and progress["total"]:
-            st.progress(min(1.0, progress["done"] / progress["total"]), text=f"{progress['phase']}: {progress['done']} of {progress['total']}")
+            st.progress(min(1.0, progress["done"] / progress["total"]),
+                        text=f"{progress['phase']}: {progress['done']} of {progress['total']}")
         else:
             st.progress(0.0, text="starting: loading the photos and the model ...")
     stop, resume = st.columns(2)
     with stop:
-        if state in ("running", "queued") and confirmed("Stop" if state == "running" else "Take it out of the queue", ft):
+        if state in ("running",
+                     "queued") and confirmed("Stop" if state == "running" else "Take it out of the queue", ft):
             st.info(jobs.stop(ft))
     if editor() and jobs.can_resume(ft) and resume.button("Resume from the last checkpoint", key=f"resume {ft.root}"):
         place = queue_place(ft) if jobs.resume_finetune(ft, user_label()).state == "queued" else ""
-        st.info(f"Resuming {ft.root.name} with the settings it was started with" + (f" once its turn comes ({place})." if place else "."))
+        st.info(f"Resuming {ft.root.name} with the settings it was started with"
+                + (f" once its turn comes ({place})." if place else "."))
     if state == "failed":
         st.error(plain((ft.read_status() or {}).get("error", "failed")))
     if any(r.get("kind") == "epoch" for r in records):
         st.plotly_chart(figures.training_figure(records), width="stretch")
     rows = [r for r in records if r.get("kind") == "round"]
     if rows:
-        st.dataframe([{k: r.get(k) for k in ("name", "acc", "macro_f1", "n_regions", "median_km", "next_n_regions")} for r in rows],
+        st.dataframe([{k: r.get(k) for k in ("name", "acc", "macro_f1", "n_regions", "median_km", "next_n_regions")}
+                      for r in rows],
                      hide_index=True)
 
 

@@ -87,7 +87,8 @@ class Comparison:
     folds: list[dict] = field(default_factory=list)
 
 
-def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | None, is_test: np.ndarray, labels: np.ndarray | None,
+def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | None, is_test: np.ndarray,
+                   labels: np.ndarray | None,
                    descriptors: tuple[str, ...], cfg: PredictorConfig, compare: CompareConfig, graph: str,
                    unfamiliar_below: float) -> dict[str, Answers]:
     """Every method's answers for the photos `is_test` holds out, each method seeing only the others (and `labels`, the
@@ -95,8 +96,8 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
     test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
     lat, lon, groups = table.lat_deg, table.lon_deg, table.frame["group"].to_numpy()
     region = np.full(len(table), -1) if labels is None else labels
-    db = pd.DataFrame({"photo": train, "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if not t], "lat_deg": lat[train],
-                       "lon_deg": lon[train], "group": groups[train], "region": region[train]})
+    db = pd.DataFrame({"photo": train, "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if not t],
+                       "lat_deg": lat[train], "lon_deg": lon[train], "group": groups[train], "region": region[train]})
     db_patches = None if patches is None else patches[train]
     answers = {}
 
@@ -104,18 +105,21 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
         return recall_hits(ids, lat[train], lon[train], lat[test], lon[test], compare.recall_radius_km)
 
     for name in descriptors:
-        predictor = fit_predictor(db, emb[train], db_patches, replace(cfg, descriptor=name, verify=False, retrieval="image"), graph)
+        predictor = fit_predictor(db, emb[train], db_patches,
+                                  replace(cfg, descriptor=name, verify=False, retrieval="image"), graph)
         desc = describe(name, emb[test], None if patches is None else patches[test], predictor.vocabulary)
         sims, ids = search(predictor.index, desc, cfg.k)
         n_lat, n_lon = neighbour_coords(predictor, ids)
         answers[f"kNN-{name.upper()} top-1"] = Answers(n_lat[:, 0], n_lon[:, 0], hits(ids))
         answers[f"kNN-{name.upper()} vote"] = Answers(*vote(sims, n_lat, n_lon, predictor.bandwidth_km), hits(ids),
-                                                       scalars={"bandwidth_km": predictor.bandwidth_km, "radius_km@90": predictor.radius_km})
+                                                       scalars={"bandwidth_km": predictor.bandwidth_km,
+                                                                "radius_km@90": predictor.radius_km})
     if labels is not None:
         probe = fit_linear_probe(emb[train], labels[train], groups[train])
         centroids = region_table(labels[train], lat[train], lon[train])
         pred = probe.predict(emb[test])
-        answers[f"region centroid ({graph.upper()} w/o)"] = Answers(centroids["lat_deg"].to_numpy()[pred], centroids["lon_deg"].to_numpy()[pred])
+        answers[f"region centroid ({graph.upper()} w/o)"] = Answers(centroids["lat_deg"].to_numpy()[pred],
+                                                                    centroids["lon_deg"].to_numpy()[pred])
     regressor = fit_regressor(emb[train], lat[train], lon[train], cfg.locator)
     answers["regression (lat/lon MLP)"] = Answers(*regressor.predict(emb[test]))
 
@@ -130,16 +134,18 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
                                 "unfamiliar": verified.familiarity(sims[:, 0]) < unfamiliar_below}
             answer.scalars = {"radius_km@90": verified.radius_km}
         answers[f"verified: {name}"] = answer
-    if cfg.method == "auto":  # chosen on inner folds of this split's training places alone: its held-out figure is nested
+    # chosen on inner folds of this split's training places alone: its held-out figure is nested
+    if cfg.method == "auto":
         auto = fit_auto(db, emb[train], db_patches, cfg, graph)
         p_lat, p_lon, _, _ = locate(auto, emb[test], emb[test])
         within = haversine_km(p_lat, p_lon, lat[test], lon[test]) <= auto.radius_km
-        answers[AUTO_ROW] = Answers(p_lat, p_lon, choice=auto.choice["chosen"], scalars={"radius_km@90": auto.radius_km},
-                                    per_photo={"within_radius": within})
+        answers[AUTO_ROW] = Answers(p_lat, p_lon, choice=auto.choice["chosen"],
+                                    scalars={"radius_km@90": auto.radius_km}, per_photo={"within_radius": within})
     return answers
 
 
-def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg: PredictorConfig = PredictorConfig(), graph: str = "dt",
+def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg: PredictorConfig = PredictorConfig(),
+                    graph: str = "dt",
                     unfamiliar_below: float = PredictConfig.unfamiliar_below, cv: CrossValConfig = CrossValConfig(),
                     regions: RegionConfig | None = None) -> Comparison:
     """Every method (see the module docstring) on held-out locations, one row each, and the default verified
@@ -164,14 +170,17 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     per_fold, fold_rows = [], []
     held_as = folds.as_groups(table)  # inner hold-outs by the folds' unit: a block's neighbours never calibrate it
     for f, is_test in folds:
-        labels = fold_regions(table, emb, is_test, graph, regions)  # the fold's own w/o regions: cut without its locations
+        # the fold's own w/o regions: cut without its locations
+        labels = fold_regions(table, emb, is_test, graph, regions)
         answers = method_answers(held_as, emb, patches, is_test, labels, *args)
         per_fold.append({m: a.table(table, is_test) for m, a in answers.items()})
         verified = answers[verified_row(cfg.sources)]
         within = estimates({"within_radius": (verified.per_photo["within_radius"].astype(np.float64), weighted_mean)},
                            resample_places(folds.units[is_test], seed=cv.fold_seed))
-        fold_rows.append({"fold": f, "n_photos": int(is_test.sum()), "n_locations": int(table.frame["group"][is_test].nunique()),
-                          "radius_km@90": verified.scalars["radius_km@90"], **within,  # with its interval over the fold's places
+        fold_rows.append({"fold": f, "n_photos": int(is_test.sum()),
+                          "n_locations": int(table.frame["group"][is_test].nunique()),
+                          # with its interval over the fold's places
+                          "radius_km@90": verified.scalars["radius_km@90"], **within,
                           "unfamiliar": float(verified.per_photo["unfamiliar"].mean()),
                           **({"auto_choice": answers[AUTO_ROW].choice} if AUTO_ROW in answers else {})})
         log.info("fold %d of %d: %d held-out photos", f + 1, cv.folds, int(is_test.sum()))
@@ -184,7 +193,8 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
 
 
 def _auto_verdicts(answers: dict[str, pd.DataFrame], resamples: Resamples, sources: tuple[str, ...]) -> list[dict]:
-    """The auto row against the given settings' verified row, on the same held-out photos and resampled places: median km."""
+    """The auto row against the given settings' verified row, on the same held-out photos and
+    resampled places: median km."""
     if AUTO_ROW not in answers:
         return []
     return paired_rows(f"{AUTO_ROW} vs {verified_row(sources)}", measures(answers[AUTO_ROW]),
@@ -245,7 +255,9 @@ def cross_time_recall(run_dir: Path, by: str = "year", descriptors: tuple[str, .
     when = table.frame[by].astype(str).to_numpy()
     lat, lon = table.lat_deg, table.lon_deg
     if radius_km is None:  # half the median spacing of the locations (groups), not of the photos
-        xy = pd.DataFrame(LocalProjection.centred_on(lat, lon).to_xy_m(lat, lon)).groupby(table.frame["group"].to_numpy()).mean()
+        xy = pd.DataFrame(LocalProjection.centred_on(lat,
+                                                     lon).to_xy_m(lat,
+                                                                  lon)).groupby(table.frame["group"].to_numpy()).mean()
         radius_km = float(np.median(cKDTree(xy.to_numpy()).query(xy.to_numpy(), 2)[0][:, 1]) / 2000)
     emb, patches = run.read_embeddings()
     rows = []

@@ -1,4 +1,5 @@
-"""Where the data is thin: photo density and location error per hexagon, so an analyst sees where more photos would help.
+"""Where the data is thin: photo density and location error per hexagon, so an analyst sees where more photos would
+help.
 
 Hexagons are binned in the run's local metric plane (azimuthal equidistant, metres), so every cell has
 the same true area wherever it lies; no H3 package is needed. Each cell counts the run's photos (the
@@ -30,7 +31,8 @@ CELLS_ACROSS = 25  # the automatic hexagon size: the photos' extent over this ma
 
 
 def hex_cells(xy_m: np.ndarray, size_m: float) -> np.ndarray:
-    """(N, 2) metres -> (N, 2) int64 axial (q, r) of the pointy-top hexagon (centre-to-corner `size_m`) holding each point."""
+    """(N, 2) metres -> (N, 2) int64 axial (q, r) of the pointy-top hexagon (centre-to-corner `size_m`) holding each
+    point."""
     q = (SQRT3 / 3 * xy_m[:, 0] - xy_m[:, 1] / 3) / size_m
     r = 2 / 3 * xy_m[:, 1] / size_m
     x, z = q, r
@@ -60,7 +62,8 @@ def coverage_table(photo_xy_m: np.ndarray, error_xy_m: np.ndarray, error_km: np.
 
     `n_photos` sums to len(photo_xy_m), `n_errors` to len(error_km); a cell without errors has nan error figures."""
     photos = pd.DataFrame(hex_cells(photo_xy_m, size_m), columns=["q", "r"]).value_counts().rename("n_photos")
-    errors = pd.DataFrame(hex_cells(error_xy_m, size_m), columns=["q", "r"]).assign(error_km=np.asarray(error_km, np.float64))
+    errors = pd.DataFrame(hex_cells(error_xy_m, size_m),
+                          columns=["q", "r"]).assign(error_km=np.asarray(error_km, np.float64))
     stats = errors.groupby(["q", "r"])["error_km"].agg(n_errors="size", median_error_km="median",
                                                        p90_error_km=lambda e: float(np.quantile(e, 0.9)))
     table = pd.concat([photos, stats], axis=1).reset_index().rename(columns={"level_0": "q", "level_1": "r"})
@@ -86,7 +89,8 @@ def loo_errors(run: Run, k: int = PredictorConfig.k) -> pd.DataFrame:
     q, sims, ids = leave_location_out(desc, db, build_index(desc), k, max_queries=len(db))
     lat, lon = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy()
     p_lat, p_lon = vote(sims, lat[ids], lon[ids], calibrate_bandwidth(db, q, sims, ids))
-    return pd.DataFrame({"photo": q, "lat_deg": lat[q], "lon_deg": lon[q], "error_km": haversine_km(p_lat, p_lon, lat[q], lon[q])})
+    return pd.DataFrame({"photo": q, "lat_deg": lat[q], "lon_deg": lon[q],
+                         "error_km": haversine_km(p_lat, p_lon, lat[q], lon[q])})
 
 
 def compare_errors(run: Run) -> pd.DataFrame:
@@ -95,7 +99,8 @@ def compare_errors(run: Run) -> pd.DataFrame:
         raise FileNotFoundError(f"{run.root} has no compare predictions: run `geoloc compare` first, or use errors=loo")
     run.check_table(run.compare_files)  # answers for other photos or another split are refused
     frame = pd.read_csv(run.compare_predictions, keep_default_na=False)
-    return pd.DataFrame({"lat_deg": frame["true_lat_deg"], "lon_deg": frame["true_lon_deg"], "error_km": frame["error_km"]})
+    return pd.DataFrame({"lat_deg": frame["true_lat_deg"], "lon_deg": frame["true_lon_deg"],
+                         "error_km": frame["error_km"]})
 
 
 ERROR_SOURCES = {"loo": loo_errors, "compare": compare_errors}
@@ -122,7 +127,8 @@ def coverage_geojson(cells: pd.DataFrame, projection: LocalProjection, size_m: f
     rings = np.stack([lon, lat], axis=-1).reshape(corners.shape)
     features = []
     for ring, (_, row) in zip(rings, cells.iterrows()):
-        props = {"q": int(row["q"]), "r": int(row["r"]), "n_photos": int(row["n_photos"]), "n_errors": int(row["n_errors"]),
+        props = {"q": int(row["q"]), "r": int(row["r"]), "n_photos": int(row["n_photos"]),
+                 "n_errors": int(row["n_errors"]),
                  "median_error_km": None if np.isnan(row["median_error_km"]) else float(row["median_error_km"]),
                  "p90_error_km": None if np.isnan(row["p90_error_km"]) else float(row["p90_error_km"])}
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring.round(6).tolist()]},

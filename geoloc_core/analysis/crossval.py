@@ -66,8 +66,8 @@ class Folds:
 
     @classmethod
     def of_places(cls, photos: PhotoTable, cv: CrossValConfig) -> Folds:
-        """The folds of `--folds K --fold-seed S` over the photos' places (their `group` column), or over square blocks of
-        places with `--block-km B` (`splits.fold_units`): a new neighbourhood held out, not only a new spot."""
+        """The folds of `--folds K --fold-seed S` over the photos' places (their `group` column), or over square blocks
+        of places with `--block-km B` (`splits.fold_units`): a new neighbourhood held out, not only a new spot."""
         units = fold_units(photos.frame["group"].to_numpy(), photos.lat_deg, photos.lon_deg, cv.block_km)
         return cls.over(units, cv.folds, cv.fold_seed)
 
@@ -79,6 +79,7 @@ class Folds:
 
     @property
     def k(self) -> int:
+        """Number of folds."""
         return int(self.fold.max()) + 1
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -200,7 +201,8 @@ def finetune_folds(run_dir: Path, cfg: FinetuneConfig, cv: CrossValConfig) -> li
 
     run = Run(Path(run_dir).resolve())
     done, folds = [], Folds.of_places(run.photo_table(), cv)
-    for f, fold_run in enumerate(fold_runs(run, run.cross_validation(cv.folds, cv.fold_seed, cv.block_km), folds, (cfg.graph,))):
+    for f, fold_run in enumerate(fold_runs(run, run.cross_validation(cv.folds, cv.fold_seed, cv.block_km), folds,
+                                           (cfg.graph,))):
         ft = fold_run.experiment.finetune(cfg.graph)
         saved = ft.read_config().get("finetune")
         if saved is not None and {**saved, "device": cfg.device} != storage.to_jsonable(cfg):

@@ -7,9 +7,9 @@ fold's predictor sees only the other folds' photos. A row with `ft_round` r retr
 fine-tuning (round r of `crossval.finetune_folds`, trained without the fold), database and queries alike, as
 `geoloc predict --ft-round r` does with the run's fine-tuning. A row at another input size embeds the run's photos at
 that size and cuts its regions from those, as a run made with `geoloc run --image-size` would. Each row is paired
-against the first (the default) on the same held-out photos and the same resampled locations. A row located `together` gives each held-out
-location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group figure, per photo, beside
-the single-photo figures of every other row.
+against the first (the default) on the same held-out photos and the same resampled locations. A row located `together`
+gives each held-out location's photos (its headings) one joint answer (`predictor.locate(together=...)`): a group
+figure, per photo, beside the single-photo figures of every other row.
 
 Choosing the best round from this table and then reporting its figure from the same table flatters it a
 little (a choice among a few rows); a lever becomes the default only when it wins beyond the interval.
@@ -44,12 +44,16 @@ class Variant:
 
     name: str
     predictor: PredictorConfig
-    together: bool = False  # a location's photos (its headings) located together: a group figure, not a single-photo one
-    image_size: int = 0  # database and queries embedded at this input side (`geoloc run --image-size`); 0: the run's own
+    # a location's photos (its headings) located together: a group figure, not a single-photo one
+    together: bool = False
+    # database and queries embedded at this input side (`geoloc run --image-size`); 0: the run's own
+    image_size: int = 0
 
 
-PROPAGATE_SHARE = 0.5  # the graph-propagated row: a photo and its surroundings weigh alike (1.0 would hide the photo itself)
-COMBINED_ROUND = 2  # the combination's fine-tuned round: the best on croatia-streetview's table, confirmed or not elsewhere
+# the graph-propagated row: a photo and its surroundings weigh alike (1.0 would hide the photo itself)
+PROPAGATE_SHARE = 0.5
+# the combination's fine-tuned round: the best on croatia-streetview's table, confirmed or not elsewhere
+COMBINED_ROUND = 2
 
 
 def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGER_INPUT) -> list[Variant]:
@@ -62,20 +66,23 @@ def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGE
              else Variant("region prior", replace(base, region_weight=1.0)))
     combined = replace(base, ft_round=min(COMBINED_ROUND, rounds), region_weight=base.region_weight or 1.0)
     name = f"FT{combined.ft_round}" + ("" if prior_on else " + region prior")
-    combination = ([] if prior_on else [Variant(name, combined)]) + [Variant(f"{name}, together", combined, together=True)]
-    return ([Variant("default", base)] + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
+    combination = ([] if prior_on
+                   else [Variant(name, combined)]) + [Variant(f"{name}, together", combined, together=True)]
+    return ([Variant("default", base)]
+            + [Variant(f"FT{r} backbone", replace(base, ft_round=r)) for r in range(1, rounds + 1)]
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
                Variant("top 3 regions", replace(base, top_regions=3)), prior,
-               Variant("flip views", replace(base, tta="flip")), Variant("multi-crop views", replace(base, tta="crops")),
+               Variant("flip views", replace(base, tta="flip")),
+               Variant("multi-crop views", replace(base, tta="crops")),
                *([Variant(f"input {larger_input} px", base, image_size=larger_input)] if larger_input else []),
                Variant("photos of a place together", base, together=True)]
             + (combination if rounds else []))
 
 
 def larger_input(run_dir: Path, size: int) -> int:
-    """The higher-resolution row's input side: `size` where the run's encoder can take it and the run is embedded smaller,
-    else 0 (no such row), with the reason logged."""
+    """The higher-resolution row's input side: `size` where the run's encoder can take it and the run is embedded
+    smaller, else 0 (no such row), with the reason logged."""
     cfg = Run(run_dir).pipeline_config().embed
     sides = input_sides(cfg.model, cfg.checkpoint)
     if not size or sides is None:
@@ -84,7 +91,8 @@ def larger_input(run_dir: Path, size: int) -> int:
         return 0
     patch, own = sides[1], cfg.image_size or sides[0]
     if size % patch or size <= own:
-        log.warning("no higher-resolution row: %d px is %s", size, f"not a multiple of {cfg.model}'s {patch} px patches" if size % patch
+        log.warning("no higher-resolution row: %d px is %s", size,
+                    f"not a multiple of {cfg.model}'s {patch} px patches" if size % patch
                     else f"no larger than the {own} px the run is embedded at")
         return 0
     return size
@@ -100,6 +108,7 @@ def select_rows(variants: list[Variant], names: list[str]) -> list[Variant]:
 
 @dataclass
 class LeverTable:
+    """What `measure_levers` found: a row and a paired verdict per variant, and the per-photo errors behind them."""
     rows: list[dict]  # one per variant: estimates with 95 % intervals
     verdicts: list[dict]  # each variant minus the default, paired
     errors: pd.DataFrame  # photo, fold and each variant's error in km: the per-photo answers behind both
@@ -107,10 +116,11 @@ class LeverTable:
 
 def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneConfig = FinetuneConfig(),
                    cv: CrossValConfig = CrossValConfig(folds=5)) -> LeverTable:
-    """Every variant's held-out answers over `cv.folds` folds of the run's locations, then estimates and paired verdicts.
+    """Every variant's held-out answers over `cv.folds` folds of the run's locations, then estimates and paired
+    verdicts.
 
-    Folds are fine-tuned (`finetune`, over its graph, whose regions the rows use too) only if a variant retrieves with a fine-tuned backbone; finished
-    fold fine-tunings are reused."""
+    Folds are fine-tuned (`finetune`, over its graph, whose regions the rows use too) only if a variant retrieves with a
+    fine-tuned backbone; finished fold fine-tunings are reused."""
     if cv.folds < 2:
         raise ValueError("levers are compared over folds of the run's locations: --folds 2 or more")
     run = Run(Path(run_dir).resolve())
@@ -120,7 +130,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     folds = Folds.of_places(table, cv)
     needs_ft = max(v.predictor.ft_round for v in variants)
     if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
-        raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant needs ft_round 0")
+        raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant "
+                         "needs ft_round 0")
     if any(v.image_size and v.predictor.tta != "none" for v in variants):
         raise ValueError("a variant at another input size is measured with the photo's own view only: tta none")
     if needs_ft > finetune.rounds:
@@ -147,8 +158,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
             emb = views[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             key = (v.predictor, v.image_size)
             if key not in fitted:
-                fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None, v.predictor,
-                                            graph, calibrate=False)  # levers report errors, never a radius
+                fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None,
+                                            v.predictor, graph, calibrate=False)  # levers report errors, never a radius
             predictor = fitted[key]
             lat, lon, _, _ = locate(predictor, emb[test], emb[test], groups[test] if v.together else None)
             errors[v.name][test] = haversine_km(lat, lon, table.lat_deg[test], table.lon_deg[test])
@@ -185,8 +196,8 @@ def paired_verdicts(answers: dict[str, pd.DataFrame], names: list[str], resample
 
 
 def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = CrossValConfig(folds=5)) -> list[dict]:
-    """Any two rows of the run's last lever table paired, from its per-photo errors (`RUN/levers_errors.csv`) and the same
-    resampled locations: what a combination adds over one of its parts, without measuring anything again."""
+    """Any two rows of the run's last lever table paired, from its per-photo errors (`RUN/levers_errors.csv`) and the
+    same resampled locations: what a combination adds over one of its parts, without measuring anything again."""
     run = Run(Path(run_dir).resolve())
     run.check_table(run.levers_files)
     errors = pd.read_csv(run.levers_errors)
@@ -195,7 +206,8 @@ def pair_rows(run_dir: Path, row: str, reference: str, cv: CrossValConfig = Cros
         raise ValueError(f"{run.levers_errors} has no row {missing[0]!r}; its rows: {', '.join(errors.columns[2:])}")
     folds = Folds.of_places(run.photo_table(), cv)
     if len(errors) != len(folds.fold) or not np.array_equal(errors["fold"], folds.fold):
-        raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in --folds {cv.folds} "
-                         f"--fold-seed {cv.fold_seed}: give the folds it was measured with, or measure again")
+        raise ValueError(f"{run.levers_errors} was measured over other photos or folds than the run's photos in "
+                         f"--folds {cv.folds} --fold-seed {cv.fold_seed}: give the folds it was measured with, or "
+                         "measure again")
     answers = _answers(errors[["photo", "fold", reference, row]], folds)
     return paired_verdicts(answers, [reference, row], folds.resamples())

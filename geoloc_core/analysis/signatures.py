@@ -55,15 +55,18 @@ def margins(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return own - others.max(axis=1)
 
 
-def top_per_region(values: np.ndarray, labels: np.ndarray, candidates: np.ndarray, groups: np.ndarray, n: int) -> pd.DataFrame:
-    """The `n` candidate photos of each region with the highest `values`, at most one per location: region, rank, photo, score."""
+def top_per_region(values: np.ndarray, labels: np.ndarray, candidates: np.ndarray, groups: np.ndarray,
+                   n: int) -> pd.DataFrame:
+    """The `n` candidate photos of each region with the highest `values`, at most one per location:
+    region, rank, photo, score."""
     rows = []
     for region in np.unique(labels[candidates]):
         members = candidates[labels[candidates] == region]
         members = members[np.argsort(-values[members], kind="stable")]
         _, first = np.unique(groups[members], return_index=True)
         picked = members[np.sort(first)][:n]
-        rows += [{"region": int(region), "rank": i + 1, "photo": int(p), "score": float(values[p])} for i, p in enumerate(picked)]
+        rows += [{"region": int(region), "rank": i + 1, "photo": int(p), "score": float(values[p])}
+                 for i, p in enumerate(picked)]
     return pd.DataFrame(rows, columns=["region", "rank", "photo", "score"])
 
 
@@ -74,8 +77,8 @@ def adjacent_regions(graph: SiteGraph, labels: np.ndarray) -> pd.DataFrame:
     a, b = site_labels[graph.edges[:, 0]], site_labels[graph.edges[:, 1]]
     cut = a != b
     pairs = pd.DataFrame({"a": np.minimum(a, b)[cut], "b": np.maximum(a, b)[cut]})
-    return pairs.value_counts().rename("n_edges").reset_index().sort_values(["n_edges", "a", "b"], ascending=[False, True, True],
-                                                                               ignore_index=True)
+    return (pairs.value_counts().rename("n_edges").reset_index()
+            .sort_values(["n_edges", "a", "b"], ascending=[False, True, True], ignore_index=True))
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class Signatures:
     method: str  # what `scores` are: HEAD_METHOD or CENTROID_METHOD
 
     def contrast(self, a: int, b: int, n: int = 4) -> pd.DataFrame:
-        """The photos that best tell regions a and b apart: side (a or b), rank, photo, score (own minus other region's)."""
+        """The photos that best tell regions a and b apart: side (a or b), rank, photo, score
+        (own minus other region's)."""
         candidates = np.flatnonzero(self.train & np.isin(self.labels, [a, b]))
         gap = self.scores[:, a] - self.scores[:, b]
         gap = np.where(self.labels == a, gap, -gap)
@@ -100,7 +104,8 @@ class Signatures:
 
 
 def signatures(emb: np.ndarray, labels: np.ndarray, train: np.ndarray, groups: np.ndarray, graph: SiteGraph, n: int = 4,
-               head_weight: np.ndarray | None = None, head_emb: np.ndarray | None = None, head_round: int | None = None) -> Signatures:
+               head_weight: np.ndarray | None = None, head_emb: np.ndarray | None = None,
+               head_round: int | None = None) -> Signatures:
     """Typical and distinctive photos of every region (see the module docstring) from plain arrays."""
     candidates = np.flatnonzero(train)
     means = region_means(emb[train], labels[train], int(labels.max()) + 1)
@@ -113,7 +118,8 @@ def signatures(emb: np.ndarray, labels: np.ndarray, train: np.ndarray, groups: n
 
 
 def partition_signatures(run: Run, graph: str, regions: RegionFiles, n: int = 4) -> Signatures:
-    """`signatures` of one partition of a run (an entry of `Run.iterations(graph)`), with its round's cosine head if it has one."""
+    """`signatures` of one partition of a run (an entry of `Run.iterations(graph)`),
+    with its round's cosine head if it has one."""
     sources = run.partition_sources(regions)
     labels = regions.labels()["region"].to_numpy()
     site_graph = run.site_graph(graph)

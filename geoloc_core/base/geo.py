@@ -12,7 +12,8 @@ EARTH_RADIUS_KM = 6371.0088  # IUGG mean radius, as GeoCLIP / OSV5M evaluations 
 
 def haversine_km(lat1_deg, lon1_deg, lat2_deg, lon2_deg) -> np.ndarray:
     """Great-circle distance in km between broadcastable arrays of coordinates in degrees."""
-    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
+    lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64))
+                              for a in (lat1_deg, lon1_deg, lat2_deg, lon2_deg))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
@@ -48,10 +49,12 @@ class LocalProjection:
 
     @classmethod
     def centred_on(cls, lat_deg: np.ndarray, lon_deg: np.ndarray) -> LocalProjection:
+        """The plane centred on the spherical mean of the given points."""
         return cls(*spherical_mean(lat_deg, lon_deg))
 
     @property
     def crs(self) -> str:
+        """The plane as a PROJ string (aeqd, metres) for pyproj and geopandas."""
         return f"+proj=aeqd +lat_0={self.lat0_deg} +lon_0={self.lon0_deg} +datum=WGS84 +units=m +no_defs"
 
     def _transformer(self, inverse: bool) -> Transformer:

@@ -59,8 +59,9 @@ def _open_and_load(data: bytes, min_side: int | None) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             limit = server_config().max_pixels
             if image.width * image.height > limit:
-                raise ImageDecodeError(f"image too large ({image.width} x {image.height} = {image.width * image.height / 1e6:.0f} "
-                                       f"megapixels declared; the limit is {limit / 1e6:g}, server setting max_pixels)")
+                raise ImageDecodeError(f"image too large ({image.width} x {image.height} = "
+                                       f"{image.width * image.height / 1e6:.0f} megapixels declared; the limit is "
+                                       f"{limit / 1e6:g}, server setting max_pixels)")
             if min_side:
                 image.draft("RGB", (min_side, min_side))
             image.load()

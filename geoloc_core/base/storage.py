@@ -74,7 +74,8 @@ def stale_temps(path: Path) -> list[Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host (someone else's counts; a zombie, dead but not yet reaped, does not)."""
+    """Whether a process with this id runs on this host (someone else's counts; a zombie, dead but not yet reaped, does
+    not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,19 +89,23 @@ def pid_alive(pid: int) -> bool:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (`atomic_write`); returns `path`."""
     return atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: Path, obj: Any) -> Path:
+    """Write `obj` as indented, key-sorted JSON (`to_jsonable` first: dataclasses, paths, numpy scalars), atomically."""
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=True)
     return write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
+    """The JSON value stored at `path`."""
     return json.loads(Path(path).read_text())
 
 
 def write_npy(path: Path, array: np.ndarray) -> Path:
+    """Save `array` as .npy (C-contiguous, no pickled objects), atomically; `read_npy` reads it back."""
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
 
 
@@ -150,7 +155,8 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file (none if it is missing); a torn last line (a killed writer) is skipped."""
+    """All complete records of a JSON-lines file (none if it is missing); a torn last line
+    (a killed writer) is skipped."""
     path = Path(path)
     if not path.exists():
         return []

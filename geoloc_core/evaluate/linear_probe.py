@@ -41,7 +41,8 @@ def fit_linear_probe(emb: np.ndarray, labels: np.ndarray, groups: np.ndarray, se
 
 @dataclass(frozen=True)
 class LinearProbe:
-    """A fitted probe as arrays: logits = emb @ weights[:-1] + weights[-1], the standardisation folded into the weights."""
+    """A fitted probe as arrays: logits = emb @ weights[:-1] + weights[-1], the standardisation
+    folded into the weights."""
 
     weights: np.ndarray  # (D + 1, R) float64
     classes: np.ndarray  # (R,) the labels the columns stand for

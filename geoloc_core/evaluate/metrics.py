@@ -19,6 +19,7 @@ RECALL_KS = (1, 5, 10)
 
 
 def threshold_key(km: float) -> str:
+    """The metric name of accuracy within `km` kilometres, e.g. `acc@25km`."""
     return f"acc@{km:g}km"
 
 
@@ -44,7 +45,8 @@ def centroid_errors(pred: np.ndarray, train_labels: np.ndarray, train_lat_deg: n
     return distance_metrics(lat_c[pred], lon_c[pred], true_lat_deg, true_lon_deg)
 
 
-def region_centroids(train_labels: np.ndarray, train_lat_deg: np.ndarray, train_lon_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def region_centroids(train_labels: np.ndarray, train_lat_deg: np.ndarray,
+                     train_lon_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(R,) latitude and longitude of each region's training photos' centroid."""
     summary = region_table(train_labels, train_lat_deg, train_lon_deg)
     return summary["lat_deg"].to_numpy(), summary["lon_deg"].to_numpy()
@@ -91,8 +93,8 @@ def region_metrics(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarra
 
 def held_out_answers(pred_test: np.ndarray, labels: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
                      is_test: np.ndarray) -> pd.DataFrame:
-    """Each held-out photo's answer (photo, region, pred, error_km: to its predicted region's training centroid), the rows
-    that intervals resample and that `confusion` counts."""
+    """Each held-out photo's answer (photo, region, pred, error_km: to its predicted region's training centroid), the
+    rows that intervals resample and that `confusion` counts."""
     train, test = ~is_test, np.flatnonzero(is_test)
     lat_c, lon_c = region_centroids(labels[train], lat_deg[train], lon_deg[train])
     return pd.DataFrame({"photo": test, "region": labels[test], "pred": pred_test,

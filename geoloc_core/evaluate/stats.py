@@ -98,7 +98,8 @@ def distance_measures(error_km: np.ndarray) -> dict[str, tuple[np.ndarray, Stati
 
 
 def estimates(measures: dict[str, tuple[np.ndarray, Statistic]], resamples: Resamples) -> dict[str, float]:
-    """Each figure as `name`, `name_lo`, `name_hi`: its value on all photos and its bootstrap interval over locations."""
+    """Each figure as `name`, `name_lo`, `name_hi`: its value on all photos and its bootstrap
+    interval over locations."""
     out = {}
     for name, (values, statistic) in measures.items():
         out[name], out[f"{name}_lo"], out[f"{name}_hi"] = estimate(np.asarray(values, np.float64), resamples, statistic)
@@ -118,5 +119,6 @@ def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
     out = table[[c for c in table if not c.endswith(("_lo", "_hi"))]].copy()
     for c in out:
         if f"{c}_lo" in table:
-            out[c] = ["" if np.isnan(v) else f"{v:.3g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+            out[c] = ["" if np.isnan(v) else f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
+                      for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
     return out

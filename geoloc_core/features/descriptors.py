@@ -30,7 +30,8 @@ def gem(patches: np.ndarray, p: float = 3.0, eps: float = 1e-6, chunk: int = 256
     return unit_vectors(out)
 
 
-def fit_vlad_vocabulary(patches: np.ndarray, n_words: int = 32, seed: int = 0, max_samples: int = 200_000) -> np.ndarray:
+def fit_vlad_vocabulary(patches: np.ndarray, n_words: int = 32, seed: int = 0,
+                        max_samples: int = 200_000) -> np.ndarray:
     """(N, P, D) database patch tokens -> (n_words, D) unit centroids (spherical k-means, faiss)."""
     rng = np.random.default_rng(seed)
     flat = patches.reshape(-1, patches.shape[2])
@@ -54,7 +55,8 @@ def vlad(patches: np.ndarray, vocabulary: np.ndarray, chunk: int = 64) -> np.nda
     return out
 
 
-def describe(kind: str, emb: np.ndarray, patches: np.ndarray | None, vocabulary: np.ndarray | None = None) -> np.ndarray:
+def describe(kind: str, emb: np.ndarray, patches: np.ndarray | None,
+             vocabulary: np.ndarray | None = None) -> np.ndarray:
     """The descriptor `kind` of photos given their unit CLS embeddings and (for gem / vlad) patch tokens."""
     if kind == "cls":
         return np.ascontiguousarray(emb, dtype=np.float32)

@@ -38,9 +38,11 @@ class EmbedWorker:
         self.encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """A batch of photos (columns `row`, `abs_path`) -> per photo: its row, embedding and patch-token bytes, and
+        why it failed ("" if it did not)."""
         paths = [Path(p) for p in batch["abs_path"]]
-        out = embed_images(paths, self.encoder, batch_size=self.cfg.batch_size, patches=self.cfg.patches, progress=False,
-                           workers=2)
+        out = embed_images(paths, self.encoder, batch_size=self.cfg.batch_size, patches=self.cfg.patches,
+                           progress=False, workers=2)
         return pd.DataFrame({
             "row": batch["row"].to_numpy(),
             "emb": [v.tobytes() for v in out.emb],
@@ -70,8 +72,8 @@ def embed_with_ray(paths: list[Path], cfg: EmbedConfig, shard_dir: Path, address
     (ray.data.from_pandas(frame)
         .repartition(max(1, min(len(paths) // (4 * cfg.batch_size), 1000)))
         .map_batches(EmbedWorker, fn_constructor_kwargs={"cfg": cfg, "threads": int(per_worker["num_cpus"])},
-                     batch_format="pandas", batch_size=4 * cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=n_workers),
-                     **per_worker)
+                     batch_format="pandas", batch_size=4 * cfg.batch_size,
+                     compute=ray.data.ActorPoolStrategy(size=n_workers), **per_worker)
         .write_parquet(str(shard_dir)))
     return read_shards(shard_dir, len(paths))
 
@@ -89,5 +91,6 @@ def read_shards(shard_dir: Path, n: int) -> Embeddings:
     patches = None
     if n_tokens := int(table["n_tokens"].max()):
         width = max(len(b) for b in table["patches"])
-        patches = np.stack([np.frombuffer(b or bytes(width), np.float16) for b in table["patches"]]).reshape(n, n_tokens, -1)
+        patches = (np.stack([np.frombuffer(b or bytes(width), np.float16) for b in table["patches"]])
+                   .reshape(n, n_tokens, -1))
     return Embeddings(emb=emb, patches=patches, failed=failed)

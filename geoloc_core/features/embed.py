@@ -29,9 +29,11 @@ from geoloc_core.features.encoders import Encoder, Head
 
 log = logging.getLogger(__name__)
 
-CROP_SHARE = 0.75  # a corner crop's share of each side, seen 1 / 0.75 closer; the encoder's preprocessing then centre-crops it
-# to a square as it does the photo, so on a square photo the four overlap and cover it, on a wide one they miss its far corners
-CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bottom_right": (1, 1)}  # (x, y): 0 left / top
+# a corner crop's share of each side, seen 1 / 0.75 closer; the encoder's preprocessing then centre-crops it to a square
+# as it does the photo, so on a square photo the four overlap and cover it, on a wide one they miss its far corners
+CROP_SHARE = 0.75
+# (x, y): 0 left / top
+CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bottom_right": (1, 1)}
 
 
 def corner_crop(fx: int, fy: int) -> Callable[[Image.Image], Image.Image]:
@@ -44,7 +46,8 @@ def corner_crop(fx: int, fy: int) -> Callable[[Image.Image], Image.Image]:
 
 
 VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {  # what the encoder may see of a photo
-    "photo": lambda image: image, "mirror": ImageOps.mirror, **{f"crop_{name}": corner_crop(*c) for name, c in CORNERS.items()}}
+    "photo": lambda image: image, "mirror": ImageOps.mirror,
+    **{f"crop_{name}": corner_crop(*c) for name, c in CORNERS.items()}}
 TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror"),  # config.TTAS -> the views a photo is embedded in
              "crops": ("photo", *(f"crop_{name}" for name in CORNERS))}
 
@@ -66,6 +69,7 @@ class Embeddings:
 
     @property
     def ok(self) -> np.ndarray:
+        """(N,) bool: the photos that were embedded (not in `failed`)."""
         mask = np.ones(len(self.emb), dtype=bool)
         mask[list(self.failed)] = False
         return mask
@@ -84,13 +88,16 @@ class EmbeddingCache:
 
     @classmethod
     def for_encoder(cls, encoder: Encoder, root: Path | None = None) -> EmbeddingCache:
+        """The cache of `encoder`'s weights (`encoder.key`), under `root` (default: `cache_dir()`)."""
         return cls((root or cache_dir()) / "embeddings" / f"{encoder.key}.sqlite")
 
     def get(self, sha1s: Sequence[str], patches: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """The cached (embedding, patch tokens or None) of each sha1 found; with `patches`, only entries with tokens."""
         found = {}
         for start in range(0, len(sha1s), 500):
             chunk = list(sha1s[start:start + 500])
-            rows = self._db.execute(f"SELECT sha1, vec, patch_shape, patches FROM emb WHERE sha1 IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self._db.execute("SELECT sha1, vec, patch_shape, patches FROM emb WHERE sha1 IN "
+                                    f"({','.join('?' * len(chunk))})", chunk)
             for sha1, vec, shape, blob in rows:
                 if patches and blob is None:
                     continue
@@ -99,6 +106,7 @@ class EmbeddingCache:
         return found
 
     def put(self, sha1s: Sequence[str], emb: np.ndarray, patches: np.ndarray | None) -> None:
+        """Store a batch: (N, D) embeddings and optional (N, P, Dp) patch tokens, keyed by the photos' sha1s."""
         rows = [(s, emb.shape[1], emb[i].astype(np.float32).tobytes(),
                  None if patches is None else ",".join(map(str, patches.shape[1:])),
                  None if patches is None else patches[i].astype(np.float16).tobytes()) for i, s in enumerate(sha1s)]
@@ -106,6 +114,7 @@ class EmbeddingCache:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
+        """Close the SQLite connection."""
         self._db.close()
 
 
@@ -217,7 +226,8 @@ def _decode_side(view: str, encoder: Encoder) -> int:
 
 
 def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
-                     workers: int, views: tuple[str, ...] = ("photo",)) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
+                     workers: int,
+                     views: tuple[str, ...] = ("photo",)) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
     """Yield (ids, pixels (B * V, 3, S, S), {id: error}), each photo's V views in a row; the next batch decodes while
     this one runs.
 

@@ -58,6 +58,7 @@ ENCODERS: dict[str, EncoderSpec] = {DINOV2_VITS14.name: DINOV2_VITS14}
 
 
 def register_encoder(spec: EncoderSpec) -> None:
+    """Make `spec` loadable by its name (`load_encoder`, `--model`)."""
     ENCODERS[spec.name] = spec
 
 
@@ -104,6 +105,7 @@ class Encoder:
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) preprocessed pixels -> (B, D) pooled embeddings, (B, P, Dp) patch tokens, float32."""
         pixels = pixels.to(self.device, non_blocking=True)
         with autocast(self.device):
             pooled, tokens = self.model(pixels)
@@ -129,7 +131,8 @@ class Head(Protocol):
 
     unfrozen_blocks: int
 
-    def __call__(self, prefix: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens entering the tower's last `unfrozen_blocks` blocks -> the head's (B, C) output."""
 
 
 def autocast(device: torch.device):
@@ -138,7 +141,9 @@ def autocast(device: torch.device):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    """The torch device of a `device` setting: "auto" is CUDA when present, else the CPU; any other name as given."""
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                        else ("cpu" if device == "auto" else device))
 
 
 def resize_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
@@ -190,7 +195,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
             raise ValueError(f"image_size {image_size} is not a multiple of the patch size {spec.tower['patch_size']}")
         model = build_vision_tower(EncoderSpec(**{**vars(spec), "tower": {**spec.tower, "image_size": image_size}}))
         state = load_state_dict(path)
-        state["positional_embedding"] = resize_positions(state["positional_embedding"], image_size // spec.tower["patch_size"])
+        state["positional_embedding"] = resize_positions(state["positional_embedding"],
+                                                         image_size // spec.tower["patch_size"])
         model.load_state_dict(state)
         mean, std = spec.mean, spec.std
         key = f"{name}-{file_digest(path)}"
@@ -202,8 +208,8 @@ def load_encoder(name: str = DEFAULT_ENCODER, checkpoint: str | Path | None = No
         raise ValueError(f"encoder {name!r} has no patch-token output (open_clip timm towers do not)")
     model.output_tokens = True
     model.eval().to(dev)
-    return Encoder(name=name, key=f"{key}-{image_size}px", model=model, preprocess=make_preprocess(image_size, mean, std),
-                   image_size=image_size, device=dev)
+    return Encoder(name=name, key=f"{key}-{image_size}px", model=model,
+                   preprocess=make_preprocess(image_size, mean, std), image_size=image_size, device=dev)
 
 
 def _load_open_clip(name: str, checkpoint, pretrained):
@@ -215,7 +221,8 @@ def _load_open_clip(name: str, checkpoint, pretrained):
     try:
         clip = open_clip.create_model(name, pretrained=source, weights_only=True)
     except Exception as exc:
-        raise FileNotFoundError(f"could not load open_clip {name!r} with {source!r} offline ({exc}); pass --checkpoint FILE") from exc
+        raise FileNotFoundError(f"could not load open_clip {name!r} with {source!r} offline ({exc}); pass --checkpoint "
+                                "FILE") from exc
     cfg = clip.visual.preprocess_cfg
     size = cfg.get("size", 224)
     size = size[0] if isinstance(size, (tuple, list)) else size

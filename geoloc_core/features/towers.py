@@ -52,6 +52,7 @@ class Suffix(nn.Module):
         self.pool_type = tower.pool_type
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) tokens entering the last k blocks -> (B, D_out) pooled, as the whole tower would pool them."""
         x = tokens
         if self.pool_type == "tok":
             for block in self.blocks[:-1]:

@@ -73,7 +73,8 @@ def onnx_to_open_clip_state_dict(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
         sd[f"{dst}.ln_2.weight"], sd[f"{dst}.ln_2.bias"] = t(init[f"{src}.norm2.weight"]), t(init[f"{src}.norm2.bias"])
         qkv = [f"{node}/attention/attention/{k}" for k in ("query", "key", "value")]
         sd[f"{dst}.attn.in_proj_weight"] = t(np.concatenate([linear(p) for p in qkv], axis=0))
-        sd[f"{dst}.attn.in_proj_bias"] = t(np.concatenate([init[f"{src}.attention.attention.{k}.bias"] for k in ("query", "key", "value")]))
+        sd[f"{dst}.attn.in_proj_bias"] = t(np.concatenate([init[f"{src}.attention.attention.{k}.bias"]
+                                                           for k in ("query", "key", "value")]))
         sd[f"{dst}.attn.out_proj.weight"] = t(linear(f"{node}/attention/output/dense"))
         sd[f"{dst}.attn.out_proj.bias"] = t(init[f"{src}.attention.output.dense.bias"])
         sd[f"{dst}.ls_1.gamma"] = t(init[f"{src}.layer_scale1.lambda1"])

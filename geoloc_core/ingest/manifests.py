@@ -76,7 +76,8 @@ def read_manifest(path: Path, exists: Callable[[str], bool], keep_unplaced: bool
     Args:
         path: the manifest file.
         exists: whether a path cell names an existing file; it picks the code page of a text that is not UTF-8.
-        keep_unplaced: keep rows whose lat and lon cells are both empty (a GPX track will place them) instead of rejecting them.
+        keep_unplaced: keep rows whose lat and lon cells are both empty (a GPX track will place them) instead of
+            rejecting them.
     """
     warnings: list[str] = []
     sheets = _read_workbook(path) if path.suffix.lower() in EXCEL_SUFFIXES else _read_texts(path)
@@ -84,12 +85,14 @@ def read_manifest(path: Path, exists: Callable[[str], bool], keep_unplaced: bool
     if not usable:
         raise ValueError(
             f"{path}: manifest needs a file column ({'/'.join(PATH_COLUMNS)}) and lat/lon columns "
-            f"({'/'.join(LAT_COLUMNS)}, {'/'.join(LON_COLUMNS)}); its first row has {len(sheets[0].header)} cells, none of "
-            f"them those (read as {sheets[0].described})"
+            f"({'/'.join(LAT_COLUMNS)}, {'/'.join(LON_COLUMNS)}); its first row has {len(sheets[0].header)} cells, "
+            f"none of them those (read as {sheets[0].described})"
         )
     sheet, (path_i, lat_i, lon_i) = usable[0]  # a workbook's first sheet with the columns
-    if sheet.described.startswith((*_LEGACY_ENCODINGS.values(), "Latin-1")):  # one reading per code page: the one that finds most files
-        found = [sum(exists(cells[cols[0]].strip()) for _, cells in reading.rows if len(cells) > cols[0]) for reading, cols in usable]
+    # one reading per code page: the one that finds most files
+    if sheet.described.startswith((*_LEGACY_ENCODINGS.values(), "Latin-1")):
+        found = [sum(exists(cells[cols[0]].strip()) for _, cells in reading.rows if len(cells) > cols[0])
+                 for reading, cols in usable]
         best = int(np.argmax(found))  # the first (Windows-1252) on a tie
         sheet, (path_i, lat_i, lon_i) = usable[best]
         warnings.append(f"{path}: not UTF-8; read as {sheet.described.split(',')[0]} "
@@ -106,7 +109,8 @@ def _columns(header: list[str]) -> tuple[int | None, int | None, int | None]:
     return first(PATH_COLUMNS), first(LAT_COLUMNS), first(LON_COLUMNS)
 
 
-def _parse_rows(path: Path, sheet: Sheet, path_i: int, lat_i: int, lon_i: int, keep_unplaced: bool, warnings: list[str]) -> Manifest:
+def _parse_rows(path: Path, sheet: Sheet, path_i: int, lat_i: int, lon_i: int, keep_unplaced: bool,
+                warnings: list[str]) -> Manifest:
     header, width = sheet.header, len(sheet.header)
     lat_name, lon_name = header[lat_i], header[lon_i]
     others = [i for i in range(width) if i not in (path_i, lat_i, lon_i)]
@@ -114,8 +118,8 @@ def _parse_rows(path: Path, sheet: Sheet, path_i: int, lat_i: int, lon_i: int, k
     for row, cells in sheet.rows:
         if len(cells) > width and any(c.strip() for c in cells[width:]):
             shown = cells[path_i].strip() if len(cells) > path_i else ""
-            rejected.append((shown, f"row {row} has {len(cells)} cells, the header {width} (a decimal comma in a comma-separated "
-                                    "file? quote the number or separate cells with ';')"))
+            rejected.append((shown, f"row {row} has {len(cells)} cells, the header {width} (a decimal comma in a "
+                                    "comma-separated file? quote the number or separate cells with ';')"))
             continue
         cells = (cells + [""] * width)[:width]
         lat_text, lon_text = cells[lat_i].strip(), cells[lon_i].strip()
@@ -172,7 +176,8 @@ def _unique_names(names: dict[int, str], taken: set[str]) -> list[str]:
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:e[+-]?\d+)?", re.IGNORECASE)
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)?|\S")
 _UNITS = "°'\""
-_SAME = str.maketrans({"º": "°", "˚": "°", "′": "'", "’": "'", "‘": "'", "´": "'", "″": '"', "”": '"', "“": '"', "−": "-"})
+_SAME = str.maketrans({"º": "°", "˚": "°", "′": "'", "’": "'", "‘": "'", "´": "'", "″": '"', "”": '"', "“": '"',
+                       "−": "-"})
 _HEMISPHERES = {"latitude": {"N": 1, "S": -1}, "longitude": {"E": 1, "W": -1}}
 _LEAD_LETTER = re.compile(r"([A-Z])\s*(?=[\d.+-])")  # `S 33.5`, `N45°54'`
 _TRAIL_LETTER = re.compile(r"(?<=[\d°'\".\s])([A-Z])$")  # `45.9 N`, `45°54'03"N`
@@ -252,9 +257,10 @@ def _read_texts(path: Path) -> list[Sheet]:
 
 
 def _decodings(data: bytes) -> list[tuple[str, str]]:
-    """(text, encoding in words): one for a file with a byte-order mark or valid UTF-8, else one per legacy code page."""
-    for bom, codec, name in ((codecs.BOM_UTF8, "utf-8-sig", "UTF-8 with BOM"), (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
-                             (codecs.BOM_UTF16_BE, "utf-16", "UTF-16")):
+    """(text, encoding in words): one for a file with a byte-order mark or valid UTF-8,
+    else one per legacy code page."""
+    for bom, codec, name in ((codecs.BOM_UTF8, "utf-8-sig", "UTF-8 with BOM"),
+                             (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"), (codecs.BOM_UTF16_BE, "utf-16", "UTF-16")):
         if data.startswith(bom):
             return [(data.decode(codec), name)]
     try:
@@ -271,7 +277,8 @@ def _decodings(data: bytes) -> list[tuple[str, str]]:
 
 
 def _read_text(text: str, encoding: str, path: Path) -> Sheet:
-    """One table from text: the delimiter `csv.Sniffer` finds, unless only another one splits the header into the columns."""
+    """One table from text: the delimiter `csv.Sniffer` finds, unless only another one splits the
+    header into the columns."""
     sample = text[:65536]
     header = next((line for line in sample.splitlines() if line.strip()), "")
     try:
@@ -288,7 +295,8 @@ def _read_text(text: str, encoding: str, path: Path) -> Sheet:
 
 def _read_workbook(path: Path) -> list[Sheet]:
     """Every sheet of a workbook, its declared dimensions ignored: `A1:XFD1048576` would pad each sheet to 17 billion
-    cells. The unzipped size (as the zip declares it, which Python's zipfile holds each part to) counts for the limit."""
+    cells. The unzipped size (as the zip declares it, which Python's zipfile holds each part to) counts for the
+    limit."""
     from openpyxl import load_workbook
 
     _check_size(path, path.stat().st_size)

@@ -65,6 +65,7 @@ _CHECK_SIDE = 32  # decode size for the validity check: JPEGs then decode at 1/8
 
 @dataclass(frozen=True)
 class Rejection:
+    """A file ingest did not accept (or could not place), and why."""
     path: str
     reason: str
 
@@ -83,6 +84,7 @@ class IngestReport:
     places: PlaceSummary | None = None
 
     def summary(self) -> str:
+        """One line for the log and the Data page: accepted, placed on the track, places, to locate, rejected."""
         on_track = f" ({self.n_from_track} placed on the GPX track)" if self.n_from_track else ""
         places = f" in {self.places.n_places} places" if self.places else ""
         near = f", {len(self.near_duplicates)} near-duplicates" if self.near_duplicates else ""
@@ -115,13 +117,16 @@ class PhotoTable:
 
     @property
     def lat_deg(self) -> np.ndarray:
+        """(N,) latitudes, degrees."""
         return self.frame["lat_deg"].to_numpy(np.float64)
 
     @property
     def lon_deg(self) -> np.ndarray:
+        """(N,) longitudes, degrees."""
         return self.frame["lon_deg"].to_numpy(np.float64)
 
     def abs_paths(self) -> list[Path]:
+        """Each photo's absolute path (`root` / its relative path)."""
         return [self.root / p for p in self.frame["path"]]
 
 
@@ -158,13 +163,15 @@ def load_photos(source: Path | str, manifest: Path | str | None = None, workers:
     else:
         raise FileNotFoundError(f"{source}: no such folder or manifest")
     if tagger is not None and tagger.camera_offset is None:
-        report.warnings.append("GPX track: no time offset given, so camera times (for photos that record no offset) are read as UTC")
+        report.warnings.append("GPX track: no time offset given, so camera times (for photos that record no offset) "
+                               "are read as UTC")
 
     locate = Locator(root.resolve(), also=(source.resolve(),))  # absolute rows may point into the data folder
     if manifest is None:
         rows = _scan_folder(root, report)
     else:
-        read = read_manifest(Path(manifest), lambda cell: not isinstance(locate(cell), str), keep_unplaced=tagger is not None)
+        read = read_manifest(Path(manifest), lambda cell: not isinstance(locate(cell), str),
+                             keep_unplaced=tagger is not None)
         rows = read.rows
         report.rejected += [Rejection(p, reason) for p, reason in read.rejected]
         report.warnings += read.warnings
@@ -236,7 +243,8 @@ def _check_rows(locate: Locator, rows: pd.DataFrame, report: IngestReport, worke
         return _check_photo(locate, paths[i], lats[i], lons[i], tagger)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo", disable=len(rows) < 200))
+        results = list(tqdm(pool.map(check, range(len(rows))), total=len(rows), desc="ingest", unit="photo",
+                            disable=len(rows) < 200))
 
     keep: list[tuple[int, _Checked]] = []
     seen_paths, seen_hashes = set(), {}
@@ -384,7 +392,8 @@ class Locator:
             else:
                 matches = self._listing(folder).get(part.casefold(), [])
                 if len(matches) > 1:
-                    return f"file not found as written; {len(matches)} differ from it in case only ({', '.join(sorted(matches))})"
+                    return (f"file not found as written; {len(matches)} differ from it in case only "
+                            f"({', '.join(sorted(matches))})")
                 if not matches:
                     return "file not found"
                 name = matches[0]

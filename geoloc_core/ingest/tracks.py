@@ -1,4 +1,5 @@
-"""Photos without GPS placed on a GPX track by the time they were taken (a phone or watch logged the trip, the camera did not).
+"""Photos without GPS placed on a GPX track by the time they were taken (a phone or watch logged the trip, the camera
+did not).
 
 A photo's EXIF DateTimeOriginal is camera-clock time without a zone: the camera's UTC offset turns it
 into UTC (the photo's own OffsetTimeOriginal where it records one, else the offset given, else UTC).
@@ -63,7 +64,8 @@ def parse_utc_offset(text: str) -> timedelta:
 
 
 def read_gpx(source: str | Path) -> Track:
-    """The timed points of a GPX file, or of every `.gpx` file in a folder (tracks and routes; waypoints are places, not a path).
+    """The timed points of a GPX file, or of every `.gpx` file in a folder (tracks and routes; waypoints are places, not
+    a path).
 
     Each file is bounded (`ServerConfig.max_gpx_mb`) and read by one streaming XML pass (gpxpy's namespace regex took
     time quadratic in the file's size); a file in a folder must lie in it once its symbolic links are followed.
@@ -80,7 +82,8 @@ def read_gpx(source: str | Path) -> Track:
             raise ValueError(f"{path}: a symbolic link out of the GPX folder; not read")
         limit = server_config().max_gpx_mb
         if path.stat().st_size > limit * 2**20:
-            raise ValueError(f"{path}: " + too_large("the GPX file", path.stat().st_size / 2**20, limit, "MB", "max_gpx_mb"))
+            raise ValueError(f"{path}: "
+                             + too_large("the GPX file", path.stat().st_size / 2**20, limit, "MB", "max_gpx_mb"))
         try:
             points += _timed_points(path)
         except ET.ParseError as exc:  # a line and column, never the file's text
@@ -125,10 +128,12 @@ def position_at(track: Track, t_s: float, max_gap_s: float) -> tuple[float, floa
         return float(track.lat_deg[j]), float(track.lon_deg[j])
     gap = times[j] - times[j - 1]
     if gap > max_gap_s:
-        return f"in a {gap:.0f} s gap of the GPX track ({_utc(times[j - 1])} to {_utc(times[j])}; the maximum gap is {max_gap_s:g} s)"
+        return (f"in a {gap:.0f} s gap of the GPX track ({_utc(times[j - 1])} to {_utc(times[j])}; the maximum gap is "
+                f"{max_gap_s:g} s)")
     f = (t_s - times[j - 1]) / gap
     lat = track.lat_deg[j - 1] + f * (track.lat_deg[j] - track.lat_deg[j - 1])
-    dlon = (track.lon_deg[j] - track.lon_deg[j - 1] + 180) % 360 - 180  # the short way round, across the antimeridian too
+    # the short way round, across the antimeridian too
+    dlon = (track.lon_deg[j] - track.lon_deg[j - 1] + 180) % 360 - 180
     lon = (track.lon_deg[j - 1] + f * dlon + 180) % 360 - 180
     return float(lat), float(lon)
 
@@ -143,8 +148,10 @@ def place_photo(tagger: TrackTagger, image: Image.Image) -> tuple[float, float] 
     t_s = (taken - offset).replace(tzinfo=UTC).timestamp()
     where = position_at(tagger.track, t_s, tagger.max_gap_s)
     if isinstance(where, str):
-        how = "from its EXIF" if own_offset is not None else "as given" if tagger.camera_offset is not None else "as none was given"
-        return f"taken {_utc(t_s)} (camera clock {taken:%Y-%m-%d %H:%M:%S}, UTC offset {_offset_text(offset)} {how}): {where}"
+        how = ("from its EXIF" if own_offset is not None else "as given" if tagger.camera_offset is not None
+               else "as none was given")
+        return (f"taken {_utc(t_s)} (camera clock {taken:%Y-%m-%d %H:%M:%S}, UTC offset {_offset_text(offset)} {how}): "
+                f"{where}")
     return where
 
 

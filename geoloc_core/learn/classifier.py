@@ -32,6 +32,7 @@ class CosineHead(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) embeddings -> (B, n_classes) scaled cosine logits."""
         return self.scale * nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(self.weight, dim=-1).T
 
 
@@ -45,6 +46,7 @@ class RegionClassifier(nn.Module):
         self.heads = nn.ModuleList(CosineHead(dim, n) for n in n_classes)
 
     def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, D) prefix tokens -> one (B, n_classes) logit tensor per head."""
         pooled = self.suffix(tokens)
         return [head(pooled) for head in self.heads]
 
@@ -60,10 +62,12 @@ class RegionHead:
     regions: RegionFiles  # the partition it predicts (cut in round - 1), with its polygons
 
     def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) prefix tokens -> (B, n_regions) log-probabilities, float32."""
         return torch.log_softmax(self.head(self.suffix(prefix)).float(), dim=1)
 
     @property
     def name(self) -> str:
+        """How tables name it, e.g. "FT2 classifier"."""
         return f"FT{self.round} classifier"
 
 
@@ -76,11 +80,14 @@ class BackboneHead:
 
     @property
     def unfrozen_blocks(self) -> int:
+        """The blocks the head runs itself: those of its region head."""
         return self.region.unfrozen_blocks
 
     def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) prefix tokens -> (B, D + C): the unit embedding, then the region log-probabilities."""
         pooled = self.region.suffix(prefix).float()
-        return torch.cat([nn.functional.normalize(pooled, dim=-1), torch.log_softmax(self.region.head(pooled).float(), dim=1)], dim=1)
+        return torch.cat([nn.functional.normalize(pooled, dim=-1),
+                          torch.log_softmax(self.region.head(pooled).float(), dim=1)], dim=1)
 
     def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, D + C) outputs -> (N, D) unit embeddings, (N, C) log-probabilities."""
@@ -104,5 +111,6 @@ def load_region_head(ft: FinetuneRun, r: int, encoder: Encoder) -> RegionHead:
     regions = ft.regions(r - 1)
     if not regions.exists():
         raise FileNotFoundError(f"{path} predicts the regions of {regions.csv}, which is missing")
-    return RegionHead(suffix.eval().to(encoder.device), head.eval().to(encoder.device), int(state["unfrozen_blocks"]), r, regions)
+    return RegionHead(suffix.eval().to(encoder.device), head.eval().to(encoder.device), int(state["unfrozen_blocks"]),
+                      r, regions)
 

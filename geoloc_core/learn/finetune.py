@@ -67,6 +67,7 @@ class RoundResult:
 
 
 def round_name(r: int) -> str:
+    """A round's name in tables: "w/o" for round 0, else FT1, FT2, ..."""
     return "w/o" if r == 0 else f"FT{r}"
 
 
@@ -86,7 +87,8 @@ def cached_prefix_tokens(run: Run, encoder: Encoder, table: PhotoTable, unfrozen
         return storage.read_npy(path, mmap=True)
     paths = table.abs_paths()
     chunks, start, done = [], time.perf_counter(), 0
-    bar = tqdm(total=len(paths), desc=f"prefix (first {len(encoder.model.transformer.resblocks) - unfrozen_blocks} blocks)", unit="img")
+    bar = tqdm(total=len(paths), desc=f"prefix (first {len(encoder.model.transformer.resblocks) - unfrozen_blocks} "
+                                      "blocks)", unit="img")
     for idx, pixels, errors in decoded_batches(paths, range(len(paths)), encoder, batch_size, workers=4):
         if errors:
             raise ValueError(f"photos became unreadable since ingest: {errors}")
@@ -160,6 +162,7 @@ def embed_tokens(suffix: Suffix, tokens: np.ndarray, batch_size: int, device: to
 
 
 def make_optimizer(model: RegionClassifier, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW with the head at `cfg.head_lr` and the unfrozen blocks (if any train) at `cfg.lr`."""
     backbone = [p for p in model.suffix.parameters() if p.requires_grad]
     groups = [{"params": list(model.heads.parameters()), "lr": cfg.head_lr}]
     if backbone:
@@ -184,9 +187,10 @@ class FinetuneContext:
         self.train_idx, self.test_idx = np.flatnonzero(~self.is_test), np.flatnonzero(self.is_test)
         embed_cfg = self.pipeline.embed
         self.device = resolve_device(cfg.device)
-        self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device), embed_cfg.image_size)
-        self.tokens = cached_prefix_tokens(self.run, self.encoder, self.table, cfg.unfrozen_blocks, embed_cfg.batch_size,
-                                           self.progress("caching prefix tokens"))
+        self.encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, str(self.device),
+                                    embed_cfg.image_size)
+        self.tokens = cached_prefix_tokens(self.run, self.encoder, self.table, cfg.unfrozen_blocks,
+                                           embed_cfg.batch_size, self.progress("caching prefix tokens"))
         self.groups = self.table.frame["group"].to_numpy()
         self.clip: ClipArea | None = None  # what region polygons are clipped to (the run's region settings)
 
@@ -196,9 +200,11 @@ class FinetuneContext:
         if held_out is not None:
             answers = held_out_answers(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test)
             storage.write_csv(held_out, answers)
-        return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg, self.is_test) | chance_metrics(labels, self.is_test)
+        return region_metrics(pred_test, labels, self.table.lat_deg, self.table.lon_deg,
+                              self.is_test) | chance_metrics(labels, self.is_test)
 
     def progress(self, phase: str) -> Progress:
+        """A progress callback writing `phase` to the output folder, at most twice a second; a no-op without one."""
         if self.out is None:
             return _no_progress
         last = [0.0]
@@ -264,6 +270,7 @@ def finetune_rounds(run_dir: Path, cfg: FinetuneConfig, out_dir: Path | None = N
 
 
 def load_checkpoint(out: FinetuneRun) -> dict | None:
+    """The folder's last checkpoint (round, epoch, labels, weights, optimizer state, record); None before the first."""
     path = out.last_checkpoint
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
@@ -295,22 +302,24 @@ def _round_zero(ctx: FinetuneContext, out: FinetuneRun, cut) -> RoundResult:
     emb, _ = ctx.run.read_embeddings()
     labels, partition = cut(emb)
     probe = fit_linear_probe(emb[ctx.train_idx], labels[ctx.train_idx], ctx.groups[ctx.train_idx])
-    metrics = ctx.grade(probe.predict(emb[ctx.test_idx]), labels, out.held_out(0)) | {"n_regions": partition.n_regions,
-                                                                                      "modularity": partition.modularity}
+    metrics = (ctx.grade(probe.predict(emb[ctx.test_idx]), labels, out.held_out(0))
+               | {"n_regions": partition.n_regions, "modularity": partition.modularity})
     _write_round_outputs(ctx, out, 0, labels, emb)
     record = {"kind": "round", "round": 0, "name": "w/o", **metrics}
-    _save_checkpoint(out.last_checkpoint, {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
+    _save_checkpoint(out.last_checkpoint,
+                     {"round": 1, "epoch": -1, "labels": torch.from_numpy(labels), "suffix": {}, "record": record})
     out.append_metrics(record)
     return RoundResult(0, "w/o", metrics, labels, emb, labels, partition.modularity)
 
 
-def _write_round_outputs(ctx: FinetuneContext, out: FinetuneRun, r: int, next_labels: np.ndarray, emb: np.ndarray) -> None:
+def _write_round_outputs(ctx: FinetuneContext, out: FinetuneRun, r: int, next_labels: np.ndarray,
+                         emb: np.ndarray) -> None:
     storage.write_npy(out.embeddings(r), emb)
     write_regions(out.regions(r), ctx.table, ctx.graph, next_labels, ctx.projection, ctx.clip)
 
 
-def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun, r: int, suffix: Suffix, labels: np.ndarray, cut,
-                    mid_round: dict | None) -> RoundResult:
+def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun, r: int, suffix: Suffix,
+                    labels: np.ndarray, cut, mid_round: dict | None) -> RoundResult:
     n_regions = int(labels.max()) + 1
     model = RegionClassifier(suffix, [n_regions], ctx.encoder.model.proj.shape[1], seed=cfg.seed + r).to(ctx.device)
     optimizer = make_optimizer(model, cfg)
@@ -321,26 +330,28 @@ def _finetune_round(ctx: FinetuneContext, cfg: FinetuneConfig, out: FinetuneRun,
         start_epoch = int(mid_round["epoch"]) + 1
     for epoch in range(start_epoch, cfg.epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r * 1000 + epoch)
-        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, [labels], cfg.batch_size, generator, ctx.device,
-                             ctx.progress(f"{round_name(r)} epoch {epoch + 1} of {cfg.epochs}"))
+        record = train_epoch(model, optimizer, ctx.tokens, ctx.train_idx, [labels], cfg.batch_size, generator,
+                             ctx.device, ctx.progress(f"{round_name(r)} epoch {epoch + 1} of {cfg.epochs}"))
         pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
         record = {"kind": "epoch", "round": r, "name": round_name(r), "epoch": epoch, "n_regions": n_regions,
                   **record, **classification_metrics(labels[ctx.test_idx], pred)}
-        _save_checkpoint(out.last_checkpoint, {"round": r, "epoch": epoch, "labels": torch.from_numpy(labels), "model": model.state_dict(),
+        _save_checkpoint(out.last_checkpoint,
+                         {"round": r, "epoch": epoch, "labels": torch.from_numpy(labels), "model": model.state_dict(),
                                "optimizer": optimizer.state_dict(), "suffix": {}, "record": record})
         out.append_metrics(record)
         log.info("%s epoch %d: loss %.3f, train acc %.3f, test acc %.3f, %.1f img/s", round_name(r), epoch,
                  record["loss"], record["train_acc"], record["acc"], record["train_img_per_s"])
     pred = predict_log_probs(model, ctx.tokens, ctx.test_idx, cfg.batch_size, ctx.device)[0].argmax(1)
     metrics = ctx.grade(pred, labels, out.held_out(r)) | {"n_regions": n_regions}
-    emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device, ctx.progress(f"{round_name(r)}: re-embedding every photo"))
+    emb = embed_tokens(model.suffix, ctx.tokens, cfg.batch_size, ctx.device,
+                       ctx.progress(f"{round_name(r)}: re-embedding every photo"))
     next_labels, partition = cut(emb)
     _write_round_outputs(ctx, out, r, next_labels, emb)
     record = {"kind": "round", "round": r, "name": round_name(r), **metrics,
               "next_n_regions": partition.n_regions, "next_modularity": partition.modularity}
     _save_checkpoint(out.round_checkpoint(r), {"suffix": model.suffix.state_dict(), "head": model.heads[0].state_dict(),
-                                               "unfrozen_blocks": cfg.unfrozen_blocks, "labels": torch.from_numpy(labels),
-                                               "encoder": ctx.encoder.key})
+                                               "unfrozen_blocks": cfg.unfrozen_blocks,
+                                               "labels": torch.from_numpy(labels), "encoder": ctx.encoder.key})
     _save_checkpoint(out.last_checkpoint, {"round": r + 1, "epoch": -1, "labels": torch.from_numpy(next_labels),
                            "suffix": model.suffix.state_dict(), "record": record})
     out.append_metrics(record)

@@ -62,7 +62,8 @@ def choose_settings(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | Non
     settings, said so in the evidence."""
     if cfg.descriptor != "cls" or cfg.retrieval != "image":  # the inner folds query with the class token, searched
         raise UserError(f"--method auto chooses among settings of the cls descriptor retrieved by image (asked: "
-                        f"{cfg.descriptor}, {cfg.retrieval})", "Drop --descriptor and --retrieval, or use --method fixed")
+                        f"{cfg.descriptor}, {cfg.retrieval})", "Drop --descriptor and --retrieval, or use --method "
+                                                               "fixed")
     grid = auto_grid(cfg)
     groups = db["group"].to_numpy().astype(str)
     n_places = len(np.unique(groups))
@@ -75,8 +76,8 @@ def choose_settings(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | Non
     lat, lon = db["lat_deg"].to_numpy(), db["lon_deg"].to_numpy()
     for f in range(INNER_FOLDS):
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        fitted = fit(db.iloc[train].reset_index(drop=True), emb[train], None if patches is None else patches[train], shared, graph,
-                     calibrate=False)
+        fitted = fit(db.iloc[train].reset_index(drop=True), emb[train], None if patches is None else patches[train],
+                     shared, graph, calibrate=False)
         for name, setting in grid.items():
             p_lat, p_lon, _, _ = locate(as_setting(fitted, setting), emb[test], emb[test])
             errors[name][test] = haversine_km(p_lat, p_lon, lat[test], lon[test])
@@ -86,18 +87,22 @@ def choose_settings(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | Non
     evidence = {"chosen": chosen, "inner_folds": INNER_FOLDS, "places": n_places, "photos": len(db),
                 "median_km": {name: list(s) for name, s in scores.items()},
                 "settings": {name: _changes(setting, grid["given"]) for name, setting in grid.items()}}
-    log.info("auto: %s (median %.3f km over %d inner folds of %d places)", chosen, scores[chosen][0], INNER_FOLDS, n_places)
+    log.info("auto: %s (median %.3f km over %d inner folds of %d places)", chosen, scores[chosen][0], INNER_FOLDS,
+             n_places)
     return grid[chosen], evidence
 
 
 def _changes(setting: PredictorConfig, given: PredictorConfig) -> dict:
     """The fields a row changes from the given settings (what the Evaluate page and the predictor's meta show)."""
-    return {name: getattr(setting, name) for name in ("verify", "sources", "k", "region_weight", "retrieval", "top_regions")
+    return {name: getattr(setting, name)
+            for name in ("verify", "sources", "k", "region_weight", "retrieval", "top_regions")
             if getattr(setting, name) != getattr(given, name)}
 
 
 def evidence_table(evidence: dict) -> pd.DataFrame:
     """A choice's evidence as rows: setting, median km with its interval, what it changes, and which one was chosen."""
-    return pd.DataFrame([{"setting": name, "median_km": m, "median_km_lo": lo, "median_km_hi": hi, "chosen": name == evidence["chosen"],
-                          "changes": ", ".join(f"{k} {v}" for k, v in evidence["settings"][name].items()) or "(as given)"}
+    return pd.DataFrame([{"setting": name, "median_km": m, "median_km_lo": lo, "median_km_hi": hi,
+                          "chosen": name == evidence["chosen"],
+                          "changes": ", ".join(f"{k} {v}" for k, v in evidence["settings"][name].items())
+                          or "(as given)"}
                          for name, (m, lo, hi) in evidence.get("median_km", {}).items()])

@@ -34,7 +34,8 @@ def database_index(vectors: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray
     return build_index(propagate_over_sites(vectors, lat_deg, lon_deg, propagate))
 
 
-def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None, cfg: PredictorConfig = PredictorConfig(),
+def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
+                  cfg: PredictorConfig = PredictorConfig(),
                   graph: str = "dt", calibrate: bool = True, unseen: tuple[pd.DataFrame, np.ndarray] | None = None
                   ) -> Predictor:
     """A predictor over database photos (`db`: lat_deg, lon_deg, group, region, path) and their embeddings.
@@ -77,8 +78,8 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
             held = calibration == f
             p_lat, p_lon, _, _ = locate(_calibrator(predictor, desc, emb, held), desc[held], emb[held])
             predictor.calibration_errors_km[held] = haversine_km(p_lat, p_lon, lat[held], lon[held])
-    log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor, len(db),
-             bandwidth, predictor.radius_km, "on" if cfg.verify else "off")
+    log.info("predictor %s over %d photos: bandwidth %.3f km, 90%% radius %.3f km, verifier %s", cfg.descriptor,
+             len(db), bandwidth, predictor.radius_km, "on" if cfg.verify else "off")
     return predictor
 
 
@@ -116,7 +117,8 @@ def fit_region_probe(emb: np.ndarray, db: pd.DataFrame, cfg: PredictorConfig) ->
     if not (cfg.top_regions or (cfg.region_weight and cfg.verify)):
         return None
     if len(np.unique(db["region"].to_numpy()[known])) < 2:
-        log.warning("no region prior or top regions: the database has fewer than two w/o regions (run `geoloc regions`)")
+        log.warning("no region prior or top regions: the database has fewer than two w/o regions "
+                    "(run `geoloc regions`)")
         return None
     return as_linear(fit_linear_probe(emb[known], db["region"].to_numpy()[known], db["group"].to_numpy()[known]))
 
@@ -147,7 +149,8 @@ def never_trained_on(tuned: FinetuneRun, r: int, n: int) -> np.ndarray:
     return held
 
 
-def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), database: str = "all", graph: str = "dt") -> Predictor:
+def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), database: str = "all",
+                    graph: str = "dt") -> Predictor:
     """A predictor over a run's photos (`database="train"` keeps the held-out locations out, for evaluation).
 
     With `cfg.ft_round` r it is calibrated on the photos the fine-tuning held out of rounds 1 .. r (`never_trained_on`):
@@ -162,12 +165,14 @@ def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), dat
     emb, patches = run.read_embeddings()
     if cfg.tta != "none":
         if cfg.ft_round or cfg.descriptor != "cls":
-            raise ValueError(f"tta {cfg.tta} averages the pretrained class token's views: use ft_round 0 and the cls descriptor")
+            raise ValueError(f"tta {cfg.tta} averages the pretrained class token's views: use ft_round 0 and the cls "
+                             "descriptor")
         emb = view_embeddings(run_dir, cfg.tta)
     unseen = None
     if cfg.ft_round:
         if cfg.descriptor != "cls":
-            raise ValueError(f"ft_round {cfg.ft_round} retrieves with the fine-tuned class token: use the cls descriptor, not {cfg.descriptor}")
+            raise ValueError(f"ft_round {cfg.ft_round} retrieves with the fine-tuned class token: use the cls "
+                             f"descriptor, not {cfg.descriptor}")
         tuned = run.finetune_round(graph, cfg.ft_round)
         emb, patches = storage.read_npy(tuned.embeddings(cfg.ft_round)), None
         held = never_trained_on(tuned, cfg.ft_round, len(table))

@@ -55,23 +55,28 @@ class MatchExplanation:
 
 
 def grid_side(n_patches: int) -> int:
+    """Side of the square patch grid of `n_patches` tokens; a ValueError if they do not form one."""
     side = int(round(n_patches ** 0.5))
     if side * side != n_patches:
         raise ValueError(f"{n_patches} patch tokens are not a square grid")
     return side
 
 
-def mutual_matches(query_tokens: np.ndarray, match_tokens: np.ndarray, max_matches: int = ExplainConfig.max_matches) -> Correspondences:
-    """(P, D) and (Q, D) patch tokens -> their mutual nearest neighbours by cosine, the `max_matches` most distinctive."""
+def mutual_matches(query_tokens: np.ndarray, match_tokens: np.ndarray,
+                   max_matches: int = ExplainConfig.max_matches) -> Correspondences:
+    """(P, D) and (Q, D) patch tokens -> their mutual nearest neighbours by cosine,
+    the `max_matches` most distinctive."""
     sim = unit_vectors(query_tokens) @ unit_vectors(match_tokens).T  # (P, Q)
     forward, backward = sim.argmax(axis=1), sim.argmax(axis=0)
     query = np.flatnonzero(backward[forward] == np.arange(len(sim)))
     match = forward[query]
     best = sim[query, match]
-    runner_up = np.maximum(_second(sim, axis=1)[query], _second(sim, axis=0)[match]) if min(sim.shape) > 1 else np.full(len(best), -1.0)
+    runner_up = np.maximum(_second(sim, axis=1)[query],
+                           _second(sim, axis=0)[match]) if min(sim.shape) > 1 else np.full(len(best), -1.0)
     margin = best - runner_up
     order = np.argsort(-margin, kind="stable")[:max_matches]
-    return Correspondences(query[order], match[order], best[order], margin[order], sim.max(axis=1), sim.max(axis=0), len(query))
+    return Correspondences(query[order], match[order], best[order], margin[order], sim.max(axis=1), sim.max(axis=0),
+                           len(query))
 
 
 def _second(sim: np.ndarray, axis: int) -> np.ndarray:
@@ -97,7 +102,8 @@ def patch_centres(n_patches: int, width: int, height: int) -> np.ndarray:
 
 
 def upright_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) of a photo as shown upright (EXIF orientation applied), read from its header; None if unreadable."""
+    """(width, height) of a photo as shown upright (EXIF orientation applied), read from its
+    header; None if unreadable."""
     try:
         with Image.open(path) as image:
             w, h = image.size
@@ -118,7 +124,8 @@ def neighbour_tokens(predictor: Predictor, run_dir: Path, neighbours: list[Neigh
         return [np.asarray(stored[n.photo]) for n in neighbours], "run"
     cache = EmbeddingCache.for_encoder(predictor.encoder)
     try:
-        out = embed_images([Path(n.path) for n in neighbours], predictor.encoder, patches=True, cache=cache, progress=False)
+        out = embed_images([Path(n.path) for n in neighbours], predictor.encoder, patches=True, cache=cache,
+                           progress=False)
     finally:
         cache.close()
     return [None if i in out.failed else out.patches[i] for i in range(len(neighbours))], "computed"
@@ -135,7 +142,8 @@ def _stored_patches(run: Run, predictor: Predictor, n_patches: int) -> np.ndarra
     return patches if patches.shape[0] == rows and patches.shape[1] == n_patches else None
 
 
-def explain_prediction(pred: Prediction, predictor: Predictor, run_dir: Path, max_matches: int = ExplainConfig.max_matches) -> list[MatchExplanation]:
+def explain_prediction(pred: Prediction, predictor: Predictor, run_dir: Path,
+                       max_matches: int = ExplainConfig.max_matches) -> list[MatchExplanation]:
     """The patch correspondences between a predicted photo and each of its neighbours (`predict(keep_tokens=True)`)."""
     if pred.tokens is None:
         raise ValueError(f"{pred.path}: no patch tokens kept; predict it with keep_tokens=True")
@@ -144,7 +152,8 @@ def explain_prediction(pred: Prediction, predictor: Predictor, run_dir: Path, ma
             for rank, (n, t) in enumerate(zip(pred.neighbours, tokens)) if t is not None]
 
 
-def matches_frame(query_path: str, query_size: tuple[int, int] | None, explanations: list[MatchExplanation]) -> pd.DataFrame:
+def matches_frame(query_path: str, query_size: tuple[int, int] | None,
+                  explanations: list[MatchExplanation]) -> pd.DataFrame:
     """One row per correspondence: the patches, their cosine and margin, and their centres as (x, y) fractions of each
     upright photo (NaN where a photo's size cannot be read)."""
     frames = []
@@ -152,9 +161,12 @@ def matches_frame(query_path: str, query_size: tuple[int, int] | None, explanati
         m, size = e.matches, upright_size(e.neighbour.path)
         q_xy = _centres(len(m.query_heat), query_size)[m.query_patch]
         n_xy = _centres(len(m.match_heat), size)[m.match_patch]
-        frames.append(pd.DataFrame({"photo": query_path, "rank": e.rank, "neighbour": e.neighbour.path, "query_patch": m.query_patch,
-                                    "match_patch": m.match_patch, "cosine": m.similarity, "margin": m.margin, "query_x": q_xy[:, 0],
-                                    "query_y": q_xy[:, 1], "match_x": n_xy[:, 0], "match_y": n_xy[:, 1], "tokens_from": e.tokens_from}))
+        frames.append(pd.DataFrame({"photo": query_path, "rank": e.rank, "neighbour": e.neighbour.path,
+                                    "query_patch": m.query_patch,
+                                    "match_patch": m.match_patch, "cosine": m.similarity, "margin": m.margin,
+                                    "query_x": q_xy[:, 0],
+                                    "query_y": q_xy[:, 1], "match_x": n_xy[:, 0], "match_y": n_xy[:, 1],
+                                    "tokens_from": e.tokens_from}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -20,7 +20,8 @@ HNSW_THRESHOLD = 200_000
 HNSW_M = 32  # graph degree: recall vs memory
 HNSW_EF_SEARCH = 128  # search breadth: recall vs latency
 IVF_NPROBE = 32  # inverted lists visited per query: recall vs latency
-IVF_TRAIN_PER_LIST = 40  # k-means on a sample of this many vectors per list: training cost stays flat as the database grows
+# k-means on a sample of this many vectors per list: training cost stays flat as the database grows
+IVF_TRAIN_PER_LIST = 40
 
 
 def build_index(vectors: np.ndarray, kind: str = "auto") -> faiss.Index:
@@ -35,8 +36,10 @@ def build_index(vectors: np.ndarray, kind: str = "auto") -> faiss.Index:
         index.hnsw.efSearch = HNSW_EF_SEARCH
     elif kind == "ivf":
         n_lists = int(4 * np.sqrt(len(vectors)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], n_lists, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(len(vectors), size=min(IVF_TRAIN_PER_LIST * n_lists, len(vectors)), replace=False)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], n_lists,
+                                   faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(vectors), size=min(IVF_TRAIN_PER_LIST * n_lists, len(vectors)),
+                                                 replace=False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = IVF_NPROBE
     else:
@@ -52,10 +55,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def save_index(index: faiss.Index, path: Path) -> Path:
+    """Write a faiss index to `path` atomically; returns `path`."""
     return write_bytes(Path(path), faiss.serialize_index(index).tobytes())
 
 
 def load_index(path: Path) -> faiss.Index:
+    """A saved faiss index, with this module's search breadth (HNSW efSearch, IVF nprobe) set again."""
     index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH

@@ -42,16 +42,19 @@ class GpsEncoder(nn.Module):
         g = torch.Generator().manual_seed(cfg.seed)
         freqs = torch.stack([torch.randn(3, cfg.n_freq, generator=g) * s / extent_rad for s in cfg.scales])
         self.register_buffer("freqs", freqs)  # (S, 3, F), part of the saved state
-        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * cfg.n_freq, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(2 * cfg.n_freq, cfg.hidden), nn.ReLU(),
+                                                nn.Linear(cfg.hidden, cfg.dim))
                                   for _ in cfg.scales)
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(N, 3) unit position vectors -> (N, dim) unit codes: the scales' MLP outputs summed, then normalised."""
         phase = torch.einsum("nc,scf->snf", xyz, self.freqs)
         feats = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
         return nn.functional.normalize(sum(mlp(f) for mlp, f in zip(self.mlps, feats)), dim=-1)
 
 
 class GpsVerifier(nn.Module):
+    """Scores how well a photo's embedding matches candidate coordinates (cosine of an image code and a GPS code)."""
     def __init__(self, cfg: LocatorConfig, in_dim: int, extent_rad: float):
         super().__init__()
         self.cfg, self.in_dim, self.extent_rad = cfg, in_dim, extent_rad
@@ -60,6 +63,7 @@ class GpsVerifier(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))  # CLIP's initial temperature
 
     def image_codes(self, emb: torch.Tensor) -> torch.Tensor:
+        """(M, D) image embeddings -> (M, dim) unit codes, with gradients (for training)."""
         return nn.functional.normalize(self.image(emb), dim=-1)
 
     @torch.no_grad()
@@ -90,10 +94,12 @@ class LatLonRegressor(nn.Module):
                                  nn.Linear(cfg.hidden, 3))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """(N, D) embeddings -> (N, 3) unit position vectors: the data's centre plus a learned offset."""
         return nn.functional.normalize(self.centre + self.extent_rad * self.mlp(emb), dim=-1)
 
     @torch.no_grad()
     def predict(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) embeddings -> (lat, lon), (N,) degrees each."""
         self.eval()
         return xyz_to_latlon(self(torch.from_numpy(np.asarray(emb, np.float32))).numpy())
 
@@ -158,17 +164,20 @@ def fit_regressor(emb: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray,
 
 def save_locator(model: nn.Module, path: Path, meta: dict) -> None:
     """Weights as safetensors, settings (and what `load_locator` needs to rebuild it) as JSON beside them; each file
-    written atomically (`storage`: a temp file of the writer's own, fsynced, renamed), so two writers never share one."""
+    written atomically (`storage`: a temp file of the writer's own, fsynced, renamed), so two writers never share
+    one."""
     path = Path(path)
     storage.write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     storage.write_json(path.with_suffix(".json"), meta)
 
 
 def locator_meta(kind: str, cfg: LocatorConfig, in_dim: int, **extra: object) -> dict:
+    """The JSON saved beside a locator's weights: its kind, settings, input size and what else rebuilds it."""
     return {"kind": kind, "config": asdict(cfg), "in_dim": in_dim, **extra}
 
 
 def load_locator(path: Path) -> GpsVerifier | LatLonRegressor:
+    """A locator saved by `save_locator`, rebuilt from its JSON and loaded in eval mode (safetensors: no unpickling)."""
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta.get("kind") not in ("verifier", "regressor"):

@@ -2,10 +2,10 @@
 
 Each photo is embedded once (with test-time views, `PredictorConfig.tta`, all its views in one batch):
 the predictor's region classifier (where the run has one) runs inside
-that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then `predictor.locate`
-retrieves and verifies. With `keep_tokens`, each prediction keeps the photo's patch tokens from that same pass, for
-explaining its matches (`explain.explain_prediction`) without a second forward pass. The predicted region is the
-classifier's answer, or else the region of the database photo nearest the predicted location. Photos of one place
+that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then
+`predictor.locate` retrieves and verifies. With `keep_tokens`, each prediction keeps the photo's patch tokens from that
+same pass, for explaining its matches (`explain.explain_prediction`) without a second forward pass. The predicted region
+is the classifier's answer, or else the region of the database photo nearest the predicted location. Photos of one place
 (`groups`, `together.photo_groups`) are located together, with one answer. A photo's EXIF GPS, where it has one, is
 reported beside the prediction as the truth, never used.
 """
@@ -34,6 +34,7 @@ from geoloc_core.locate.predictor import Predictor, joint_log_proba, locate, nei
 
 @dataclass(frozen=True)
 class Neighbour:
+    """One database photo retrieved for a prediction, where it lies and how close it is."""
     path: str
     lat_deg: float
     lon_deg: float
@@ -44,6 +45,7 @@ class Neighbour:
 
 @dataclass
 class Prediction:
+    """One photo's answer: the location, its uncertainty radius, its region, the neighbours behind it."""
     path: str
     lat_deg: float
     lon_deg: float
@@ -54,14 +56,17 @@ class Prediction:
     true_lat_deg: float | None = None  # from the photo's EXIF GPS, shown, never used
     true_lon_deg: float | None = None
     region_prob: float | None = None  # the classifier's probability of `region`; None for the nearest-photo region
-    familiarity: float | None = None  # share of the database's leave-location-out queries whose best match was no closer
+    # share of the database's leave-location-out queries whose best match was no closer
+    familiarity: float | None = None
     unfamiliar: bool = False  # familiarity under the predictor's threshold: unlike any photo of the database, a guess
     region_agrees: bool | None = None  # whether the classifier's region holds the predicted point (None: no classifier)
-    tokens: np.ndarray | None = field(default=None, repr=False)  # (P, Dp) float16 patch tokens of its one forward pass (keep_tokens)
+    # (P, Dp) float16 patch tokens of its one forward pass (keep_tokens)
+    tokens: np.ndarray | None = field(default=None, repr=False)
     group: str | None = None  # the place it was located together with (`together`); None: located alone
 
     @property
     def error_km(self) -> float | None:
+        """Great-circle km from the photo's own EXIF GPS; None without it."""
         if self.true_lat_deg is None:
             return None
         return float(haversine_km(self.lat_deg, self.lon_deg, self.true_lat_deg, self.true_lon_deg))
@@ -85,9 +90,11 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     failed = {str(paths[i]): reason for i, reason in out.failed.items()}
     if not len(ok):
         return [], failed
-    emb, log_probs = (backbone.split(out.head_out[ok]) if backbone else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
+    emb, log_probs = (backbone.split(out.head_out[ok]) if backbone
+                      else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
     if log_probs is not None:
-        log_probs = log_softmax(log_probs, axis=1)  # the mean over a photo's views of its log-probabilities, normalised again
+        # the mean over a photo's views of its log-probabilities, normalised again
+        log_probs = log_softmax(log_probs, axis=1)
     desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
     group = _readable_groups(groups, ok, len(paths))
     p_lat, p_lon, sims, ids = locate(predictor, desc, emb, group)
@@ -105,21 +112,24 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     preds = []
     for row, i in enumerate(ok):
         truth = exif_truth(paths[i])
-        neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]), float(sims[row, c]),
+        neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]),
+                                float(sims[row, c]),
                                 float(dists[row, c]), int(photo_rows[j])) for c, j in enumerate(ids[row])]
-        preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km, predictor.coverage,
+        preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km,
+                                predictor.coverage,
                                 int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth,
                                 region_prob=None if np.isnan(region_probs[row]) else float(region_probs[row]),
                                 familiarity=None if np.isnan(familiarity[row]) else float(familiarity[row]),
                                 unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
-                                region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None else None,
-                                tokens=out.patches[i] if keep_tokens else None,
+                                region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None
+                                else None, tokens=out.patches[i] if keep_tokens else None,
                                 group=None if group is None else group[row]))
     return preds, failed
 
 
 def _readable_groups(groups: list[str | None] | None, ok: np.ndarray, n: int) -> list[str | None] | None:
-    """The group of each readable photo, None for one no other readable photo shares a group with; None when no two do."""
+    """The group of each readable photo, None for one no other readable photo shares a group
+    with; None when no two do."""
     if groups is None:
         return None
     if len(groups) != n:
@@ -142,20 +152,23 @@ def predictions_frame(preds: list[Prediction]) -> pd.DataFrame:
     """One row per prediction, its top-k neighbours as a JSON list: the CSV export."""
     return pd.DataFrame([{
         "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "radius_km": p.radius_km, "coverage": p.coverage,
-        "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg, "true_lon_deg": p.true_lon_deg,
-        "error_km": p.error_km, "familiarity": p.familiarity, "unfamiliar": p.unfamiliar, "region_agrees": p.region_agrees,
-        "group": p.group, "neighbours": json.dumps([vars(n) for n in p.neighbours]),
+        "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg,
+        "true_lon_deg": p.true_lon_deg,
+        "error_km": p.error_km, "familiarity": p.familiarity, "unfamiliar": p.unfamiliar,
+        "region_agrees": p.region_agrees, "group": p.group, "neighbours": json.dumps([vars(n) for n in p.neighbours]),
     } for p in preds])
 
 
 def predictions_geojson(preds: list[Prediction]) -> str:
     """Points at the predicted locations with every field as a property: the GeoJSON export."""
     frame = predictions_frame(preds)
-    return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon_deg"], frame["lat_deg"]), crs="EPSG:4326").to_json()
+    return gpd.GeoDataFrame(frame, geometry=gpd.points_from_xy(frame["lon_deg"], frame["lat_deg"]),
+                            crs="EPSG:4326").to_json()
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    """A predictions CSV or GeoJSON that `geoloc predict` (or the Predict page) wrote, back as `predictions_frame` rows."""
+    """A predictions CSV or GeoJSON that `geoloc predict` (or the Predict page) wrote,
+    back as `predictions_frame` rows."""
     path = Path(path)
     if path.suffix.lower() in (".geojson", ".json"):
         features = json.loads(path.read_text())["features"]
@@ -164,8 +177,10 @@ def read_predictions(path: Path) -> pd.DataFrame:
         frame = storage.unguarded(pd.read_csv(path, dtype={"group": str}))  # a group named "7" stays the text "7"
     missing = {"path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "neighbours"} - set(frame)
     if missing:
-        raise ValueError(f"{path} is not a predictions file of `geoloc predict`: no column {', '.join(sorted(missing))}")
-    for column in ("region_prob", "true_lat_deg", "true_lon_deg", "error_km", "familiarity", "unfamiliar", "region_agrees", "group"):
+        raise ValueError(f"{path} is not a predictions file of `geoloc predict`: "
+                         f"no column {', '.join(sorted(missing))}")
+    for column in ("region_prob", "true_lat_deg", "true_lon_deg", "error_km", "familiarity", "unfamiliar",
+                   "region_agrees", "group"):
         if column not in frame:
             frame[column] = None
     return frame

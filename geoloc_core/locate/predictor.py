@@ -78,18 +78,22 @@ class Predictor:
     region_head: RegionHead | None = None
     regions: RegionFiles | None = None  # the partition `Prediction.region` numbers (polygons beside it)
     region_labels: np.ndarray | None = None  # (len(db),) each database photo's region in `regions`; None: db["region"]
-    backbone: RegionHead | None = None  # with cfg.ft_round: the round the database was embedded with; queries run its blocks
+    # with cfg.ft_round: the round the database was embedded with; queries run its blocks
+    backbone: RegionHead | None = None
     region_probe: LinearProbe | None = None  # with the hierarchy: the database's region classifier over db["region"]
     regressor: LatLonRegressor | None = None  # source "regression": the lat/lon MLP whose answer is one more candidate
-    choice: dict | None = None  # method "auto": the settings chosen and the inner folds' evidence (`auto.choose_settings`)
+    # method "auto": the settings chosen and the inner folds' evidence (`auto.choose_settings`)
+    choice: dict | None = None
 
     @property
     def hierarchical(self) -> bool:
+        """Whether the region probe takes part: top regions or a region prior is on."""
         return self.region_probe is not None and bool(self.cfg.top_regions or self.cfg.region_weight)
 
     @cached_property
     def _db_region_class(self) -> np.ndarray:
-        """(len(db),) each database photo's region as a column of the probe's classes (-1: a region it does not know)."""
+        """(len(db),) each database photo's region as a column of the probe's classes
+        (-1: a region it does not know)."""
         classes, regions = self.region_probe.classes, self.db["region"].to_numpy()
         at = np.clip(np.searchsorted(classes, regions), 0, len(classes) - 1)
         return np.where(classes[at] == regions, at, -1)
@@ -100,14 +104,17 @@ class Predictor:
 
     @property
     def descriptor(self) -> str:
+        """The retrieval descriptor (cls, gem or vlad)."""
         return self.cfg.descriptor
 
     @property
     def k(self) -> int:
+        """Database photos retrieved per query."""
         return self.cfg.k
 
     @property
     def sources(self) -> tuple[str, ...]:
+        """Where candidate coordinates come from."""
         return self.cfg.sources
 
     def with_sources(self, sources: tuple[str, ...]) -> Predictor:
@@ -132,7 +139,9 @@ class Predictor:
 
     @property
     def region_source(self) -> str:
-        return f"{self.graph.upper()} {self.region_head.name}" if self.region_head else f"{self.graph.upper()} w/o, nearest photo"
+        """What names the predicted region: the fine-tuned classifier, or the nearest database photo's w/o region."""
+        return (f"{self.graph.upper()} {self.region_head.name}" if self.region_head
+                else f"{self.graph.upper()} w/o, nearest photo")
 
     @cached_property
     def _db_tree(self) -> cKDTree:
@@ -155,6 +164,7 @@ class Predictor:
 
     @cached_property
     def region_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) lat, lon of each region's centroid over the database photos whose region is known; empty if none is."""
         known = self.db[self.db["region"] >= 0]
         if known.empty:
             return np.empty(0), np.empty(0)
@@ -164,7 +174,8 @@ class Predictor:
 
 def neighbour_groups(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(M, k) neighbour similarities and coordinates -> each neighbour's group: (support, centre lat, centre lon), (M, k) each.
+    """(M, k) neighbour similarities and coordinates -> each neighbour's group: (support, centre lat, centre lon),
+    (M, k) each.
 
     A neighbour's group is the neighbours within `bandwidth_km` of it; its support is their summed
     similarity and its centre their similarity-weighted mean on the sphere.
@@ -183,10 +194,12 @@ def vote(sims: np.ndarray, lat: np.ndarray, lon: np.ndarray, bandwidth_km: float
 
 
 def neighbour_coords(predictor: Predictor, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, k) neighbour ids -> the neighbours' (M, k) latitudes and longitudes."""
     return predictor.db["lat_deg"].to_numpy()[ids], predictor.db["lon_deg"].to_numpy()[ids]
 
 
-def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray,
+               ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(M, C) candidate latitudes and longitudes from `predictor.sources`, for the verifier to choose among."""
     n_lat, n_lon = neighbour_coords(predictor, ids)
     lats, lons = [], []
@@ -197,11 +210,14 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
         lats.append(c_lat), lons.append(c_lon)
     if "gallery" in predictor.sources:
         _, site = search(predictor._gallery_index, predictor.verifier.image_codes_np(emb), GALLERY_SIZE)
-        lats.append(predictor.sites["lat_deg"].to_numpy()[site]), lons.append(predictor.sites["lon_deg"].to_numpy()[site])
+        lats.append(predictor.sites["lat_deg"].to_numpy()[site])
+        lons.append(predictor.sites["lon_deg"].to_numpy()[site])
     r_lat, r_lon = predictor.region_centroids
     if "regions" in predictor.sources and len(r_lat):
-        lats.append(np.broadcast_to(r_lat, (len(emb), len(r_lat)))), lons.append(np.broadcast_to(r_lon, (len(emb), len(r_lon))))
-    if "regression" in predictor.sources and predictor.regressor is not None:  # a country-scale regression can beat retrieval
+        lats.append(np.broadcast_to(r_lat, (len(emb), len(r_lat))))
+        lons.append(np.broadcast_to(r_lon, (len(emb), len(r_lon))))
+    # a country-scale regression can beat retrieval
+    if "regression" in predictor.sources and predictor.regressor is not None:
         g_lat, g_lon = predictor.regressor.predict(emb)
         lats.append(g_lat[:, None]), lons.append(g_lon[:, None])
     return np.concatenate(lats, axis=1), np.concatenate(lons, axis=1)
@@ -210,7 +226,8 @@ def candidates(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.
 def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(M, D) query descriptors and unit CLS embeddings -> (lat (M,), lon (M,), sims (M, k), ids (M, k)); the query is
-    searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain (the database alone is propagated).
+    searched in the predictor's retrieval space (`retrieval.retrieval_vectors`), plain
+    (the database alone is propagated).
 
     `together`: (M,) labels (None: alone); queries that share one are photos of one place, located jointly
     (`group_answer`). Each keeps its own neighbours, searched within the group's top regions with the hierarchy."""
@@ -232,18 +249,20 @@ def locate(predictor: Predictor, desc: np.ndarray, emb: np.ndarray, together: np
         lat, lon = np.take_along_axis(c_lat, best, 1)[:, 0], np.take_along_axis(c_lon, best, 1)[:, 0]
     for rows in _members(together) if together is not None else []:
         if len(rows) > 1:  # a photo alone keeps its own answer
-            lat[rows], lon[rows] = group_answer(predictor, emb[rows], sims[rows], ids[rows], None if log_p is None else log_p[rows],
+            lat[rows], lon[rows] = group_answer(predictor, emb[rows], sims[rows], ids[rows],
+                                                None if log_p is None else log_p[rows],
                                                 None if top is None else top[rows])
     return lat, lon, sims, ids
 
 
 def group_answer(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: np.ndarray, log_p: np.ndarray | None,
                  top: np.ndarray | None) -> tuple[float, float]:
-    """One place's photos ((G, D) embeddings, their (G, k) neighbours, region log-probabilities and the group's top-region
-    mask) -> the group's one answer: the candidate, of all the photos proposed, of highest summed verifier logit. The sum is
-    linear in the photos (scale times the summed image codes against each candidate's code, plus the region prior times the
-    summed log p(candidate's region): the product of the photos' region probabilities), so it costs one pass over the
-    distinct candidates. Without a verifier, the vote over the group's strongest `MAX_POOLED` neighbours, pooled."""
+    """One place's photos ((G, D) embeddings, their (G, k) neighbours, region log-probabilities and the group's
+    top-region mask) -> the group's one answer: the candidate, of all the photos proposed, of highest summed verifier
+    logit. The sum is linear in the photos (scale times the summed image codes against each candidate's code, plus the
+    region prior times the summed log p(candidate's region): the product of the photos' region
+    probabilities), so it costs one pass over the distinct candidates. Without a verifier, the vote over the group's
+    strongest `MAX_POOLED` neighbours, pooled."""
     if predictor.verifier is None or not predictor.sources:
         photo, summed = np.unique(ids.ravel(), return_inverse=True)
         support = np.bincount(summed.ravel(), weights=sims.ravel().astype(np.float64))
@@ -253,7 +272,8 @@ def group_answer(predictor: Predictor, emb: np.ndarray, sims: np.ndarray, ids: n
     c_lat, c_lon = candidates(predictor, emb, sims, ids)
     sites = np.unique(np.column_stack([c_lat.ravel(), c_lon.ravel()]), axis=0)
     c_lat, c_lon = sites[None, :, 0], sites[None, :, 1]
-    scores = predictor.verifier.image_codes_np(emb).sum(0, keepdims=True) @ predictor.verifier.gps_codes(sites[:, 0], sites[:, 1]).T
+    scores = (predictor.verifier.image_codes_np(emb).sum(0, keepdims=True)
+              @ predictor.verifier.gps_codes(sites[:, 0], sites[:, 1]).T)
     if log_p is not None:
         scores = hierarchy_scores(predictor, scores, log_p.sum(0, keepdims=True), None if top is None else top[:1],
                                   predictor.region_class_at(c_lat, c_lon))
@@ -289,7 +309,8 @@ def search_within(predictor: Predictor, desc: np.ndarray, top: np.ndarray) -> tu
     """The top-k database photos among those of each query's top regions ((M, R) `top`): (sims (M, k), ids (M, k)).
 
     Searches `REGION_POOL` times k and keeps the pool's photos of the top regions first, in order of similarity; where
-    the pool holds fewer than k of them, the best of the rest fill it (their candidates are then refused in verification)."""
+    the pool holds fewer than k of them, the best of the rest fill it (their candidates are then refused in
+    verification)."""
     sims, ids = search(predictor.index, desc, predictor.k * REGION_POOL)
     cls = predictor._db_region_class[ids]
     inside = (cls >= 0) & np.take_along_axis(top, np.maximum(cls, 0), axis=1)
@@ -299,13 +320,15 @@ def search_within(predictor: Predictor, desc: np.ndarray, top: np.ndarray) -> tu
 
 def hierarchy_scores(predictor: Predictor, scores: np.ndarray, log_p: np.ndarray, top: np.ndarray | None,
                      cand_class: np.ndarray) -> np.ndarray:
-    """(M, C) verifier cosines -> (M, C) the verifier's logits (cosine times its learned scale) plus `region_weight` times
-    log p(candidate's region); with `top`, a candidate outside the query's top regions scores -inf (unless all do). For a
+    """(M, C) verifier cosines -> (M, C) the verifier's logits (cosine times its learned scale) plus `region_weight`
+    times log p(candidate's region); with `top`, a candidate outside the query's top regions scores -inf
+    (unless all do). For a
     group (`group_answer`): its summed cosines and summed log-probabilities, one row.
 
     A candidate whose region the probe does not know counts as the query's least likely region."""
     logits = scores * float(predictor.verifier.log_scale.detach().exp().clamp(max=100))
-    cand_log_p = np.where(cand_class >= 0, np.take_along_axis(log_p, np.maximum(cand_class, 0), axis=1), log_p.min(1, keepdims=True))
+    cand_log_p = np.where(cand_class >= 0, np.take_along_axis(log_p, np.maximum(cand_class, 0), axis=1),
+                          log_p.min(1, keepdims=True))
     logits = logits + predictor.cfg.region_weight * cand_log_p
     if top is None:
         return logits

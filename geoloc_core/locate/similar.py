@@ -50,6 +50,7 @@ class Query:
 
 @dataclass
 class SimilarPlaces:
+    """Places like a query: every site scored, and the closest sites that are not the query's own."""
     sites: pd.DataFrame  # every site: site, lat_deg, lon_deg, similarity, percentile, n_photos, best_photo, path, query
     closest: pd.DataFrame  # the `top` best sites that hold none of the query's photos, with their place names
     space: str  # which embeddings were used
@@ -63,7 +64,8 @@ def spaces(run: Run) -> list[Space]:
     found = []
     for graph in GRAPHS:
         latest = run.latest_round(graph)
-        if latest and latest[0].embeddings(latest[1]).exists() and len(storage.read_npy(latest[0].embeddings(latest[1]), mmap=True)) == n:
+        if (latest and latest[0].embeddings(latest[1]).exists()
+                and len(storage.read_npy(latest[0].embeddings(latest[1]), mmap=True)) == n):
             ft, r = latest
             found.append(Space(f"FT{r} {graph.upper()} fine-tuned ({ft.root.relative_to(run.root)})", ft, r))
     return found + [Space(PRETRAINED)]
@@ -75,6 +77,7 @@ def space_embeddings(run: Run, space: Space) -> np.ndarray:
 
 
 def photo_query(emb: np.ndarray, photo: int, label: str) -> Query:
+    """One of the run's photos as a query."""
     return Query(np.asarray(emb[photo], np.float32), label, np.array([photo]))
 
 
@@ -88,6 +91,7 @@ def region_query(emb: np.ndarray, labels: np.ndarray, region: int, label: str) -
 
 
 def run_encoder(run: Run, device: str = "auto") -> Encoder:
+    """The run's own encoder (its embed settings), to embed an uploaded photo as the run's photos were."""
     cfg = run.pipeline_config().embed
     return load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, device, cfg.image_size)
 
@@ -110,12 +114,14 @@ def site_scores(emb: np.ndarray, site_of_photo: np.ndarray, query: np.ndarray, h
     n_sites = int(site_of_photo.max()) + 1
     counts = np.bincount(site_of_photo, minlength=n_sites)
     order = np.lexsort((-sims, site_of_photo))  # by site, best photo first
-    best = order[np.searchsorted(site_of_photo[order], np.arange(n_sites))]  # every site holds a photo: sites are photo locations
+    # every site holds a photo: sites are photo locations
+    best = order[np.searchsorted(site_of_photo[order], np.arange(n_sites))]
     score = sims[best] if how == "max" else np.bincount(site_of_photo, weights=sims, minlength=n_sites) / counts
     return score, best, counts
 
 
-def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", top: int = 10, emb: np.ndarray | None = None
+def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", top: int = 10,
+                 emb: np.ndarray | None = None
                  ) -> SimilarPlaces:
     """Every site of the run scored against `query`, and the `top` closest sites that hold none of its photos, named."""
     run = Run(run_dir)
@@ -126,8 +132,8 @@ def find_similar(run_dir: Path, query: Query, space: Space, how: str = "max", to
     paths = [str(p) for p in run.photo_table().abs_paths()]
     own = np.zeros(len(sites), bool)
     own[site_of_photo[query.photos]] = True
-    sites = sites.assign(similarity=score[sites["site"]], n_photos=counts[sites["site"]], best_photo=best[sites["site"]],
-                         query=own[sites["site"]])
+    sites = sites.assign(similarity=score[sites["site"]], n_photos=counts[sites["site"]],
+                         best_photo=best[sites["site"]], query=own[sites["site"]])
     sites = sites.assign(path=[paths[i] for i in sites["best_photo"]], percentile=sites["similarity"].rank(pct=True))
     closest = sites[~sites["query"]].nlargest(top, "similarity").reset_index(drop=True)
     closest.insert(0, "rank", np.arange(1, len(closest) + 1))

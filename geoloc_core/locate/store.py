@@ -104,8 +104,10 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
         index, errors = load_index(store.index), storage.read_npy(store.calibration)
         familiar = storage.read_npy(store.familiarity)
     embed_cfg = run.pipeline_config().embed
-    encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device, embed_cfg.image_size)
-    backbone = load_region_head(run.finetune_round(cfg.graph, built.ft_round), built.ft_round, encoder) if built.ft_round else None
+    encoder = load_encoder(embed_cfg.model, embed_cfg.checkpoint, embed_cfg.pretrained, cfg.device,
+                           embed_cfg.image_size)
+    backbone = load_region_head(run.finetune_round(cfg.graph, built.ft_round), built.ft_round,
+                                encoder) if built.ft_round else None
     latest = run.latest_round(cfg.graph) if cfg.region_from == "classifier" and backbone is None else None
     head = load_region_head(*latest, encoder) if latest else (backbone if cfg.region_from == "classifier" else None)
     regions_file, regions = photo_regions(run, cfg.graph)
@@ -117,9 +119,9 @@ def load_predictor(store: PredictorStore, run_dir: Path, cfg: PredictConfig = Pr
 
 
 def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> PredictorStore:
-    """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest (with the
-    graph, where the predictor depends on its regions or fine-tuning), so alternating settings reload each other's
-    predictor instead of rebuilding it."""
+    """Where the predictor for these settings is saved: one folder per descriptor, database and settings digest
+    (with the graph, where the predictor depends on its regions or fine-tuning), so alternating settings reload each
+    other's predictor instead of rebuilding it."""
     key = {"config": storage.to_jsonable(cfg), "graph": graph} if _depends_on_graph(cfg) else storage.to_jsonable(cfg)
     settings = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return Run(run_dir).predictor(cfg.descriptor, database, settings)

@@ -55,7 +55,8 @@ def time_groups(times: list[datetime | None], gap_min: float) -> list[str | None
 
 def comparable_times(stamps: list[tuple[datetime, timedelta | None] | None]) -> list[datetime | None]:
     """(camera-clock time, UTC offset or None) per photo -> times that compare across the photos: UTC where every timed
-    photo records its zone (two cameras set to different zones), else the camera clocks (one camera's photos of a trip)."""
+    photo records its zone (two cameras set to different zones), else the camera clocks
+    (one camera's photos of a trip)."""
     timed = [s for s in stamps if s is not None]
     zoned = bool(timed) and all(offset is not None for _, offset in timed)
     return [None if s is None else (s[0] - s[1]).replace(tzinfo=UTC) if zoned else s[0] for s in stamps]
@@ -72,13 +73,14 @@ def _time_taken(path: Path) -> tuple[datetime, timedelta | None] | None:
 
 
 def read_groups(table: Path, paths: list[Path]) -> list[str | None]:
-    """Group labels from a CSV with columns path and group: a path as given to predict, or relative to the table's folder;
-    an empty group, or a photo the table does not list, is located alone. A table that names none of the photos is refused
-    (its paths are likely wrong), rows that name no photo are logged."""
+    """Group labels from a CSV with columns path and group: a path as given to predict, or relative to the table's
+    folder; an empty group, or a photo the table does not list, is located alone. A table that names none of the photos
+    is refused (its paths are likely wrong), rows that name no photo are logged."""
     frame = pd.read_csv(table, dtype=str, keep_default_na=False)
     missing = {"path", "group"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{table}: a groups table needs the columns path and group (missing {', '.join(sorted(missing))})")
+        raise ValueError(f"{table}: a groups table needs the columns path and group (missing "
+                         f"{', '.join(sorted(missing))})")
     wanted = {Path(p).resolve(): i for i, p in enumerate(paths)}
     labels: list[str | None] = [None] * len(paths)
     unmatched = []
@@ -90,7 +92,8 @@ def read_groups(table: Path, paths: list[Path]) -> list[str | None]:
         else:
             labels[hit] = group or None
     if len(unmatched) == len(frame) and len(frame):
-        raise ValueError(f"{table}: none of its {len(frame)} paths is one of the {len(paths)} photos (e.g. {unmatched[0]!r})")
+        raise ValueError(f"{table}: none of its {len(frame)} paths is one of the {len(paths)} photos (e.g. "
+                         f"{unmatched[0]!r})")
     if unmatched:
         log.warning("%s: %d rows name no photo given (e.g. %r); they are ignored", table, len(unmatched), unmatched[0])
     return labels

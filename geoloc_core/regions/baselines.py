@@ -23,7 +23,8 @@ def mesh_labels(lat_deg: np.ndarray, lon_deg: np.ndarray, xy_m: np.ndarray, trai
     aspect = 1.0 / max(np.cos(np.radians(np.mean(lat_deg[train]))), 1e-6)  # degrees of longitude per degree of latitude
 
     def cells(size: float) -> np.ndarray:
-        return np.stack([np.floor((lat_deg - lat0) / size), np.floor((lon_deg - lon0) / (size * aspect))], axis=1).astype(np.int64)
+        return np.stack([np.floor((lat_deg - lat0) / size), np.floor((lon_deg - lon0) / (size * aspect))],
+                        axis=1).astype(np.int64)
 
     def count(size: float) -> int:
         return len(np.unique(cells(size)[train], axis=0))
@@ -36,7 +37,8 @@ def mesh_labels(lat_deg: np.ndarray, lon_deg: np.ndarray, xy_m: np.ndarray, trai
     return _labels_from_keys(cells(size), xy_m, train), float(size)
 
 
-def kmeans_partitions(xy_m: np.ndarray, train: np.ndarray, n_clusters: int, n_partitions: int, seed: int = 0) -> list[np.ndarray]:
+def kmeans_partitions(xy_m: np.ndarray, train: np.ndarray, n_clusters: int, n_partitions: int,
+                      seed: int = 0) -> list[np.ndarray]:
     """`n_partitions` k-means partitions of the training locations, each with its own seed: (N,) labels each."""
     unique_xy = np.unique(xy_m[train], axis=0)
     k = min(n_clusters, len(unique_xy))
@@ -47,7 +49,8 @@ def kmeans_partitions(xy_m: np.ndarray, train: np.ndarray, n_clusters: int, n_pa
     return out
 
 
-def cplanet_partitions(xy_m: np.ndarray, train: np.ndarray, target: int, n_partitions: int = 3, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+def cplanet_partitions(xy_m: np.ndarray, train: np.ndarray, target: int, n_partitions: int = 3,
+                       seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """Coarse partitions whose intersection cells number ~`target`: (partitions, (N,) cell labels).
 
     Each partition has k clusters, k chosen so the number of intersections is closest to the target. A

@@ -75,14 +75,15 @@ def read_boundary(path: str | Path) -> shapely.Geometry:
         raise FileNotFoundError(f"boundary file {path.name} not found")
     suffix = path.suffix.lower()
     if suffix != ".zip" and suffix not in DRIVERS:
-        raise BoundaryError(f"{path.name}: a boundary is a GeoPackage (.gpkg), GeoJSON (.geojson, .json), KML (.kml) or a "
-                            "zipped Shapefile (.zip)")
+        raise BoundaryError(f"{path.name}: a boundary is a GeoPackage (.gpkg), GeoJSON (.geojson, .json), KML (.kml) "
+                            "or a zipped Shapefile (.zip)")
     with tempfile.TemporaryDirectory() as tmp:
         frame = _read_any(_unzipped(path, Path(tmp)) if suffix == ".zip" else path)
     if frame.crs is None:
         log.warning("%s states no CRS: taken as WGS 84 lon/lat (EPSG:4326)", path.name)
         frame = frame.set_crs("EPSG:4326")
-    polygons = [g for g in frame.to_crs("EPSG:4326").geometry if g is not None and g.geom_type in ("Polygon", "MultiPolygon")]
+    polygons = [g for g in frame.to_crs("EPSG:4326").geometry if g is not None
+                and g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         raise BoundaryError(f"boundary file {path.name} holds no polygons")
     geometry = shapely.make_valid(shapely.union_all(polygons))
@@ -189,11 +190,13 @@ def clip_area(cfg: RegionConfig, lat_deg: np.ndarray, lon_deg: np.ndarray) -> Cl
         return ClipArea(land(), LAND_NAME, tile=False, buffer_km=cfg.site_buffer_km)
     if cfg.clip == "country":
         names, geometry = home_countries(lat_deg, lon_deg)
-        return ClipArea(geometry, f"{', '.join(names)} (Natural Earth 1:110m)", tile=False, buffer_km=cfg.site_buffer_km)
+        return ClipArea(geometry, f"{', '.join(names)} (Natural Earth 1:110m)", tile=False,
+                        buffer_km=cfg.site_buffer_km)
     return None
 
 
-COUNTRY_MIN_SHARE = 0.05  # a country holding fewer of the photos than this is not theirs (a coarse border, a stray photo)
+# a country holding fewer of the photos than this is not theirs (a coarse border, a stray photo)
+COUNTRY_MIN_SHARE = 0.05
 
 
 def home_countries(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[list[str], shapely.Geometry]:
@@ -210,17 +213,20 @@ def home_countries(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[list[str],
 
 
 def boundary_area(path: str | Path) -> ClipArea:
+    """A boundary file as the area the regions tile (`tile=True`), not merely clip to."""
     return ClipArea(read_boundary(path), f"boundary {Path(path).name}", tile=True)
 
 
 def read_kml(path: Path) -> gpd.GeoDataFrame:
-    """A KML file's placemarks, every folder's, with their SchemaData attributes as columns (and `layer`: the folder)."""
+    """A KML file's placemarks, every folder's, with their SchemaData attributes as columns
+    (and `layer`: the folder)."""
     import fiona
 
     frames = []
     attributes = _kml_attributes(Path(path))
     for layer in fiona.listlayers(str(path)):
-        geometry = gpd.read_file(path, layer=layer, driver="KML", allow_unsupported_drivers=True)  # GDAL reads KML; fiona does not list it
+        # GDAL reads KML; fiona does not list it
+        geometry = gpd.read_file(path, layer=layer, driver="KML", allow_unsupported_drivers=True)
         rows = attributes.get(layer, [{}] * len(geometry))
         frame = pd.DataFrame(rows, index=geometry.index) if rows else pd.DataFrame(index=geometry.index)
         frames.append(gpd.GeoDataFrame(frame.assign(layer=layer), geometry=geometry.geometry.to_numpy(), crs=CRS))
@@ -233,7 +239,8 @@ def _kml_attributes(path: Path) -> dict[str, list[dict]]:
     """{folder name: [SimpleData of each placemark, typed by its Schema]}."""
     ns = {"k": KML_NS}
     root = ET.parse(path).getroot()
-    types = {f"#{s.get('id')}": {f.get("name"): f.get("type") for f in s.findall("k:SimpleField", ns)} for s in root.iter(f"{{{KML_NS}}}Schema")}
+    types = {f"#{s.get('id')}": {f.get("name"): f.get("type") for f in s.findall("k:SimpleField", ns)}
+             for s in root.iter(f"{{{KML_NS}}}Schema")}
     cast = {"int": int, "double": float, "float": float}
     out: dict[str, list[dict]] = {}
     for folder in root.iter(f"{{{KML_NS}}}Folder"):
@@ -242,6 +249,7 @@ def _kml_attributes(path: Path) -> dict[str, list[dict]]:
         for mark in folder.findall("k:Placemark", ns):
             data = mark.find("k:ExtendedData/k:SchemaData", ns)
             kinds = types.get(data.get("schemaUrl"), {}) if data is not None else {}
-            rows.append({d.get("name"): cast.get(kinds.get(d.get("name")), str)(d.text or "") for d in (data if data is not None else [])})
+            rows.append({d.get("name"): cast.get(kinds.get(d.get("name")), str)(d.text or "")
+                         for d in (data if data is not None else [])})
         out[name] = rows
     return out

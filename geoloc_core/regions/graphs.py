@@ -64,7 +64,8 @@ class _TriangleEdges:
 
     dt: np.ndarray  # (E, 2)
     gabriel: np.ndarray  # (E,) bool: both opposite angles acute
-    urquhart_blocked: np.ndarray  # (E,) bool: strictly the longest side of a triangle, so its third vertex is in the lune
+    # (E,) bool: strictly the longest side of a triangle, so its third vertex is in the lune
+    urquhart_blocked: np.ndarray
 
     @property
     def gg(self) -> np.ndarray:
@@ -78,7 +79,8 @@ def _triangle_edges(xy: np.ndarray) -> _TriangleEdges:
     tri = _triangulate(xy)
     if tri is None:
         path = _collinear_path(xy)
-        return _TriangleEdges(path, np.ones(len(path), bool), np.zeros(len(path), bool))  # on a line every edge is Gabriel
+        # on a line every edge is Gabriel
+        return _TriangleEdges(path, np.ones(len(path), bool), np.zeros(len(path), bool))
     simplices, neighbours = tri.simplices.astype(np.int64), tri.neighbors.astype(np.int64)
     corners = xy[simplices]  # (T, 3, 2); side i is opposite vertex i
     nxt, prv = corners[:, [1, 2, 0]], corners[:, [2, 0, 1]]
@@ -138,7 +140,8 @@ def _rng_edges(xy: np.ndarray, gg_edges: np.ndarray, k: int = 8) -> np.ndarray:
     return gg_edges[~blocked]
 
 
-def _in_lune(xy: np.ndarray, cand: np.ndarray, valid: np.ndarray, p: np.ndarray, q: np.ndarray, length2: np.ndarray) -> np.ndarray:
+def _in_lune(xy: np.ndarray, cand: np.ndarray, valid: np.ndarray, p: np.ndarray, q: np.ndarray,
+             length2: np.ndarray) -> np.ndarray:
     """(E,) whether any valid candidate r of each edge has max(|pr|², |qr|²) < |pq|² (p and q themselves never do)."""
     r = xy[np.where(valid, cand, 0)]
     dp, dq = r - p[:, None], r - q[:, None]

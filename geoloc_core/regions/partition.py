@@ -38,14 +38,16 @@ def site_embeddings(emb: np.ndarray, site_of_photo: np.ndarray, n_sites: int, ch
 
     A sparse (S, N) membership matrix times the embeddings: one pass, float32, no (S, D) float64 copy.
     """
-    members = sparse.csc_matrix((np.ones(len(site_of_photo), np.float32), (site_of_photo, np.arange(len(site_of_photo)))),
+    members = sparse.csc_matrix((np.ones(len(site_of_photo), np.float32),
+                                 (site_of_photo, np.arange(len(site_of_photo)))),
                                 shape=(n_sites, len(site_of_photo)))
     sums = np.zeros((n_sites, emb.shape[1]), np.float32)
     for s in range(0, len(site_of_photo), chunk):  # a memory-mapped float16 file is read a slice at a time
         part = members[:, s:s + chunk].tocsr()
         touched = np.flatnonzero(np.diff(part.indptr))  # only the sites this slice's photos belong to
         sums[touched] += part[touched] @ np.asarray(emb[s:s + chunk], np.float32)
-    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), np.finfo(np.float32).tiny)  # in place: (S, D) is large
+    # in place: (S, D) is large
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), np.finfo(np.float32).tiny)
     return sums
 
 
@@ -75,6 +77,7 @@ class Partition:
 
     @property
     def n_regions(self) -> int:
+        """Number of regions (K)."""
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
 
@@ -114,7 +117,8 @@ def _igraph_louvain(n_nodes: int, edges: np.ndarray, weights: np.ndarray, resolu
     igraph.set_random_number_generator(random.Random(seed))
     try:
         graph = igraph.Graph(n=n_nodes, edges=edges.tolist())
-        return np.asarray(graph.community_multilevel(weights=weights.tolist(), resolution=resolution).membership, np.int64)
+        return np.asarray(graph.community_multilevel(weights=weights.tolist(), resolution=resolution).membership,
+                          np.int64)
     finally:
         igraph.set_random_number_generator(random)
 
@@ -158,7 +162,8 @@ class SiteGraph:
     edges: np.ndarray
     is_test: np.ndarray
 
-    def partition(self, emb: np.ndarray, negative: str = "clip", resolution: float = 1.0, seed: int = 0) -> tuple[np.ndarray, Partition]:
+    def partition(self, emb: np.ndarray, negative: str = "clip", resolution: float = 1.0,
+                  seed: int = 0) -> tuple[np.ndarray, Partition]:
         """(N, D) photo embeddings -> ((N,) region of every photo, Louvain partition of the training sites).
 
         Only training photos shape the site features; a held-out photo takes the region of its
@@ -169,7 +174,8 @@ class SiteGraph:
         return self.photo_labels(partition.labels), partition
 
     def weighted_edges(self, emb: np.ndarray, negative: str = "clip") -> tuple[np.ndarray, np.ndarray]:
-        """(N, D) photo embeddings -> the graph Louvain cuts: (E, 2) edges in training-site numbering (0..S_train-1), (E,) weights.
+        """(N, D) photo embeddings -> the graph Louvain cuts: (E, 2) edges in training-site numbering (0..S_train-1),
+        (E,) weights.
 
         Only training photos shape the site features."""
         train = ~self.is_test
@@ -180,7 +186,8 @@ class SiteGraph:
         return local_edges, edge_weights(node_emb, local_edges, negative)
 
     def photo_labels(self, train_site_labels: np.ndarray) -> np.ndarray:
-        """(S_train,) region of each training site -> (N,) region of every photo (a held-out one: its nearest training site's)."""
+        """(S_train,) region of each training site -> (N,) region of every photo
+        (a held-out one: its nearest training site's)."""
         nearest = cKDTree(self.site_xy_m[self.train_sites]).query(self.site_xy_m)[1]
         return train_site_labels[nearest][self.site_of_photo]
 
@@ -239,19 +246,24 @@ def region_polygons(site_xy_m: np.ndarray, site_labels: np.ndarray, projection: 
     cells = np.array([_polygonal(c) for c in shapely.intersection(cells, area)], dtype=object)
     frame = gpd.GeoDataFrame({"region": site_labels, "geometry": cells}, crs=projection.crs)
     merged = frame.dissolve(by="region", as_index=False).to_crs("EPSG:4326")
-    if clip is not None and clip.tile:  # a straight edge of the plane bends in lon/lat: cut once more where the boundary is drawn
+    # a straight edge of the plane bends in lon/lat: cut once more where the boundary is drawn
+    if clip is not None and clip.tile:
         merged["geometry"] = [_polygonal(g) for g in shapely.intersection(merged.geometry.to_numpy(), clip.geometry)]
     return merged.assign(area_km2=region_areas_km2(merged))
 
 
-def _clip_in_plane(hull: shapely.Geometry, site_xy_m: np.ndarray, projection: LocalProjection, clip: ClipArea) -> shapely.Geometry:
-    """The area the cells may cover, in the metric plane: the boundary, or the hull on land (plus discs around sites at sea)."""
+def _clip_in_plane(hull: shapely.Geometry, site_xy_m: np.ndarray, projection: LocalProjection,
+                   clip: ClipArea) -> shapely.Geometry:
+    """The area the cells may cover, in the metric plane: the boundary, or the hull on land
+    (plus discs around sites at sea)."""
     geometry = clip.geometry
     if not clip.tile:  # only the land near the sites: projecting the whole world into a local plane folds it over
         lat, lon = projection.to_latlon(shapely.get_coordinates(hull))
         pad = 1.0 + 0.1 * max(np.ptp(lat), np.ptp(lon))
-        geometry = shapely.clip_by_rect(geometry, lon.min() - pad, max(lat.min() - pad, -90), lon.max() + pad, min(lat.max() + pad, 90))
-    geometry = shapely.segmentize(geometry, 0.01)  # edges of at most 0.01 degrees, so they stay where they are once projected
+        geometry = shapely.clip_by_rect(geometry, lon.min() - pad, max(lat.min() - pad, -90), lon.max() + pad,
+                                        min(lat.max() + pad, 90))
+    # edges of at most 0.01 degrees, so they stay where they are once projected
+    geometry = shapely.segmentize(geometry, 0.01)
     plane = gpd.GeoSeries([geometry], crs="EPSG:4326").to_crs(projection.crs).iloc[0]
     plane = shapely.make_valid(plane) if not plane.is_valid else plane
     if clip.tile:
@@ -276,4 +288,5 @@ def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
 def region_areas_km2(polygons: gpd.GeoDataFrame) -> np.ndarray:
     """Each polygon's area in km², measured in a Lambert azimuthal equal-area plane (areas true everywhere)."""
     lon0, lat0 = np.asarray(polygons.total_bounds).reshape(2, 2).mean(axis=0)
-    return (polygons.to_crs(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m +no_defs").area / 1e6).to_numpy()
+    return (polygons.to_crs(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +datum=WGS84 +units=m +no_defs")
+            .area / 1e6).to_numpy()

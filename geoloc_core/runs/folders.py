@@ -9,10 +9,10 @@ these classes for a path or a reader; none of them spells a file name.
       photos.csv  rejected.csv  ingest.json                  ingest: accepted photos (with a place), rejections and why
       to_locate.csv  located.csv                             photos without a location; the run's answers for them
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
-      embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: test-time views)
+      embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: TTA views)
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
       graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
-      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside the clip area), per region, polygons
+      regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside clip), per region, polygons
       prefix_{encoder}_k{k}_{photos}.npy                     fine-tuning's cached frozen-prefix tokens
       finetune_{graph}[-N]/                                  FinetuneRun (a new run never reuses a folder)
       experiment/  table.csv  table.md  finetune_{graph}/    Experiment (held_out_*.csv: per-photo answers)
@@ -64,7 +64,8 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 def run_in(root: Path, name: str) -> Path:
     """`root/name` for a new run's plain name; refuses names that are empty, hidden, or that leave `root`."""
     if not RUN_NAME.fullmatch(name or "") or ".." in name:
-        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (no slashes, no '..', not starting with '.')")
+        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (no slashes, no '..', not starting "
+                         "with '.')")
     path = (Path(root) / name).resolve()
     if path.parent != Path(root).resolve():
         raise ValueError(f"run name {name!r} leaves {root}")
@@ -82,28 +83,35 @@ class Folder:
 
     @property
     def config(self) -> Path:
+        """`config.json`: each stage's settings, one section per stage (`record_config`)."""
         return self.root / "config.json"
 
     @property
     def metrics(self) -> Path:
+        """`metrics.jsonl`: the figures the folder's stages or epochs appended, one JSON record a line."""
         return self.root / "metrics.jsonl"
 
     @property
     def status(self) -> Path:
+        """`status.json`: the job's state, pid and time (`write_status`)."""
         return self.root / "status.json"
 
     @property
     def progress(self) -> Path:
+        """`progress.json`: where a long phase is (`write_progress`)."""
         return self.root / "progress.json"
 
     @property
     def log(self) -> Path:
+        """`job.log`: the output of the job that works in the folder."""
         return self.root / "job.log"
 
     def exists(self) -> bool:
+        """Whether the folder is there."""
         return self.root.is_dir()
 
     def read_config(self) -> dict[str, Any]:
+        """`config.json` as a dict; empty before any stage recorded its settings."""
         return storage.read_json(self.config) if self.config.exists() else {}
 
     def record_config(self, section: str, cfg: Any) -> None:
@@ -111,9 +119,11 @@ class Folder:
         storage.write_json(self.config, {**self.read_config(), section: storage.to_jsonable(cfg)})
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one record to `metrics.jsonl`."""
         storage.append_jsonl(self.metrics, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every complete record of `metrics.jsonl`, oldest first."""
         return storage.read_jsonl(self.metrics)
 
     def write_status(self, state: str, **extra: Any) -> None:
@@ -121,6 +131,7 @@ class Folder:
         storage.write_json(self.status, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
 
     def read_status(self) -> dict[str, Any] | None:
+        """`status.json` as written, or None before the first job; `state` also tells a dead job from a running one."""
         return storage.read_json(self.status) if self.status.exists() else None
 
     def state(self) -> str | None:
@@ -139,7 +150,8 @@ class Folder:
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:  # signal handlers belong to the main thread; a job started from a thread is stopped another way
             previous = signal.signal(signal.SIGTERM, _raise_stop)
-            # a job started from a thread that blocks SIGTERM (a server's) inherits the block: undo it, or Stop never lands
+            # a job started from a thread that blocks SIGTERM (a server's) inherits the block: undo it, or Stop never
+            # lands
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         self.write_status("running")
         try:
@@ -160,6 +172,7 @@ class Folder:
         storage.write_json(self.progress, {"phase": phase, "done": int(done), "total": int(total), "time": time.time()})
 
     def read_progress(self) -> dict[str, Any] | None:
+        """The last `write_progress` record, or None (none yet, or caught mid-write)."""
         try:
             return storage.read_json(self.progress)
         except (FileNotFoundError, json.JSONDecodeError):
@@ -190,21 +203,26 @@ class RegionFiles:
 
     @property
     def csv(self) -> Path:
+        """`{stem}.csv`: the region of every photo."""
         return self.stem.with_name(self.stem.name + ".csv")
 
     @property
     def summary(self) -> Path:
+        """`{stem}_summary.csv`: one row per region."""
         return self.stem.with_name(self.stem.name + "_summary.csv")
 
     @property
     def geojson(self) -> Path:
+        """`{stem}.geojson`: the region polygons."""
         return self.stem.with_name(self.stem.name + ".geojson")
 
     def exists(self) -> bool:
+        """Whether the partition was written (its per-photo CSV is there)."""
         return self.csv.exists()
 
     @property
     def files(self) -> list[Path]:
+        """The partition's three files."""
         return [self.csv, self.summary, self.geojson]
 
     @property
@@ -213,6 +231,7 @@ class RegionFiles:
         return self.stem.with_name(self.stem.name + ".provenance.json")
 
     def remove(self) -> None:
+        """Delete the partition's files and its provenance record."""
         for path in (*self.files, self.record):
             path.unlink(missing_ok=True)
 
@@ -221,6 +240,7 @@ class RegionFiles:
             self.check()
 
     def write(self, labels: pd.DataFrame, summary: pd.DataFrame, polygons: gpd.GeoDataFrame) -> None:
+        """Write the three files: `labels` per photo, `summary` per region, `polygons` as GeoJSON."""
         storage.write_csv(self.csv, labels)
         storage.write_csv(self.summary, summary)
         storage.write_bytes(self.geojson, polygons.to_json().encode())
@@ -228,7 +248,8 @@ class RegionFiles:
     def labels(self) -> pd.DataFrame:
         """path, region, test, outside: one row per photo of the run, in photos.csv order.
 
-        `outside`: the photo lies outside the area the polygons were clipped to (False in files written before clipping)."""
+        `outside`: the photo lies outside the area the polygons were clipped to (False in files written before
+        clipping)."""
         self._checked()
         frame = pd.read_csv(self.csv, keep_default_na=False, dtype={"path": str})
         return frame if "outside" in frame else frame.assign(outside=False)
@@ -238,10 +259,12 @@ class RegionFiles:
         return gpd.GeoDataFrame.from_features(self.polygons()["features"], crs="EPSG:4326")
 
     def polygons(self) -> dict:
+        """The polygons as a GeoJSON dict (the partition checked first)."""
         self._checked()
         return json.loads(self.geojson.read_text())
 
     def read_summary(self) -> pd.DataFrame:
+        """One row per region (the partition checked first); `area_km2` computed from the polygons for older files."""
         self._checked()
         summary = pd.read_csv(self.summary)
         if "area_km2" not in summary:  # written before regions recorded their areas
@@ -257,9 +280,11 @@ class FinetuneRun(Folder):
 
     @property
     def last_checkpoint(self) -> Path:
+        """The checkpoint a resume starts from, rewritten after every epoch."""
         return self.root / "checkpoints" / "last.pt"
 
     def round_checkpoint(self, r: int) -> Path:
+        """The checkpoint kept at the end of round r."""
         return self.root / "checkpoints" / f"round{r}.pt"
 
     def round_checkpoints(self) -> dict[int, Path]:
@@ -287,6 +312,7 @@ class FinetuneRun(Folder):
         return Run(self.run_dir()).check_finetune(self)
 
     def is_current(self) -> bool:
+        """Whether the folder still matches the run (`check` passes); False if it changed or is gone."""
         try:
             self.check()
         except (Stale, FileNotFoundError):  # changed, or gone
@@ -308,10 +334,12 @@ class FinetuneRun(Folder):
                                     provenance.outside_file(self.embeddings(r))])
 
     def region_rounds(self) -> list[int]:
+        """The rounds whose regions this folder cut, ascending."""
         return sorted(int(p.stem.removeprefix("regions_r")) for p in self.root.glob("regions_r*.geojson")
                       if p.stem.removeprefix("regions_r").isdigit())
 
     def embeddings(self, r: int) -> Path:
+        """Round r's (N, D) re-embedded unit photo vectors."""
         return self.root / f"embeddings_r{r}.npy"
 
     def held_out(self, r: int) -> Path:
@@ -339,13 +367,16 @@ class Experiment(Folder):
 
     @property
     def table_csv(self) -> Path:
+        """The experiment table as CSV."""
         return self.root / "table.csv"
 
     @property
     def table_md(self) -> Path:
+        """The experiment table as Markdown."""
         return self.root / "table.md"
 
     def finetune(self, graph: str) -> FinetuneRun:
+        """The fine-tuning folder over `graph` inside the experiment."""
         return FinetuneRun(self.root / f"finetune_{graph}")
 
     def held_out(self, row: str) -> Path:
@@ -354,6 +385,7 @@ class Experiment(Folder):
 
     @property
     def verdicts(self) -> Path:
+        """The paired verdicts of a cross-validated experiment."""
         return self.root / "verdicts.csv"
 
     @property
@@ -368,28 +400,34 @@ class Experiment(Folder):
 
 @dataclass(frozen=True)
 class PredictorStore:
-    """A saved predictor: index, database, vocabulary, verifier, calibration errors; `predictor.json` is written last."""
+    """A saved predictor: index, database, vocabulary, verifier, calibration errors;
+    `predictor.json` is written last."""
 
     root: Path
 
     @property
     def meta(self) -> Path:
+        """`predictor.json`: settings and what else the predictor needs; written last, so its presence means whole."""
         return self.root / "predictor.json"
 
     @property
     def index(self) -> Path:
+        """The faiss index of the database descriptors."""
         return self.root / "index.faiss"
 
     @property
     def db(self) -> Path:
+        """The database photos: row of the run's photos, path, coordinates, group."""
         return self.root / "db.csv"
 
     @property
     def vocabulary(self) -> Path:
+        """The VLAD vocabulary (with the vlad descriptor)."""
         return self.root / "vocabulary.npy"
 
     @property
     def verifier(self) -> Path:
+        """The GPS verifier's weights (its settings beside them as JSON)."""
         return self.root / "verifier.safetensors"
 
     @property
@@ -399,6 +437,7 @@ class PredictorStore:
 
     @property
     def calibration(self) -> Path:
+        """The calibration errors (km) the uncertainty radius is read from."""
         return self.root / "calibration_errors.npy"
 
     @property
@@ -408,6 +447,7 @@ class PredictorStore:
 
     @property
     def familiarity(self) -> Path:
+        """The sorted leave-location-out top-1 similarities a photo's familiarity is ranked against."""
         return self.root / "familiar_similarities.npy"
 
     @property
@@ -416,13 +456,15 @@ class PredictorStore:
         return self.root / ".lock"
 
     def read_meta(self) -> dict[str, Any]:
+        """`predictor.json` as a dict; empty while the predictor is not whole."""
         return storage.read_json(self.meta) if self.meta.exists() else {}
 
     @property
     def files(self) -> list[Path]:
         """Everything a saved predictor is (what its provenance record covers)."""
         return [self.meta, self.index, self.db, self.vocabulary, self.verifier, self.verifier.with_suffix(".json"),
-                self.regressor, self.regressor.with_suffix(".json"), self.calibration, self.region_probe, self.familiarity]
+                self.regressor, self.regressor.with_suffix(".json"), self.calibration, self.region_probe,
+                self.familiarity]
 
     @property
     def record(self) -> Path:
@@ -455,14 +497,17 @@ class Run(Folder):
     # ingest
     @property
     def photos(self) -> Path:
+        """`photos.csv`: the accepted photos (`PhotoTable.frame`)."""
         return self.root / "photos.csv"
 
     @property
     def rejected(self) -> Path:
+        """`rejected.csv`: the files ingest rejected (path, reason)."""
         return self.root / "rejected.csv"
 
     @property
     def ingest_meta(self) -> Path:
+        """`ingest.json`: the photo root, counts, warnings, places and near-duplicates of the ingest."""
         return self.root / "ingest.json"
 
     @property
@@ -478,6 +523,7 @@ class Run(Folder):
     # embed
     @property
     def embeddings(self) -> Path:
+        """(N, D) float32 unit embeddings of the photos, in photos.csv order."""
         return self.root / "embeddings.npy"
 
     def view_embeddings(self, view: str) -> Path:
@@ -487,29 +533,36 @@ class Run(Folder):
 
     @property
     def patches(self) -> Path:
+        """(N, P, Dp) float16 patch tokens (with `embed --patches`)."""
         return self.root / "patches.npy"
 
     @property
     def embed_meta(self) -> Path:
+        """`embed.json`: the encoder key, embedding size and failures of the embed pass."""
         return self.root / "embed.json"
 
     def shards(self, encoder_key: str) -> Path:
+        """The Parquet shards of a distributed (Ray) embed pass with this encoder."""
         return self.root / "shards" / encoder_key
 
     # graph
     @property
     def split(self) -> Path:
+        """`split.json`: the local projection and the held-out flags."""
         return self.root / "split.json"
 
     @property
     def sites(self) -> Path:
+        """`sites.csv`: the distinct photo locations the graphs are built over."""
         return self.root / "sites.csv"
 
     @property
     def site_of_photo(self) -> Path:
+        """(N,) the site of each photo."""
         return self.root / "site_of_photo.npy"
 
     def graph(self, kind: str) -> Path:
+        """(E, 2) int64 edges of graph `kind` over the training sites."""
         return self.root / f"graph_{kind}.npy"
 
     def graphs(self) -> list[str]:
@@ -528,7 +581,8 @@ class Run(Folder):
 
     @property
     def photos_home(self) -> Path:
-        """The folder whose photos these are: this run's, or, for a fold of a cross-validated experiment, its parent's."""
+        """The folder whose photos these are: this run's, or, for a fold of a cross-validated
+        experiment, its parent's."""
         return Path(self.read_config().get("fold", {}).get("of", self.root))
 
     def finetune_dirs(self, graph: str = "*") -> list[FinetuneRun]:
@@ -538,7 +592,8 @@ class Run(Folder):
         return [FinetuneRun(p) for p in dict.fromkeys(found) if p.is_dir()]
 
     def new_finetune(self, graph: str) -> FinetuneRun:
-        """A folder for a new fine-tuning run over `graph`: `finetune_{graph}`, or `-2`, `-3`, ... once that is taken."""
+        """A folder for a new fine-tuning run over `graph`: `finetune_{graph}`, or `-2`, `-3`,
+        ... once that is taken."""
         candidates = (self.root / (f"finetune_{graph}" + (f"-{n}" if n > 1 else "")) for n in range(1, 10_000))
         return FinetuneRun(next(p for p in candidates if not p.exists()))
 
@@ -558,8 +613,8 @@ class Run(Folder):
         return ft, r
 
     def finished_rounds(self, graph: str) -> list[int]:
-        """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the backbones
-        a predictor can retrieve with (`PredictorConfig.ft_round`)."""
+        """The rounds r >= 1 some fine-tuning folder for `graph` finished (checkpoint and re-embedded photos): the
+        backbones a predictor can retrieve with (`PredictorConfig.ft_round`)."""
         return sorted({r for ft in self.current_finetune_dirs(graph) for r in ft.round_checkpoints()
                        if ft.embeddings(r).exists()})
 
@@ -571,15 +626,18 @@ class Run(Folder):
         if finished and not done:
             max(finished, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime).check()
         if not done:
-            raise FileNotFoundError(f"{self.root}: no fine-tuning over {graph.upper()} finished round {r} (geoloc finetune --graph {graph})")
+            raise FileNotFoundError(f"{self.root}: no fine-tuning over {graph.upper()} finished round {r} "
+                                    f"(geoloc finetune --graph {graph})")
         return max(done, key=lambda ft: ft.round_checkpoint(r).stat().st_mtime)
 
     def iterations(self, graph: str) -> dict[str, RegionFiles]:
-        """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions, then every fine-tuning round's."""
+        """{"w/o": regions, "after FT1": ..., ...} for one graph: the run's own regions,
+        then every fine-tuning round's."""
         current = self.regions(graph).exists() and self.is_current(f"regions:{graph}")
         found = {"w/o": self.regions(graph)} if current else {}
         for ft in self.current_finetune_dirs(graph):
-            tag = "" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}" else f" ({ft.root.relative_to(self.root)})"
+            tag = ("" if ft.root.parent == self.root and ft.root.name == f"finetune_{graph}"
+                   else f" ({ft.root.relative_to(self.root)})")
             for k in ft.region_rounds():
                 found[(f"after FT{k}" if k else "w/o (fine-tuning run)") + tag] = ft.regions(k)
         return found
@@ -598,12 +656,14 @@ class Run(Folder):
             return PartitionSources(self.embeddings, None, None, graded, self.pipeline_config().regions)
         ft, k = FinetuneRun(parent), int(name.removeprefix("regions_r"))
         head, head_emb = ft.round_checkpoint(k + 1), ft.embeddings(k + 1)
-        graded = ({"w/o linear probe": ft.held_out(0)} if k == 0 else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
+        graded = ({"w/o linear probe": ft.held_out(0)} if k == 0
+                  else {}) | {f"FT{k + 1} classifier": ft.held_out(k + 1)}
         return PartitionSources(ft.embeddings(k), head if head.exists() else None, head_emb if head.exists() else None,
                                 _existing(graded), RegionConfig(**ft.read_config().get("regions", {})))
 
     @property
     def experiment(self) -> Experiment:
+        """`geoloc experiment`'s folder (one split)."""
         return Experiment(self.root / "experiment")
 
     def cross_validation(self, folds: int, seed: int, block_km: float = 0.0) -> Experiment:
@@ -613,31 +673,39 @@ class Run(Folder):
         return Experiment(self.root / f"experiment_k{folds}_seed{seed}{blocks}")
 
     def cross_validations(self) -> list[Experiment]:
-        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
+        """The run's cross-validated experiments, oldest first."""
+        return [Experiment(p) for p in sorted(self.root.glob("experiment_k*_seed*"), key=lambda p: p.stat().st_mtime)
+                if p.is_dir()]
 
     # prediction and comparison
     def predictor(self, descriptor: str, database: str, settings: str) -> PredictorStore:
-        """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings digest."""
+        """A saved predictor: by descriptor, database ("all", or "train" without the held-out locations) and settings
+        digest."""
         return PredictorStore(self.root / f"predictor_{descriptor}_{database}_{settings}")
 
     def predictors(self) -> list[PredictorStore]:
         """Every saved predictor of the run, oldest first."""
-        return [PredictorStore(p) for p in sorted(self.root.glob("predictor_*"), key=lambda p: p.stat().st_mtime) if p.is_dir()]
+        return [PredictorStore(p) for p in sorted(self.root.glob("predictor_*"), key=lambda p: p.stat().st_mtime)
+                if p.is_dir()]
 
     @property
     def compare_table(self) -> Path:
+        """`geoloc compare`'s table."""
         return self.root / "compare.csv"
 
     @property
     def compare_predictions(self) -> Path:
+        """`geoloc compare`'s verified prediction per held-out photo."""
         return self.root / "compare_predictions.csv"
 
     @property
     def compare_verdicts(self) -> Path:
+        """`geoloc compare --folds K`'s paired verdicts."""
         return self.root / "compare_verdicts.csv"
 
     @property
     def compare_folds(self) -> Path:
+        """`geoloc compare --folds K`'s per-fold figures."""
         return self.root / "compare_folds.csv"
 
     @property
@@ -647,18 +715,22 @@ class Run(Folder):
 
     @property
     def levers_files(self) -> list[Path]:
+        """`geoloc levers`' table and the files written with it."""
         return [self.levers_table, self.levers_verdicts, self.levers_errors]
 
     @property
     def levers_table(self) -> Path:
+        """`geoloc levers`' table: a row per variant."""
         return self.root / "levers.csv"
 
     @property
     def levers_verdicts(self) -> Path:
+        """`geoloc levers`' paired verdicts against the default."""
         return self.root / "levers_verdicts.csv"
 
     @property
     def levers_errors(self) -> Path:
+        """`geoloc levers`' per-photo errors, the answers behind the table."""
         return self.root / "levers_errors.csv"
 
     def made_by(self, path: Path) -> str | None:
@@ -788,6 +860,7 @@ class Run(Folder):
         return f"graph_{kind}, regions_{kind}"
 
     def is_current(self, key: str) -> bool:
+        """Whether artefact `key` still matches its inputs (`check` passes); False if it changed or is gone."""
         try:
             self.check(key)
         except (Stale, FileNotFoundError):  # changed, or gone
@@ -851,6 +924,7 @@ class Run(Folder):
 
     # readers
     def pipeline_config(self) -> PipelineConfig:
+        """The run's recorded stage settings as a `PipelineConfig` (sections not recorded take defaults)."""
         sections = {f.name for f in dataclasses.fields(PipelineConfig)}
         return PipelineConfig.from_dict({k: v for k, v in self.read_config().items() if k in sections})
 
@@ -875,6 +949,7 @@ class Run(Folder):
                                               "near_duplicates": [vars(d) for d in report.near_duplicates]})
 
     def photo_table(self) -> PhotoTable:
+        """The accepted photos, checked against their provenance record."""
         if not self.ingest_meta.exists():
             raise self.missing(self.ingest_meta)
         self.check("photos")
@@ -884,9 +959,11 @@ class Run(Folder):
         return PhotoTable(root=Path(meta["root"]), frame=frame)
 
     def read_ingest_meta(self) -> dict[str, Any]:
+        """`ingest.json` as a dict."""
         return storage.read_json(self.ingest_meta)
 
     def read_rejected(self) -> pd.DataFrame:
+        """rejected.csv: path, reason, every cell text."""
         return pd.read_csv(self.rejected, dtype=str, keep_default_na=False)
 
     def read_to_locate(self) -> pd.DataFrame:
@@ -902,7 +979,9 @@ class Run(Folder):
         return LocalProjection(**meta["projection"]), np.asarray(meta["is_test"], bool)
 
     def write_split(self, projection: LocalProjection, is_test: np.ndarray) -> None:
-        storage.write_json(self.split, {"projection": dataclasses.asdict(projection), "is_test": np.asarray(is_test).tolist()})
+        """Write the local projection and the (N,) held-out flags (`read_split` reads them back)."""
+        storage.write_json(self.split,
+                           {"projection": dataclasses.asdict(projection), "is_test": np.asarray(is_test).tolist()})
 
     def read_embeddings(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The unit photo embeddings, and the patch tokens (memory-mapped) if the run kept them, else None."""
@@ -922,8 +1001,8 @@ class Run(Folder):
         self.check(f"graph:{kind}")
         sites = self.read_sites()
         return SiteGraph(site_of_photo=storage.read_npy(self.site_of_photo), site_xy_m=sites[["x_m", "y_m"]].to_numpy(),
-                         train_sites=np.flatnonzero(sites["train"].to_numpy()), edges=storage.read_npy(self.graph(kind)),
-                         is_test=self.read_split()[1])
+                         train_sites=np.flatnonzero(sites["train"].to_numpy()),
+                         edges=storage.read_npy(self.graph(kind)), is_test=self.read_split()[1])
 
     def graph_edges_latlon(self, kind: str) -> pd.DataFrame:
         """The graph's edges as coordinate pairs (lat0, lon0, lat1, lon1), for drawing."""

@@ -1,4 +1,4 @@
-"""Where every derived artefact came from: one record per artefact, in one format, written here and checked on every read.
+"""Where every derived artefact came from: one record per artefact, in one format, written here, checked on every read.
 
 A record is a small JSON file beside its artefact (`runs.folders` names it, and says what each artefact is computed
 from). It holds

@@ -23,16 +23,14 @@ from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, regio
 from geoloc_core.evaluate.splits import grouped_split
 from geoloc_core.features.embed import TTA_VIEWS, EmbeddingCache, embed_images, mean_of_views
 from geoloc_core.features.encoders import load_encoder
+from geoloc_core.ingest.manifests import find_manifest
 from geoloc_core.ingest.photos import IngestReport, PhotoTable, Rejection, load_photos
+from geoloc_core.ingest.problems import nothing_accepted
 from geoloc_core.ingest.tracks import open_tagger
 from geoloc_core.regions.boundaries import ClipArea, clip_area
 from geoloc_core.regions.graphs import build_graph, unique_sites
 from geoloc_core.regions.partition import SiteGraph, region_polygons, region_table
 from geoloc_core.runs.folders import RegionFiles, Run
-from geoloc_core.evaluate.splits import grouped_split
-from geoloc_core.ingest.tracks import open_tagger
-from geoloc_core.ingest.manifests import find_manifest
-from geoloc_core.ingest.problems import nothing_accepted
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +71,8 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     else:
         cache = EmbeddingCache.for_encoder(encoder)
         try:
-            result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(), batch_size=cfg.batch_size,
-                                  patches=cfg.patches, cache=cache, workers=cfg.workers)
+            result = embed_images(table.abs_paths(), encoder, sha1s=table.frame["sha1"].tolist(),
+                                  batch_size=cfg.batch_size, patches=cfg.patches, cache=cache, workers=cfg.workers)
         finally:
             cache.close()
     ok = result.ok
@@ -86,10 +84,12 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
         storage.write_npy(run.patches, result.patches[ok])
     elif run.patches.exists():
         run.patches.unlink()  # patch tokens of an earlier embedding no longer match these photos
-    storage.write_json(run.embed_meta, {"encoder": encoder.key, "dim": int(result.emb.shape[1]), "n_failed": len(result.failed)})
+    storage.write_json(run.embed_meta,
+                       {"encoder": encoder.key, "dim": int(result.emb.shape[1]), "n_failed": len(result.failed)})
     run.record_config("embed", cfg)
     run.record("embeddings")
-    run.append_metrics({"stage": "embed", "encoder": encoder.key, "n_embedded": int(ok.sum()), "n_failed": len(result.failed)})
+    run.append_metrics({"stage": "embed", "encoder": encoder.key, "n_embedded": int(ok.sum()),
+                        "n_failed": len(result.failed)})
     return result.emb[ok]
 
 
@@ -106,7 +106,8 @@ def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
         cfg = run.pipeline_config().embed
         encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
         for view in stale:
-            result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size, workers=cfg.workers, views=(view,))
+            result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size,
+                                  workers=cfg.workers, views=(view,))
             if result.failed:
                 raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
             storage.write_npy(run.view_embeddings(view), result.emb)
@@ -183,12 +184,13 @@ def run_graph(run_dir: Path, cfg: GraphConfig, is_test: np.ndarray | None = None
         graphs[kind] = graph.edges  # in global site ids
         storage.write_npy(run.graph(kind), graphs[kind])
         run.record(f"graph:{kind}")
-        run.append_metrics({"stage": "graph", "graph": kind, "n_sites": int(len(graph.train_sites)), "n_edges": int(len(graph.edges))})
+        run.append_metrics({"stage": "graph", "graph": kind, "n_sites": int(len(graph.train_sites)),
+                            "n_edges": int(len(graph.edges))})
     return graphs
 
 
-def write_regions(files: RegionFiles, table: PhotoTable, graph: SiteGraph, labels: np.ndarray, projection: LocalProjection,
-                  clip: ClipArea | None = None) -> pd.DataFrame:
+def write_regions(files: RegionFiles, table: PhotoTable, graph: SiteGraph, labels: np.ndarray,
+                  projection: LocalProjection, clip: ClipArea | None = None) -> pd.DataFrame:
     """One partition's region per photo, per-region summary (counts, centroid, area after clipping) and polygons.
 
     Each photo keeps its region wherever it lies; `outside` marks those outside the clip area (at sea for
@@ -197,17 +199,20 @@ def write_regions(files: RegionFiles, table: PhotoTable, graph: SiteGraph, label
     train = ~graph.is_test
     site_labels = np.zeros(len(graph.site_xy_m), np.int64)
     site_labels[graph.site_of_photo] = labels
-    polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection, clip=clip)
+    polygons = region_polygons(graph.site_xy_m[graph.train_sites], site_labels[graph.train_sites], projection,
+                               clip=clip)
     summary = region_table(labels[train], table.lat_deg[train], table.lon_deg[train])
     summary = summary.merge(polygons[["region", "area_km2"]], on="region")
     outside = clip.outside(table.lat_deg, table.lon_deg) if clip is not None else np.zeros(len(labels), bool)
-    files.write(pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test, "outside": outside}), summary,
+    files.write(pd.DataFrame({"path": table.frame["path"], "region": labels, "test": graph.is_test,
+                              "outside": outside}), summary,
                 polygons[["region", "geometry"]].merge(summary, on="region"))
     return summary
 
 
 def cut_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None = None) -> dict[str, dict]:
-    """Weight each graph (default: every graph the run has) by feature similarity, cut it with Louvain, label every photo."""
+    """Weight each graph (default: every graph the run has) by feature similarity,
+    cut it with Louvain, label every photo."""
     run = Run(run_dir)
     table = run.photo_table()
     emb, _ = run.read_embeddings()
@@ -217,18 +222,21 @@ def cut_regions(run_dir: Path, cfg: RegionConfig, kinds: tuple[str, ...] | None 
     n_outside = int(outside.sum())
     if n_outside:
         names = table.frame["path"][outside].tolist()
-        log.warning("%d of %d photos lie outside the %s: they keep their region, their cells are clipped (all listed in the "
-                    "regions CSV, column outside): %s%s", n_outside, len(table.frame), clip.name, ", ".join(names[:10]),
+        log.warning("%d of %d photos lie outside the %s: they keep their region, their cells are clipped (all listed "
+                    "in the regions CSV, column outside): "
+                    "%s%s", n_outside, len(table.frame), clip.name, ", ".join(names[:10]),
                     f" and {n_outside - 10} more" if n_outside > 10 else "")
     results = {}
     graphs = {kind: run.site_graph(kind) for kind in kinds or run.graphs()}
     run.record_config("regions", cfg)  # from here, partitions cut with other settings read as stale
     for kind, graph in graphs.items():
         labels, partition = graph.partition(emb, cfg.negative, cfg.resolution, cfg.seed)
-        run.held_out(kind).unlink(missing_ok=True)  # answers for the old regions: stale until `geoloc evaluate` grades the new ones
+        # answers for the old regions: stale until `geoloc evaluate` grades the new ones
+        run.held_out(kind).unlink(missing_ok=True)
         summary = write_regions(run.regions(kind), table, graph, labels, projection, clip)
         run.record(f"regions:{kind}")
-        results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)), "modularity": partition.modularity,
+        results[kind] = {"n_edges": int(len(graph.edges)), "n_regions": int(len(summary)),
+                         "modularity": partition.modularity,
                          "area_km2": float(summary["area_km2"].sum()), "n_outside": n_outside}
         run.append_metrics({"stage": "regions", "graph": kind, **results[kind]})
     return results
@@ -258,7 +266,8 @@ def run_evaluate(run_dir: Path, cfg: EvalConfig, kinds: tuple[str, ...] | None =
         storage.write_csv(run.held_out(kind), held_out_answers(pred, labels, table.lat_deg, table.lon_deg, is_test))
         run.record(f"held_out:{kind}")
         metrics = region_metrics(pred, labels, table.lat_deg, table.lon_deg, is_test)
-        metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg, is_test)["median_km"]
+        metrics["oracle_median_km"] = region_metrics(labels[is_test], labels, table.lat_deg, table.lon_deg,
+                                                     is_test)["median_km"]
         metrics |= chance_metrics(labels, is_test)
         metrics |= {"n_regions": int(labels.max()) + 1, "n_test": int(is_test.sum()), "n_train": int((~is_test).sum())}
         results[kind] = metrics

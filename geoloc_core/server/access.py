@@ -23,7 +23,8 @@ from pathlib import Path
 
 from geoloc_core.config import DEFAULT_DATA, ServerConfig, load_server_config, server_config
 
-# `server_config` and `load_server_config` live in config.py, so every floor (images, ingest, boundaries) reads its limits
+# `server_config` and `load_server_config` live in config.py, so every floor (images, ingest, boundaries) reads its
+# limits
 # there; they are named here too, for the server's callers.
 _REEXPORTED = (load_server_config, server_config)
 
@@ -33,6 +34,7 @@ class Refused(ValueError):
 
 
 def is_viewer(cfg: ServerConfig | None = None) -> bool:
+    """Whether the server runs in viewer mode: the app shows work but starts, stops and deletes none."""
     return (cfg or server_config()).mode == "viewer"
 
 
@@ -43,6 +45,7 @@ def max_jobs(cfg: ServerConfig | None = None) -> int:
 
 
 def runs_dir(cfg: ServerConfig | None = None) -> Path:
+    """The folder the app lists runs from and builds new ones in."""
     return Path((cfg or server_config()).runs)
 
 
@@ -73,7 +76,8 @@ def resolve_source(text: str | Path, roots: list[Path], base: Path | None = None
         raise Refused("no folder or manifest given")
     given = Path(text)
     if ".." in given.parts:
-        raise Refused(f"{text}: '..' is not allowed in a path; give the folder itself (photos may come from: {_listed(roots)})")
+        raise Refused(f"{text}: '..' is not allowed in a path; give the folder itself (photos may come from: "
+                      f"{_listed(roots)})")
     if given.is_absolute() or base is not None:
         candidates = [Path(os.path.abspath(Path(base or "/") / given))]
     elif not roots:  # nothing to look a relative path up under
@@ -102,9 +106,10 @@ def check_source(path: str | Path | None, cfg: ServerConfig | None = None) -> Pa
     return resolve_source(path, data_roots(cfg), base=Path.cwd())
 
 
-JOB_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES",
-                 "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_OFFLINE", "TORCH_HOME", "XDG_CACHE_HOME", "HOME", "GEOLOC_MODEL_DIR",
-                 "GEOLOC_CACHE_DIR", "GEOLOC_TILES")  # what a job needs of the server's own
+JOB_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+                 "CUDA_VISIBLE_DEVICES",
+                 "OMP_NUM_THREADS", "HF_HOME", "HF_HUB_OFFLINE", "TORCH_HOME", "XDG_CACHE_HOME", "HOME",
+                 "GEOLOC_MODEL_DIR", "GEOLOC_CACHE_DIR", "GEOLOC_TILES")  # what a job needs of the server's own
 
 
 def job_environment(cfg: ServerConfig | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:

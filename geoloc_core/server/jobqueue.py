@@ -59,6 +59,7 @@ class Job:
 
     @property
     def name(self) -> str:
+        """The name of the job's folder."""
         return Path(self.folder).name
 
 
@@ -104,6 +105,7 @@ def all_jobs(cfg=None) -> list[Job]:
 
 
 def get(job_id: str, cfg=None) -> Job | None:
+    """The job with this id, as its record says; None if there is none."""
     return _read(_record(job_id, cfg))
 
 
@@ -148,9 +150,10 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
             raise Occupied(f"{folder.root.name} is being built already ({state}).")
         if state == "done" and not replace:
             raise Occupied(f"{folder.root.name} is already built{_built_by(folder, cfg)}; building it again replaces "
-                           "every result in it (a new split: its predictors, comparisons and fine-tuning runs go stale).")
-        job = Job(id=f"{time.time_ns():020d}-{secrets.token_hex(3)}", kind=kind, folder=str(folder.root.resolve()), argv=tuple(argv),
-                  user=user, submitted=time.time(), created=created, previous=folder.read_status())
+                           "every result in it (a new split: its predictors, comparisons and fine-tuning runs go "
+                           "stale).")
+        job = Job(id=f"{time.time_ns():020d}-{secrets.token_hex(3)}", kind=kind, folder=str(folder.root.resolve()),
+                  argv=tuple(argv), user=user, submitted=time.time(), created=created, previous=folder.read_status())
         folder.root.mkdir(parents=True, exist_ok=True)
         _write(job, cfg)
         folder.write_status("queued", job=job.id, user=user)
@@ -159,7 +162,8 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
 
 
 def _built_by(folder: Folder, cfg=None) -> str:
-    """" (by ana, 2026-11-23 14:02)": who queued the folder's last job and when it finished, as far as the records say."""
+    """" (by ana, 2026-11-23 14:02)": who queued the folder's last job and when it finished,
+    as far as the records say."""
     job, status = job_of(folder, cfg), folder.read_status() or {}
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["time"])) if "time" in status else None
     who = f"by {job.user}" if job is not None else "from a shell"
@@ -167,7 +171,8 @@ def _built_by(folder: Folder, cfg=None) -> str:
 
 
 def dispatch(cfg=None) -> list[Job]:
-    """Close jobs whose process has ended and start waiting ones while fewer than the limit run; returns those started."""
+    """Close jobs whose process has ended and start waiting ones while fewer than the limit run;
+    returns those started."""
     with locked(cfg):
         return _dispatch(cfg)
 
@@ -242,8 +247,8 @@ def spawn(folder: Folder, argv: list[str], job_id: str | None = None, cfg=None) 
     started = time.time()
     env = {**access.job_environment(cfg), **({"GEOLOC_JOB_ID": job_id} if job_id else {})}
     with open(folder.log, "ab") as log_file:  # the child keeps its own handle
-        proc = subprocess.Popen([*JOB_COMMAND, *argv], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=PROJECT_DIR, env=env)
+        proc = subprocess.Popen([*JOB_COMMAND, *argv], stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=PROJECT_DIR, env=env)
     status = folder.read_status()
     if status is None or status.get("time", 0) < started:  # unless the child already said something itself
         folder.write_status("running", pid=proc.pid, **({"job": job_id} if job_id else {}))

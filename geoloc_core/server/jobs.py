@@ -33,8 +33,8 @@ def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = 
     (`jobqueue.Occupied` otherwise, and always while the run is queued or running)."""
     created = not run.root.exists()
     track = [f"--gpx={gpx}"] + ([f"--time-offset={time_offset}"] if time_offset else []) if gpx else []
-    return jobqueue.submit("run", run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)], user or default_user(),
-                           created, replace=replace)
+    return jobqueue.submit("run", run, ["run", "--run", str(run.root.resolve()), *track, "--", str(source)],
+                           user or default_user(), created, replace=replace)
 
 
 STAGES = {"embed": "embed", "graph": "graph", "regions": "regions", "evaluate": "eval"}  # stage -> its config section
@@ -56,7 +56,8 @@ def start_finetune(run: Run, cfg: FinetuneConfig, user: str | None = None) -> Fi
     with jobqueue.locked():  # two sessions asking at once get two folders
         ft = run.new_finetune(cfg.graph)
         ft.root.mkdir(parents=True)
-    jobqueue.submit("finetune", ft, ["finetune", "--run", str(run.root.resolve()), "--out", str(ft.root.resolve()), *config_argv(cfg)],
+    jobqueue.submit("finetune", ft,
+                    ["finetune", "--run", str(run.root.resolve()), "--out", str(ft.root.resolve()), *config_argv(cfg)],
                     user or default_user(), created=True)
     return ft
 

@@ -39,10 +39,11 @@ def _two_panels(titles: tuple[str, str], height: int) -> dict:
 def experiment_chart(table: pd.DataFrame) -> dict:
     """Accuracy (with chance as a diamond) and median km per row of an experiment table, as two panels."""
     names = [f"{g} {m}".strip() for g, m in zip(table["graph"].fillna(""), table["method"])]
-    data = [{"type": "bar", "x": names, "y": _values(table["acc"]), "name": "acc", "error_y": _error_bars(table, "acc")}]
+    data = [{"type": "bar", "x": names, "y": _values(table["acc"]), "name": "acc",
+             "error_y": _error_bars(table, "acc")}]
     if "chance_acc" in table:
-        data.append({"type": "scatter", "x": names, "y": _values(table["chance_acc"]), "mode": "markers", "name": "chance",
-                     "marker": {"symbol": "diamond", "size": 10, "color": "black"}})
+        data.append({"type": "scatter", "x": names, "y": _values(table["chance_acc"]), "mode": "markers",
+                     "name": "chance", "marker": {"symbol": "diamond", "size": 10, "color": "black"}})
     data.append({"type": "bar", "x": names, "y": _values(table["median_km"]), "name": "median km",
                  "error_y": _error_bars(table, "median_km"), "xaxis": "x2", "yaxis": "y2"})
     titles = ("accuracy (held-out; ◆ chance for the row's region sizes)", "median error, km")

@@ -13,7 +13,8 @@ def palette(n: int) -> list[list[int]]:
 
 
 def viridis(t: np.ndarray) -> np.ndarray:
-    """(n,) values in [0, 1] -> (n, 3) uint8 colours, dark blue (0) through teal and green to yellow (1), like viridis."""
+    """(n,) values in [0, 1] -> (n, 3) uint8 colours, dark blue (0) through teal and green to
+    yellow (1), like viridis."""
     stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
     x = np.clip(np.asarray(t, float), 0, 1) * (len(stops) - 1)
     lo = np.minimum(x.astype(int), len(stops) - 2)

@@ -40,23 +40,25 @@ from geoloc_core.runs.folders import RegionFiles, Run
 CRS = "EPSG:4326"
 TEXT_MAX = 254  # the Shapefile's longest text field, in UTF-8 bytes: longer text is cut in every format alike
 
-FIELDS: dict[str, str] = {  # short name -> type; the same names in every format (<= 10 characters: the Shapefile's limit)
-    "layer": "str", "graph": "str", "iter": "str", "region": "int", "n_photos": "int", "n_outside": "int", "area_km2": "float",
-    "lat_deg": "float", "lon_deg": "float", "places": "str",
+# short name -> type; the same names in every format (<= 10 characters: the Shapefile's limit)
+FIELDS: dict[str, str] = {
+    "layer": "str", "graph": "str", "iter": "str", "region": "int", "n_photos": "int", "n_outside": "int",
+    "area_km2": "float", "lat_deg": "float", "lon_deg": "float", "places": "str",
     "pred": "int", "path": "str", "radius_km": "float", "coverage": "float", "reg_prob": "float", "true_lat": "float",
     "true_lon": "float", "error_km": "float", "familiar": "float", "unfamiliar": "int", "reg_agrees": "int",
     "group": "str", "rank": "int", "similarity": "float", "dist_km": "float",
 }
-REGION_FIELDS = ("layer", "graph", "iter", "region", "n_photos", "n_outside", "area_km2", "lat_deg", "lon_deg", "places")
+REGION_FIELDS = ("layer", "graph", "iter", "region", "n_photos", "n_outside", "area_km2", "lat_deg", "lon_deg",
+                 "places")
 LAYER_FIELDS = {  # the fields of each prediction layer (every other layer is a partition's regions: REGION_FIELDS)
-    "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "reg_prob", "true_lat", "true_lon",
-                    "error_km", "familiar", "unfamiliar", "reg_agrees", "group"),
+    "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "reg_prob",
+                    "true_lat", "true_lon", "error_km", "familiar", "unfamiliar", "reg_agrees", "group"),
     "uncertainty": ("layer", "pred", "path", "radius_km", "coverage"),
     "neighbours": ("layer", "pred", "rank", "path", "lat_deg", "lon_deg", "similarity", "dist_km"),
 }
 SUFFIX = {"gpkg": ".gpkg", "kml": ".kml", "shp": ".zip", "geojson": ".geojson"}
-MIME = {"gpkg": "application/geopackage+sqlite3", "kml": "application/vnd.google-earth.kml+xml", "shp": "application/zip",
-        "geojson": "application/geo+json"}
+MIME = {"gpkg": "application/geopackage+sqlite3", "kml": "application/vnd.google-earth.kml+xml",
+        "shp": "application/zip", "geojson": "application/geo+json"}
 
 
 # layers -----------------------------------------------------------------------------------------
@@ -67,7 +69,8 @@ def layer_name(graph: str, iteration: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "_", f"{graph}_{tag}".lower()).strip("_")
 
 
-def region_layers(run: Run, graphs: list[str] | None = None, boundary: ClipArea | None = None) -> dict[str, gpd.GeoDataFrame]:
+def region_layers(run: Run, graphs: list[str] | None = None,
+                  boundary: ClipArea | None = None) -> dict[str, gpd.GeoDataFrame]:
     """Every graph's (default: all the run has) regions of every iteration, one layer each, in the short schema.
 
     `boundary` clips the polygons as written (areas recomputed) and counts the photos outside it.
@@ -76,7 +79,8 @@ def region_layers(run: Run, graphs: list[str] | None = None, boundary: ClipArea 
     layers = {}
     for graph in graphs or run.graphs():
         for iteration, files in run.iterations(graph).items():
-            layers[layer_name(graph, iteration)] = region_frame(files, graph, iteration, table.lat_deg, table.lon_deg, boundary)
+            layers[layer_name(graph, iteration)] = region_frame(files, graph, iteration, table.lat_deg, table.lon_deg,
+                                                                boundary)
     if not layers:
         raise FileNotFoundError(f"{run.root} has no regions yet: `geoloc run` (or `geoloc regions`) makes them")
     return layers
@@ -84,11 +88,13 @@ def region_layers(run: Run, graphs: list[str] | None = None, boundary: ClipArea 
 
 def region_frame(files: RegionFiles, graph: str, iteration: str, lat_deg: np.ndarray, lon_deg: np.ndarray,
                  boundary: ClipArea | None = None) -> gpd.GeoDataFrame:
-    """One partition's polygons with their table row: training photos, photos outside the clip area, area, centroid, places."""
+    """One partition's polygons with their table row: training photos, photos outside the clip area,
+    area, centroid, places."""
     polygons = files.geodataframe()
     labels = files.labels()
     if len(labels) != len(lat_deg):
-        raise ValueError(f"{files.csv} has {len(labels)} photos, the run {len(lat_deg)}: cut the regions again (`geoloc regions`)")
+        raise ValueError(f"{files.csv} has {len(labels)} photos, the run {len(lat_deg)}: cut the regions again "
+                         "(`geoloc regions`)")
     region, train = labels["region"].to_numpy(), ~labels["test"].to_numpy(bool)
     outside = labels["outside"].to_numpy(bool)
     if boundary is not None:
@@ -109,34 +115,46 @@ def region_frame(files: RegionFiles, graph: str, iteration: str, lat_deg: np.nda
 
 
 def _text(value: str) -> str:
-    """`value` cut to the Shapefile's TEXT_MAX bytes of UTF-8 (never inside a character), so every format holds the same text."""
+    """`value` cut to the Shapefile's TEXT_MAX bytes of UTF-8 (never inside a character),
+    so every format holds the same text."""
     return value.encode("utf-8")[:TEXT_MAX].decode("utf-8", errors="ignore")
 
 
 def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[str, gpd.GeoDataFrame]:
-    """`predict.predictions_frame` (or a predictions CSV / GeoJSON read back) -> predictions, uncertainty circles, neighbours."""
+    """`predict.predictions_frame` (or a predictions CSV / GeoJSON read back) -> predictions,
+    uncertainty circles, neighbours."""
     if not len(frame):
         raise ValueError("no predictions to export")
     pred = np.arange(len(frame))
-    agrees = frame["region_agrees"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(-1).astype(int)  # -1: no classifier
+    # -1: no classifier
+    agrees = frame["region_agrees"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(-1).astype(int)
     points = pd.DataFrame({
         "layer": "predictions", "pred": pred, "path": [_text(p) for p in frame["path"].astype(str)],
         "lat_deg": frame["lat_deg"].astype(float), "lon_deg": frame["lon_deg"].astype(float),
         "radius_km": frame["radius_km"].astype(float), "coverage": frame["coverage"].astype(float),
         "region": pd.to_numeric(frame["region"], errors="coerce").fillna(-1).astype(int),  # -1: no region
-        "reg_prob": _floats(frame["region_prob"]), "true_lat": _floats(frame["true_lat_deg"]), "true_lon": _floats(frame["true_lon_deg"]),
+        "reg_prob": _floats(frame["region_prob"]), "true_lat": _floats(frame["true_lat_deg"]),
+        "true_lon": _floats(frame["true_lon_deg"]),
         "error_km": _floats(frame["error_km"]), "familiar": _floats(frame["familiarity"]),
         "unfamiliar": frame["unfamiliar"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(0).astype(int),
-        "reg_agrees": agrees, "group": ["" if pd.isna(g) else _text(str(g)) for g in frame.get("group", [None] * len(frame))]})
-    circles = [_geodesic_circle(lat, lon, r, circle_vertices) for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
-    rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])), "lat_deg": float(n["lat_deg"]),
+        "reg_agrees": agrees,
+        "group": ["" if pd.isna(g) else _text(str(g)) for g in frame.get("group", [None] * len(frame))]})
+    circles = [_geodesic_circle(lat, lon, r, circle_vertices)
+               for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
+    rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])),
+             "lat_deg": float(n["lat_deg"]),
              "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
-            for i, text in zip(pred, frame["neighbours"]) for rank, n in enumerate(json.loads(text) if isinstance(text, str) else [])]
+            for i, text in zip(pred, frame["neighbours"])
+            for rank, n in enumerate(json.loads(text) if isinstance(text, str) else [])]
     neighbours = pd.DataFrame(rows, columns=list(LAYER_FIELDS["neighbours"]))
     return {
-        "predictions": gpd.GeoDataFrame(points, geometry=gpd.points_from_xy(points["lon_deg"], points["lat_deg"]), crs=CRS),
-        "uncertainty": gpd.GeoDataFrame(points.assign(layer="uncertainty")[list(LAYER_FIELDS["uncertainty"])], geometry=circles, crs=CRS),
-        "neighbours": gpd.GeoDataFrame(neighbours, geometry=gpd.points_from_xy(neighbours["lon_deg"], neighbours["lat_deg"]), crs=CRS),
+        "predictions": gpd.GeoDataFrame(points, geometry=gpd.points_from_xy(points["lon_deg"], points["lat_deg"]),
+                                        crs=CRS),
+        "uncertainty": gpd.GeoDataFrame(points.assign(layer="uncertainty")[list(LAYER_FIELDS["uncertainty"])],
+                                        geometry=circles, crs=CRS),
+        "neighbours": gpd.GeoDataFrame(neighbours,
+                                       geometry=gpd.points_from_xy(neighbours["lon_deg"], neighbours["lat_deg"]),
+                                       crs=CRS),
     }
 
 
@@ -147,7 +165,8 @@ def _floats(column: pd.Series) -> np.ndarray:
 def _geodesic_circle(lat_deg: float, lon_deg: float, radius_km: float, n: int) -> shapely.MultiPolygon:
     """The points `radius_km` from a centre along the ellipsoid, as a polygon (true on any map, near the poles too)."""
     azimuths = np.linspace(0, 360, n, endpoint=False)
-    lon, lat, _ = Geod(ellps="WGS84").fwd(np.full(n, lon_deg), np.full(n, lat_deg), azimuths, np.full(n, radius_km * 1000))
+    lon, lat, _ = Geod(ellps="WGS84").fwd(np.full(n, lon_deg), np.full(n, lat_deg), azimuths,
+                                          np.full(n, radius_km * 1000))
     return shapely.MultiPolygon([shapely.Polygon(np.column_stack([lon, lat]))])
 
 
@@ -197,12 +216,14 @@ def _to_file(frame: gpd.GeoDataFrame, path: Path, driver: str, **kwargs) -> None
     columns = [c for c in frame.columns if c != "geometry"]
     kinds = set(frame.geometry.geom_type.dropna()) or {"MultiPolygon"}
     schema = {"geometry": kinds.pop() if len(kinds) == 1 else "Unknown", "properties": {c: FIELDS[c] for c in columns}}
-    data = frame.assign(**{c: frame[c].astype(object).where(frame[c].notna(), None) for c in columns if FIELDS[c] == "str"})
+    data = frame.assign(**{c: frame[c].astype(object).where(frame[c].notna(), None) for c in columns if FIELDS[c]
+                           == "str"})
     data.to_file(path, driver=driver, schema=schema, crs=CRS, **kwargs)
 
 
 def kml_bytes(layers: dict[str, gpd.GeoDataFrame]) -> bytes:
-    """A KML document: one folder per layer, a colour per region, every attribute as SchemaData (Google Earth shows them)."""
+    """A KML document: one folder per layer, a colour per region, every attribute as SchemaData
+    (Google Earth shows them)."""
     from geoloc_core.share.colors import palette
 
     kml = ET.Element("kml", xmlns=KML_NS)
@@ -212,7 +233,8 @@ def kml_bytes(layers: dict[str, gpd.GeoDataFrame]) -> bytes:
     for name, frame in layers.items():
         schema = ET.SubElement(doc, "Schema", name=name, id=f"s_{name}")
         for c in frame.columns.drop("geometry"):
-            ET.SubElement(schema, "SimpleField", name=c, type={"str": "string", "int": "int", "float": "double"}[FIELDS[c]])
+            ET.SubElement(schema, "SimpleField", name=c,
+                          type={"str": "string", "int": "int", "float": "double"}[FIELDS[c]])
     colours = palette(64)
     for name, frame in layers.items():
         folder = ET.SubElement(doc, "Folder")
@@ -221,7 +243,8 @@ def kml_bytes(layers: dict[str, gpd.GeoDataFrame]) -> bytes:
             attrs = row._asdict()
             mark = ET.SubElement(folder, "Placemark")
             ET.SubElement(mark, "name").text = _kml_label(attrs)
-            r, g, b = colours[int(attrs.get("region", 0)) % len(colours)] if attrs.get("region", -1) >= 0 else (220, 60, 60)
+            r, g, b = (colours[int(attrs.get("region", 0)) % len(colours)] if attrs.get("region", -1) >= 0
+                       else (220, 60, 60))
             style = ET.SubElement(mark, "Style")
             ET.SubElement(ET.SubElement(style, "LineStyle"), "color").text = f"ff{b:02x}{g:02x}{r:02x}"
             ET.SubElement(ET.SubElement(style, "PolyStyle"), "color").text = f"66{b:02x}{g:02x}{r:02x}"
@@ -262,9 +285,11 @@ def read_layers(path: Path, fmt: str) -> dict[str, gpd.GeoDataFrame]:
     import fiona
 
     path = Path(path)
-    if fmt in ("kml", "geojson"):  # one collection: split by the layer field, each layer with its own fields and their types
+    # one collection: split by the layer field, each layer with its own fields and their types
+    if fmt in ("kml", "geojson"):
         frame = read_kml(path) if fmt == "kml" else gpd.read_file(path, driver="GeoJSON")
-        return {name: _typed(part.reindex(columns=[*LAYER_FIELDS.get(name, REGION_FIELDS), "geometry"]).reset_index(drop=True))
+        return {name: _typed(part.reindex(columns=[*LAYER_FIELDS.get(name, REGION_FIELDS),
+                                                   "geometry"]).reset_index(drop=True))
                 for name, part in frame.groupby("layer", sort=False)}
     if fmt == "shp":
         with zipfile.ZipFile(path) as z:
@@ -274,7 +299,7 @@ def read_layers(path: Path, fmt: str) -> dict[str, gpd.GeoDataFrame]:
 
 
 def _typed(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Integer fields as integers again (a column that other layers leave empty reads back as float), text fields as text
-    (a Shapefile reads an empty text back as missing)."""
+    """Integer fields as integers again (a column that other layers leave empty reads back as float), text fields as
+    text (a Shapefile reads an empty text back as missing)."""
     text = [c for c in frame.columns if FIELDS.get(c) == "str"]
     return frame.astype({c: "int64" for c in frame.columns if FIELDS.get(c) == "int"}).fillna({c: "" for c in text})

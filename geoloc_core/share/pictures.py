@@ -59,7 +59,8 @@ def match_figure(query: Image.Image, match: Image.Image, matches, side: int = 32
 
 
 def match_heatmaps(query: Image.Image, match: Image.Image, matches, side: int = 320, gap: int = 12) -> Image.Image:
-    """The two photos side by side, each patch of the encoder's square tinted by its best cosine against the other photo."""
+    """The two photos side by side, each patch of the encoder's square tinted by its best cosine
+    against the other photo."""
     tiles = []
     for image, heat in ((query, matches.query_heat), (match, matches.match_heat)):
         img = _fit(image, side, vertical=False)

@@ -26,9 +26,11 @@ from geoloc_core.share.maps import run_map, standalone_html
 STYLE = """<style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; padding: 0 1em; }
 h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.8em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; } td, th { border: 1px solid #ddd; padding: 3px 7px; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
+td, th { border: 1px solid #ddd; padding: 3px 7px; }
 th { background: #f3f3f3; } td { text-align: right; } td:first-child, td.text { text-align: left; }
-.facts { display: flex; gap: 2.5em; flex-wrap: wrap; } .facts div { font-size: 0.9em; } .facts b { display: block; font-size: 1.6em; }
+.facts { display: flex; gap: 2.5em; flex-wrap: wrap; } .facts div { font-size: 0.9em; }
+.facts b { display: block; font-size: 1.6em; }
 iframe { width: 100%; height: 620px; border: 1px solid #ccc; } .note { color: #555; font-size: 0.9em; }
 </style>"""
 
@@ -41,7 +43,8 @@ def write_report(run: Run, path: Path, tiles: bool = True, thumb_px: int = 64) -
 def report_html(run: Run, tiles: bool = True, thumb_px: int = 64) -> str:
     """The report's HTML: sections Data, Regions, Experiment, Compare (each only where the run has it)."""
     charts = _Charts()
-    sections = [_data_section(run), _regions_section(run, tiles, thumb_px), _experiment_section(run, charts), _compare_section(run, charts)]
+    sections = [_data_section(run), _regions_section(run, tiles, thumb_px), _experiment_section(run, charts),
+                _compare_section(run, charts)]
     title = f"geoloc report: {html.escape(run.root.name)}"
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}</head><body>"
@@ -58,13 +61,16 @@ def _data_section(run: Run) -> str:
     if run.split.exists():
         facts["held-out photos"] = int(run.read_split()[1].sum())
     out = ["<h2>Data</h2><div class='facts'>", *(f"<div><b>{v:,}</b>{k}</div>" for k, v in facts.items()), "</div>",
-           f"<p>Source {html.escape(str(meta['root']))}. Extent: latitude {lat.min():.4f} to {lat.max():.4f}, longitude "
-           f"{lon.min():.4f} to {lon.max():.4f} (about {ns_km:,.1f} km north-south by {ew_km:,.1f} km east-west).</p>"]
+           f"<p>Source {html.escape(str(meta['root']))}. Extent: latitude {lat.min():.4f} to {lat.max():.4f}, "
+           f"longitude {lon.min():.4f} to {lon.max():.4f} (about {ns_km:,.1f} km north-south by {ew_km:,.1f} km "
+           "east-west).</p>"]
     out += [f"<p class='note'>Warning: {html.escape(w)}</p>" for w in meta.get("warnings", [])]
     rejected = run.read_rejected() if run.rejected.exists() else pd.DataFrame()
     if len(rejected):
-        reasons = rejected["reason"].str.split(":").str[0].value_counts().rename_axis("reason").reset_index(name="files")
-        out += ["<h3>Rejected files, by reason</h3>", _table(reasons), f"<details><summary>all {len(rejected)} rejected files</summary>",
+        reasons = (rejected["reason"].str.split(":").str[0].value_counts().rename_axis("reason")
+                   .reset_index(name="files"))
+        out += ["<h3>Rejected files, by reason</h3>", _table(reasons),
+                f"<details><summary>all {len(rejected)} rejected files</summary>",
                 _table(rejected), "</details>"]
     return "".join(out)
 
@@ -77,12 +83,14 @@ def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:
     out = ["<h2>Regions</h2>"]
     rows = summary_rows(run.root)
     if rows:
-        cols = [c for c in ("graph", "n_edges", "n_regions", "modularity", "area_km2", "acc", "macro_f1", "chance_acc", "median_km",
-                            "acc@25km") if any(c in r for r in rows)]
-        out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of <code>geoloc run</code>:</p>",
+        cols = [c for c in ("graph", "n_edges", "n_regions", "modularity", "area_km2", "acc", "macro_f1", "chance_acc",
+                            "median_km", "acc@25km") if any(c in r for r in rows)]
+        out += ["<p>Per graph, the w/o regions (pretrained features) and the held-out figures of <code>geoloc "
+                "run</code>:</p>",
                 _table(pd.DataFrame(rows).reindex(columns=cols))]
-    out.append(f"<p class='note'>Polygons clipped to: {html.escape(run.region_clip())} (areas in km², measured after clipping, "
-               "in an equal-area projection). Switch graph and iteration in the map's layer control; click a region or a photo.</p>")
+    out.append(f"<p class='note'>Polygons clipped to: {html.escape(run.region_clip())} (areas in km², measured after "
+               "clipping, in an equal-area projection). Switch graph and iteration in the map's layer control; click "
+               "a region or a photo.</p>")
     page = standalone_html(run_map(run, graphs, tiles=tiles, thumb_px=thumb_px))
     out.append(f"<iframe title='region map' srcdoc=\"{html.escape(page, quote=True)}\"></iframe>")
     for graph in graphs:
@@ -105,12 +113,15 @@ def _experiment_section(run: Run, charts: _Charts) -> str:
         elif done.table_csv.exists():
             table = pd.read_csv(done.table_csv, keep_default_na=False, na_values=[""])
             out += [f"<h3>{int(table['folds'].iloc[0])}-fold over locations ({html.escape(done.root.name)})</h3>",
-                    charts.add(experiment_chart(table)), _table(with_intervals(table.drop(columns=["folds", "round"], errors="ignore"))),
-                    "<p class='note'>Each figure over all folds with its 95 % interval (a bootstrap over held-out locations).</p>"]
+                    charts.add(experiment_chart(table)),
+                    _table(with_intervals(table.drop(columns=["folds", "round"], errors="ignore"))),
+                    "<p class='note'>Each figure over all folds with its 95 % interval (a bootstrap over held-out "
+                    "locations).</p>"]
             if done.verdicts.exists():
                 verdicts = pd.read_csv(done.verdicts)
                 out += ["<p>Paired differences (the same held-out photos):</p>",
-                        _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
+                        _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]"
+                                                         for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                                [["comparison", "metric", "difference", "interval", "verdict"]])]
     if run.experiment.table_csv.exists() and (stale := _stale(run, run.experiment.files)):
         out.append(stale)
@@ -131,7 +142,8 @@ def _compare_section(run: Run, charts: _Charts) -> str:
     if run.compare_verdicts.exists():
         verdicts = pd.read_csv(run.compare_verdicts)
         out += ["<p>Paired differences (the same held-out photos):</p>",
-                _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
+                _table(verdicts.assign(interval=[f"[{lo:.3g}, {hi:.3g}]"
+                                                 for lo, hi in zip(verdicts["lo"], verdicts["hi"])])
                        [["comparison", "metric", "difference", "interval", "verdict"]])]
     return "".join(out)
 
@@ -165,5 +177,6 @@ def _table(frame: pd.DataFrame) -> str:
             return "" if np.isnan(v) else f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"
         return html.escape(str(v))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
     return f"<table><tr>{head}</tr>{body}</table>"

@@ -71,7 +71,8 @@ def exif_corpus(root: Path) -> dict[str, str | None]:
     heic = _encode(phone, "HEIF", exif=phone.getexif().tobytes(), quality=80)  # an iPhone's format, rotated, with GPS
     put("iphone.heic", heic, None)
     put("truncated.heic", heic[: len(heic) // 2], "corrupt or unsupported HEIF")
-    put("zero_denominator.jpg", _gps_jpeg(21, "N", (IFDRational(45, 0), IFDRational(0, 1), IFDRational(0, 1)), "E", _dms(15)),
+    put("zero_denominator.jpg",
+        _gps_jpeg(21, "N", (IFDRational(45, 0), IFDRational(0, 1), IFDRational(0, 1)), "E", _dms(15)),
         "zero denominator")
     put("missing_ref.jpg", _gps_jpeg(22, None, _dms(45.5), "E", _dms(15.5)), "reference is 'missing'")
     put("bad_ref.jpg", _gps_jpeg(23, "X", _dms(45.5), "E", _dms(15.5)), "reference is 'X'")
@@ -82,7 +83,8 @@ def exif_corpus(root: Path) -> dict[str, str | None]:
     put("text_named.jpg", b"Dear analyst, this is a letter, not a photo.\n" * 20, "not an image")
     put("notes.txt", b"field notes", "not an image file type (.txt)")
     put("bomb.png", png_bomb(), "too large")
-    put("z_copy_of_orientation_1.jpg", (root / "orientation_1.jpg").read_bytes(), "duplicate file (same content as orientation_1.jpg")
+    put("z_copy_of_orientation_1.jpg", (root / "orientation_1.jpg").read_bytes(),
+        "duplicate file (same content as orientation_1.jpg")
     long_name = "a" * 240 + ".jpg"
     put(long_name, _gps_jpeg(26, "N", _dms(44.1), "E", _dms(16.1)), None)
     raw = os.fsencode(root) + b"/caf\xe9_latin1.jpg"  # a Latin-1 name: not valid UTF-8
@@ -118,12 +120,14 @@ def manifest_corpus(root: Path) -> dict[str, str | None]:
         "cmyk.jpg": _encode(_img(45, (48, 64)).convert("CMYK"), "JPEG"),
         "grey.jpg": _encode(_img(46, (48, 64)).convert("L"), "JPEG"),
         "no_end_marker.jpg": jpeg_bytes(textured(39))[:-2],  # only the EOI marker lost: repaired and kept
-        "nan.jpg": jpeg_bytes(textured(47)), "range.jpg": jpeg_bytes(textured(48)), "null_island.jpg": jpeg_bytes(textured(49)),
+        "nan.jpg": jpeg_bytes(textured(47)), "range.jpg": jpeg_bytes(textured(48)),
+        "null_island.jpg": jpeg_bytes(textured(49)),
     }
     for name, data in files.items():
         (root / name).write_bytes(data)
     rows = [(name, 44 + i / 10, 15 + i / 10) for i, name in enumerate(list(files)[:11])]
-    rows += [("nan.jpg", "nan", 15.0), ("range.jpg", 95.0, 15.0), ("null_island.jpg", 0.0, 0.0), ("rgb.png", 44.0, 15.0),
+    rows += [("nan.jpg", "nan", 15.0), ("range.jpg", 95.0, 15.0), ("null_island.jpg", 0.0, 0.0),
+             ("rgb.png", 44.0, 15.0),
              ("missing.jpg", 44.5, 15.5), ("../../etc/passwd", 44.6, 15.6), ("/etc/hostname", 44.7, 15.7)]
     pd.DataFrame(rows, columns=["path", "lat", "lon"]).to_csv(root / "manifest.csv", index=False)
     expected: dict[str, str | None] = {name: None for name in list(files)[:11]}

@@ -36,7 +36,8 @@ def test_exif_folder_corpus(tmp_path):
     assert row["lat_deg"] < -33 and row["lon_deg"] < -70  # S and W refs honoured
     heic = table.frame.set_index("path").loc["iphone.heic"]
     assert abs(heic["lat_deg"] - 43.51) < 1e-4 and abs(heic["lon_deg"] - 16.44) < 1e-4  # GPS read from the HEIC's EXIF
-    assert decode_image((tmp_path / "photos" / "iphone.heic").read_bytes()).size == (40, 56)  # turned upright (orientation 6)
+    # turned upright (orientation 6)
+    assert decode_image((tmp_path / "photos" / "iphone.heic").read_bytes()).size == (40, 56)
 
 
 def test_manifest_corpus(tmp_path):
@@ -50,7 +51,8 @@ def test_the_whole_pipeline_carries_the_good_photos_past_the_bad_ones(tmp_path, 
     expected = exif_corpus(tmp_path / "photos")
     run = tmp_path / "run"
     assert main(["ingest", str(tmp_path / "photos"), "--run", str(run)]) == 0
-    assert main(["embed", "--run", str(run), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["embed", "--run", str(run), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device",
+                 "cpu"]) == 0
     photos = pd.read_csv(run / "photos.csv", keep_default_na=False)
     rejected = pd.read_csv(run / "rejected.csv", keep_default_na=False)
     to_locate = pd.read_csv(run / "to_locate.csv", keep_default_na=False)

@@ -49,7 +49,8 @@ def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run
     # turns it off again when that run ends, while other sessions' runs go on: one of them then skipped recording a
     # widget's format_func for the test and failed with KeyError('$$ID-...') now and then (AppTest is not thread-safe
     # there; the app is not involved). Held on for the whole crowd, every session sees the option as the app does.
-    with patch_config_options({"global.appTest": True}), one_compile_at_a_time():  # and the page compiled as a server does
+    # and the page compiled as a server does
+    with patch_config_options({"global.appTest": True}), one_compile_at_a_time():
         for t in threads:
             t.start()
         for t in threads:
@@ -66,17 +67,21 @@ def test_eight_app_sessions_predicting_five_photos_each_share_one_model(tiny_run
 def test_two_jobs_on_one_data_set_at_once(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     common = ["--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--test-frac", "0.25"]
-    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core", "run", str(manifest_folder), "--run", str(tmp_path / f"run{i}"),
-                               *common], env=env, stderr=subprocess.PIPE) for i in range(2)]  # one embedding cache, two writers
+    procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core", "run", str(manifest_folder), "--run",
+                               str(tmp_path / f"run{i}"),
+                               # one embedding cache, two writers
+                               *common], env=env, stderr=subprocess.PIPE) for i in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read().decode()[-2000:] for p in procs]
     a, b = (np.load(tmp_path / f"run{i}" / "embeddings.npy") for i in range(2))
     assert np.allclose(a, b)
-    ft = ["finetune", "--rounds", "1", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8", "--device", "cpu"]
+    ft = ["finetune", "--rounds", "1", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8", "--device",
+          "cpu"]
     procs = [subprocess.Popen([sys.executable, "-m", "geoloc_core", *ft, "--run", str(tmp_path / "run0"),
                                "--out", str(tmp_path / f"ft{i}")], env=env, stderr=subprocess.PIPE) for i in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read().decode()[-2000:] for p in procs]
     for i in range(2):
         assert Folder(tmp_path / f"ft{i}").read_status()["state"] == "done"
     assert pd.read_csv(tmp_path / "ft0" / "regions_r1.csv").equals(pd.read_csv(tmp_path / "ft1" / "regions_r1.csv"))
-    rounds = [[(r["name"], r["acc"]) for r in Folder(tmp_path / f"ft{i}").read_metrics() if r["kind"] == "round"] for i in range(2)]
+    rounds = [[(r["name"], r["acc"]) for r in Folder(tmp_path / f"ft{i}").read_metrics() if r["kind"] == "round"]
+              for i in range(2)]
     assert rounds[0] == rounds[1] and len(rounds[0]) == 2

@@ -202,7 +202,8 @@ def test_row3_a_job_sees_none_of_the_servers_environment_but_what_it_needs(tmp_p
     monkeypatch.setenv("GEOLOC_TEST_SECRET", SECRET)
     out = tmp_path / "env.json"
     monkeypatch.setattr(jobqueue, "JOB_COMMAND", (sys.executable, "-c",
-                                                  "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"))
+                                                  "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], "
+                                                  "'w'))"))
     jobqueue.spawn(Folder(tmp_path / "job"), [str(out)])
     deadline = time.time() + 60  # waits for the child's file; nothing is asserted about the time it took
     while not out.exists() or not out.read_text().endswith("}"):
@@ -249,9 +250,9 @@ def test_row4_an_xlsx_that_declares_a_million_rows_by_16384_columns_is_not_padde
 def test_row5_a_gpx_full_of_xmlns_parses_in_one_pass_and_a_large_one_is_refused(tmp_path):
     filler = " xmlns" * 350_000  # 2 MB, after the last '=': gpxpy's namespace regex scans to the end from each one
     gpx = tmp_path / "slow.gpx"
-    gpx.write_text('<?xml version="1.0"?><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
-                   '<trk><trkseg><trkpt lat="45.1" lon="15.1"><time>2024-06-01T10:00:00Z</time></trkpt></trkseg></trk></gpx>'
-                   f"<!--{filler}-->")
+    gpx.write_text('<?xml version="1.0"?><gpx version="1.1" '
+                   'xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg><trkpt lat="45.1" '
+                   f'lon="15.1"><time>2024-06-01T10:00:00Z</time></trkpt></trkseg></trk></gpx><!--{filler}-->')
     imports = "from geoloc_core.ingest.tracks import read_gpx"
     got = _child(imports, f"result['points'] = len(read_gpx({str(gpx)!r}).time_s)", cpu_s=20)
     assert got.get("points") == 1, got  # before: killed at the CPU cap (3 s at 240 kB, about 8 h at 24 MB)
@@ -284,7 +285,9 @@ def test_row7_parsers_errors_are_caught_and_said_not_raised_as_tracebacks(tmp_pa
     assert config["client"]["showErrorDetails"] == "none" and config["server"]["address"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("name", ["[Session expired – sign in](http://x)", "![](http://x/i.png)", ":red[admin]", "http://x.io", "see www.x.io",
+@pytest.mark.parametrize("name",
+                         ["[Session expired – sign in](http://x)", "![](http://x/i.png)", ":red[admin]", "http://x.io",
+                          "see www.x.io",
                                   "<img src=x onerror=alert(1)>", "**bold** _it_ `code` # head"])
 def test_row8_user_text_is_shown_as_plain_text(name):
     shown = plain(name)

@@ -56,7 +56,8 @@ def reference_and_killed(args: list[str], out_flag: str, tmp_path: Path, env: di
     once the folder holds a fine-tuning checkpoint), KILLS times; then to the end, with no temporary file left.
     Returns both folders, the kills that landed and the artefacts checked."""
     start = time.perf_counter()
-    subprocess.run(_cmd(*args, out_flag, str(tmp_path / "reference")), env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(_cmd(*args, out_flag, str(tmp_path / "reference")), env=env, check=True, capture_output=True,
+                   timeout=600)
     typical, rng = time.perf_counter() - start, random.Random(seed)
     out = tmp_path / "killed"
     start_cmd, resume_cmd = _cmd(*args, out_flag, str(out)), _cmd(*resume, str(out)) if resume else None
@@ -82,9 +83,10 @@ def env(isolated_cache):
 
 
 def test_finetuning_survives_ten_kills_and_ends_as_an_uninterrupted_run(tiny_run, env, tmp_path):
-    args = ["finetune", "--run", str(tiny_run), "--rounds", "2", "--epochs", "2", "--unfrozen-blocks", "1", "--batch-size", "8",
-            "--device", "cpu"]
-    reference, killed, kills, checked = reference_and_killed(args, "--out", tmp_path, env, seed=0, resume=["resume", "--device", "cpu"])
+    args = ["finetune", "--run", str(tiny_run), "--rounds", "2", "--epochs", "2", "--unfrozen-blocks", "1",
+            "--batch-size", "8", "--device", "cpu"]
+    reference, killed, kills, checked = reference_and_killed(args, "--out", tmp_path, env, seed=0,
+                                                             resume=["resume", "--device", "cpu"])
     assert kills >= 3 and checked > 0
     ref, got = Folder(reference).read_metrics(), Folder(killed).read_metrics()
     key = lambda r: (r["kind"], r["round"], r.get("epoch"))  # noqa: E731

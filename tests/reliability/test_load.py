@@ -38,11 +38,13 @@ def croatia_sized_run(tmp_path, tiny_checkpoint, isolated_cache) -> Path:
             rows.append({"path": name, "lat": lat, "lon": lon, "heading": heading, "location_id": f"L{loc}"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     run = tmp_path / "run"
-    assert main(["run", str(root), "--run", str(run), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    assert main(["run", str(root), "--run", str(run), "--model", TINY.name, "--checkpoint", str(tiny_checkpoint),
+                 "--device", "cpu"]) == 0
     return run
 
 
-def test_eight_sessions_predict_and_open_every_page_while_a_fine_tuning_job_trains(croatia_sized_run, monkeypatch, record_property):
+def test_eight_sessions_predict_and_open_every_page_while_a_fine_tuning_job_trains(croatia_sized_run, monkeypatch,
+                                                                                   record_property):
     monkeypatch.setenv("GEOLOC_TILES", "off")  # nothing leaves this machine
     st.cache_resource.clear()
     loads = []
@@ -51,7 +53,8 @@ def test_eight_sessions_predict_and_open_every_page_while_a_fine_tuning_job_trai
     warm = simulate(croatia_sized_run, 1, 1, timeout_s=300)  # the predictor is built and loaded here, once
     assert not warm.errors, warm.errors
     idle = simulate(croatia_sized_run, 8, 3, timeout_s=600)
-    ft = start_training(croatia_sized_run, FinetuneConfig(rounds=1, epochs=10_000, unfrozen_blocks=1, batch_size=32, device="cpu"),
+    ft = start_training(croatia_sized_run,
+                        FinetuneConfig(rounds=1, epochs=10_000, unfrozen_blocks=1, batch_size=32, device="cpu"),
                         timeout_s=300)
     try:
         busy = simulate(croatia_sized_run, 8, 3, timeout_s=600)
@@ -62,7 +65,8 @@ def test_eight_sessions_predict_and_open_every_page_while_a_fine_tuning_job_trai
     assert not idle.errors and not busy.errors, "\n".join(idle.errors + busy.errors)
     assert trained_throughout, ft.log.read_text()[-2000:]  # the sessions really ran beside the training
     assert epochs >= 1
-    assert len(idle.latencies_s) == len(busy.latencies_s) == 24 and all(t > 0 for t in idle.latencies_s + busy.latencies_s)
+    assert (len(idle.latencies_s) == len(busy.latencies_s) == 24
+            and all(t > 0 for t in idle.latencies_s + busy.latencies_s))
     assert idle.pages_opened == busy.pages_opened == 8 * 4  # every page, in every session
     assert len(loads) == 1  # one predictor for every session, training or not
     for name, load in (("idle", idle), ("training", busy)):
