@@ -287,6 +287,9 @@ class ServerConfig:
                                            "than this many MB is refused before it is opened")
     max_boundary_vertices: int = setting(1_000_000, "a boundary file that may hold more polygon vertices than this "
                                                     "(counted from its bytes before it is parsed) is refused")
+    max_parse_mb: float = setting(1024.0, "resident memory (MB) the child process that reads an uploaded boundary may "
+                                          "take; a file whose reading needs more is refused, and the app's process "
+                                          "never holds it")
     max_manifest_mb: float = setting(50.0, "a manifest (CSV, TSV, XLSX) larger than this many MB is refused before it "
                                            "is read")
     max_manifest_cells: int = setting(10_000_000, "rows x columns a manifest may hold (an XLSX sheet's declared size "

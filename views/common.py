@@ -272,7 +272,7 @@ def _boundary(name: str, data: bytes) -> ClipArea:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        return boundary_area(path)
+        return boundary_area(path, isolated=True)  # a visitor's file: read in a child with a memory cap
 
 
 _MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-!|<>~$&/])|(?<=www)(\.)", re.IGNORECASE)  # no bare http:// or www. link

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import glob
 import logging
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from geoloc_core.config import RegionConfig, server_config, too_large
+from geoloc_core.config import PROJECT_DIR, RegionConfig, server_config, too_large
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +89,68 @@ def read_boundary(path: str | Path) -> shapely.Geometry:
                 and g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
         raise BoundaryError(f"boundary file {path.name} holds no polygons")
-    geometry = shapely.make_valid(shapely.union_all(polygons))
+    try:
+        geometry = shapely.make_valid(shapely.union_all(polygons))
+    except shapely.errors.GEOSException as exc:  # a degenerate ring (one square repeated 50,000 times) exhausts GEOS
+        raise BoundaryError(f"{path.name}: its polygons could not be combined into one area ({exc})") from exc
     shapely.prepare(geometry)
     return geometry
+
+
+PARSE_TIMEOUT_S = 120  # an upload that takes longer to read than this is refused (the limits make a real one seconds)
+
+
+def read_boundary_isolated(path: str | Path) -> shapely.Geometry:
+    """`read_boundary` in a child process whose resident memory is watched and capped (`ServerConfig.max_parse_mb`):
+    a visitor's upload that passes the byte and vertex checks and still takes too much memory to read (a degenerate
+    ring that GEOS' repair blows up, a GDAL driver's own growth) costs the child, never the app's process. Refused
+    with a `BoundaryError` that says which limit."""
+    path, limit_kb = Path(path), server_config().max_parse_mb * 1024
+    memory = BoundaryError(f"{path.name}: reading it needs more memory than the server allows "
+                           f"({server_config().max_parse_mb:g} MB, server setting max_parse_mb)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out, errors = Path(tmp) / "boundary.wkb", Path(tmp) / "stderr.txt"
+        with open(errors, "w") as stderr:
+            child = subprocess.Popen([sys.executable, "-m", "geoloc_core.regions.boundaries", str(path), str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=stderr, cwd=PROJECT_DIR)
+        deadline = time.monotonic() + PARSE_TIMEOUT_S
+        while child.poll() is None:  # polled every 20 ms: a read grows by tens of MB between two looks at most
+            too_big, too_long = _rss_kb(child.pid) > limit_kb, time.monotonic() > deadline
+            if too_big or too_long:
+                child.kill()
+                child.wait()
+                raise memory if too_big else BoundaryError(f"{path.name}: not read within {PARSE_TIMEOUT_S} s")
+            time.sleep(0.02)
+        said = errors.read_text(errors="replace").strip().splitlines()
+        if child.returncode == 2:  # the reader's own refusal: its message, one line
+            raise BoundaryError(said[-1])
+        if child.returncode != 0 or not out.exists():
+            log.warning("boundary reader for %s ended with %s: %s", path.name, child.returncode, said[-3:])
+            raise memory
+        geometry = shapely.from_wkb(out.read_bytes())
+    shapely.prepare(geometry)
+    return geometry
+
+
+def _rss_kb(pid: int) -> int:
+    """A live process' resident memory in kB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+def _read_to_wkb(argv: list[str]) -> int:
+    """The child of `read_boundary_isolated`: read the boundary `argv[0]`, write it as WKB to `argv[1]`. Exit 2 with
+    one line for a refused file; a read that runs out of memory ends otherwise."""
+    try:
+        geometry = read_boundary(argv[0])
+    except (BoundaryError, OSError) as exc:
+        print(str(exc).replace("\n", " "), file=sys.stderr)
+        return 2
+    Path(argv[1]).write_bytes(shapely.to_wkb(geometry))
+    return 0
 
 
 def _unzipped(path: Path, into: Path) -> Path:
@@ -212,9 +274,11 @@ def home_countries(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[list[str],
     return frame["name"][keep].tolist(), geometry
 
 
-def boundary_area(path: str | Path) -> ClipArea:
-    """A boundary file as the area the regions tile (`tile=True`), not merely clip to."""
-    return ClipArea(read_boundary(path), f"boundary {Path(path).name}", tile=True)
+def boundary_area(path: str | Path, isolated: bool = False) -> ClipArea:
+    """A boundary file as the area the regions tile (`tile=True`), not merely clip to; `isolated`: read in a child
+    process with a memory cap (a visitor's upload: `read_boundary_isolated`)."""
+    geometry = read_boundary_isolated(path) if isolated else read_boundary(path)
+    return ClipArea(geometry, f"boundary {Path(path).name}", tile=True)
 
 
 def read_kml(path: Path) -> gpd.GeoDataFrame:
@@ -253,3 +317,7 @@ def _kml_attributes(path: Path) -> dict[str, list[dict]]:
                          for d in (data if data is not None else [])})
         out[name] = rows
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(_read_to_wkb(sys.argv[1:]))

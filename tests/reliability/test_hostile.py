@@ -35,7 +35,7 @@ from geoloc_core.learn import finetune as ft
 from geoloc_core.locate.index import load_index
 from geoloc_core.locate.locators import load_locator
 from geoloc_core.locate.together import _time_taken
-from geoloc_core.regions.boundaries import BoundaryError, read_boundary
+from geoloc_core.regions.boundaries import BoundaryError, boundary_area, read_boundary
 from geoloc_core.runs.folders import Folder
 from geoloc_core.server import access, jobqueue
 from views.common import plain
@@ -157,6 +157,21 @@ def test_row1_a_zipped_shapefile_of_repeated_vertices_is_refused_before_it_is_pa
     assert "unzipped is too large" in got.get("error", "") and "max_boundary_mb" in got["error"], got
     small = _shapefile_zip(tmp_path / "small.zip", 8)
     assert read_boundary(small).area == pytest.approx(0.5)  # a real Shapefile still reads
+
+
+def test_row1_an_upload_within_the_limits_whose_reading_blows_up_costs_a_capped_child_not_the_app(tmp_path):
+    """One square repeated 50,000 times passes the byte and vertex checks, and GEOS' repair of that ring takes over a
+    gigabyte: the app reads uploads in a child process whose resident memory is capped (`max_parse_mb`)."""
+    bomb = _shapefile_zip(tmp_path / "bomb.zip", 200_000)
+    imports = "from geoloc_core.regions.boundaries import boundary_area"
+    got = _child(imports, f"boundary_area({str(bomb)!r}, isolated=True)", {"GEOLOC_MAX_PARSE_MB": "300"})
+    assert "BoundaryError" in got.get("error", "") and "max_parse_mb" in got["error"], got
+    assert got["grown_mb"] < 15, got  # the app's process; before: read in it, past 300 MB (here: the CPU cap)
+    small = _shapefile_zip(tmp_path / "small.zip", 8)
+    assert boundary_area(small, isolated=True).geometry.equals(read_boundary(small))  # a real Shapefile still reads
+    (tmp_path / "bad.kml").write_text("<kml><Placemark>")
+    with pytest.raises(BoundaryError, match="not well-formed KML"):  # the child's own refusal, said as it said it
+        boundary_area(tmp_path / "bad.kml", isolated=True)
 
 
 def test_row2_a_16_bit_image_decodes_at_8_bits_and_a_huge_one_is_refused(tmp_path):
