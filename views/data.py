@@ -12,6 +12,7 @@ from views import figures
 from views.common import (
     basemap_online,
     current_run,
+    current_table,
     editor,
     job_queue,
     photos,
@@ -121,7 +122,8 @@ else:
                      "(ingest again for places)"))
 for warning in meta.get("warnings", []):
     st.warning(plain(warning))
-located = pd.read_csv(run.located, keep_default_na=False) if run.located.exists() else None
+located = (pd.read_csv(run.located, keep_default_na=False)
+           if run.located.exists() and current_table(run, [run.located]) else None)
 st.pydeck_chart(figures.places_deck(photos(run), located, online=basemap_online()), height=460)
 to_locate = run.read_to_locate()
 if len(to_locate):

@@ -22,6 +22,7 @@ from views import figures
 from views.common import (
     basemap_online,
     current_run,
+    current_table,
     editor,
     held_out_photos,
     plain,
@@ -37,7 +38,7 @@ run = current_run()
 if run is None:
     st.stop()
 require(run, run.photos, run.embeddings, run.split)
-if run.located.exists():  # the run's own photos without GPS, located when it was built (`geoloc run`)
+if run.located.exists() and current_table(run, [run.located]):  # photos without GPS, located by `geoloc run`
     located = pd.read_csv(run.located, keep_default_na=False)
     with st.expander(f"This run's {len(located)} photos without GPS, located when it was built"):
         shown = ("path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")

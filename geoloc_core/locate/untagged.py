@@ -42,6 +42,8 @@ def locate_untagged(run_dir: Path, cfg: PredictConfig | None = None) -> pd.DataF
     errors = pd.DataFrame({"path": [rel[p] for p in failed], "error": list(failed.values())})
     answers = pd.concat([answers, errors], ignore_index=True) if len(errors) else answers.assign(error="")
     storage.write_csv(run.located, answers)
+    upstream = ["photos", "embeddings", "split"] + ([f"regions:{cfg.graph}"] if run.regions(cfg.graph).exists() else [])
+    run.record_table([run.located], upstream, cfg)  # shown only while the run's predictor would answer the same
     run.append_metrics({"stage": "locate_untagged", "n_to_locate": len(todo), "n_located": len(preds),
                         "n_failed": len(failed)})
     log.info("%s: located %d of %d photos without a location", run.root, len(preds), len(todo))

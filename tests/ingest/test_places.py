@@ -235,3 +235,7 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     at.run()
     assert not at.exception and at.expander[0].label == "This run's 2 photos without GPS, located when it was built"
     assert sorted(at.dataframe[0].value["path"]) == sorted(located["path"])
+    assert main(["graph", "--run", str(run), "--test-frac", "0.3", "--split-seed", "1"]) == 0  # another split
+    at.run()  # the answers of the old split's predictor are not shown as the run's
+    assert not at.exception and not any("without GPS" in e.label for e in at.expander)
+    assert any("located.csv is not shown" in w.value.replace("\\", "") for w in at.warning)
