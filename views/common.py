@@ -139,19 +139,20 @@ def require(run: Run, *paths: Path) -> None:
     it."""
     lacking = next((p for p in paths if not p.exists()), None)
     if lacking is not None:
-        st.info(str(run.missing(lacking)))
+        st.info(plain(run.missing(lacking) or f"{run.root.name} has no {lacking.name}"))
         offer_stage(run, run.made_by(lacking))
         st.stop()
 
 
-def offer_stage(run: Run, stage: str | None) -> None:
-    """For an editor, a button that queues `geoloc STAGE` for the run (with its recorded settings), where the page lacks
-    what that stage writes; the Data page follows the job. Ingest is not offered: it needs the photo folder."""
+def offer_stage(run: Run, stage: str | None, graph: str | None = None) -> None:
+    """For an editor, a button that queues `geoloc STAGE` for the run (with its recorded settings; over `graph` alone
+    where given), where the page lacks what that stage writes; the Data page follows the job. Ingest is not offered:
+    it needs the photo folder."""
     if stage not in jobs.STAGES or not editor() or not run.photos.exists():
         return
     if st.button(f"Build it: queue `geoloc {stage}` for this run", key=f"queue-{stage}"):
         try:
-            job = jobs.start_stage(run, stage, user_label())
+            job = jobs.start_stage(run, stage, user_label(), graph)
         except jobqueue.Occupied as busy:
             st.warning(plain(busy))
         else:

@@ -25,7 +25,7 @@ if not options:  # the graph is built, its regions are not (or were cut from oth
         st.info(plain(run.missing(run.regions(graph).csv)))
     except Stale as stale:
         st.info(plain(stale))
-    offer_stage(run, "regions")
+    offer_stage(run, "regions", graph)
     st.stop()
 iteration = mid.selectbox("Iteration", list(options))
 show_edges = right.toggle("Show graph edges", value=False)

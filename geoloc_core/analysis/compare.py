@@ -90,14 +90,17 @@ class Comparison:
 def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | None, is_test: np.ndarray,
                    labels: np.ndarray | None,
                    descriptors: tuple[str, ...], cfg: PredictorConfig, compare: CompareConfig, graph: str,
-                   unfamiliar_below: float) -> dict[str, Answers]:
+                   unfamiliar_below: float, holdout: np.ndarray | None = None) -> dict[str, Answers]:
     """Every method's answers for the photos `is_test` holds out, each method seeing only the others (and `labels`, the
-    w/o regions cut from them)."""
+    w/o regions cut from them). `holdout` (N,): the unit the predictors' inner hold-outs (the radius' calibration,
+    auto's inner folds) hold out together, as the folds do: blocks under `--block-km`; default the places."""
     test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
     lat, lon, groups = table.lat_deg, table.lon_deg, table.frame["group"].to_numpy()
     region = np.full(len(table), -1) if labels is None else labels
     db = pd.DataFrame({"photo": train, "path": [str(p) for p, t in zip(table.abs_paths(), is_test) if not t],
                        "lat_deg": lat[train], "lon_deg": lon[train], "group": groups[train], "region": region[train]})
+    if holdout is not None:
+        db["holdout"] = holdout[train]
     db_patches = None if patches is None else patches[train]
     answers = {}
 
@@ -130,7 +133,8 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
         p_lat, p_lon, sims, ids = locate(verified.with_sources(sources), emb[test], emb[test])
         answer = Answers(p_lat, p_lon, hits(ids))
         if sources == verified.sources:  # does the radius hold its 90 %, and how many new places look unfamiliar?
-            answer.per_photo = {"within_radius": haversine_km(p_lat, p_lon, lat[test], lon[test]) <= verified.radius_km,
+            answer.per_photo = {"within_radius": _within(haversine_km(p_lat, p_lon, lat[test], lon[test]),
+                                                         verified.radius_km),
                                 "unfamiliar": verified.familiarity(sims[:, 0]) < unfamiliar_below}
             answer.scalars = {"radius_km@90": verified.radius_km}
         answers[f"verified: {name}"] = answer
@@ -138,10 +142,19 @@ def method_answers(table: PhotoTable, emb: np.ndarray, patches: np.ndarray | Non
     if cfg.method == "auto":
         auto = fit_auto(db, emb[train], db_patches, cfg, graph)
         p_lat, p_lon, _, _ = locate(auto, emb[test], emb[test])
-        within = haversine_km(p_lat, p_lon, lat[test], lon[test]) <= auto.radius_km
+        within = _within(haversine_km(p_lat, p_lon, lat[test], lon[test]), auto.radius_km)
         answers[AUTO_ROW] = Answers(p_lat, p_lon, choice=auto.choice["chosen"],
                                     scalars={"radius_km@90": auto.radius_km}, per_photo={"within_radius": within})
     return answers
+
+
+def _within(error_km: np.ndarray, radius_km: float) -> np.ndarray:
+    """(Q,) 1.0 where the error lies within the radius, 0.0 where not; NaN throughout where no radius was calibrated (a
+    fold whose training photos hold too few places or blocks): "not measured", never "never within"."""
+    if not np.isfinite(radius_km):
+        log.warning("no radius calibrated (too few units to hold out): its coverage is not measured")
+        return np.full(len(error_km), np.nan)
+    return (error_km <= radius_km).astype(np.float64)
 
 
 def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg: PredictorConfig = PredictorConfig(),
@@ -168,11 +181,10 @@ def compare_methods(run_dir: Path, compare: CompareConfig = CompareConfig(), cfg
     folds = Folds.of_places(table, cv)
     regions = regions or run.pipeline_config().regions
     per_fold, fold_rows = [], []
-    held_as = folds.as_groups(table)  # inner hold-outs by the folds' unit: a block's neighbours never calibrate it
     for f, is_test in folds:
         # the fold's own w/o regions: cut without its locations
         labels = fold_regions(table, emb, is_test, graph, regions)
-        answers = method_answers(held_as, emb, patches, is_test, labels, *args)
+        answers = method_answers(table, emb, patches, is_test, labels, *args, holdout=folds.units)
         per_fold.append({m: a.table(table, is_test) for m, a in answers.items()})
         verified = answers[verified_row(cfg.sources)]
         within = estimates({"within_radius": (verified.per_photo["within_radius"].astype(np.float64), weighted_mean)},

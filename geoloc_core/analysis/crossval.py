@@ -71,12 +71,6 @@ class Folds:
         units = fold_units(photos.frame["group"].to_numpy(), photos.lat_deg, photos.lon_deg, cv.block_km)
         return cls.over(units, cv.folds, cv.fold_seed)
 
-    def as_groups(self, photos: PhotoTable) -> PhotoTable:
-        """`photos` with the folds' units as their groups, so every hold-out inside a fold (the radius' calibration, the
-        verifier's training pairs, `--method auto`'s inner folds, the probe's grouped folds) holds out what the folds
-        do: whole blocks under `--block-km`, places otherwise (where the units are the groups)."""
-        return dataclasses.replace(photos, frame=photos.frame.assign(group=self.units))
-
     @property
     def k(self) -> int:
         """Number of folds."""

@@ -150,8 +150,8 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         labels = {size: fold_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
                   for size in {v.image_size for v in variants}}
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
-                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train],
-                           "group": folds.units[train]})  # inner hold-outs by the folds' unit (`Folds.as_groups`)
+                           "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train],
+                           "holdout": folds.units[train]})  # what inner hold-outs hold out: as the folds do
         fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
+from geoloc_core.base.errors import UserError
 from geoloc_core.cli.flags import Command, add_graphs, add_settings, settings
 from geoloc_core.cli.tables import print_table
 from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
@@ -55,9 +57,15 @@ def _cmd_ingest(a) -> None:
 
 def _stage(a) -> contextlib.AbstractContextManager:
     """The run's state around one stage (a page that queued it sees it done or failed); a run that is not there is
-    not made by saying so."""
+    not made by saying so, and one another process is building is refused (two writers would mix their artefacts)."""
     run = Run(a.run)
-    return run.job() if run.exists() else contextlib.nullcontext()
+    if not run.exists():
+        return contextlib.nullcontext()
+    started_here = (run.read_status() or {}).get("pid") == os.getpid()  # the job the queue started is this process
+    if run.state() in ("running", "queued") and not started_here:
+        raise UserError(f"{run.root} is being built by another job ({run.state()})",
+                        "Wait for it to end (the app's Data page follows it), then run this again")
+    return run.job()
 
 
 def _cmd_embed(a) -> None:

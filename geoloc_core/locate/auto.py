@@ -22,6 +22,7 @@ from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.config import PredictorConfig
 from geoloc_core.evaluate.stats import estimate, location_folds, resample_places, weighted_median
+from geoloc_core.locate.calibration import holdout_units
 from geoloc_core.locate.predictor import Predictor, locate
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,11 @@ def choose_settings(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | Non
                         f"{cfg.descriptor}, {cfg.retrieval})", "Drop --descriptor and --retrieval, or use --method "
                                                                "fixed")
     grid = auto_grid(cfg)
-    groups = db["group"].to_numpy().astype(str)
+    groups = holdout_units(db)  # places, or blocks of them under --block-km
     n_places = len(np.unique(groups))
     if n_places < 2 * INNER_FOLDS:
-        return grid["given"], {"chosen": "given", "reason": f"{n_places} places: too few for {INNER_FOLDS} inner folds"}
+        unit = "blocks" if "holdout" in db else "places"
+        return grid["given"], {"chosen": "given", "reason": f"{n_places} {unit}: too few for {INNER_FOLDS} inner folds"}
     shared = replace(grid["given"], verify=True, k=max(s.k for s in grid.values()),
                      sources=tuple(dict.fromkeys(s for setting in grid.values() for s in setting.sources)))
     fold = location_folds(groups, INNER_FOLDS, seed)

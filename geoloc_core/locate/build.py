@@ -16,7 +16,7 @@ from geoloc_core.evaluate.linear_probe import LinearProbe, as_linear, fit_linear
 from geoloc_core.evaluate.stats import location_folds
 from geoloc_core.features.descriptors import describe, fit_vlad_vocabulary
 from geoloc_core.locate.auto import choose_settings
-from geoloc_core.locate.calibration import CALIBRATION_FOLDS, calibrate_bandwidth, leave_location_out
+from geoloc_core.locate.calibration import CALIBRATION_FOLDS, calibrate_bandwidth, holdout_units, leave_location_out
 from geoloc_core.locate.index import build_index
 from geoloc_core.locate.locators import fit_regressor, fit_verifier
 from geoloc_core.locate.predictor import Predictor, locate
@@ -38,7 +38,9 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
                   cfg: PredictorConfig = PredictorConfig(),
                   graph: str = "dt", calibrate: bool = True, unseen: tuple[pd.DataFrame, np.ndarray] | None = None
                   ) -> Predictor:
-    """A predictor over database photos (`db`: lat_deg, lon_deg, group, region, path) and their embeddings.
+    """A predictor over database photos (`db`: lat_deg, lon_deg, group, region, path) and their embeddings; an
+    optional `holdout` column is the unit the radius' calibration folds hold out (blocks under `--block-km`; default:
+    the place, `group`, which the verifier's pairs and the probe always use).
 
     The uncertainty is measured honestly, on photos the embeddings were not learnt from and at places a calibration
     predictor never saw: the bandwidth and the familiarity from their neighbours in the database (their own place left
@@ -71,8 +73,8 @@ def fit_predictor(db: pd.DataFrame, emb: np.ndarray, patches: np.ndarray | None,
         p_lat, p_lon, _, _ = locate(calibrator, q_desc, q_emb)
         predictor.calibration_errors_km = haversine_km(p_lat, p_lon, outside["lat_deg"].to_numpy(),
                                                        outside["lon_deg"].to_numpy())
-    elif calibrate and db["group"].nunique() >= CALIBRATION_FOLDS:
-        calibration = location_folds(groups, CALIBRATION_FOLDS, cfg.locator.seed)
+    elif calibrate and len(np.unique(hold := holdout_units(db))) >= CALIBRATION_FOLDS:
+        calibration = location_folds(hold, CALIBRATION_FOLDS, cfg.locator.seed)
         predictor.calibration_errors_km = np.full(len(db), np.nan)
         for f in range(CALIBRATION_FOLDS):  # every place held out once
             held = calibration == f

@@ -20,6 +20,12 @@ BANDWIDTH_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # of database pairwise 
 CALIBRATION_FOLDS = 5  # folds over the database's places, each held out of one calibration predictor
 
 
+def holdout_units(db: pd.DataFrame) -> np.ndarray:
+    """(N,) what an inner hold-out of `db` holds out together: its `holdout` column where a protocol gives one (blocks),
+    else its places."""
+    return db["holdout" if "holdout" in db else "group"].to_numpy().astype(str)
+
+
 def leave_location_out(desc: np.ndarray, db: pd.DataFrame, index, k: int, max_queries: int = 2000, seed: int = 0,
                        queries: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Photos queried against the database without their own location: (query rows (Q,), sims (Q, k), ids (Q, k)).

@@ -114,19 +114,24 @@ def read_boundary_isolated(path: str | Path) -> shapely.Geometry:
             child = subprocess.Popen([sys.executable, "-m", "geoloc_core.regions.boundaries", str(path), str(out)],
                                      stdout=subprocess.DEVNULL, stderr=stderr, cwd=PROJECT_DIR)
         deadline = time.monotonic() + PARSE_TIMEOUT_S
-        while child.poll() is None:  # polled every 20 ms: a read grows by tens of MB between two looks at most
-            too_big, too_long = _rss_kb(child.pid) > limit_kb, time.monotonic() > deadline
-            if too_big or too_long:
+        try:
+            while child.poll() is None:  # polled every 20 ms: a read grows by tens of MB between two looks at most
+                too_big, too_long = _rss_kb(child.pid) > limit_kb, time.monotonic() > deadline
+                if too_big or too_long:
+                    raise memory if too_big else BoundaryError(f"{path.name}: not read within {PARSE_TIMEOUT_S} s")
+                time.sleep(0.02)
+        finally:  # never left running: refused, or the page's script stopped while it read
+            if child.poll() is None:
                 child.kill()
                 child.wait()
-                raise memory if too_big else BoundaryError(f"{path.name}: not read within {PARSE_TIMEOUT_S} s")
-            time.sleep(0.02)
         said = errors.read_text(errors="replace").strip().splitlines()
         if child.returncode == 2:  # the reader's own refusal: its message, one line
-            raise BoundaryError(said[-1])
+            raise BoundaryError(said[-1] if said else f"{path.name}: not a readable boundary file")
+        if child.returncode == 3 or child.returncode < 0:  # out of memory, or killed (the kernel's OOM killer)
+            raise memory
         if child.returncode != 0 or not out.exists():
             log.warning("boundary reader for %s ended with %s: %s", path.name, child.returncode, said[-3:])
-            raise memory
+            raise BoundaryError(f"{path.name}: could not be read (the reader stopped with status {child.returncode})")
         geometry = shapely.from_wkb(out.read_bytes())
     shapely.prepare(geometry)
     return geometry
@@ -143,10 +148,12 @@ def _rss_kb(pid: int) -> int:
 
 def _read_to_wkb(argv: list[str]) -> int:
     """The child of `read_boundary_isolated`: read the boundary `argv[0]`, write it as WKB to `argv[1]`. Exit 2 with
-    one line for a refused file; a read that runs out of memory ends otherwise."""
+    one line for a refused file, 3 out of memory."""
     try:
         geometry = read_boundary(argv[0])
-    except (BoundaryError, OSError) as exc:
+    except MemoryError:
+        return 3
+    except (BoundaryError, OSError, ValueError, RuntimeError) as exc:  # what the in-process reader's callers catch
         print(str(exc).replace("\n", " "), file=sys.stderr)
         return 2
     Path(argv[1]).write_bytes(shapely.to_wkb(geometry))

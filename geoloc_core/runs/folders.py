@@ -911,9 +911,9 @@ class Run(Folder):
         kind, _, arg = key.partition(":")
         if kind == "finetune":
             return lambda: FinetuneRun(self.root / arg).check()
-        if key == "config:regions":
-            return lambda: provenance.settings({k: v for k, v in self.read_config().get("regions", {}).items()
-                                                if k not in POLYGON_SETTINGS})
+        if key == "config:regions":  # as the folds cut with them: defaults filled in, polygon-only settings left out
+            return lambda: provenance.settings({k: v for k, v in dataclasses.asdict(self.pipeline_config().regions)
+                                                .items() if k not in POLYGON_SETTINGS})
         return lambda: self.check(key)
 
     def check_finetune(self, ft: FinetuneRun) -> str:

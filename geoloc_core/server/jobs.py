@@ -40,14 +40,16 @@ def start_run(run: Run, source: str, user: str | None = None, gpx: str | None = 
 STAGES = {"embed": "embed", "graph": "graph", "regions": "regions", "evaluate": "eval"}  # stage -> its config section
 
 
-def start_stage(run: Run, stage: str, user: str | None = None) -> Job:
-    """`geoloc STAGE --run RUN` with the run's own recorded settings, through the queue: the one stage a page lacks.
-    A run's photos are not ingested here (that needs the data folder: `start_run`); refused (`jobqueue.Occupied`)
-    while the run's job is queued or running."""
+def start_stage(run: Run, stage: str, user: str | None = None, graph: str | None = None) -> Job:
+    """`geoloc STAGE --run RUN` with the run's own recorded settings, through the queue: the one stage a page lacks
+    (`graph`: regions or evaluate over that graph alone, so the others' results stay). A run's photos are not ingested
+    here (that needs the data folder: `start_run`); refused (`jobqueue.Occupied`) while the run's job is queued or
+    running."""
     if stage not in STAGES:
         raise ValueError(f"a page queues only the stages after ingest ({', '.join(STAGES)}), not {stage!r}")
     recorded = getattr(run.pipeline_config(), STAGES[stage])
-    return jobqueue.submit(stage, run, [stage, "--run", str(run.root.resolve()), *config_argv(recorded)],
+    only = [f"--graphs={graph}"] if graph and stage in ("regions", "evaluate") else []
+    return jobqueue.submit(stage, run, [stage, "--run", str(run.root.resolve()), *only, *config_argv(recorded)],
                            user or default_user(), replace=True)
 
 

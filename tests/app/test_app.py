@@ -432,9 +432,10 @@ def test_a_page_missing_a_stage_offers_an_editor_to_queue_it_with_the_runs_setti
     at.button(key="queue-regions").click().run()
     assert not at.exception and "`geoloc regions` started" in at.success[0].value
     [job] = jobqueue.all_jobs()
-    assert job.user == "ana" and job.kind == "regions" and "--resolution=2.0" in job.argv
+    assert job.user == "ana" and job.kind == "regions" and {"--resolution=2.0", "--graphs=dt"} <= set(job.argv)
     assert _wait(run, 300) == "done", run.log.read_text()[-2000:]
     assert run.is_current("regions:dt") and run.read_config()["regions"]["resolution"] == 2.0
+    assert run.held_out("gg").exists()  # the other graphs' answers were left as they were (cut over dt alone)
     at = page("views/regions.py", tiny_run)
     assert not at.exception and "Regions table" in [e.label for e in at.expander]
 

@@ -160,3 +160,24 @@ def test_help_gives_the_default_a_command_sets_not_the_settings_own(capsys):
             main([command, "--help"])
         shown = re.search(r"--folds FOLDS\s+1: the run's own split.*?\(default: (\d+)\)", capsys.readouterr().out, re.S)
         assert shown and int(shown.group(1)) == folds, command
+
+
+def test_a_stage_on_a_run_another_job_is_building_is_refused_and_changes_nothing(tiny_run, caplog):
+    """A shell's `geoloc regions` on a run whose job is running would mix two writers' artefacts: refused, its status
+    kept."""
+    import subprocess
+    import sys
+
+    from geoloc_core.runs.folders import Run
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Run(tiny_run).write_status("running", pid=other.pid)  # as the queue writes it for the job it started
+        status = Run(tiny_run).status.read_bytes()
+        assert main(["regions", "--run", str(tiny_run)]) == 2
+        assert "is being built by another job (running)" in caplog.text
+        assert Run(tiny_run).status.read_bytes() == status
+    finally:
+        other.kill()
+        other.wait()
+    assert main(["regions", "--run", str(tiny_run)]) == 0 and Run(tiny_run).state() == "done"  # its own, once it ended

@@ -54,8 +54,10 @@ def test_compare_over_blocks_reports_auto_nested_and_the_radius_coverage_per_fol
     units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, 60.0)
     fold = location_folds(units, 2, 0)
     assert 2 <= len(set(units)) < 20 and [f["n_photos"] for f in result.folds] == np.bincount(fold).tolist()
-    # every database's groups are blocks: calibration never holds out a block's place and keeps its neighbours
-    assert databases and all(db["group"].str.startswith("block ").all() for db in databases)
+    # every database's inner hold-outs are blocks (calibration never holds out a place and keeps its block's other
+    # places), while its places stay the verifier's and the probe's groups
+    assert databases and all(db["holdout"].str.startswith("block ").all() for db in databases)
+    assert all(not db["group"].str.startswith("block ").any() for db in databases)
     for f in result.folds:
         assert 0 <= f["within_radius_lo"] <= f["within_radius"] <= f["within_radius_hi"] <= 1
         assert f["auto_choice"] in auto_grid(PredictorConfig(k=5, method="auto"))

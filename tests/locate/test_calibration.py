@@ -61,3 +61,22 @@ def test_pretrained_embeddings_are_calibrated_on_every_database_place_held_out_o
     assert (len(predictor.calibration_errors_km) == len(predictor.db) and np.isfinite(predictor.calibration_errors_km)
             .all())
     assert len(predictor.familiar_sims) == len(predictor.db)  # every database photo, its own location left out
+
+
+def test_a_holdout_column_makes_each_calibrator_leave_out_whole_units(tiny_run, monkeypatch):
+    """Under `--block-km` a database carries `holdout` (its blocks): every calibrator leaves out whole blocks, never a
+    place whose block-mates it keeps; the places stay the verifier's groups."""
+    located = []
+    real_locate = build.locate
+    monkeypatch.setattr(build, "locate", lambda p, desc, e, *a: located.append(p) or real_locate(p, desc, e, *a))
+    run = Run(tiny_run)
+    table, (emb, _) = run.photo_table(), run.read_embeddings()
+    frame = table.frame.assign(lat_deg=table.lat_deg, lon_deg=table.lon_deg, region=-1, path=table.frame["path"])
+    db = frame[["lat_deg", "lon_deg", "group", "region", "path"]].assign(
+        holdout=[f"block {int(g[1:]) // 2}" for g in frame["group"]])  # 10 blocks of 2 places
+    predictor = build.fit_predictor(db, emb, None, PredictorConfig(k=5))
+    blocks = dict(zip(db["group"], db["holdout"]))
+    for calibrator in located:
+        left_out = set(db["group"]) - set(calibrator.db["group"])
+        assert left_out and {b for g, b in blocks.items() if g in left_out}.isdisjoint(calibrator.db["holdout"])
+    assert np.isfinite(predictor.radius_km) and predictor.db["group"].nunique() == 20
