@@ -312,6 +312,12 @@ def group_places(frame: pd.DataFrame, report: IngestReport, cfg: IngestConfig) -
     named = pd.Series(np.where(own != "", keys, None), dtype=object)  # a merged group keeps a key the data gave
     first_key = named.groupby(codes).transform("first").fillna(pd.Series(keys).groupby(codes).transform("first"))
     frame["group"] = first_key.to_numpy(str) if len(frame) else np.array([], str)
+    keyed = own != ""
+    for joined in pd.Series(own[keyed]).groupby(codes[keyed]).unique():
+        if len(joined) > 1:  # the data's own keys, made one place: said, never silent
+            shown = ", ".join(sorted(joined)[:5]) + (" ..." if len(joined) > 5 else "")
+            report.warnings.append(f"{given} {shown}: one place here (a photo of one repeats another's, or a photo "
+                                   f"without a {given} lies within {cfg.place_radius_m:g} m of both)")
     report.places = summarise_places(pd.factorize(frame["group"])[0], lat, lon, cfg.place_radius_m, cfg.place_max_m,
                                      len(report.near_duplicates))
     return frame

@@ -50,7 +50,7 @@ import pandas as pd
 from geoloc_core.base import storage
 from geoloc_core.base.errors import UserError
 from geoloc_core.base.geo import LocalProjection
-from geoloc_core.config import GRAPHS, POLYGON_SETTINGS, FinetuneConfig, PipelineConfig, RegionConfig
+from geoloc_core.config import GRAPHS, POLYGON_SETTINGS, FinetuneConfig, PipelineConfig, RegionConfig, server_config
 from geoloc_core.ingest.photos import IngestReport, PhotoTable
 from geoloc_core.regions.partition import SiteGraph, region_areas_km2
 from geoloc_core.runs import provenance
@@ -817,7 +817,8 @@ class Run(Folder):
         name, record, files, inputs, hint = self.artefact(key)
         if not files[0].exists() and not record.exists():  # never made: `missing` names the stage that writes it
             raise FileNotFoundError(errno.ENOENT, f"{name} was not made yet", str(files[0]))
-        if self.photos.exists() and not any(self.root.glob("*.provenance.json")):
+        if (self.photos.exists() and not any(self.root.glob("*.provenance.json"))
+                and server_config().mode != "viewer"):  # a viewer's read writes nothing: it reads all as unrecorded
             self._adopt_legacy()  # no record at all: written before records were kept (a re-ingest keeps the others)
         return provenance.check(name, record, files, inputs, hint)
 

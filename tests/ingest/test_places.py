@@ -186,6 +186,14 @@ def test_a_manifest_with_some_keys_blank_keeps_one_spot_one_place(manifest_folde
     assert group["images/l01_1.jpg"] == group["images/l01_0.jpg"] == "L1"
     assert group["images/l02_0.jpg"] == group["images/l02_1.jpg"] not in {f"L{i}" for i in range(20)}
     assert group.nunique() == 20
+    manifest.loc[manifest["path"] == "images/l04_0.jpg", ["lat", "lon", "location_id"]] = [
+        *manifest.loc[manifest["path"] == "images/l03_0.jpg", ["lat", "lon"]].to_numpy()[0], ""]  # blank, at L3
+    manifest.loc[manifest["path"] == "images/l04_1.jpg", ["lat", "lon"]] = manifest.loc[
+        manifest["path"] == "images/l03_0.jpg", ["lat", "lon"]].to_numpy()[0]  # L4 moved onto L3's spot
+    manifest.to_csv(manifest_folder / "manifest.csv", index=False)
+    table, report = load_photos(manifest_folder)
+    assert table.frame.set_index("path")["group"]["images/l04_1.jpg"] == "L3"
+    assert any(w.startswith("location_id L3, L4: one place here") for w in report.warnings)
 
 
 def test_a_folder_with_only_untagged_photos_says_there_is_nothing_to_locate_them_by(mthood, tmp_path):

@@ -280,6 +280,22 @@ def test_a_run_written_before_records_is_recorded_as_found_where_its_evidence_ag
     assert not _current(case, "predictor")  # no record: rebuilt on its next use
 
 
+def test_a_viewers_read_of_a_run_written_before_records_writes_nothing(case, monkeypatch):
+    from geoloc_core.config import server_config
+
+    for record in [*case.root.glob("*.provenance.json"), *case.root.glob("*/provenance.json")]:
+        record.unlink()
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    server_config.cache_clear()
+    try:
+        assert not case.is_current("regions:dt") and stages.summary_rows(case.root) == []  # unrecorded: not shown
+        assert not list(case.root.glob("*.provenance.json"))  # and nothing was written into the run
+    finally:
+        monkeypatch.delenv("GEOLOC_MODE")
+        server_config.cache_clear()
+    assert case.is_current("regions:dt")  # an editor's read records it as found
+
+
 def test_a_stale_table_is_shown_nowhere(case):
     """After a re-split, the Evaluate page, the report and the w/o summary leave out what was computed from the old
     split and say what changed, instead of showing it."""
