@@ -96,6 +96,10 @@ def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_i
     with pytest.raises(jobqueue.Occupied, match=r"survey is already built \(from a shell, \d{4}-\d\d-\d\d"):
         jobs.start_run(Run(done.root), str(tmp_path), user="ben")  # before: queued at once, every result went stale
     assert jobqueue.all_jobs() == [] and done.state() == "done"
+    (done.root / "photos.provenance.json").write_text("{}")  # its finished work, as the stages record it
+    done.write_status("failed")  # a later stage (`geoloc evaluate`, say) failed on it: its work is still there
+    with pytest.raises(jobqueue.Occupied, match="survey is already built"):
+        jobs.start_run(Run(done.root), str(tmp_path), user="ben")
     job = jobs.start_run(Run(done.root), str(tmp_path), user="ben", replace=True)  # once ben has said yes
     assert job.state == "queued" and done.state() == "queued"
     with pytest.raises(jobqueue.Occupied, match="being built already"):

@@ -73,7 +73,8 @@ def resume_finetune(ft: FinetuneRun, user: str | None = None) -> Job:
     """Continue a stopped or failed fine-tuning run with the settings it was started with, through the queue."""
     if not can_resume(ft):
         raise ValueError(f"{ft.root} has nothing to resume (state: {ft.state()})")
-    return jobqueue.submit("resume", ft, ["resume", str(ft.root.resolve())], user or default_user())
+    return jobqueue.submit("resume", ft, ["resume", str(ft.root.resolve())], user or default_user(),
+                           replace=True)  # it goes on with the folder's work: nothing is replaced
 
 
 def stop(folder: Folder) -> str:
