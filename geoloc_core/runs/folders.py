@@ -81,6 +81,11 @@ class Folder:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
+    def holds_work(self) -> bool:
+        """Whether a stage of this folder finished and recorded an artefact (its work outlives a later stage's
+        failure)."""
+        return any(self.root.glob("*provenance.json"))
+
     @property
     def config(self) -> Path:
         """`config.json`: each stage's settings, one section per stage (`record_config`)."""

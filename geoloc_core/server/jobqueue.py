@@ -148,7 +148,7 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
         state = folder.state()
         if state in ("queued", "running"):
             raise Occupied(f"{folder.root.name} is being built already ({state}).")
-        finished = state == "done" or (state in ("failed", "stopped") and any(folder.root.glob("*provenance.json")))
+        finished = state == "done" or (state in ("failed", "stopped") and folder.holds_work())
         if finished and not replace:  # a later stage that failed leaves the run's finished work: still asked
             raise Occupied(f"{folder.root.name} is already built{_built_by(folder, cfg)}; building it again replaces "
                            "every result in it (a new split: its predictors, comparisons and fine-tuning runs go "

@@ -48,10 +48,10 @@ def test_compare_over_blocks_reports_auto_nested_and_the_radius_coverage_per_fol
     for name in ("fit_predictor", "fit_auto"):
         real = getattr(compare, name)
         monkeypatch.setattr(compare, name, lambda db, *a, real=real, **k: databases.append(db) or real(db, *a, **k))
-    cv = CrossValConfig(folds=2, block_km=60.0)
+    cv = CrossValConfig(folds=2, block_km=30.0)  # 16 blocks: 8 to each fold's database, enough to calibrate a radius
     result = compare_methods(tiny_run, CompareConfig(descriptors=("cls",)), PredictorConfig(k=5, method="auto"), cv=cv)
     table = Run(tiny_run).photo_table()
-    units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, 60.0)
+    units = fold_units(table.frame["group"].to_numpy(), table.lat_deg, table.lon_deg, 30.0)
     fold = location_folds(units, 2, 0)
     assert 2 <= len(set(units)) < 20 and [f["n_photos"] for f in result.folds] == np.bincount(fold).tolist()
     # every database's inner hold-outs are blocks (calibration never holds out a place and keeps its block's other
@@ -65,3 +65,11 @@ def test_compare_over_blocks_reports_auto_nested_and_the_radius_coverage_per_fol
     assert AUTO_ROW in rows and "verified: top1+clusters+gallery+regression" in rows and "verified: regression" in rows
     auto = [v for v in result.verdicts if v["comparison"].startswith(AUTO_ROW)]
     assert len(auto) == 1 and auto[0]["lo"] <= auto[0]["difference"] <= auto[0]["hi"]
+
+
+def test_a_fold_without_a_calibrated_radius_reports_its_coverage_as_not_measured():
+    from geoloc_core.analysis.compare import _within
+
+    errors = np.array([0.5, 2.0, 9.0])
+    assert _within(errors, 2.0).tolist() == [1.0, 1.0, 0.0]
+    assert np.isnan(_within(errors, float("nan"))).all()  # too few blocks to calibrate: not "never within"
