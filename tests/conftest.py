@@ -87,15 +87,14 @@ def exif_folder(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def manifest_folder(tmp_path: Path) -> Path:
-    """40 photos at 20 locations in two visually distinct halves (west: reddish, east: bluish), with a manifest."""
-    root = tmp_path / "manifest_photos"
+def write_manifest_photos(root: Path, n_locations: int = 20) -> Path:
+    """Geotagged photos listed in `root/manifest.csv` (paths `images/...`), two per location, in two visually distinct
+    halves (west: reddish, east: bluish)."""
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(1)
     rows = []
-    for loc in range(20):
-        east = loc >= 10
+    for loc in range(n_locations):
+        east = loc >= n_locations // 2
         lat, lon = 45.0 + rng.uniform(0, 1.0), (16.5 if east else 15.0) + rng.uniform(0, 1.0)
         for shot in range(2):
             arr = textured(loc * 7 + shot)
@@ -105,6 +104,12 @@ def manifest_folder(tmp_path: Path) -> Path:
             rows.append({"path": name, "lat": lat, "lon": lon, "location_id": f"L{loc}"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root
+
+
+@pytest.fixture
+def manifest_folder(tmp_path: Path) -> Path:
+    """40 photos at 20 locations in two visually distinct halves (west: reddish, east: bluish), with a manifest."""
+    return write_manifest_photos(tmp_path / "manifest_photos")
 
 
 @pytest.fixture(scope="session")

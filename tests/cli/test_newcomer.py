@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, TINY, jpeg_bytes, textured
+from conftest import REPO, TINY, jpeg_bytes, textured, write_manifest_photos
 from geoloc_core.cli import main
 from geoloc_core.runs.folders import FinetuneRun, Run
 from geoloc_core.server import access
@@ -30,23 +30,6 @@ FINETUNE = ["--rounds", "1", "--epochs", "1", "--unfrozen-blocks", "1", "--batch
 
 def tiny(checkpoint: Path) -> list[str]:
     return ["--model", TINY.name, "--checkpoint", str(checkpoint), "--device", "cpu"]
-
-
-def write_manifest_photos(root: Path, n_locations: int = 12) -> Path:
-    """Geotagged photos listed in `root/manifest.csv` (paths `images/...`), two per location, in two halves."""
-    (root / "images").mkdir(parents=True)
-    rng, rows = np.random.default_rng(1), []
-    for loc in range(n_locations):
-        east = loc >= n_locations // 2
-        lat, lon = 45.0 + rng.uniform(0, 1.0), (16.5 if east else 15.0) + rng.uniform(0, 1.0)
-        for shot in range(2):
-            arr = textured(loc * 7 + shot)
-            arr[..., 2 if east else 0] = np.clip(arr[..., 2 if east else 0] + 90, 0, 255)
-            name = f"images/l{loc:02d}_{shot}.jpg"
-            (root / name).write_bytes(jpeg_bytes(arr))
-            rows.append({"path": name, "lat": lat, "lon": lon, "location_id": f"L{loc}"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return root
 
 
 def user_error(caplog) -> str:
@@ -77,7 +60,7 @@ class States:
 
     def __init__(self, root: Path, checkpoint: Path):
         self.root, self.checkpoint = root, checkpoint
-        self.data = write_manifest_photos(root / "data")
+        self.data = write_manifest_photos(root / "data", 12)
         self.built: dict[str, Path] = {}
 
     def path(self, name: str) -> Path:
@@ -239,7 +222,7 @@ def test_a_folder_of_untagged_photos_says_how_to_locate_them(tmp_path, tiny_chec
 def test_a_manifest_given_with_its_photo_folder_reads_its_rows_from_its_own_folder(tmp_path, tiny_checkpoint,
                                                                                      isolated_cache, caplog):
     """`geoloc run FOLDER/images --manifest FOLDER/manifest.csv`: every row was "file not found", then a CRSError."""
-    folder = write_manifest_photos(tmp_path / "FOLDER")
+    folder = write_manifest_photos(tmp_path / "FOLDER", 12)
     run = tmp_path / "r"
     assert main(["run", str(folder / "images"), "--manifest", str(folder / "manifest.csv"), "--run", str(run),
                  *tiny(tiny_checkpoint)]) == 0
@@ -247,7 +230,7 @@ def test_a_manifest_given_with_its_photo_folder_reads_its_rows_from_its_own_fold
 
 
 def test_a_manifest_whose_rows_all_miss_says_where_they_were_looked_for(tmp_path, caplog):
-    folder = write_manifest_photos(tmp_path / "FOLDER")
+    folder = write_manifest_photos(tmp_path / "FOLDER", 12)
     elsewhere = tmp_path / "lists"
     elsewhere.mkdir()
     shutil.copy(folder / "manifest.csv", elsewhere / "m.csv")  # rows images/... but no images/ beside it
@@ -258,7 +241,7 @@ def test_a_manifest_whose_rows_all_miss_says_where_they_were_looked_for(tmp_path
 
 def test_predict_on_a_run_only_ingested_names_the_stage_to_run(tmp_path, caplog):
     """Was `ERROR geoloc: [Errno 2] No such file or directory: 'r3/split.json'`."""
-    folder = write_manifest_photos(tmp_path / "FOLDER")
+    folder = write_manifest_photos(tmp_path / "FOLDER", 12)
     run = tmp_path / "r3"
     assert main(["ingest", str(folder), "--run", str(run)]) == 0
     assert main(["predict", str(folder / "images" / "l00_0.jpg"), "--run", str(run)]) == 2
@@ -268,7 +251,7 @@ def test_predict_on_a_run_only_ingested_names_the_stage_to_run(tmp_path, caplog)
 
 def test_a_manifest_named_from_inside_the_data_folder_is_found_there(tmp_path, monkeypatch, caplog):
     """`geoloc ingest DIR --manifest m.csv`, m.csv in DIR: was `[Errno 2] No such file or directory: 'm.csv'`."""
-    folder = write_manifest_photos(tmp_path / "DIR")
+    folder = write_manifest_photos(tmp_path / "DIR", 12)
     (folder / "manifest.csv").rename(folder / "m.csv")
     monkeypatch.chdir(tmp_path)
     assert main(["ingest", "DIR", "--manifest", "m.csv", "--run", "r"]) == 0
@@ -282,7 +265,7 @@ def test_a_manifest_named_from_inside_the_data_folder_is_found_there(tmp_path, m
 
 def _inputs(tmp_path: Path) -> dict[str, list[str]]:
     """`geoloc ingest` given each of the usual wrong inputs."""
-    good = write_manifest_photos(tmp_path / "good")
+    good = write_manifest_photos(tmp_path / "good", 12)
     cases = {"a photo for a folder": [good / "images" / "l00_0.jpg"]}
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
@@ -353,7 +336,7 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_where(tmp_path, monke
 
 def test_a_manifests_absolute_rows_may_point_into_the_data_folder_and_no_further(tmp_path):
     """The rule's other half: absolute rows are read as written, within the data folder or the manifest's own."""
-    folder = write_manifest_photos(tmp_path / "FOLDER")
+    folder = write_manifest_photos(tmp_path / "FOLDER", 12)
     (tmp_path / "lists").mkdir()
     rows = pd.read_csv(folder / "manifest.csv")
     rows["path"] = [str(folder / p) for p in rows["path"]]

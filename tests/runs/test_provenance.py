@@ -14,11 +14,10 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, jpeg_bytes, textured
+from conftest import REPO, TINY, write_manifest_photos
 from geoloc_core.base import storage
 from geoloc_core.config import (
     EmbedConfig,
@@ -45,23 +44,6 @@ ARTEFACTS = ("photos", "embeddings", "view:mirror", "split", "graph:dt", "graph:
              "held_out:dt", "finetune", "predictor", "table")
 
 
-def _photos(root: Path, n_locations: int = 16) -> Path:
-    """Photos at `n_locations` places in two visually distinct halves, with a manifest (as `manifest_folder`)."""
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    rows = []
-    for loc in range(n_locations):
-        east = loc >= n_locations // 2
-        lat, lon = 45.0 + rng.uniform(0, 1.0), (16.5 if east else 15.0) + rng.uniform(0, 1.0)
-        for shot in range(2):
-            arr = textured(loc * 7 + shot)
-            arr[..., 2 if east else 0] = np.clip(arr[..., 2 if east else 0] + 90, 0, 255)
-            (root / f"images/l{loc:02d}_{shot}.jpg").write_bytes(jpeg_bytes(arr))
-            rows.append({"path": f"images/l{loc:02d}_{shot}.jpg", "lat": lat, "lon": lon, "location_id": f"L{loc}"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return root
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_checkpoint) -> Path:
     """The run every case starts from (built once; each case works on a copy)."""
@@ -73,7 +55,7 @@ def built(tmp_path_factory, tiny_checkpoint) -> Path:
         checkpoint.parent.mkdir()
         shutil.copy2(tiny_checkpoint, checkpoint)
         run = Run(base / "run")
-        stages.run_ingest(run.root, IngestConfig(data=str(_photos(base / "photos")), workers=2))
+        stages.run_ingest(run.root, IngestConfig(data=str(write_manifest_photos(base / "photos", 16)), workers=2))
         stages.run_embed(run.root, EmbedConfig(model=TINY.name, checkpoint=str(checkpoint), device="cpu", workers=1))
         stages.view_embeddings(run.root, "flip")
         stages.run_graph(run.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25))
