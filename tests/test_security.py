@@ -98,12 +98,14 @@ def test_a_finished_run_is_not_built_again_unasked_and_the_queue_decides_under_i
     assert jobqueue.all_jobs() == [] and done.state() == "done"
     (done.root / "photos.provenance.json").write_text("{}")  # its finished work, as the stages record it
     done.write_status("failed")  # a later stage (`geoloc evaluate`, say) failed on it: its work is still there
-    with pytest.raises(jobqueue.Occupied, match="survey is already built"):
+    with pytest.raises(jobqueue.Occupied, match="survey is already built") as asked:
         jobs.start_run(Run(done.root), str(tmp_path), user="ben")
+    assert asked.value.replaceable  # what the Data page offers to build again
     job = jobs.start_run(Run(done.root), str(tmp_path), user="ben", replace=True)  # once ben has said yes
     assert job.state == "queued" and done.state() == "queued"
-    with pytest.raises(jobqueue.Occupied, match="being built already"):
+    with pytest.raises(jobqueue.Occupied, match="being built already") as busy:
         jobs.start_run(Run(done.root), str(tmp_path), user="ana", replace=True)
+    assert not busy.value.replaceable
     fresh = Run(tmp_path / "runs" / "fresh")
     with ThreadPoolExecutor(4) as pool:  # four sessions asking at once: one job, three refusals
         outcomes = list(pool.map(lambda user: _try(lambda: jobs.start_run(fresh, str(tmp_path), user=user)), "abcd"))
@@ -119,7 +121,10 @@ def _try(start):
 
 
 @pytest.mark.slow  # a tiny finished run, and the Data page in AppTest
-def test_the_data_page_asks_before_building_a_finished_run_again(tiny_run, manifest_folder, sleeper_jobs, monkeypatch):
+@pytest.mark.parametrize("state", ["done", "failed"])  # failed: a later stage failed on it, its work still there
+def test_the_data_page_asks_before_building_a_finished_run_again(tiny_run, manifest_folder, sleeper_jobs, monkeypatch,
+                                                                 state):
+    Run(tiny_run).write_status(state)
     monkeypatch.setenv("GEOLOC_DATA_ROOTS", str(manifest_folder.parent))
     monkeypatch.setenv("GEOLOC_RUNS", str(tiny_run.parent))
     access.server_config.cache_clear()

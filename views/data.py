@@ -34,7 +34,7 @@ def start_run(root: str, path: str, track: str | None, time_offset: str | None) 
         job = jobs.start_run(target, path, user_label(), track, time_offset, replace=replace)
     except jobqueue.Occupied as exc:
         st.warning(plain(exc))
-        if target.state() == "done":
+        if exc.replaceable:  # finished work (done, or a later stage failed): asked, not refused
             yes, no = st.columns(2)
             if yes.button(plain(f"Yes, build {target.root.name} again"), type="primary"):
                 st.session_state["replace_run"] = root

@@ -134,7 +134,12 @@ def job_of(folder: Folder | Path, cfg=None) -> Job | None:
 # submitting, dispatching, cancelling -------------------------------------------------------------
 
 class Occupied(access.Refused):
-    """A folder whose job is queued or running, or whose finished work a new job would replace unasked."""
+    """A folder whose job is queued or running, or whose finished work a new job would replace unasked (`replaceable`:
+    building it again with `replace` is what the user may be asked)."""
+
+    def __init__(self, message: str, replaceable: bool = False):
+        super().__init__(message)
+        self.replaceable = replaceable
 
 
 def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool = False, cfg=None,
@@ -152,7 +157,7 @@ def submit(kind: str, folder: Folder, argv: list[str], user: str, created: bool 
         if finished and not replace:  # a later stage that failed leaves the run's finished work: still asked
             raise Occupied(f"{folder.root.name} is already built{_built_by(folder, cfg)}; building it again replaces "
                            "every result in it (a new split: its predictors, comparisons and fine-tuning runs go "
-                           "stale).")
+                           "stale).", replaceable=True)
         job = Job(id=f"{time.time_ns():020d}-{secrets.token_hex(3)}", kind=kind, folder=str(folder.root.resolve()),
                   argv=tuple(argv), user=user, submitted=time.time(), created=created, previous=folder.read_status())
         folder.root.mkdir(parents=True, exist_ok=True)
