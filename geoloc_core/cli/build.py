@@ -61,7 +61,9 @@ def _stage(a) -> contextlib.AbstractContextManager:
     run = Run(a.run)
     if not run.exists():
         return contextlib.nullcontext()
-    started_here = (run.read_status() or {}).get("pid") == os.getpid()  # the job the queue started is this process
+    status = run.read_status() or {}
+    # the job the queue started is this process: its pid once the queue said "running", its job id before that
+    started_here = status.get("pid") == os.getpid() or status.get("job") == os.environ.get("GEOLOC_JOB_ID", "-")
     if run.state() in ("running", "queued") and not started_here:
         raise UserError(f"{run.root} is being built by another job ({run.state()})",
                         "Wait for it to end (the app's Data page follows it), then run this again")
