@@ -408,10 +408,13 @@ def flag_of(f: dataclasses.Field) -> str:
 def config_argv(cfg: Any) -> list[str]:
     """The flags that rebuild config `cfg` through `add_settings` (for starting a job in its own process).
 
-    Flags only: a nested config or a positional setting has no flag here, so a config with one is refused."""
+    Flags only: a nested config or a positional setting has no flag here, so a config that sets one is refused (a
+    nested config at its default is left out: the command builds the same)."""
     argv = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and value == f.default_factory():
+            continue
         if dataclasses.is_dataclass(value) or f.metadata.get("positional"):
             raise ValueError(f"{type(cfg).__name__}.{f.name} has no flag of its own; pass it to the command yourself")
         if isinstance(value, bool):

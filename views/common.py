@@ -161,6 +161,20 @@ def offer_stage(run: Run, stage: str | None, graph: str | None = None) -> None:
                        "done.")
 
 
+def offer_predictor(run: Run, cfg: PredictConfig) -> None:
+    """For an editor, a button that queues `geoloc predictor` for the settings `cfg` (the Data page follows the job)."""
+    if not editor():
+        return
+    if st.button("Build it: queue `geoloc predictor` with these settings", key="queue-predictor"):
+        try:
+            job = jobs.start_predictor(run, cfg, user_label())
+        except jobqueue.Occupied as busy:
+            st.warning(plain(busy))
+        else:
+            where = "started" if job.state == "started" else "queued behind other jobs"
+            st.success(f"`geoloc predictor` {where}: the Data page shows its progress; predict again once it is done.")
+
+
 def current_table(run: Run, files: list[Path]) -> bool:
     """Whether the table `files` may be shown; a stale one is named instead, with what changed and what to run."""
     why = run.stale_table(files)
@@ -288,7 +302,7 @@ def plain(text: object) -> str:
 def predictor_built(run: Run, cfg: PredictConfig) -> bool:
     """Whether the predictor `predictor(run, cfg)` opens is saved and current, so opening it writes nothing. A viewer
     gets only such a predictor: building one (two verifiers, a pass of test-time views) writes into the run and takes
-    minutes of the script thread; an editor's `geoloc predict` with those settings builds it."""
+    minutes: a job's (`offer_predictor`), never the script thread's."""
     if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta]
                                                if v != "photo"):
         return False

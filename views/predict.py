@@ -23,8 +23,8 @@ from views.common import (
     basemap_online,
     current_run,
     current_table,
-    editor,
     held_out_photos,
+    offer_predictor,
     plain,
     predictor,
     predictor_built,
@@ -90,9 +90,10 @@ if not uploads and not picked:
 settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round,
                            region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
 predict_cfg = PredictConfig(predictor=settings, region_from="classifier" if use_head else "nearest")
-if not editor() and not predictor_built(run, predict_cfg):
-    st.info("The predictor for these settings is not built yet; an editor can build it (`geoloc predict --run RUN` "
-            "with these settings, or by predicting with them here). Try the settings it was built with.")
+if not predictor_built(run, predict_cfg):  # building one takes minutes: a job's, never this page's
+    st.info("The predictor for these settings is not built yet (`geoloc predictor --database train` with them builds "
+            "it; `geoloc run` builds the default one). Meanwhile, the settings it was built with answer at once.")
+    offer_predictor(run, predict_cfg)
     st.stop()
 model = predictor(run, predict_cfg)
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):

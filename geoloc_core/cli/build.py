@@ -9,7 +9,15 @@ import os
 from geoloc_core.base.errors import UserError
 from geoloc_core.cli.flags import Command, add_graphs, add_settings, settings
 from geoloc_core.cli.tables import print_table
-from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfig, PipelineConfig, RegionConfig
+from geoloc_core.config import (
+    EmbedConfig,
+    EvalConfig,
+    GraphConfig,
+    IngestConfig,
+    PipelineConfig,
+    PredictConfig,
+    RegionConfig,
+)
 from geoloc_core.runs import stages
 from geoloc_core.runs.folders import Run
 from geoloc_core.server.access import check_source
@@ -55,7 +63,7 @@ def _cmd_ingest(a) -> None:
         print(f"  warning: {w}")
 
 
-def _stage(a) -> contextlib.AbstractContextManager:
+def stage(a) -> contextlib.AbstractContextManager:
     """The run's state around one stage (a page that queued it sees it done or failed); a run that is not there is
     not made by saying so, and one another process is building is refused (two writers would mix their artefacts)."""
     run = Run(a.run)
@@ -71,26 +79,26 @@ def _stage(a) -> contextlib.AbstractContextManager:
 
 
 def _cmd_embed(a) -> None:
-    with _stage(a):
+    with stage(a):
         emb = stages.run_embed(a.run, settings(a, EmbedConfig, "embed"))
     print(f"{len(emb)} embeddings of dimension {emb.shape[1]} -> {Run(a.run).embeddings}")
 
 
 def _cmd_graph(a) -> None:
-    with _stage(a):
+    with stage(a):
         graphs = stages.run_graph(a.run, settings(a, GraphConfig, "graph"))
     for kind, edges in graphs.items():
         print(f"{kind}: {len(edges)} edges")
 
 
 def _cmd_regions(a) -> None:
-    with _stage(a):
+    with stage(a):
         rows = stages.cut_regions(a.run, settings(a, RegionConfig, "regions"), a.graphs)
     print_table([{"graph": k, **v} for k, v in rows.items()])
 
 
 def _cmd_evaluate(a) -> None:
-    with _stage(a):
+    with stage(a):
         rows = stages.run_evaluate(a.run, settings(a, EvalConfig, "eval"), a.graphs)
     print_table([{"graph": k, **v} for k, v in rows.items()])
 
@@ -104,11 +112,13 @@ def _cmd_show(a) -> None:
 
 
 def _cmd_run(a) -> None:
+    from geoloc_core.locate.store import open_predictor
     from geoloc_core.locate.untagged import locate_untagged
 
     with Run(a.run).job():
         rows = stages.run_all(a.run, _pipeline_config(a), check_source)
         located = locate_untagged(a.run)
+        open_predictor(a.run, PredictConfig(), database="train")  # the app's default: its first answer needs no build
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     print_table(rows)
     if len(located):

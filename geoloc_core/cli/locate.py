@@ -9,7 +9,14 @@ from geoloc_core.config import GIS_FORMATS, ExplainConfig, PredictConfig, Predic
 
 
 def add_commands(command: Command) -> None:
-    """predict, explain."""
+    """predictor, predict, explain."""
+    c = command("predictor", _cmd_predictor, "build the predictor for these settings without locating a photo (the "
+                "app's Predict page then opens it at once; a current one is left as it is)")
+    add_settings(c, PredictorConfig, "predictor")
+    add_settings(c, PredictConfig, "predict")
+    c.add_argument("--database", choices=("all", "train"), default="all",
+                   help="all: every photo of the run (as `geoloc predict` uses); train: without the held-out "
+                        "locations (as the app uses, so that their photos are honest examples)")
     c = command("predict", _cmd_predict, "locate photos: retrieve, verify candidates; CSV + GeoJSON out")
     c.add_argument("photos", nargs="+", type=Path, help="photo files or folders")
     add_settings(c, PredictorConfig, "predictor")
@@ -36,6 +43,17 @@ def _photo_files(paths: list[Path]) -> list[Path]:
 
     return [f for p in paths
             for f in (sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
+
+
+def _cmd_predictor(a) -> None:
+    from geoloc_core.cli.build import stage
+    from geoloc_core.locate.store import open_predictor
+
+    cfg = settings(a, PredictConfig, "predict", predictor=settings(a, PredictorConfig, "predictor"))
+    with stage(a):
+        predictor = open_predictor(a.run, cfg, database=a.database)
+    print(f"predictor over {len(predictor.db)} photos ({a.database}): {predictor.coverage:.0%} radius "
+          f"{predictor.radius_km:.3g} km, regions: {predictor.region_source}")
 
 
 def _cmd_predict(a) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import getpass
 import os
 import signal
+from dataclasses import replace
 
-from geoloc_core.config import FinetuneConfig, config_argv
+from geoloc_core.config import FinetuneConfig, PredictConfig, PredictorConfig, config_argv
 from geoloc_core.learn.finetune import is_finished
 from geoloc_core.runs.folders import FinetuneRun, Folder, Run
 from geoloc_core.server import jobqueue
@@ -50,6 +51,15 @@ def start_stage(run: Run, stage: str, user: str | None = None, graph: str | None
     recorded = getattr(run.pipeline_config(), STAGES[stage])
     only = [f"--graphs={graph}"] if graph and stage in ("regions", "evaluate") else []
     return jobqueue.submit(stage, run, [stage, "--run", str(run.root.resolve()), *only, *config_argv(recorded)],
+                           user or default_user(), replace=True)
+
+
+def start_predictor(run: Run, cfg: PredictConfig, user: str | None = None) -> Job:
+    """`geoloc predictor` for the app's settings `cfg` (its database without the held-out locations), through the queue:
+    the page that lacks it never builds it in its own thread. Refused (`jobqueue.Occupied`) while the run's job is
+    queued or running."""
+    argv = [*config_argv(cfg.predictor), *config_argv(replace(cfg, predictor=PredictorConfig()))]
+    return jobqueue.submit("predictor", run, ["predictor", "--run", str(run.root.resolve()), "--database=train", *argv],
                            user or default_user(), replace=True)
 
 

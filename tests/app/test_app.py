@@ -27,6 +27,33 @@ def page(path: str, run: Path, user: str | None = None) -> AppTest:
     return at.run()
 
 
+def build_with_the_button(at: AppTest, run: Path) -> jobqueue.Job:
+    """The Predict page lacks the predictor for its settings: it says so, writes nothing, and its button queues the
+    job that builds it (a real `geoloc predictor` process); once done, the page answers. Returns the job."""
+    before = sorted(p.name for p in run.iterdir())
+    assert not at.exception and any("not built yet" in i.value for i in at.info) and not at.subheader
+    assert sorted(p.name for p in run.iterdir()) == before  # the page built nothing itself
+    at.button(key="queue-predictor").click().run()
+    assert not at.exception and "`geoloc predictor` started" in at.success[0].value
+    job = max(jobqueue.all_jobs(), key=lambda j: j.submitted)
+    assert job.kind == "predictor" and "--database=train" in job.argv
+    assert _wait(Run(run), 300) == "done", Run(run).log.read_text()[-2000:]
+    at.run()
+    assert not any("not built yet" in i.value for i in at.info)
+    return job
+
+
+def test_a_fresh_run_answers_its_first_photo_with_the_predictor_it_built(tiny_run):
+    """`geoloc run` builds the Predict page's default predictor in its job: the page's first answer loads, builds
+    nothing (issue 26: the first upload took 41 s, the predictor being built in the page)."""
+    stores = sorted(p.name for p in tiny_run.glob("predictor_cls_train_*"))
+    assert len(stores) == 1
+    at = page("views/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
+    assert not at.exception and len(at.subheader) == 1 and not at.button
+    assert sorted(p.name for p in tiny_run.glob("predictor_cls_train_*")) == stores
+
+
 def test_app_opens_on_the_predict_page_with_the_run_picker(tiny_run, monkeypatch):
     monkeypatch.setenv("GEOLOC_RUN", str(tiny_run))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
@@ -35,6 +62,7 @@ def test_app_opens_on_the_predict_page_with_the_run_picker(tiny_run, monkeypatch
     assert "Where was this photo taken?" in at.header[0].value
 
 
+@pytest.mark.slow  # `geoloc predictor` processes
 def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_nearest_photo(tiny_run):
     list(finetune_rounds(tiny_run, FinetuneConfig(rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")))
     at = page("views/predict.py", tiny_run)
@@ -50,10 +78,11 @@ def test_predict_page_labels_regions_with_the_fine_tuned_classifier_or_the_neare
     at.sidebar.toggle[0].set_value(False).run()
     assert not at.exception
     assert all("(DT w/o, nearest photo)" in m.value for m in at.markdown if "region **" in m.value)
-    # retrieving with the FT1 backbone builds (and labels with) that round's predictor
+    # retrieving with the FT1 backbone: that round's predictor is built by a job (never by the page), then answers
     at.sidebar.toggle[0].set_value(True).run()
     assert at.sidebar.selectbox[1].options == ["pretrained backbone", "FT1 backbone (DT)"]
     at.sidebar.selectbox[1].set_value(1).run()
+    assert "--ft-round=1" in build_with_the_button(at, tiny_run).argv
     assert not at.exception and len(at.subheader) == 2
     built = [PredictorStore(p).read_meta()["config"]["ft_round"] for p in tiny_run.glob("predictor_cls_train_*")]
     assert sorted(built) == [0, 1]
@@ -124,6 +153,7 @@ def test_predict_page_locates_the_picked_photos_together_as_one_place(tiny_run):
     assert together[0] == together[1]  # one answer for the place
 
 
+@pytest.mark.slow  # `geoloc predictor` processes
 def test_predict_page_switches_the_region_prior_and_the_test_time_views(tiny_run):
     at = page("views/predict.py", tiny_run)
     at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
@@ -131,7 +161,9 @@ def test_predict_page_switches_the_region_prior_and_the_test_time_views(tiny_run
     [views] = [s for s in at.sidebar.selectbox if s.label == "Test-time views"]
     assert prior.value and views.value == "none"
     prior.set_value(False).run()
+    assert "--region-weight=0.0" in build_with_the_button(at, tiny_run).argv
     views.set_value("crops").run()
+    assert "--tta=crops" in build_with_the_button(at, tiny_run).argv
     assert not at.exception and len(at.subheader) == 1
     built = {(c["region_weight"], c["tta"])
              for c in (PredictorStore(p).read_meta()["config"] for p in tiny_run.glob("predictor_cls_train_*"))}

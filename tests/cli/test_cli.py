@@ -14,6 +14,7 @@ from geoloc_core.config import (
     EmbedConfig,
     FinetuneConfig,
     GraphConfig,
+    LocatorConfig,
     PipelineConfig,
     PredictorConfig,
     RegionConfig,
@@ -150,8 +151,8 @@ def test_a_config_survives_the_trip_through_its_flags(cfg):
     parser = argparse.ArgumentParser()
     add_settings(parser, type(cfg), section)
     assert settings(parser.parse_args(config_argv(cfg)), type(cfg), section) == cfg
-    with pytest.raises(ValueError, match="no flag of its own"):
-        config_argv(PredictorConfig())  # its verifier settings are a nested config: refused, not dropped
+    with pytest.raises(ValueError, match="no flag of its own"):  # the verifier's training is a nested config: a
+        config_argv(PredictorConfig(locator=LocatorConfig(max_steps=7)))  # setting of it is refused, not dropped
 
 
 def test_help_gives_the_default_a_command_sets_not_the_settings_own(capsys):
