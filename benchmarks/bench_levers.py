@@ -40,8 +40,8 @@ def variants(ft_round: int) -> dict[str, PredictConfig]:
     base = PredictConfig(device="cpu")  # the default has the region prior (region_weight 1)
     levers = {"no region prior": PredictorConfig(region_weight=0.0),
               f"FT{ft_round} backbone": PredictorConfig(ft_round=ft_round),
-              "top 3 regions": PredictorConfig(top_regions=3), "flip views": PredictorConfig(tta="flip"),
-              "multi-crop views": PredictorConfig(tta="crops")}
+              "top 3 regions": PredictorConfig(top_regions=3), "flip (test-time)": PredictorConfig(tta="flip"),
+              "corner crops (test-time)": PredictorConfig(tta="crops")}
     return {"default": base, **{name: replace(base, predictor=cfg) for name, cfg in levers.items()}}
 
 

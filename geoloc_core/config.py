@@ -22,7 +22,7 @@ DESCRIPTORS = ("cls", "gem", "vlad")
 # where a predictor's candidate coordinates come from
 SOURCES = ("top1", "clusters", "gallery", "regions", "regression")
 CLIPS = ("land", "country", "hull")  # where region polygons may lie (a boundary file, when given, replaces both)
-TTAS = ("none", "flip", "crops")  # test-time views of a photo (embed.TTA_VIEWS)
+TTAS = ("none", "flip", "crops")  # test-time augmentations of a photo (embed.TTA_AUGMENTATIONS)
 # `geoloc levers`' higher-resolution row: DINOv2's 23 x 23 patches of 14 px, about croatia-streetview's 320 px
 LARGER_INPUT = 322
 GIS_FORMATS = ("gpkg", "kml", "shp", "geojson")  # GeoPackage, KML (Google Earth), zipped Shapefile, GeoJSON
@@ -187,10 +187,10 @@ class PredictorConfig:
                                         "verifier's logit of each candidate: 0 = off (the default until it was "
                                         "measured better, beyond the interval, on croatia-streetview and bgu-campus at "
                                         "the same p50 latency)")
-    tta: str = setting("none", "test-time views: none; flip (the photo and its mirror image through the encoder in one "
-                               "batch, their embeddings averaged; the database likewise, from a mirror pass over the "
-                               "run's photos made once); crops (the photo and its four overlapping corner crops, each "
-                               "3/4 of a side, likewise: 5 views); needs ft_round 0 and the cls "
+    tta: str = setting("none", "test-time augmentations: none; flip (the photo and its mirror image through the "
+                               "encoder in one batch, their embeddings averaged; the database likewise, from a mirror "
+                               "pass over the run's photos made once); crops (the photo and its four overlapping "
+                               "corner crops, each 3/4 of a side, likewise: 5 images); needs ft_round 0 and the cls "
                                "descriptor", choices=TTAS)
     method: str = setting("fixed", "fixed: these settings; auto: the database's own cross-validation (inner folds over "
                                    "its places) picks the locator and its main settings (the regression as a candidate "

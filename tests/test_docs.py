@@ -199,7 +199,7 @@ def test_a_page_has_a_section_per_table_with_intervals_and_verdicts():
                                "n_regions": [7.0, 7.2], "median_km": [130.0, 120.0]})
     tables = RunTables(compare=compare, compare_verdicts=verdicts, compare_folds=folds,
                        cross_validated=(results.CrossValidated("5-fold over locations, seed 0", experiment, verdicts),),
-                       levers=compare.assign(method=["default", "flip views"]), levers_verdicts=verdicts)
+                       levers=compare.assign(method=["default", "flip (test-time)"]), levers_verdicts=verdicts)
     text = results.page(SOURCE, tables)
     assert [h for h in text.splitlines() if h.startswith("## ")] == [
         "## Table 1, 5-fold over locations, seed 0 (`geoloc experiment --folds`)",

@@ -76,7 +76,7 @@ def test_a_viewer_changes_no_byte_of_the_run_through_the_predict_and_evaluate_pa
     at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
     at.session_state["run_dir"] = str(tiny_run)
     at.run()
-    # test-time views: a predictor (and a pass of mirror images) to build
+    # test-time augmentations: a predictor (and a pass of mirror images) to build
     at.sidebar.selectbox[-1].set_value("flip").run()
     at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
     assert not at.exception
@@ -158,7 +158,7 @@ def test_a_viewer_uses_a_predictor_an_editor_built_and_still_writes_nothing(tiny
     at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
     at.session_state["run_dir"] = str(tiny_run)
     at.run()
-    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()  # a held-out photo, test-time views "none"
+    at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()  # a held-out photo, test-time augmentations "none"
     assert not at.exception
     assert not any("not built yet" in i.value for i in at.info)  # the saved, current predictor answers
     assert _tree(tiny_run) == before

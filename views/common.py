@@ -17,7 +17,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from geoloc_core.base.images import thumbnail_uri, upright
 from geoloc_core.base.places import region_places
 from geoloc_core.config import PredictConfig
-from geoloc_core.features.embed import TTA_VIEWS
+from geoloc_core.features.embed import TTA_AUGMENTATIONS
 from geoloc_core.locate.store import open_predictor, predictor_inputs, predictor_store, predictor_version
 from geoloc_core.regions.boundaries import ClipArea, boundary_area
 from geoloc_core.runs import provenance
@@ -301,10 +301,10 @@ def plain(text: object) -> str:
 
 def predictor_built(run: Run, cfg: PredictConfig) -> bool:
     """Whether the predictor `predictor(run, cfg)` opens is saved and current, so opening it writes nothing. A viewer
-    gets only such a predictor: building one (two verifiers, a pass of test-time views) writes into the run and takes
-    minutes: a job's (`offer_predictor`), never the script thread's."""
-    if cfg.predictor.tta != "none" and not all(run.view_embeddings(v).exists() for v in TTA_VIEWS[cfg.predictor.tta]
-                                               if v != "photo"):
+    gets only such a predictor: building one (two verifiers, a pass of test-time augmentations) writes into the run and
+    takes minutes: a job's (`offer_predictor`), never the script thread's."""
+    if cfg.predictor.tta != "none" and not all(run.augmented_embeddings(a).exists()
+                                               for a in TTA_AUGMENTATIONS[cfg.predictor.tta] if a != "photo"):
         return False
     store = predictor_store(run.root, cfg.predictor, "train", cfg.graph)
     try:

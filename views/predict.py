@@ -70,11 +70,11 @@ gap_min = st.sidebar.number_input("Largest gap within a place (minutes)", 0.1, 1
                                   disabled=together != "time", help=help_of(TogetherConfig, "gap_min"))
 prior = st.sidebar.toggle("Region prior", value=bool(PredictorConfig.region_weight),
                           help=help_of(PredictorConfig, "region_weight"))
-tta = "none"  # views average the pretrained class token: offered only where the predictor retrieves with it
+tta = "none"  # augmentations average the pretrained class token: offered only where the predictor retrieves with it
 if not ft_round and descriptor == "cls":
-    tta = st.sidebar.selectbox("Test-time views", TTAS,
-                               help=help_of(PredictorConfig, "tta") + " The first use embeds the run's photos "
-                                                                      "once more per view.",
+    tta = st.sidebar.selectbox("Test-time augmentations", TTAS,
+                               help=help_of(PredictorConfig, "tta") + " Its predictor (a job) embeds the run's photos "
+                                                                      "once more per augmentation.",
                                format_func={"none": "the photo", "flip": "the photo and its mirror image",
                                             "crops": "the photo and its 4 corner crops"}.get)
 uploads = st.file_uploader("Photos (JPEG, PNG, WebP, TIFF, HEIC)", type=[s.lstrip(".") for s in sorted(IMAGE_SUFFIXES)],
@@ -151,7 +151,7 @@ for p, image, why in zip(preds, images, explained):
         others = sum(q.group == p.group for q in preds) - 1
         facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer "
                    "for all, from every photo's evidence. The radius is calibrated on single photos, and the region's "
-                   "p multiplies the photos' as if they were independent views, so it is overconfident.")
+                   "p multiplies the photos' as if they were independent observations, so it is overconfident.")
     if p.unfamiliar:
         facts.warning(f"This photo looks unlike any photo of this run (familiarity {p.familiarity:.3f}: its best match "
                       f"is weaker than {1 - p.familiarity:.0%} of the run's own photos find at other places); the "

@@ -33,7 +33,7 @@ from geoloc_core.features.encoders import input_sides
 from geoloc_core.locate.build import fit_predictor
 from geoloc_core.locate.predictor import locate
 from geoloc_core.runs.folders import Run
-from geoloc_core.runs.stages import fold_regions, resized_embeddings, view_embeddings
+from geoloc_core.runs.stages import fold_regions, resized_embeddings, tta_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def lever_variants(base: PredictorConfig, rounds: int, larger_input: int = LARGE
             + [Variant("geo projection retrieval", replace(base, retrieval="geo")),
                Variant("graph-propagated database", replace(base, propagate=PROPAGATE_SHARE)),
                Variant("top 3 regions", replace(base, top_regions=3)), prior,
-               Variant("flip views", replace(base, tta="flip")),
-               Variant("multi-crop views", replace(base, tta="crops")),
+               Variant("flip (test-time)", replace(base, tta="flip")),
+               Variant("corner crops (test-time)", replace(base, tta="crops")),
                *([Variant(f"input {larger_input} px", base, image_size=larger_input)] if larger_input else []),
                Variant("photos of a place together", base, together=True)]
             + (combination if rounds else []))
@@ -130,15 +130,15 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
     folds = Folds.of_places(table, cv)
     needs_ft = max(v.predictor.ft_round for v in variants)
     if any(v.predictor.ft_round and (v.predictor.tta != "none" or v.image_size) for v in variants):
-        raise ValueError("test-time views and another input size embed with the pretrained encoder: such a variant "
-                         "needs ft_round 0")
+        raise ValueError("test-time augmentations and another input size embed with the pretrained encoder: such a "
+                         "variant needs ft_round 0")
     if any(v.image_size and v.predictor.tta != "none" for v in variants):
-        raise ValueError("a variant at another input size is measured with the photo's own view only: tta none")
+        raise ValueError("a variant at another input size is measured on the photo itself, no augmentation: tta none")
     if needs_ft > finetune.rounds:
         raise ValueError(f"a variant retrieves with FT{needs_ft}, but fine-tuning runs {finetune.rounds} rounds")
-    views = {}  # (tta, image_size) -> the pretrained rows' database and queries
+    pretrained = {}  # (tta, image_size) -> the pretrained rows' database and queries
     for tta, size in {(v.predictor.tta, v.image_size) for v in variants if not v.predictor.ft_round}:
-        views[tta, size] = resized_embeddings(run.root, size) if size else view_embeddings(run.root, tta)
+        pretrained[tta, size] = resized_embeddings(run.root, size) if size else tta_embeddings(run.root, tta)
     graph = finetune.graph
     tuned = finetune_folds(run.root, finetune, cv) if needs_ft else [None] * cv.folds
     regions = run.pipeline_config().regions
@@ -147,7 +147,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
         # the fold's w/o regions, cut without its locations from the run's embeddings (a row at another input size: from
         # its own, as a run embedded at that size cuts them)
-        labels = {size: fold_regions(table, views["none", size] if size else emb0, is_test, graph, regions)
+        labels = {size: fold_regions(table, pretrained["none", size] if size else emb0, is_test, graph, regions)
                   for size in {v.image_size for v in variants}}
         db = pd.DataFrame({"photo": train, "path": [str(p) for p in np.asarray(table.abs_paths(), object)[train]],
                            "lat_deg": table.lat_deg[train], "lon_deg": table.lon_deg[train], "group": groups[train],
@@ -155,7 +155,7 @@ def measure_levers(run_dir: Path, variants: list[Variant], finetune: FinetuneCon
         fitted = {}  # rows that differ only in how they locate share the fold's predictor
         for v in variants:
             r = v.predictor.ft_round
-            emb = views[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
+            emb = pretrained[v.predictor.tta, v.image_size] if r == 0 else storage.read_npy(tuned[f].embeddings(r))
             key = (v.predictor, v.image_size)
             if key not in fitted:
                 fitted[key] = fit_predictor(db.assign(region=labels[v.image_size][train]), emb[train], None,

@@ -1,8 +1,8 @@
 """Photos -> L2-normalised float32 embeddings (+ patch tokens, + a head's outputs), batched and cached.
 
-Decoding runs in threads one batch ahead of the model. A photo can be seen in several views (`VIEWS`: itself, its
-mirror image, its four corner crops) that go through the encoder in the same batch; its embedding is then the
-normalised mean of theirs (test-time augmentation). Embeddings are cached in one SQLite file per
+Decoding runs in threads one batch ahead of the model. A photo can be seen in several augmentations (`AUGMENTATIONS`:
+itself, its mirror image, its four corner crops) that go through the encoder in the same batch; its embedding is then
+the normalised mean of theirs (test-time augmentation). Embeddings are cached in one SQLite file per
 encoder key, keyed by the photo's content hash: a photo that changes is embedded again, an unchanged
 one never is, and two processes can share the cache.
 """
@@ -37,7 +37,7 @@ CORNERS = {"top_left": (0, 0), "top_right": (1, 0), "bottom_left": (0, 1), "bott
 
 
 def corner_crop(fx: int, fy: int) -> Callable[[Image.Image], Image.Image]:
-    """The view of the photo's CROP_SHARE x CROP_SHARE corner (fx, fy) (`CORNERS`)."""
+    """The augmentation that crops the photo to its CROP_SHARE x CROP_SHARE corner (fx, fy) (`CORNERS`)."""
     def crop(image: Image.Image) -> Image.Image:
         w, h = round(image.width * CROP_SHARE), round(image.height * CROP_SHARE)
         x, y = fx * (image.width - w), fy * (image.height - h)
@@ -45,11 +45,11 @@ def corner_crop(fx: int, fy: int) -> Callable[[Image.Image], Image.Image]:
     return crop
 
 
-VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {  # what the encoder may see of a photo
+AUGMENTATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {  # what the encoder may see of a photo
     "photo": lambda image: image, "mirror": ImageOps.mirror,
     **{f"crop_{name}": corner_crop(*c) for name, c in CORNERS.items()}}
-TTA_VIEWS = {"none": ("photo",), "flip": ("photo", "mirror"),  # config.TTAS -> the views a photo is embedded in
-             "crops": ("photo", *(f"crop_{name}" for name in CORNERS))}
+TTA_AUGMENTATIONS = {"none": ("photo",), "flip": ("photo", "mirror"),  # config.TTAS -> those a photo is embedded in
+                     "crops": ("photo", *(f"crop_{name}" for name in CORNERS))}
 
 
 def cache_dir() -> Path:
@@ -121,7 +121,7 @@ class EmbeddingCache:
 def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] | None = None, batch_size: int = 32,
                  patches: bool = False, cache: EmbeddingCache | None = None, workers: int = 4,
                  progress: bool = True, head: Head | None = None, head_only: bool = False,
-                 views: tuple[str, ...] = ("photo",)) -> Embeddings:
+                 augmentations: tuple[str, ...] = ("photo",)) -> Embeddings:
     """Embed photos in batches; decoding runs in threads one batch ahead of the model.
 
     Args:
@@ -135,9 +135,9 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         head: also run on every photo in the same forward pass (`Encoder.forward_with`); needs no cache.
         head_only: the head's output is all that is wanted: the tower's own last blocks are skipped, and `emb`
             (and `patches`) come back with no columns.
-        views: names in `VIEWS`, all of one photo in the same batch: its embedding is the normalised mean of the views'
-            unit embeddings, a head's output their mean, its patch tokens the first view's. The cache holds one view
-            ("photo") only.
+        augmentations: names in `AUGMENTATIONS`, all of one photo in the same batch: its embedding is the normalised
+            mean of the augmentations' unit embeddings, a head's output their mean, its patch tokens the first one's.
+            The cache holds one augmentation ("photo") only.
 
     Returns:
         Embeddings; a file that fails to decode gets a zero row and its reason in `failed`.
@@ -146,8 +146,9 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
         raise ValueError("a head runs in the forward pass, which a cached photo skips: pass no cache with a head")
     if head_only and (head is None or patches):
         raise ValueError("head_only needs a head, and skips the blocks that give patch tokens")
-    if cache is not None and tuple(views) != ("photo",):
-        raise ValueError(f"the cache holds the photo itself, not the views {views}: pass no cache with other views")
+    if cache is not None and tuple(augmentations) != ("photo",):
+        raise ValueError(f"the cache holds the photo itself, not the augmentations {augmentations}: pass no cache with "
+                         "other augmentations")
     n = len(paths)
     hits: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     if cache is not None:  # without one, nothing needs the (whole-file) hashes
@@ -162,18 +163,19 @@ def embed_images(paths: Sequence[Path], encoder: Encoder, sha1s: Sequence[str] |
     outs: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
     bar = tqdm(total=len(todo), desc="embed", unit="img", disable=not progress or not todo)
-    n_views = len(views)
-    for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers, views):
+    n_augmentations = len(augmentations)
+    for idx, pixels, errors in decoded_batches([paths[i] for i in todo], todo, encoder, batch_size, workers,
+                                               augmentations):
         failed |= errors
         if len(idx):
             if head is None:
                 pooled, tokens = encoder.forward(pixels)
             else:
                 pooled, tokens, out = encoder.forward_with(pixels, head, finish=not head_only)
-                outs |= dict(zip(idx, out.cpu().numpy().reshape(len(idx), n_views, -1).mean(axis=1)))
+                outs |= dict(zip(idx, out.cpu().numpy().reshape(len(idx), n_augmentations, -1).mean(axis=1)))
         if len(idx) and not head_only:
-            emb = mean_of_views(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy(), n_views)
-            pt = tokens.half().cpu().numpy()[::n_views] if patches else None
+            emb = mean_of_augmentations(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy(), n_augmentations)
+            pt = tokens.half().cpu().numpy()[::n_augmentations] if patches else None
             for j, i in enumerate(idx):
                 vecs[i] = emb[j]
                 if patches:
@@ -200,47 +202,48 @@ def _rows(rows: dict[int, np.ndarray], n: int, dtype) -> np.ndarray | None:
     return out
 
 
-def mean_of_views(emb: np.ndarray, n_views: int) -> np.ndarray:
-    """(B * V, D) unit embeddings, each photo's V views in a row -> (B, D) the unit mean of each photo's views."""
-    if n_views == 1:
+def mean_of_augmentations(emb: np.ndarray, n_augmentations: int) -> np.ndarray:
+    """(B * A, D) unit embeddings, each photo's A augmentations in a row -> (B, D) the unit mean of each photo's."""
+    if n_augmentations == 1:
         return emb
-    mean = emb.reshape(-1, n_views, emb.shape[1]).mean(axis=1)
+    mean = emb.reshape(-1, n_augmentations, emb.shape[1]).mean(axis=1)
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _load_pixels(path: Path, encoder: Encoder, views: tuple[str, ...] = ("photo",)) -> torch.Tensor | str:
-    """(V, 3, S, S) the photo's views. A crop view is decoded larger, so that it keeps the detail of the encoder's input
-    side; every other view is decoded as a run's embedding pass decodes the photo, so a view means the same pixels in a
-    query and in the database's pass of that view."""
+def _load_pixels(path: Path, encoder: Encoder, augmentations: tuple[str, ...] = ("photo",)) -> torch.Tensor | str:
+    """(A, 3, S, S) the photo's augmentations. A crop is decoded larger, so that it keeps the detail of the encoder's
+    input side; every other augmentation is decoded as a run's embedding pass decodes the photo, so an augmentation
+    means the same pixels in a query and in the database's pass of it."""
     try:
         data = Path(path).read_bytes()
-        decoded = {side: decode_image(data, min_side=side) for side in {_decode_side(v, encoder) for v in views}}
+        sides = {_decode_side(a, encoder) for a in augmentations}
+        decoded = {side: decode_image(data, min_side=side) for side in sides}
     except (ImageDecodeError, OSError) as exc:
         return str(exc)
-    return torch.stack([encoder.preprocess(VIEWS[v](decoded[_decode_side(v, encoder)])) for v in views])
+    return torch.stack([encoder.preprocess(AUGMENTATIONS[a](decoded[_decode_side(a, encoder)])) for a in augmentations])
 
 
-def _decode_side(view: str, encoder: Encoder) -> int:
-    """The shorter side a JPEG is decoded to at the least for `view` (`images.decode_image`'s min_side)."""
-    return round(encoder.image_size / CROP_SHARE) if view.startswith("crop_") else encoder.image_size
+def _decode_side(augmentation: str, encoder: Encoder) -> int:
+    """The shorter side a JPEG is decoded to at the least for `augmentation` (`images.decode_image`'s min_side)."""
+    return round(encoder.image_size / CROP_SHARE) if augmentation.startswith("crop_") else encoder.image_size
 
 
-def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int,
-                     workers: int,
-                     views: tuple[str, ...] = ("photo",)) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
-    """Yield (ids, pixels (B * V, 3, S, S), {id: error}), each photo's V views in a row; the next batch decodes while
-    this one runs.
+def decoded_batches(paths: Sequence[Path], ids: Sequence[int], encoder: Encoder, batch_size: int, workers: int,
+                    augmentations: tuple[str, ...] = ("photo",),
+                    ) -> Iterator[tuple[list[int], torch.Tensor, dict[int, str]]]:
+    """Yield (ids, pixels (B * A, 3, S, S), {id: error}), each photo's A augmentations in a row; the next batch
+    decodes while this one runs.
 
     A single photo (the app's and the CLI's common case) decodes inline: a pool would only add its start-up.
     """
     if len(paths) == 1:
-        r = _load_pixels(paths[0], encoder, views)
+        r = _load_pixels(paths[0], encoder, augmentations)
         yield ([ids[0]], r, {}) if isinstance(r, torch.Tensor) else ([], torch.empty(0), {ids[0]: r})
         return
     starts = range(0, len(paths), batch_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def submit(s: int) -> list[Future]:
-            return [pool.submit(_load_pixels, p, encoder, views) for p in paths[s:s + batch_size]]
+            return [pool.submit(_load_pixels, p, encoder, augmentations) for p in paths[s:s + batch_size]]
 
         pending = submit(0) if len(paths) else []
         for k, s in enumerate(starts):

@@ -5,7 +5,7 @@ verified retrieval, and on a phone roll neither may beat plain kNN. So a small g
 locator, its candidate sources, k, the region prior) is scored on inner folds over the database's places, each setting
 fitted without the held-out places, and the lowest median km wins (ties: the earlier row, the given settings first).
 The settings that share a database share one fit per inner fold (`fit` once with every source and the largest k, each
-row then a view of it), and no inner fit is calibrated. The chosen setting's figure here is optimistic (it won on
+row then read off it), and no inner fit is calibrated. The chosen setting's figure here is optimistic (it won on
 these folds): an honest figure comes from outer folds the choice never saw (`geoloc compare --folds K --method auto`).
 """
 

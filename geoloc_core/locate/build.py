@@ -23,7 +23,7 @@ from geoloc_core.locate.predictor import Predictor, locate
 from geoloc_core.locate.retrieval import propagate_over_sites, retrieval_vectors
 from geoloc_core.runs.folders import FinetuneRun, RegionFiles, Run
 from geoloc_core.runs.provenance import Stale
-from geoloc_core.runs.stages import view_embeddings
+from geoloc_core.runs.stages import tta_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,9 @@ def build_predictor(run_dir: Path, cfg: PredictorConfig = PredictorConfig(), dat
     emb, patches = run.read_embeddings()
     if cfg.tta != "none":
         if cfg.ft_round or cfg.descriptor != "cls":
-            raise ValueError(f"tta {cfg.tta} averages the pretrained class token's views: use ft_round 0 and the cls "
-                             "descriptor")
-        emb = view_embeddings(run_dir, cfg.tta)
+            raise ValueError(f"tta {cfg.tta} averages the pretrained class token's augmentations: use ft_round 0 and "
+                             "the cls descriptor")
+        emb = tta_embeddings(run_dir, cfg.tta)
     unseen = None
     if cfg.ft_round:
         if cfg.descriptor != "cls":

@@ -1,6 +1,6 @@
 """Photos -> predicted location, uncertainty radius, region and nearest known photos; CSV / GeoJSON exports.
 
-Each photo is embedded once (with test-time views, `PredictorConfig.tta`, all its views in one batch):
+Each photo is embedded once (with test-time augmentations, `PredictorConfig.tta`, all of them in one batch):
 the predictor's region classifier (where the run has one) runs inside
 that pass (`embed_images(head=...)`), as does a fine-tuned backbone the predictor retrieves with, then
 `predictor.locate` retrieves and verifies. With `keep_tokens`, each prediction keeps the photo's patch tokens from that
@@ -26,7 +26,7 @@ from scipy.special import log_softmax
 from geoloc_core.base import storage
 from geoloc_core.base.geo import haversine_km
 from geoloc_core.features.descriptors import describe
-from geoloc_core.features.embed import TTA_VIEWS, embed_images
+from geoloc_core.features.embed import TTA_AUGMENTATIONS, embed_images
 from geoloc_core.ingest.exif import GpsError, read_gps
 from geoloc_core.learn.classifier import BackboneHead
 from geoloc_core.locate.predictor import Predictor, joint_log_proba, locate, neighbour_coords
@@ -85,7 +85,7 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     backbone = BackboneHead(predictor.backbone) if predictor.backbone is not None else None
     out = embed_images(paths, predictor.encoder, batch_size=batch_size, patches=need_patches, progress=len(paths) > 20,
                        head=backbone or predictor.region_head, head_only=backbone is not None and not need_patches,
-                       views=TTA_VIEWS[predictor.cfg.tta])
+                       augmentations=TTA_AUGMENTATIONS[predictor.cfg.tta])
     ok = np.flatnonzero(out.ok)
     failed = {str(paths[i]): reason for i, reason in out.failed.items()}
     if not len(ok):
@@ -93,7 +93,7 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     emb, log_probs = (backbone.split(out.head_out[ok]) if backbone
                       else (out.emb[ok], None if out.head_out is None else out.head_out[ok]))
     if log_probs is not None:
-        # the mean over a photo's views of its log-probabilities, normalised again
+        # the mean over a photo's augmentations of its log-probabilities, normalised again
         log_probs = log_softmax(log_probs, axis=1)
     desc = describe(predictor.descriptor, emb, None if out.patches is None else out.patches[ok], predictor.vocabulary)
     group = _readable_groups(groups, ok, len(paths))

@@ -18,7 +18,7 @@ import pandas as pd
 from geoloc_core.base import storage
 from geoloc_core.config import PredictConfig, PredictorConfig, from_dict
 from geoloc_core.evaluate.linear_probe import LinearProbe
-from geoloc_core.features.embed import TTA_VIEWS
+from geoloc_core.features.embed import TTA_AUGMENTATIONS
 from geoloc_core.features.encoders import load_encoder
 from geoloc_core.learn.classifier import load_region_head
 from geoloc_core.locate.build import build_predictor, photo_regions
@@ -28,7 +28,7 @@ from geoloc_core.locate.predictor import Predictor
 from geoloc_core.runs import provenance
 from geoloc_core.runs.folders import PredictorStore, Run
 from geoloc_core.runs.provenance import Stale
-from geoloc_core.runs.stages import view_embeddings
+from geoloc_core.runs.stages import tta_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +129,15 @@ def predictor_store(run_dir: Path, cfg: PredictorConfig, database: str, graph: s
 
 def predictor_inputs(run_dir: Path, cfg: PredictorConfig, database: str, graph: str) -> dict[str, Any]:
     """What a saved predictor is built from, for its provenance record: the run's photos, embeddings (with their patch
-    tokens) and split, the passes of test-time views, the fine-tuning round it retrieves with, the graph's regions where
-    their centroids are candidates or the hierarchy classifies them, and its settings and database."""
+    tokens) and split, the passes of test-time augmentations, the fine-tuning round it retrieves with, the graph's
+    regions where their centroids are candidates or the hierarchy classifies them, and its settings and database."""
     run = Run(run_dir)
     settings = {"format": PREDICTOR_FORMAT, "config": cfg, "database": database,
                 "graph": graph if _depends_on_graph(cfg) else None}
     inputs: dict[str, Any] = {**run.base_inputs(), "settings: predictor": provenance.settings(settings)}
-    for view in TTA_VIEWS[cfg.tta]:
-        if view != "photo":
-            inputs[run.view_embeddings(view).name] = lambda view=view: run.check(f"view:{view}")
+    for aug in TTA_AUGMENTATIONS[cfg.tta]:
+        if aug != "photo":
+            inputs[run.augmented_embeddings(aug).name] = lambda aug=aug: run.check(f"augmentation:{aug}")
     if cfg.ft_round:
         ft = run.finetune_round(graph, cfg.ft_round)
         inputs[f"{ft.root.name} round {cfg.ft_round}"] = lambda: ft.round_digest(cfg.ft_round)
@@ -178,7 +178,7 @@ def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database
     Checked, built and saved under the store's exclusive lock, so two processes opening one store build it once; then
     loaded under its shared lock."""
     if cfg.predictor.tta != "none":
-        view_embeddings(run_dir, cfg.predictor.tta)  # the views' passes are inputs: made (or made again) first
+        tta_embeddings(run_dir, cfg.predictor.tta)  # the augmentations' passes are inputs: made (or made again) first
     store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
     inputs = predictor_inputs(run_dir, cfg.predictor, database, cfg.graph)
     with locked(store, shared=False):

@@ -9,7 +9,9 @@ these classes for a path or a reader; none of them spells a file name.
       photos.csv  rejected.csv  ingest.json                  ingest: accepted photos (with a place), rejections and why
       to_locate.csv  located.csv                             photos without a location; the run's answers for them
       embeddings.npy  patches.npy  embed.json  shards/KEY/   embed: (N, D) float32 unit vectors, (N, P, Dp) f16
-      embeddings_{view}.npy                                  a view's (N, D) unit vectors (mirror, crop_*: TTA views)
+      embeddings_tta_{name}.npy                              a test-time augmentation's (N, D) unit vectors (mirror,
+                                                             crop_*), made on use (an older embeddings_{name}.npy is
+                                                             no longer read: the pass is made again)
       split.json  sites.csv  site_of_photo.npy               graph: projection + held-out flags, sites
       graph_{kind}.npy                                       graph: (E, 2) int64 edges over training sites
       regions_{kind}.csv, _summary.csv, .geojson             regions: per photo (+ outside clip), per region, polygons
@@ -531,10 +533,10 @@ class Run(Folder):
         """(N, D) float32 unit embeddings of the photos, in photos.csv order."""
         return self.root / "embeddings.npy"
 
-    def view_embeddings(self, view: str) -> Path:
-        """The photos seen in one view (`embed.VIEWS`: the mirror image, a corner crop) embedded, for test-time views
-        (`pipeline.view_embeddings`); made on demand."""
-        return self.root / f"embeddings_{view}.npy"
+    def augmented_embeddings(self, name: str) -> Path:
+        """The photos embedded with one augmentation (`embed.AUGMENTATIONS`: the mirror image, a corner crop), for
+        test-time augmentation (`stages.tta_embeddings`); made on demand."""
+        return self.root / f"embeddings_tta_{name}.npy"
 
     @property
     def patches(self) -> Path:
@@ -762,9 +764,9 @@ class Run(Folder):
 
     # provenance: what each of the run's artefacts is computed from (`runs.provenance` keeps the records)
     def artefact(self, key: str) -> tuple[str, Path, list[Path], dict[str, Any], str]:
-        """The artefact `key` ("photos", "embeddings", "view:mirror", "split", "graph:dt", "regions:dt", "held_out:dt"):
-        its name in messages, its record, its files, its inputs today (label -> digest, computed only when compared)
-        and what rebuilds it."""
+        """The artefact `key` ("photos", "embeddings", "augmentation:mirror", "split", "graph:dt", "regions:dt",
+        "held_out:dt"): its name in messages, its record, its files, its inputs today (label -> digest, computed only
+        when compared) and what rebuilds it."""
         kind, _, arg = key.partition(":")
         up = lambda k: lambda: self.check(k)  # noqa: E731  an upstream artefact, itself checked
         section = lambda name, drop=(): lambda: provenance.settings(  # noqa: E731
@@ -780,9 +782,10 @@ class Run(Folder):
                 inputs["encoder checkpoint"] = lambda: provenance.outside_file(checkpoint)
             return ("embeddings.npy", self._record("embeddings"), [self.embeddings, self.patches, self.embed_meta],
                     inputs, "embed the photos again (`geoloc embed`)")
-        if kind == "view":
-            return (self.view_embeddings(arg).name, self._record(f"embeddings_{arg}"), [self.view_embeddings(arg)],
-                    {"embeddings.npy": up("embeddings"), "view": arg}, "it is made again on its next use")
+        if kind == "augmentation":
+            return (self.augmented_embeddings(arg).name, self._record(f"embeddings_tta_{arg}"),
+                    [self.augmented_embeddings(arg)], {"embeddings.npy": up("embeddings"), "augmentation": arg},
+                    "it is made again on its next use")
         if kind == "split":
             return ("split.json", self._record("split"), [self.split, self.sites, self.site_of_photo],
                     {"photos.csv": up("photos"), "settings: graph": section("graph", ("kinds",))}, "run `geoloc graph`")

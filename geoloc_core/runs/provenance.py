@@ -12,8 +12,9 @@ from). It holds
 
 The writer of an artefact calls `record` after the artefact is whole. A reader calls `check` with the inputs as they
 are today; a record that is missing, belongs to other files or lists other inputs raises `Stale`, whose message names
-what changed. A caller that can rebuild catches it and rebuilds (`locate.store.open_predictor`, the views' passes, a
-fine-tuning folder inside `geoloc experiment`); every other caller lets it refuse the read. Nothing stale is used.
+what changed. A caller that can rebuild catches it and rebuilds (`locate.store.open_predictor`, the test-time
+augmentations' passes, a fine-tuning folder inside `geoloc experiment`); every other caller lets it refuse the read.
+Nothing stale is used.
 
 Tables (`geoloc compare`, `levers`, `experiment`, coverage) use the same two calls: `record(table_record(path), [path],
 inputs)` after writing the table, and `check("table.csv", table_record(path), [path], inputs)` before showing it, with

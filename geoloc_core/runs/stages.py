@@ -21,7 +21,7 @@ from geoloc_core.config import EmbedConfig, EvalConfig, GraphConfig, IngestConfi
 from geoloc_core.evaluate.linear_probe import fit_linear_probe
 from geoloc_core.evaluate.metrics import chance_metrics, held_out_answers, region_metrics
 from geoloc_core.evaluate.splits import grouped_split
-from geoloc_core.features.embed import TTA_VIEWS, EmbeddingCache, embed_images, mean_of_views
+from geoloc_core.features.embed import TTA_AUGMENTATIONS, EmbeddingCache, embed_images, mean_of_augmentations
 from geoloc_core.features.encoders import load_encoder
 from geoloc_core.ingest.manifests import find_manifest
 from geoloc_core.ingest.photos import IngestReport, PhotoTable, Rejection, load_photos
@@ -93,27 +93,28 @@ def run_embed(run_dir: Path, cfg: EmbedConfig) -> np.ndarray:
     return result.emb[ok]
 
 
-def view_embeddings(run_dir: Path, tta: str) -> np.ndarray:
-    """(N, D) the run's photos embedded in the test-time views `tta` (config.TTAS): the unit mean of each photo's
-    embedding and its other views' (its mirror image, its corner crops), as `embed_images(views=...)` gives a query.
-    Each view's pass is made once with the run's encoder and kept (`Run.view_embeddings`) while its provenance record
-    says it is of the run's embeddings (made again after the run is embedded again)."""
+def tta_embeddings(run_dir: Path, tta: str) -> np.ndarray:
+    """(N, D) the run's photos embedded with the test-time augmentations `tta` (config.TTAS): the unit mean of each
+    photo's embedding and its other augmentations' (its mirror image, its corner crops), as
+    `embed_images(augmentations=...)` gives a query. Each augmentation's pass is made once with the run's encoder and
+    kept (`Run.augmented_embeddings`) while its provenance record says it is of the run's embeddings (made again after
+    the run is embedded again)."""
     run = Run(run_dir)
     emb = run.read_embeddings()[0]
-    views = TTA_VIEWS[tta]
-    stale = [v for v in views if v != "photo" and not run.is_current(f"view:{v}")]
+    augmentations = TTA_AUGMENTATIONS[tta]
+    stale = [a for a in augmentations if a != "photo" and not run.is_current(f"augmentation:{a}")]
     if stale:
         cfg = run.pipeline_config().embed
         encoder = load_encoder(cfg.model, cfg.checkpoint, cfg.pretrained, cfg.device, cfg.image_size)
-        for view in stale:
+        for augmentation in stale:
             result = embed_images(run.photo_table().abs_paths(), encoder, batch_size=cfg.batch_size,
-                                  workers=cfg.workers, views=(view,))
+                                  workers=cfg.workers, augmentations=(augmentation,))
             if result.failed:
                 raise ValueError(f"{run.root}: {len(result.failed)} photos no longer decode; embed the run again")
-            storage.write_npy(run.view_embeddings(view), result.emb)
-            run.record(f"view:{view}")
-    passes = [emb if v == "photo" else storage.read_npy(run.view_embeddings(v)) for v in views]
-    return mean_of_views(np.stack(passes, axis=1).reshape(-1, emb.shape[1]), len(views))
+            storage.write_npy(run.augmented_embeddings(augmentation), result.emb)
+            run.record(f"augmentation:{augmentation}")
+    passes = [emb if a == "photo" else storage.read_npy(run.augmented_embeddings(a)) for a in augmentations]
+    return mean_of_augmentations(np.stack(passes, axis=1).reshape(-1, emb.shape[1]), len(augmentations))
 
 
 def resized_embeddings(run_dir: Path, image_size: int) -> np.ndarray:

@@ -84,8 +84,8 @@ def test_levers_are_cross_validated_with_each_folds_own_fine_tuning(tiny_run):
     assert [r["method"] for r in table.rows] == [v.name for v in variants]
     assert table.rows[1]["changes"] == "ft_round=1" and table.rows[0]["changes"] == "-"
     changes = {r["method"]: r["changes"] for r in table.rows}
-    assert changes["input 40 px"] == "image_size=40" and changes["multi-crop views"] == "tta=crops"
-    for name in ("input 40 px", "multi-crop views"):  # each embeds the photos its own way, not the default's
+    assert changes["input 40 px"] == "image_size=40" and changes["corner crops (test-time)"] == "tta=crops"
+    for name in ("input 40 px", "corner crops (test-time)"):  # each embeds the photos its own way, not the default's
         assert not np.array_equal(table.errors[name], table.errors["default"]), name
     assert np.isfinite(table.errors[[v.name for v in variants]].to_numpy()).all()  # every photo held out once
     groups = run.photo_table().frame["group"].to_numpy()
@@ -151,16 +151,16 @@ def test_the_levers_command_measures_the_rows_asked_for_and_pairs_them_again(tin
     from geoloc_core.cli import main
 
     levers = ["levers", "--run", str(tiny_run), "--folds", "2"]
-    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px", "multi-crop views",
+    assert main([*levers, "--rounds", "0", "--larger-input", "40", "--rows", "input 40 px", "corner crops (test-time)",
                  "--device", "cpu"]) == 0
     rows = pd.read_csv(Run(tiny_run).levers_table).set_index("method")
     # the default always, then the table's order
-    assert list(rows.index) == ["default", "multi-crop views", "input 40 px"]
-    assert (rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["multi-crop views", "changes"]
+    assert list(rows.index) == ["default", "corner crops (test-time)", "input 40 px"]
+    assert (rows.loc["input 40 px", "changes"] == "image_size=40" and rows.loc["corner crops (test-time)", "changes"]
             == "tta=crops")
     assert "input 40 px vs default" in capsys.readouterr().out
-    assert main([*levers, "--pair", "input 40 px", "multi-crop views"]) == 0
-    assert "input 40 px vs multi-crop views" in capsys.readouterr().out
+    assert main([*levers, "--pair", "input 40 px", "corner crops (test-time)"]) == 0
+    assert "input 40 px vs corner crops (test-time)" in capsys.readouterr().out
     assert main([*levers, "--rounds", "0", "--rows", "flip"]) == 2 and "no lever row 'flip'" in caplog.text
     # a measuring flag beside --pair would be ignored: refused
     assert (main([*levers, "--larger-input", "40", "--pair", "input 40 px", "default"]) == 2
@@ -178,8 +178,7 @@ def test_the_higher_resolution_row_only_where_the_encoder_takes_the_size_and_the
 
 def test_rows_are_chosen_by_their_names_commas_and_all():
     variants = lever_variants(PredictorConfig(), 2)
-    assert [v.name
-            for v in select_rows(variants,
-                                 ["FT2, together", "flip views"])] == ["default", "flip views", "FT2, together"]
+    chosen = select_rows(variants, ["FT2, together", "flip (test-time)"])
+    assert [v.name for v in chosen] == ["default", "flip (test-time)", "FT2, together"]
     with pytest.raises(ValueError, match="no lever row 'FT2'"):
         select_rows(variants, ["FT2"])

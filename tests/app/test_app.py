@@ -154,15 +154,15 @@ def test_predict_page_locates_the_picked_photos_together_as_one_place(tiny_run):
 
 
 @pytest.mark.slow  # `geoloc predictor` processes
-def test_predict_page_switches_the_region_prior_and_the_test_time_views(tiny_run):
+def test_predict_page_switches_the_region_prior_and_the_test_time_augmentations(tiny_run):
     at = page("views/predict.py", tiny_run)
     at.multiselect[0].set_value(at.multiselect[0].options[:1]).run()
     [prior] = [t for t in at.sidebar.toggle if t.label == "Region prior"]
-    [views] = [s for s in at.sidebar.selectbox if s.label == "Test-time views"]
-    assert prior.value and views.value == "none"
+    [tta] = [s for s in at.sidebar.selectbox if s.label == "Test-time augmentations"]
+    assert prior.value and tta.value == "none"
     prior.set_value(False).run()
     assert "--region-weight=0.0" in build_with_the_button(at, tiny_run).argv
-    views.set_value("crops").run()
+    tta.set_value("crops").run()
     assert "--tta=crops" in build_with_the_button(at, tiny_run).argv
     assert not at.exception and len(at.subheader) == 1
     built = {(c["region_weight"], c["tta"])

@@ -1,9 +1,9 @@
 """Provenance: every derived artefact records what it was computed from, and every read checks it.
 
-The staleness matrix builds one tiny run (photos, embeddings, a view's pass, split, DT and GG graphs, regions, the w/o
-answers, a fine-tuning folder, a saved predictor, a table), copies it for each case, changes one input, and asserts that
-exactly the artefacts downstream of it read as stale (and are rebuilt or refused), while everything upstream is
-byte-for-byte what it was and still reads as current.
+The staleness matrix builds one tiny run (photos, embeddings, a test-time augmentation's pass, split, DT and GG graphs,
+regions, the w/o answers, a fine-tuning folder, a saved predictor, a table), copies it for each case, changes one input,
+and asserts that exactly the artefacts downstream of it read as stale (and are rebuilt or refused), while everything
+upstream is byte-for-byte what it was and still reads as current.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from geoloc_core.runs.provenance import Stale
 FT = FinetuneConfig(graph="dt", rounds=1, epochs=1, unfrozen_blocks=1, batch_size=8, device="cpu")
 QUICK = replace(PredictConfig().predictor, locator=replace(PredictConfig().predictor.locator, epochs=5))
 PREDICT = PredictConfig(predictor=QUICK, device="cpu")
-ARTEFACTS = ("photos", "embeddings", "view:mirror", "split", "graph:dt", "graph:gg", "regions:dt", "regions:gg",
+ARTEFACTS = ("photos", "embeddings", "augmentation:mirror", "split", "graph:dt", "graph:gg", "regions:dt", "regions:gg",
              "held_out:dt", "finetune", "predictor", "table")
 
 
@@ -57,7 +57,7 @@ def built(tmp_path_factory, tiny_checkpoint) -> Path:
         run = Run(base / "run")
         stages.run_ingest(run.root, IngestConfig(data=str(write_manifest_photos(base / "photos", 16)), workers=2))
         stages.run_embed(run.root, EmbedConfig(model=TINY.name, checkpoint=str(checkpoint), device="cpu", workers=1))
-        stages.view_embeddings(run.root, "flip")
+        stages.tta_embeddings(run.root, "flip")
         stages.run_graph(run.root, GraphConfig(kinds=("dt", "gg"), test_frac=0.25))
         stages.cut_regions(run.root, RegionConfig(clip="hull"))
         stages.run_evaluate(run.root, EvalConfig())
@@ -146,16 +146,18 @@ CASES = {
     "regions": (lambda run: stages.cut_regions(run.root, RegionConfig(clip="hull", resolution=3.0), ("dt",)),
                 {"regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
     "embeddings": (lambda run: stages.run_embed(run.root, replace(run.pipeline_config().embed, patches=True)),
-                   {"view:mirror", "regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor", "table"}),
+                   {"augmentation:mirror", "regions:dt", "regions:gg", "held_out:dt", "finetune", "predictor",
+                    "table"}),
     "encoder checkpoint": (_other_checkpoint, EVERYTHING - {"split", "graph:dt", "graph:gg"}),
     "evaluation seed": (lambda run: stages.run_evaluate(run.root, EvalConfig(seed=1), ("dt",)), set()),
     "test share": (lambda run: stages.run_graph(run.root, replace(RESPLIT, test_frac=0.4)), CUT_FROM_THE_SPLIT),
 }
 UPSTREAM = {  # what each change must leave untouched, byte for byte
-    "photos": (), "split seed": ("photos", "embeddings", "view:mirror"),
+    "photos": (), "split seed": ("photos", "embeddings", "augmentation:mirror"),
     "graph": ("photos", "embeddings", "split", "graph:gg"),
     "regions": ("photos", "embeddings", "split", "graph:dt", "graph:gg"), "embeddings": ("photos", "split", "graph:dt"),
-    "encoder checkpoint": ("photos", "split", "graph:dt"), "test share": ("photos", "embeddings", "view:mirror"),
+    "encoder checkpoint": ("photos", "split", "graph:dt"),
+    "test share": ("photos", "embeddings", "augmentation:mirror"),
     "evaluation seed": ("photos", "embeddings", "split", "graph:dt", "regions:dt"),
 }
 
@@ -192,9 +194,9 @@ def _stale_is_refused_or_rebuilt(run: Run, stale: set[str]) -> None:
             readers[name]()
     if "finetune" in stale:
         assert run.latest_round("dt") is None and run.finished_rounds("dt") == []  # never offered as the default head
-    if "view:mirror" in stale and "embeddings" not in stale:
-        stages.view_embeddings(run.root, "flip")  # made again
-        assert run.is_current("view:mirror")
+    if "augmentation:mirror" in stale and "embeddings" not in stale:
+        stages.tta_embeddings(run.root, "flip")  # made again
+        assert run.is_current("augmentation:mirror")
     if "predictor" in stale:
         upstream_stale = stale & {"embeddings", "regions:dt"}
         if upstream_stale:

@@ -17,7 +17,8 @@ RUN_FILES = ("photos.csv", "rejected.csv", "ingest.json", "embeddings.npy", "pat
              "regressor.safetensors",
              "calibration_errors.npy", "compare.csv", "compare_predictions.csv", "last.pt", "_summary.csv",
              "provenance.json")
-RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "shards", "checkpoints")
+RUN_STEMS = ("graph_", "regions_", "finetune_", "predictor_", "prefix_", "embeddings_r", "embeddings_tta_", "shards",
+             "checkpoints")
 
 
 def _names_a_run_file(text: str) -> bool:
