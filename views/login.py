@@ -20,7 +20,6 @@ import time
 
 import streamlit as st
 import streamlit_authenticator as stauth
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from geoloc_core.base.errors import UserError
 from geoloc_core.config import server_config
@@ -119,8 +118,8 @@ def _attempt(auth: stauth.Authenticate, username: str, password: str) -> None:
     """One login attempt through the limiter: refused during a cool-down, else the library checks the password."""
     cfg = server_config()
     gate = limiter(cfg.login_attempts, cfg.login_window_min * 60, cfg.login_cooldown_min * 60)
-    ctx = get_script_run_ctx()
-    keys = (f"user:{username.strip().lower()}", f"session:{ctx.session_id if ctx else ''}")
+    session = st.session_state.setdefault("login_session", secrets.token_hex(8))  # this browser tab's own
+    keys = (f"user:{username.strip().lower()}", f"session:{session}")
     wait = gate.wait_s(*keys)
     if wait > 0:
         st.sidebar.error(f"Too many wrong passwords for this username or from this browser: try again in "
