@@ -14,6 +14,7 @@ A visitor who has not logged in is a viewer: `common.editor()` asks `signed_in()
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import secrets
 import time
@@ -25,6 +26,7 @@ from geoloc_core.base.errors import UserError
 from geoloc_core.config import server_config
 from geoloc_core.server import logins
 
+log = logging.getLogger(__name__)
 COOKIE = "geoloc_login"
 _PROCESS_KEY = secrets.token_urlsafe(32)  # no cookie_key set: no cookie is written, and none made elsewhere verifies
 
@@ -94,7 +96,7 @@ def login_box() -> None:
         return
     with st.sidebar.form("login", clear_on_submit=True):
         st.caption("Editors log in to start work; everyone else sees the runs as a viewer.")
-        st.text_input("Username", key="login_username", autocomplete="username")
+        st.text_input("Username", key="login_username", max_chars=64, autocomplete="username")
         st.text_input("Password", type="password", key="login_password", autocomplete="current-password")
         st.form_submit_button("Log in", on_click=_hand_over)
 
@@ -122,13 +124,16 @@ def _attempt(auth: stauth.Authenticate, username: str, password: str) -> None:
     keys = (f"user:{username.strip().lower()}", f"session:{session}")
     wait = gate.wait_s(*keys)
     if wait > 0:
+        log.warning("login refused during a cool-down: %r (%s)", keys[0], keys[1])
         st.sidebar.error(f"Too many wrong passwords for this username or from this browser: try again in "
                          f"{math.ceil(wait / 60)} min.")
         return
     if not auth.authentication_controller.login(username, password):
         gate.failed(*keys)
+        log.warning("wrong password: %r (%s)", keys[0], keys[1])
         st.sidebar.error("Wrong username or password.")
         return
     gate.succeeded(keys[0])
+    log.info("logged in: %r (%s)", keys[0], keys[1])
     st.session_state["login_at"] = now()
     auth.cookie_controller.set_cookie()

@@ -88,3 +88,16 @@ def test_a_logins_file_inside_the_repository_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(logins, "PROJECT_DIR", tmp_path)  # as if the file lay in the checkout, where git could add it
     with pytest.raises(UserError, match="inside the repository"):
         read_logins(path)
+
+
+def test_geoloc_logins_add_asks_the_password_twice_and_writes_only_its_hash(tmp_path, monkeypatch, caplog):
+    from geoloc_core.cli import main
+
+    path = tmp_path / "etc" / "logins.yaml"
+    answers = iter(["correct horse 1", "correct horse 1", "correct horse 1", "a typo here"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["logins", "add", "Ana", "--name", "Ana Horvat", "--file", str(path)]) == 0
+    users = read_logins(path)["usernames"]
+    assert users["ana"]["name"] == "Ana Horvat" and "correct horse" not in path.read_text()
+    assert main(["logins", "add", "ben", "--file", str(path)]) == 2 and "the two passwords differ" in caplog.text
+    assert set(read_logins(path)["usernames"]) == {"ana"}  # nothing written
