@@ -278,6 +278,20 @@ class ServerConfig:
                                   "starts, stops or deletes work", choices=("editor", "viewer"))
     max_jobs: int = setting(0, "runs and fine-tuning jobs started from the app that run at once (the rest wait in the "
                                "queue); 0: one per two cores")
+    logins: str | None = setting(None, "the editors' logins: a YAML file (streamlit-authenticator's format, bcrypt "
+                                       "hashes only) outside the repository; `geoloc logins add NAME` writes it. Set: "
+                                       "a visitor who has not logged in is a viewer. Unset: no logins, the sidebar's "
+                                       "name field names an editor (one analyst's own machine)")
+    cookie_key: str | None = setting(None, "the secret (32 characters or more) that signs the login cookie, so an "
+                                           "editor stays logged in across reloads; unset: no cookie, an editor logs "
+                                           "in again in each browser tab")
+    session_hours: float = setting(8.0, "a login lasts this many hours from the moment it was made (the cookie "
+                                        "too); after it the session is a viewer's again")
+    login_attempts: int = setting(5, "wrong passwords for one username, or from one browser session, within "
+                                     "login_window_min that refuse further attempts for login_cooldown_min")
+    login_window_min: float = setting(15.0, "the window (minutes) wrong passwords are counted over")
+    login_cooldown_min: float = setting(15.0, "minutes a username or a browser session is refused after too many "
+                                              "wrong passwords (the right password included)")
     state_dir: str | None = setting(None, "the job queue's folder (one per server); default: RUNS/.queue")
     runs: str = setting("runs", "the folder the app lists runs from and builds new ones in")
     max_pixels: int = setting(100_000_000, "an image declaring more pixels (width x height) is refused before it is "

@@ -128,7 +128,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def server_settings(tmp_path: Path, monkeypatch) -> Path:
     """Every test gets the server's defaults and a job queue of its own (not the developer's runs/.queue, nor another
     test's); a test that wants a setting sets its GEOLOC_ variable and calls `access.server_config.cache_clear()`."""
-    for name in ("GEOLOC_DATA_ROOTS", "GEOLOC_MODE", "GEOLOC_MAX_JOBS", "GEOLOC_RUNS"):
+    for name in ("GEOLOC_DATA_ROOTS", "GEOLOC_MODE", "GEOLOC_MAX_JOBS", "GEOLOC_RUNS", "GEOLOC_LOGINS",
+                 "GEOLOC_COOKIE_KEY", "GEOLOC_SESSION_HOURS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GEOLOC_CONFIG", str(tmp_path / "no-server-config.toml"))
     monkeypatch.setenv("GEOLOC_STATE_DIR", str(tmp_path / "queue"))
@@ -168,3 +169,59 @@ def sleeper_jobs(monkeypatch):
     for job in jobqueue.all_jobs():
         if job.pid and jobqueue.is_geoloc(job.pid):
             os.killpg(job.pid, signal.SIGKILL)
+
+
+LOGIN_PASSWORDS = {"ana": "correct horse 1", "ben": "battery staple 2"}
+
+
+class LoginClock:
+    """The app's wall clock (`views.login.now`), moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def login_clock(monkeypatch) -> LoginClock:
+    """The app's clock, in the test's hands; the process's login limiter starts with no wrong password counted."""
+    from views import login
+
+    clock = LoginClock()
+    monkeypatch.setattr(login, "now", clock)
+    login.limiter.cache_clear()
+    yield clock
+    login.limiter.cache_clear()
+
+
+@pytest.fixture
+def login_server(tmp_path, monkeypatch, login_clock, manifest_folder, sleeper_jobs) -> Path:
+    """An editor server with logins for ana and ben (bcrypt at cost 4, for speed), photos from the manifest set's
+    folder, jobs that sleep; returns the logins file."""
+    from geoloc_core.server import logins
+
+    path = tmp_path / "etc" / "logins.yaml"
+    for user, password in LOGIN_PASSWORDS.items():
+        logins.add_login(path, user, password, name=user.title(), rounds=4)
+    for name, value in (("LOGINS", path), ("RUNS", tmp_path / "runs"), ("DATA_ROOTS", manifest_folder.parent)):
+        monkeypatch.setenv(f"GEOLOC_{name}", str(value))
+    access.server_config.cache_clear()
+    return path
+
+
+def open_app(page: str = "views/data.py"):
+    """A new browser session (a page load) on `page` of the whole app, sidebar and all."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    return at.switch_page(page).run()
+
+
+def log_in(at, user: str, password: str):
+    """Type `user` and `password` into the sidebar's login form and send it."""
+    at.sidebar.text_input(key="login_username").set_value(user)
+    at.sidebar.text_input(key="login_password").set_value(password)
+    [button] = [b for b in at.sidebar.button if b.label == "Log in"]
+    return button.click().run()

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import LOGIN_PASSWORDS, log_in, open_app
 from geoloc_core.base import storage
+from geoloc_core.cli import main
 from geoloc_core.locate.predict import read_predictions
 from geoloc_core.runs.folders import Folder, Run
 from geoloc_core.server import access, jobqueue, jobs
@@ -162,3 +164,62 @@ def test_a_viewer_uses_a_predictor_an_editor_built_and_still_writes_nothing(tiny
     assert not at.exception
     assert not any("not built yet" in i.value for i in at.info)  # the saved, current predictor answers
     assert _tree(tiny_run) == before
+
+
+START = "Ingest, embed and cut regions"  # the Data page's control that starts work
+
+
+def _starts_work(at) -> bool:
+    return any(b.label == START for b in at.main.button)
+
+
+def test_typing_another_editors_name_names_nobody_on_a_server_with_logins(login_server, manifest_folder):
+    at = open_app()
+    at.session_state["user"] = "ana"  # what the sidebar's "Your name" field held: before, the visitor was editor "ana"
+    at.run()
+    assert not at.exception and not _starts_work(at)
+    log_in(at, "ben", LOGIN_PASSWORDS["ben"])
+    at.session_state["user"] = "ana"
+    at.main.text_input[0].set_value(manifest_folder.name)
+    at.main.text_input[1].set_value("survey")
+    [go] = [b for b in at.main.button if b.label == START]
+    go.click().run()
+    assert not at.exception and [j.user for j in jobqueue.all_jobs()] == ["ben"]  # before: "ana", as typed
+
+
+def test_guessing_passwords_is_refused_for_a_cooldown_even_with_the_right_one(login_server, login_clock):
+    at = open_app()
+    for guess in range(5):
+        log_in(at, "ana", f"guess number {guess}")
+        assert "Wrong username or password." in at.sidebar.error[0].value
+    log_in(at, "ana", LOGIN_PASSWORDS["ana"])  # the sixth attempt, right: refused all the same
+    refusal = at.sidebar.error[0].value
+    assert "Too many wrong passwords" in refusal and "try again in 15 min" in refusal and not _starts_work(at)
+    reloaded = log_in(open_app(), "ana", LOGIN_PASSWORDS["ana"])  # a reload is a new session: the username still waits
+    assert "Too many wrong passwords" in reloaded.sidebar.error[0].value and not _starts_work(reloaded)
+    assert _starts_work(log_in(open_app(), "ben", LOGIN_PASSWORDS["ben"]))  # another editor is not locked out
+    spraying = open_app()  # one session, one guess for each of many usernames
+    for user in ("carl", "dora", "emil", "fran", "goran"):
+        log_in(spraying, user, "correct horse 1")
+    log_in(spraying, "ben", LOGIN_PASSWORDS["ben"])
+    assert "Too many wrong passwords" in spraying.sidebar.error[0].value and not _starts_work(spraying)
+    login_clock.t += 15 * 60  # the cool-down has passed
+    assert _starts_work(log_in(open_app(), "ana", LOGIN_PASSWORDS["ana"]))
+
+
+def test_an_editor_server_is_not_served_to_a_network_without_logins(login_server, monkeypatch, caplog):
+    script = (REPO / "scripts" / "main.sh").read_text()
+    assert "geoloc logins check --network" in script  # main.sh asks before it serves to a network
+    assert main(["logins", "check", "--network"]) == 0  # logins: served
+    monkeypatch.delenv("GEOLOC_LOGINS")
+    access.server_config.cache_clear()
+    assert main(["logins", "check", "--network"]) == 2 and "needs logins" in caplog.text  # before: served, no login
+    assert main(["logins", "check"]) == 0  # this machine only: one analyst's laptop, as before
+    monkeypatch.setenv("GEOLOC_MODE", "viewer")
+    access.server_config.cache_clear()
+    assert main(["logins", "check", "--network"]) == 0  # everyone a viewer: nothing to log in to
+    monkeypatch.setenv("GEOLOC_MODE", "editor")
+    monkeypatch.setenv("GEOLOC_LOGINS", str(login_server))
+    monkeypatch.setenv("GEOLOC_COOKIE_KEY", "short")
+    access.server_config.cache_clear()
+    assert main(["logins", "check", "--network"]) == 2 and "cookie_key is 5 characters" in caplog.text

@@ -24,14 +24,17 @@ from geoloc_core.runs import provenance
 from geoloc_core.runs.folders import Folder, RegionFiles, Run, fingerprint
 from geoloc_core.runs.provenance import Stale
 from geoloc_core.server import access, jobqueue, jobs
-from views import figures
+from views import figures, login
 
 
 def choose_run() -> None:
-    """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session. Editors may give their name."""
+    """Sidebar: pick a run folder (one `geoloc run` made); remembered in the session. Editors log in where the server
+    has logins, else may give their name."""
     if access.is_viewer():
         st.sidebar.caption("Viewer mode: runs, regions, predictions and metrics; nothing can be started or stopped "
                            "here.")
+    elif login.enabled():
+        login.login_box()
     else:
         user_label()  # the session's own label, until the user gives a name
         st.sidebar.text_input("Your name", key="user", placeholder=st.session_state["session_label"],
@@ -48,15 +51,19 @@ def choose_run() -> None:
 
 
 def editor() -> bool:
-    """Whether this server lets its users start, stop and delete work (`GEOLOC_MODE=viewer`: it does not)."""
-    return not access.is_viewer()
+    """Whether this session may start, stop and delete work: not on a viewer server (`GEOLOC_MODE=viewer`), and on a
+    server with logins only once logged in (a visitor is a viewer)."""
+    return not access.is_viewer() and (not login.enabled() or login.signed_in() is not None)
 
 
 def user_label() -> str:
-    """Who this session is: the name the user gave in the sidebar, else a label of the session's own."""
+    """Who this session is: the logged-in username where the server has logins, else the name the user gave in the
+    sidebar; a label of the session's own otherwise."""
     if "session_label" not in st.session_state:
         ctx = get_script_run_ctx()
         st.session_state["session_label"] = f"session {(ctx.session_id if ctx else os.urandom(3).hex())[:6]}"
+    if login.enabled():  # typing a name names nobody here
+        return login.signed_in() or st.session_state["session_label"]
     return (st.session_state.get("user") or "").strip() or st.session_state["session_label"]
 
 

@@ -42,8 +42,9 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # artefacts (GPS positions, job records, logs) as the umask says, never wider
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place.
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None], mode: int | None = None) -> Path:
+    """Write `path` via a temporary file in the same folder, fsync it, then rename it into place; `mode`: the file's
+    permissions where the umask's are too wide (a secret: 0o600), set before a byte is written.
 
     The temporary file is named after its writer (host and process). A writer killed mid-write
     (SIGKILL, power loss) leaves its file behind; the next write of the same artefact removes it.
@@ -54,7 +55,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: the umask decides who else may read an artefact
+        os.fchmod(fd, FILE_MODE if mode is None else mode)  # mkstemp makes 0600: the umask decides who else may read
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -88,9 +89,9 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (`atomic_write`); returns `path`."""
-    return atomic_write(path, lambda f: f.write(data))
+def write_bytes(path: Path, data: bytes, mode: int | None = None) -> Path:
+    """Write `data` to `path` atomically (`atomic_write`, with its `mode`); returns `path`."""
+    return atomic_write(path, lambda f: f.write(data), mode)
 
 
 def write_json(path: Path, obj: Any) -> Path:
