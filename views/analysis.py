@@ -21,7 +21,7 @@ from geoloc_core.config import CoverageConfig, help_of
 from geoloc_core.evaluate.metrics import confused_pairs, confusion, region_accuracy
 from geoloc_core.runs.folders import RegionFiles, Run, fingerprint
 from views import figures
-from views.common import basemap_online, editor, missing_step
+from views.common import basemap_online, missing_step, offer_coverage
 
 SIGNATURE_PHOTOS = 3
 
@@ -141,9 +141,9 @@ def stability_section(run: Run, graph: str, regions: RegionFiles, polygons: dict
                "outlines: the regions shown above.")
 
 
-@st.cache_data(show_spinner="Locating every photo by the others ...", max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16)
 def _coverage(run: Run, cfg: CoverageConfig, version: str) -> tuple[dict, pd.DataFrame]:
-    cells, projection, size_m = run_coverage(run, cfg)
+    cells, projection, size_m = run_coverage(run, cfg, build=False)  # reads kept answers: a job computes them
     return coverage_geojson(cells, projection, size_m, cfg.errors), cells
 
 
@@ -155,10 +155,13 @@ def coverage_section(run: Run) -> None:
         return
     left, mid, right = st.columns(3)
     compared = run.compare_predictions.exists() and run.stale_table(run.compare_files) is None
-    sources = (["loo"] if editor() else []) + (["compare"] if compared else [])
-    if not sources:  # a viewer starts no leave-location-out pass over every photo (minutes of the script thread)
-        st.info("Not built yet: the coverage map needs the held-out answers of `geoloc compare`, which an editor can "
-                "run.")
+    located = run.loo_answers.exists() and run.stale_table([run.loo_answers]) is None
+    sources = (["loo"] if located else []) + (["compare"] if compared else [])
+    if not located:  # a pass over every photo is a job's (`geoloc coverage`), never this page's
+        st.info("Not built yet: the leave-location-out map (every photo located by the others) needs `geoloc coverage "
+                f"--run {run.root}`" + (", or pick the held-out answers of `geoloc compare`." if compared else "."))
+        offer_coverage(run)
+    if not sources:
         return
     errors = left.selectbox("Error per photo", sources, help=help_of(CoverageConfig, "errors"),
                             format_func={"loo": "leave-location-out (every photo)",
@@ -168,7 +171,8 @@ def coverage_section(run: Run) -> None:
     value = right.radio("Colour by", ["median_error_km", "n_photos"], horizontal=True,
                         format_func={"median_error_km": "median error", "n_photos": "photos"}.get)
     cfg = CoverageConfig(hex_km=hex_km, errors=errors)
-    geojson, cells = _coverage(run, cfg, fingerprint([run.photos, run.embeddings, run.split, run.compare_predictions]))
+    geojson, cells = _coverage(run, cfg, fingerprint([run.photos, run.embeddings, run.split, run.compare_predictions,
+                                                      run.loo_answers]))
     st.pydeck_chart(figures.coverage_deck(geojson, value, online=basemap_online()), height=480)
     size = geojson["properties"]["hex_size_km"]
     st.caption(f"{len(cells)} hexagons of {size:.3g} km (centre to corner) in the run's local metric plane over "

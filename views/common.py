@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,31 +156,33 @@ def offer_stage(run: Run, stage: str | None, graph: str | None = None) -> None:
     """For an editor, a button that queues `geoloc STAGE` for the run (with its recorded settings; over `graph` alone
     where given), where the page lacks what that stage writes; the Data page follows the job. Ingest is not offered:
     it needs the photo folder."""
-    if stage not in jobs.STAGES or not editor() or not run.photos.exists():
-        return
-    if st.button(f"Build it: queue `geoloc {stage}` for this run", key=f"queue-{stage}"):
-        try:
-            job = jobs.start_stage(run, stage, user_label(), graph)
-        except jobqueue.Occupied as busy:
-            st.warning(plain(busy))
-        else:
-            where = "started" if job.state == "started" else "queued behind other jobs"
-            st.success(f"`geoloc {stage}` {where}: the Data page shows its progress; open this page again once it is "
-                       "done.")
+    if stage in jobs.STAGES and run.photos.exists():
+        _queue_button(stage, "for this run", lambda: jobs.start_stage(run, stage, user_label(), graph))
 
 
 def offer_predictor(run: Run, cfg: PredictConfig) -> None:
-    """For an editor, a button that queues `geoloc predictor` for the settings `cfg` (the Data page follows the job)."""
-    if not editor():
+    """For an editor, a button that queues `geoloc predictor` for the settings `cfg`: building one takes minutes, a
+    job's, never the page's."""
+    _queue_button("predictor", "with these settings", lambda: jobs.start_predictor(run, cfg, user_label()))
+
+
+def offer_coverage(run: Run) -> None:
+    """For an editor, a button that queues `geoloc coverage`: every photo located by the others, kept in the run."""
+    _queue_button("coverage", "for this run", lambda: jobs.start_coverage(run, user_label()))
+
+
+def _queue_button(command: str, what: str, start: Callable[[], jobqueue.Job]) -> None:
+    """An editor's button that queues `geoloc COMMAND` (`start`), and what became of it; nothing for a viewer."""
+    if not editor() or not st.button(f"Build it: queue `geoloc {command}` {what}", key=f"queue-{command}"):
         return
-    if st.button("Build it: queue `geoloc predictor` with these settings", key="queue-predictor"):
-        try:
-            job = jobs.start_predictor(run, cfg, user_label())
-        except jobqueue.Occupied as busy:
-            st.warning(plain(busy))
-        else:
-            where = "started" if job.state == "started" else "queued behind other jobs"
-            st.success(f"`geoloc predictor` {where}: the Data page shows its progress; predict again once it is done.")
+    try:
+        job = start()
+    except jobqueue.Occupied as busy:
+        st.warning(plain(busy))
+    else:
+        where = "started" if job.state == "started" else "queued behind other jobs"
+        st.success(f"`geoloc {command}` {where}: the Data page shows its progress; open this page again once it is "
+                   "done.")
 
 
 def current_table(run: Run, files: list[Path]) -> bool:

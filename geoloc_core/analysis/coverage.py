@@ -8,7 +8,8 @@ database) and summarises an error per photo located in it:
 - `errors="loo"` (default): every photo located by the others with its own location left out (the
   predictor's calibration queries: `predictor.leave_location_out` and its kNN vote, on the CLS
   descriptor). It covers every photo, so every cell with photos has an error: what a new photo taken
-  there would meet.
+  there would meet. A pass over every photo is a job's work (`geoloc coverage`): its answers are kept in
+  the run (`Run.loo_answers`) while the photos and embeddings are those they came from; a page only reads them.
 - `errors="compare"`: the verified predictor's answers for held-out photos that `geoloc compare` wrote
   (all photos with `--folds K`, else the run's held-out share).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from geoloc_core.base import storage
 from geoloc_core.base.geo import LocalProjection, haversine_km
 from geoloc_core.config import CoverageConfig, PredictorConfig
 from geoloc_core.features.descriptors import describe
@@ -79,7 +81,21 @@ def auto_size_m(xy_m: np.ndarray) -> float:
     return max(extent / CELLS_ACROSS / SQRT3, 10.0)
 
 
-def loo_errors(run: Run, k: int = PredictorConfig.k) -> pd.DataFrame:
+def loo_errors(run: Run, build: bool = True, k: int = PredictorConfig.k) -> pd.DataFrame:
+    """The run's kept leave-location-out answers (`loo_answers`), computed and kept first where missing or stale and
+    `build` is set (a command); without `build` (a page) a missing or stale table raises (FileNotFoundError,
+    `provenance.Stale`)."""
+    files = [run.loo_answers]
+    if not build and not run.loo_answers.exists():
+        raise FileNotFoundError(f"{run.root} has no leave-location-out answers yet: `geoloc coverage` makes them")
+    if build and run.stale_table(files) is not None:
+        storage.write_csv(run.loo_answers, loo_answers(run, k))
+        run.record_table(files, ["photos", "embeddings"], {"k": k})
+    run.check_table(files)
+    return pd.read_csv(run.loo_answers)
+
+
+def loo_answers(run: Run, k: int = PredictorConfig.k) -> pd.DataFrame:
     """Every photo located by the others with its location left out (kNN vote over CLS descriptors, the bandwidth the
     predictor's calibration picks): photo, lat_deg, lon_deg, error_km."""
     table = run.photo_table()
@@ -93,8 +109,9 @@ def loo_errors(run: Run, k: int = PredictorConfig.k) -> pd.DataFrame:
                          "error_km": haversine_km(p_lat, p_lon, lat[q], lon[q])})
 
 
-def compare_errors(run: Run) -> pd.DataFrame:
-    """The verified predictor's held-out answers from `geoloc compare`: lat_deg, lon_deg (the truth), error_km."""
+def compare_errors(run: Run, build: bool = True) -> pd.DataFrame:
+    """The verified predictor's held-out answers from `geoloc compare`: lat_deg, lon_deg (the truth), error_km (never
+    built here, whatever `build` says: `geoloc compare` makes them)."""
     if not run.compare_predictions.exists():
         raise FileNotFoundError(f"{run.root} has no compare predictions: run `geoloc compare` first, or use errors=loo")
     run.check_table(run.compare_files)  # answers for other photos or another split are refused
@@ -106,13 +123,14 @@ def compare_errors(run: Run) -> pd.DataFrame:
 ERROR_SOURCES = {"loo": loo_errors, "compare": compare_errors}
 
 
-def run_coverage(run: Run, cfg: CoverageConfig = CoverageConfig()) -> tuple[pd.DataFrame, LocalProjection, float]:
+def run_coverage(run: Run, cfg: CoverageConfig = CoverageConfig(),
+                 build: bool = True) -> tuple[pd.DataFrame, LocalProjection, float]:
     """A run's coverage hexagons (see `coverage_table`, plus lat_deg / lon_deg of each centre), its projection, and the
-    hexagon size in metres."""
+    hexagon size in metres; `build`: see `loo_errors`."""
     table = run.photo_table()
     projection, _ = run.read_split()
     photo_xy = projection.to_xy_m(table.lat_deg, table.lon_deg)
-    errors = ERROR_SOURCES[cfg.errors](run)
+    errors = ERROR_SOURCES[cfg.errors](run, build)
     size_m = cfg.hex_km * 1000 if cfg.hex_km > 0 else auto_size_m(photo_xy)
     cells = coverage_table(photo_xy, projection.to_xy_m(errors["lat_deg"].to_numpy(), errors["lon_deg"].to_numpy()),
                            errors["error_km"].to_numpy(), size_m)

@@ -44,8 +44,8 @@ def add_commands(command: Command) -> None:
     c = command("coverage", _cmd_coverage, "photo density and location error per hexagon, as GeoJSON: where more "
                 "photos would help")
     add_settings(c, CoverageConfig, "coverage")
-    c.add_argument("--out", type=Path, default=Path("coverage.geojson"),
-                   help="GeoJSON file to write (default: coverage.geojson)")
+    c.add_argument("--out", type=Path, default=None,
+                   help="GeoJSON file to write (default: coverage.geojson in the run)")
 
 
 def _cmd_compare(a) -> None:
@@ -119,14 +119,17 @@ def _cmd_levers(a) -> None:
 def _cmd_coverage(a) -> None:
     from geoloc_core.analysis.coverage import coverage_geojson, run_coverage
     from geoloc_core.base.storage import write_bytes
+    from geoloc_core.cli.build import stage
 
     cfg = settings(a, CoverageConfig, "coverage")
-    cells, projection, size_m = run_coverage(Run(a.run), cfg)
-    write_bytes(a.out, json.dumps(coverage_geojson(cells, projection, size_m, cfg.errors)).encode())
+    out = a.out or Run(a.run).coverage_map
+    with stage(a):  # the leave-location-out pass is kept in the run (a page that queued it follows the job)
+        cells, projection, size_m = run_coverage(Run(a.run), cfg)
+        write_bytes(out, json.dumps(coverage_geojson(cells, projection, size_m, cfg.errors)).encode())
     thin = cells[cells["n_photos"] > 0].sort_values("median_error_km", ascending=False).head(5)
     print(f"{len(cells)} hexagons of {size_m / 1000:.3g} km over {int(cells['n_photos'].sum())} photos; "
           f"median of the cells' median errors ({cfg.errors}): {cells['median_error_km'].median():.3g} km")
     print("highest median error:")
     print_table(thin.to_dict("records"),
                 ("lat_deg", "lon_deg", "n_photos", "n_errors", "median_error_km", "p90_error_km"))
-    print(f"-> {a.out}")
+    print(f"-> {out}")

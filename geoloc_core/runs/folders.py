@@ -23,6 +23,8 @@ these classes for a path or a reader; none of them spells a file name.
       held_out_{kind}.csv                                    evaluate: the w/o probe's answer per held-out photo
       compare.csv  compare_predictions.csv                   geoloc compare (with --folds: compare_verdicts.csv,
       compare_folds.csv)
+      coverage_loo.csv  coverage.geojson                     geoloc coverage: every photo's leave-location-out
+                                                             answer (kept while photos and embeddings are); the map
       *.provenance.json                                      what each artefact was computed from (`runs.provenance`;
                                                              `Run.artefact` says what, every reader checks it)
 """
@@ -719,6 +721,16 @@ class Run(Folder):
     def compare_files(self) -> list[Path]:
         """`geoloc compare`'s table and the files written with it (one provenance record: `record_table`)."""
         return [self.compare_table, self.compare_predictions, self.compare_verdicts, self.compare_folds]
+
+    @property
+    def loo_answers(self) -> Path:
+        """`geoloc coverage`'s leave-location-out answer per photo (photo, lat_deg, lon_deg, error_km)."""
+        return self.root / "coverage_loo.csv"
+
+    @property
+    def coverage_map(self) -> Path:
+        """`geoloc coverage`'s hexagons as GeoJSON, where no other file is asked for."""
+        return self.root / "coverage.geojson"
 
     @property
     def levers_files(self) -> list[Path]:

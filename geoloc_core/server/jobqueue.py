@@ -45,7 +45,8 @@ class Job:
     """One job of the queue, as its record says."""
 
     id: str  # sortable: submission order
-    kind: str  # run / finetune / resume, or a stage a page queued (embed / graph / regions / evaluate / predictor)
+    kind: str  # run / finetune / resume, or a stage a page queued (embed / graph / regions / evaluate / predictor /
+    # coverage)
     folder: str  # the job's folder, absolute
     argv: tuple[str, ...]
     user: str  # who started it: the session's label or the name the user gave

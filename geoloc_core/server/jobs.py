@@ -63,6 +63,14 @@ def start_predictor(run: Run, cfg: PredictConfig, user: str | None = None) -> Jo
                            user or default_user(), replace=True)
 
 
+def start_coverage(run: Run, user: str | None = None) -> Job:
+    """`geoloc coverage` over the run, through the queue: its leave-location-out pass over every photo, kept in the run
+    for the coverage map (a page never runs it in its own thread). Refused (`jobqueue.Occupied`) while the run's job is
+    queued or running."""
+    return jobqueue.submit("coverage", run, ["coverage", "--run", str(run.root.resolve()), "--errors=loo"],
+                           user or default_user(), replace=True)
+
+
 def start_finetune(run: Run, cfg: FinetuneConfig, user: str | None = None) -> FinetuneRun:
     """A new fine-tuning run over `cfg.graph` in a folder of its own (never an earlier run's), through the queue."""
     with jobqueue.locked():  # two sessions asking at once get two folders

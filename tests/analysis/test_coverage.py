@@ -16,9 +16,11 @@ from geoloc_core.analysis.coverage import (
     loo_errors,
     run_coverage,
 )
+from geoloc_core.base import storage
 from geoloc_core.cli import main
 from geoloc_core.config import CoverageConfig
 from geoloc_core.runs.folders import Run
+from geoloc_core.runs.provenance import Stale
 
 
 def test_each_point_falls_in_the_hexagon_with_the_nearest_centre():
@@ -51,6 +53,25 @@ def test_leave_location_out_errors_cover_every_photo_without_its_own_location(ti
     assert (errors["error_km"] > 0).all()  # never located at its own coordinate: its location is left out
 
 
+def test_the_leave_location_out_answers_are_kept_while_the_embeddings_are_and_a_reader_never_builds_them(tiny_run):
+    """The pass over every photo is a command's (a job's): a page reads the kept answers (build=False) and gets none
+    that are missing or computed from other embeddings."""
+    run = Run(tiny_run)
+    with pytest.raises(FileNotFoundError):
+        loo_errors(run, build=False)  # the page's read: nothing computed, nothing written
+    assert not run.loo_answers.exists()
+    first = loo_errors(run)
+    assert run.loo_answers.exists() and loo_errors(run, build=False).equals(first)
+    emb, _ = run.read_embeddings()
+    storage.write_npy(run.embeddings, np.roll(emb, 1, axis=0))  # other embeddings (as a re-embed would give)
+    run.record("embeddings")
+    with pytest.raises(Stale, match="embeddings"):
+        loo_errors(run, build=False)
+    again = loo_errors(run)  # the command computes them again
+    assert not np.allclose(again["error_km"], first["error_km"])
+    assert loo_errors(run, build=False).equals(again)
+
+
 def test_run_coverage_geojson_holds_every_photo_in_its_hexagon(tiny_run, tmp_path):
     run = Run(tiny_run)
     cells, projection, size_m = run_coverage(run, CoverageConfig(hex_km=20))
@@ -64,9 +85,8 @@ def test_run_coverage_geojson_holds_every_photo_in_its_hexagon(tiny_run, tmp_pat
     assert inside.any(axis=1).all()
     assert (counts == [f["properties"]["n_photos"] for f in geojson["features"]]).all()
 
-    out = tmp_path / "coverage.geojson"
-    assert main(["coverage", "--run", str(tiny_run), "--out", str(out), "--hex-km", "20"]) == 0
-    written = json.loads(out.read_text())
+    assert main(["coverage", "--run", str(tiny_run), "--hex-km", "20"]) == 0
+    written = json.loads(run.coverage_map.read_text())  # no --out: the run's own
     assert sum(f["properties"]["n_photos"] for f in written["features"]) == len(photos)
     assert written["properties"]["hex_size_km"] == pytest.approx(20)
     with pytest.raises(FileNotFoundError, match="geoloc compare"):

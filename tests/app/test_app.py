@@ -171,11 +171,23 @@ def test_predict_page_switches_the_region_prior_and_the_test_time_augmentations(
     assert built == {(1.0, "none"), (0.0, "none"), (0.0, "crops")}
 
 
-def test_evaluate_page_shows_the_experiment_and_wo_rows(tiny_run):
+@pytest.mark.slow  # a `geoloc coverage` process
+def test_evaluate_page_shows_the_wo_rows_and_queues_the_coverage_pass_it_lacks(tiny_run):
     at = page("views/evaluate.py", tiny_run)
     assert not at.exception
     assert any("w/o" in s.value for s in at.subheader)
-    assert len(at.dataframe) == 2  # no experiment yet: only the run's own rows, and the coverage's worst cells
+    assert len(at.dataframe) == 1  # no experiment yet: only the run's own rows
+    before = sorted(p.name for p in tiny_run.iterdir())
+    assert any("Not built yet: the leave-location-out map" in i.value for i in at.info)
+    assert sorted(p.name for p in tiny_run.iterdir()) == before  # the page ran no pass over every photo itself
+    at.button(key="queue-coverage").click().run()
+    assert not at.exception and "`geoloc coverage` started" in at.success[0].value
+    [job] = jobqueue.all_jobs()
+    assert job.kind == "coverage" and "--errors=loo" in job.argv
+    assert _wait(Run(tiny_run), 300) == "done", Run(tiny_run).log.read_text()[-2000:]
+    at = page("views/evaluate.py", tiny_run)
+    assert not at.exception and len(at.dataframe) == 2  # and the coverage's worst cells, from the job's answers
+    assert Run(tiny_run).coverage_map.exists()
 
 
 def test_regions_page_explains_the_partition_signatures_confusion_and_stability(tiny_run):
