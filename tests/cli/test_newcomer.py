@@ -172,6 +172,7 @@ def commands(run: Path, data: Path, photo: Path, out: Path, checkpoint: Path) ->
         "finetune": ["finetune", "--run", run, *FINETUNE],
         "resume": ["resume", run / "finetune_dt", "--device", "cpu"],
         "experiment": ["experiment", "--run", run, "--graphs", "dt", *FINETUNE],
+        "predictor": ["predictor", "--run", run, "--database", "train"],
         "predict": ["predict", photo, "--run", run, "--out", out / "predictions"],
         "explain": ["explain", photo, "--run", run, "--out", out / "explanations"],
         "compare": ["compare", "--run", run],
@@ -184,12 +185,12 @@ def commands(run: Path, data: Path, photo: Path, out: Path, checkpoint: Path) ->
     }
 
 
-COMMANDS = ("ingest", "embed", "graph", "regions", "evaluate", "show", "finetune", "resume", "experiment", "predict",
-            "explain", "compare", "levers", "coverage", "export", "map", "report", "cross-time")
+COMMANDS = ("ingest", "embed", "graph", "regions", "evaluate", "show", "finetune", "resume", "experiment", "predictor",
+            "predict", "explain", "compare", "levers", "coverage", "export", "map", "report", "cross-time")
 EARLY = ("missing", "empty", "ingested")  # nothing to work on: every command answers at once
 BUILT_SLOWLY = ("finetuned", "stopped", "fold")  # a fine-tuning to build, or fine-tuning to do
-WORK = {"finetune", "resume", "experiment", "levers", "explain", "compare", "report", "map", "predict", "ingest",
-        "embed"}
+WORK = {"finetune", "resume", "experiment", "levers", "explain", "compare", "report", "map", "predictor", "predict",
+        "ingest", "embed"}
 
 
 def _case(state: str, command: str):
