@@ -227,6 +227,10 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     # each answer named: on Mount Hood's slopes, the nearest towns of 1,000+ people are 25 km away
     assert sorted(located["place"]) == ["near Mount Hood Village, Oregon, US (26 km)", "near Odell, Oregon, US (25 km)"]
     assert located["place_km"].between(25, 26).all()
+    from geoloc_core.share.report import report_html
+
+    report = report_html(r, tiles=False, thumb_px=0)
+    assert "Photos without GPS, located" in report and "near Odell, Oregon, US (25 km)" in report
     db = r.photo_table().frame
     assert located["lat_deg"].between(db["lat_deg"].min() - 0.05, db["lat_deg"].max() + 0.05).all()  # from the roll
     assert located["lon_deg"].between(db["lon_deg"].min() - 0.05, db["lon_deg"].max() + 0.05).all()
