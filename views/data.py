@@ -54,7 +54,7 @@ def start_run(root: str, path: str, track: str | None, time_offset: str | None) 
 
 if editor():
     roots = access.data_roots()
-    with st.form("new"):
+    with st.form("new", enter_to_submit=False):  # Enter in a field must not start a run: only the button does
         st.write("Build a new run from a photo folder (GPS from EXIF, or a `manifest.csv` / `.xlsx` beside the "
                  "photos) or a manifest file (CSV, TSV or XLSX; `;` or tab separated, decimal commas and 45°54'03\"N "
                  f"coordinates are read). Photos may come from: {', '.join(f'`{r}`' for r in roots)}.")
@@ -132,7 +132,8 @@ if len(to_locate):
         st.caption("Located once the run's regions are cut (`geoloc run` does it last).")
         st.dataframe(to_locate, hide_index=True, width="stretch")
     else:
-        shown = to_locate.merge(located[["path", "lat_deg", "lon_deg", "radius_km"]], on="path", how="left")
+        columns = ["path", *(["place"] if "place" in located else []), "lat_deg", "lon_deg", "radius_km"]
+        shown = to_locate.merge(located[columns], on="path", how="left")
         st.dataframe(shown, hide_index=True, width="stretch")
 if meta.get("near_duplicates"):
     st.subheader("Near-duplicates")

@@ -12,7 +12,7 @@ from geoloc_core.base.storage import spreadsheet_safe
 from geoloc_core.config import DESCRIPTORS, GIS_FORMATS, TTAS, PredictConfig, PredictorConfig, TogetherConfig, help_of
 from geoloc_core.ingest.photos import IMAGE_SUFFIXES
 from geoloc_core.locate.explain import explain_prediction
-from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson
+from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson, region_names
 from geoloc_core.locate.together import photo_groups
 from geoloc_core.runs.folders import fingerprint
 from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
@@ -41,7 +41,7 @@ require(run, run.photos, run.embeddings, run.split)
 if run.located.exists() and current_table(run, [run.located]):  # photos without GPS, located by `geoloc run`
     located = pd.read_csv(run.located, keep_default_na=False)
     with st.expander(f"This run's {len(located)} photos without GPS, located when it was built"):
-        shown = ("path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")
+        shown = ("path", "place", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "unfamiliar", "error")
         st.dataframe(located[[c for c in shown if c in located]], hide_index=True, width="stretch")
 descriptor = st.sidebar.selectbox("Descriptor", DESCRIPTORS if run.patches.exists() else DESCRIPTORS[:1])
 rounds = run.finished_rounds("dt") if descriptor == "cls" else []
@@ -139,14 +139,16 @@ def downloads(frame, preds) -> None:
 
 if preds:
     downloads(predictions_frame(preds), preds)
+    named = region_names(model)
 for p, image, why in zip(preds, images, explained):
     st.subheader(plain(p.path))
     photo, facts = st.columns([1, 2])
     photo.image(image, width="stretch")
     facts.metric("Predicted location", f"{p.lat_deg:.5f}, {p.lon_deg:.5f}")
     certainty = f", p = {p.region_prob:.2f}" if p.region_prob is not None else ""
-    facts.write(f"Within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · "
-                f"region **{p.region}** ({model.region_source}{certainty})")
+    towns = f": {plain(named[p.region])}" if p.region in named else ""
+    facts.write(f"**{plain(p.place)}** · within **{p.radius_km:.2f} km** for {p.coverage:.0%} of calibration photos · "
+                f"region **{p.region}** ({model.region_source}{certainty}){towns}")
     if p.group:
         others = sum(q.group == p.group for q in preds) - 1
         facts.info(f"Located together with {others} other photo(s) of this batch as one place ({p.group}): one answer "
@@ -165,7 +167,7 @@ for p, image, why in zip(preds, images, explained):
     st.pydeck_chart(figures.prediction_deck(p, polygon, online=basemap_online()), height=420)
     gallery = st.columns(5)
     for rank, (col, n) in enumerate(zip(gallery * 2, p.neighbours)):
-        caption = f"sim {n.similarity:.3f} · {n.dist_km:.1f} km"
+        caption = plain(f"sim {n.similarity:.3f} · {n.dist_km:.1f} km · {n.place}")
         thumb = thumbnail(n.path)
         if thumb is None:
             col.warning(f"{Path(n.path).name} unreadable · {caption}")

@@ -15,7 +15,7 @@ st.header("Train")
 run, graphs = run_with_graphs()
 
 if editor():
-    with st.form("start"):
+    with st.form("start", enter_to_submit=False):  # Enter in a number field queued a run; only the button does
         d = FinetuneConfig()
         c1, c2, c3, c4 = st.columns(4)
         graph = c1.selectbox("Graph", graphs, format_func=str.upper)

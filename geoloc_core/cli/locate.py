@@ -58,7 +58,7 @@ def _cmd_predictor(a) -> None:
 
 def _cmd_predict(a) -> None:
     from geoloc_core.base.storage import write_bytes, write_csv
-    from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson
+    from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson, region_names
     from geoloc_core.locate.store import open_predictor
     from geoloc_core.locate.together import photo_groups, read_groups
 
@@ -72,6 +72,7 @@ def _cmd_predict(a) -> None:
     photos = _photo_files(a.photos)
     groups = read_groups(a.groups, photos) if a.groups else photo_groups(photos, together)
     preds, failed = predict(photos, predictor, groups=groups)
+    named = region_names(predictor)
     csv, geojson = a.out / "predictions.csv", a.out / "predictions.geojson"
     write_csv(csv, predictions_frame(preds), spreadsheet=True)  # analysts open it in Excel: no formula runs
     write_bytes(geojson, predictions_geojson(preds).encode())
@@ -79,8 +80,10 @@ def _cmd_predict(a) -> None:
         truth = f", EXIF truth {p.error_km:.2f} km away" if p.error_km is not None else ""
         certainty = f" (p {p.region_prob:.2f})" if p.region_prob is not None else ""
         joint = f", located together as {p.group}" if p.group else ""
-        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} (±{p.radius_km:.2f} km at {p.coverage:.0%}), "
+        print(f"{p.path}: {p.lat_deg:.5f}, {p.lon_deg:.5f} {p.place} (±{p.radius_km:.2f} km at {p.coverage:.0%}), "
               f"region {p.region}{certainty}{truth}{joint}")
+        if p.region in named:
+            print(f"  region {p.region}: {named[p.region]}")
         if p.unfamiliar:
             print(f"  warning: looks unlike any photo of this run (familiarity {p.familiarity:.3f}): "
                   "the location is a guess")

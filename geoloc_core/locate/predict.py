@@ -25,6 +25,7 @@ from scipy.special import log_softmax
 
 from geoloc_core.base import storage
 from geoloc_core.base.geo import haversine_km
+from geoloc_core.base.places import place_labels, region_places
 from geoloc_core.features.descriptors import describe
 from geoloc_core.features.embed import TTA_AUGMENTATIONS, embed_images
 from geoloc_core.ingest.exif import GpsError, read_gps
@@ -41,6 +42,7 @@ class Neighbour:
     similarity: float
     dist_km: float  # from the predicted location
     photo: int = -1  # its row in the run's photos (and patch tokens)
+    place: str = ""  # the nearest town: "near Porec, Istarska, HR (1.2 km)" (`places.place_label`)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Prediction:
     # (P, Dp) float16 patch tokens of its one forward pass (keep_tokens)
     tokens: np.ndarray | None = field(default=None, repr=False)
     group: str | None = None  # the place it was located together with (`together`); None: located alone
+    place: str = ""  # the town nearest the predicted location: "near Porec, Istarska, HR (1.2 km)"
+    place_km: float | None = None  # the predicted location's distance to that town
 
     @property
     def error_km(self) -> float | None:
@@ -108,13 +112,16 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
     familiarity = predictor.familiarity(sims[:, 0])
     n_lat, n_lon = neighbour_coords(predictor, ids)
     dists = haversine_km(p_lat[:, None], p_lon[:, None], n_lat, n_lon)
+    # the answers and their neighbours named in one query: (M,) answers' places, then (M, k) neighbours'
+    places, places_km = place_labels(np.concatenate([p_lat, n_lat.ravel()]), np.concatenate([p_lon, n_lon.ravel()]))
+    n_places = np.asarray(places[len(ok):], object).reshape(n_lat.shape)
     photo_rows = predictor.db["photo"].to_numpy() if "photo" in predictor.db else np.full(len(predictor.db), -1)
     preds = []
     for row, i in enumerate(ok):
         truth = exif_truth(paths[i])
         neighbours = [Neighbour(predictor.db["path"].iat[j], float(n_lat[row, c]), float(n_lon[row, c]),
-                                float(sims[row, c]),
-                                float(dists[row, c]), int(photo_rows[j])) for c, j in enumerate(ids[row])]
+                                float(sims[row, c]), float(dists[row, c]), int(photo_rows[j]), n_places[row, c])
+                      for c, j in enumerate(ids[row])]
         preds.append(Prediction(str(paths[i]), float(p_lat[row]), float(p_lon[row]), predictor.radius_km,
                                 predictor.coverage,
                                 int(regions[row]) if regions[row] >= 0 else None, neighbours, *truth,
@@ -123,8 +130,16 @@ def predict(paths: list[Path], predictor: Predictor, batch_size: int = 16, keep_
                                 unfamiliar=bool(familiarity[row] < predictor.unfamiliar_below),
                                 region_agrees=bool(regions[row] == at_point[row]) if predictor.region_head is not None
                                 else None, tokens=out.patches[i] if keep_tokens else None,
-                                group=None if group is None else group[row]))
+                                group=None if group is None else group[row], place=places[row],
+                                place_km=float(places_km[row])))
     return preds, failed
+
+
+def region_names(predictor: Predictor) -> dict[int, str]:
+    """Each region of the predictor's partition named by the towns nearest its database photos, the most frequent
+    first: {3: "Karlovac (HR) 6, Duga Resa (HR) 4, Ozalj (HR) 2"}."""
+    labels = predictor.db["region"] if predictor.region_labels is None else predictor.region_labels
+    return region_places(np.asarray(labels), predictor.db["lat_deg"].to_numpy(), predictor.db["lon_deg"].to_numpy())
 
 
 def _readable_groups(groups: list[str | None] | None, ok: np.ndarray, n: int) -> list[str | None] | None:
@@ -151,7 +166,8 @@ def exif_truth(path: Path) -> tuple[float | None, float | None]:
 def predictions_frame(preds: list[Prediction]) -> pd.DataFrame:
     """One row per prediction, its top-k neighbours as a JSON list: the CSV export."""
     return pd.DataFrame([{
-        "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "radius_km": p.radius_km, "coverage": p.coverage,
+        "path": p.path, "lat_deg": p.lat_deg, "lon_deg": p.lon_deg, "place": p.place, "place_km": p.place_km,
+        "radius_km": p.radius_km, "coverage": p.coverage,
         "region": p.region, "region_prob": p.region_prob, "true_lat_deg": p.true_lat_deg,
         "true_lon_deg": p.true_lon_deg,
         "error_km": p.error_km, "familiarity": p.familiarity, "unfamiliar": p.unfamiliar,
@@ -183,4 +199,6 @@ def read_predictions(path: Path) -> pd.DataFrame:
                    "region_agrees", "group"):
         if column not in frame:
             frame[column] = None
+    if "place" not in frame:  # a file written before predictions were named: named now, from the same table
+        frame["place"], frame["place_km"] = place_labels(frame["lat_deg"], frame["lon_deg"])
     return frame

@@ -31,7 +31,7 @@ import shapely
 from pyproj import Geod
 
 from geoloc_core.base import storage
-from geoloc_core.base.places import region_places
+from geoloc_core.base.places import place_labels, region_places
 from geoloc_core.config import GIS_FORMATS
 from geoloc_core.regions.boundaries import KML_NS, ClipArea, read_kml
 from geoloc_core.regions.partition import region_areas_km2
@@ -46,15 +46,16 @@ FIELDS: dict[str, str] = {
     "area_km2": "float", "lat_deg": "float", "lon_deg": "float", "places": "str",
     "pred": "int", "path": "str", "radius_km": "float", "coverage": "float", "reg_prob": "float", "true_lat": "float",
     "true_lon": "float", "error_km": "float", "familiar": "float", "unfamiliar": "int", "reg_agrees": "int",
-    "group": "str", "rank": "int", "similarity": "float", "dist_km": "float",
+    "group": "str", "rank": "int", "similarity": "float", "dist_km": "float", "place": "str", "place_km": "float",
 }
 REGION_FIELDS = ("layer", "graph", "iter", "region", "n_photos", "n_outside", "area_km2", "lat_deg", "lon_deg",
                  "places")
 LAYER_FIELDS = {  # the fields of each prediction layer (every other layer is a partition's regions: REGION_FIELDS)
-    "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "reg_prob",
-                    "true_lat", "true_lon", "error_km", "familiar", "unfamiliar", "reg_agrees", "group"),
+    "predictions": ("layer", "pred", "path", "lat_deg", "lon_deg", "place", "place_km", "radius_km", "coverage",
+                    "region", "reg_prob", "true_lat", "true_lon", "error_km", "familiar", "unfamiliar", "reg_agrees",
+                    "group"),
     "uncertainty": ("layer", "pred", "path", "radius_km", "coverage"),
-    "neighbours": ("layer", "pred", "rank", "path", "lat_deg", "lon_deg", "similarity", "dist_km"),
+    "neighbours": ("layer", "pred", "rank", "path", "lat_deg", "lon_deg", "place", "similarity", "dist_km"),
 }
 SUFFIX = {"gpkg": ".gpkg", "kml": ".kml", "shp": ".zip", "geojson": ".geojson"}
 MIME = {"gpkg": "application/geopackage+sqlite3", "kml": "application/vnd.google-earth.kml+xml",
@@ -128,9 +129,11 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
     pred = np.arange(len(frame))
     # -1: no classifier
     agrees = frame["region_agrees"].map({True: 1, False: 0, "True": 1, "False": 0}).fillna(-1).astype(int)
+    place, place_km = _places(frame)
     points = pd.DataFrame({
         "layer": "predictions", "pred": pred, "path": [_text(p) for p in frame["path"].astype(str)],
         "lat_deg": frame["lat_deg"].astype(float), "lon_deg": frame["lon_deg"].astype(float),
+        "place": [_text(p) for p in place], "place_km": place_km,
         "radius_km": frame["radius_km"].astype(float), "coverage": frame["coverage"].astype(float),
         "region": pd.to_numeric(frame["region"], errors="coerce").fillna(-1).astype(int),  # -1: no region
         "reg_prob": _floats(frame["region_prob"]), "true_lat": _floats(frame["true_lat_deg"]),
@@ -142,11 +145,16 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
     circles = [_geodesic_circle(lat, lon, r, circle_vertices)
                for lat, lon, r in zip(points["lat_deg"], points["lon_deg"], points["radius_km"])]
     rows = [{"layer": "neighbours", "pred": int(i), "rank": rank + 1, "path": _text(str(n["path"])),
-             "lat_deg": float(n["lat_deg"]),
-             "lon_deg": float(n["lon_deg"]), "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
+             "lat_deg": float(n["lat_deg"]), "lon_deg": float(n["lon_deg"]), "place": n.get("place", ""),
+             "similarity": float(n["similarity"]), "dist_km": float(n["dist_km"])}
             for i, text in zip(pred, frame["neighbours"])
             for rank, n in enumerate(json.loads(text) if isinstance(text, str) else [])]
     neighbours = pd.DataFrame(rows, columns=list(LAYER_FIELDS["neighbours"]))
+    unnamed = neighbours["place"].isna() | neighbours["place"].eq("")  # neighbours of a file written before names
+    if unnamed.any():
+        neighbours.loc[unnamed, "place"] = place_labels(neighbours.loc[unnamed, "lat_deg"],
+                                                        neighbours.loc[unnamed, "lon_deg"])[0]
+    neighbours["place"] = [_text(str(p)) for p in neighbours["place"]]
     return {
         "predictions": gpd.GeoDataFrame(points, geometry=gpd.points_from_xy(points["lon_deg"], points["lat_deg"]),
                                         crs=CRS),
@@ -156,6 +164,14 @@ def prediction_layers(frame: pd.DataFrame, circle_vertices: int = 72) -> dict[st
                                        geometry=gpd.points_from_xy(neighbours["lon_deg"], neighbours["lat_deg"]),
                                        crs=CRS),
     }
+
+
+def _places(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Each prediction's place and its distance, as the frame has them (`predictions_frame`), or else named now from its
+    coordinates (a predictions file written before predictions were named)."""
+    if "place" in frame and frame["place"].notna().all() and "place_km" in frame:
+        return frame["place"].astype(str).tolist(), _floats(frame["place_km"])
+    return place_labels(frame["lat_deg"].astype(float), frame["lon_deg"].astype(float))
 
 
 def _floats(column: pd.Series) -> np.ndarray:

@@ -182,9 +182,9 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
                        style_function=lambda _: {"color": "#2471a3", "weight": 1, "opacity": 0.5}).add_to(group)
         folium.GeoJson(_escaped(neighbours.to_json()),
                        marker=folium.CircleMarker(radius=4, color="#2471a3", fill=True, fill_opacity=0.9),
-                       popup=folium.GeoJsonPopup(fields=["pred", "rank", "path", "similarity", "dist_km"],
-                                                 aliases=["neighbour of prediction", "rank", "photo", "similarity",
-                                                          "km from the prediction"])
+                       popup=folium.GeoJsonPopup(fields=["pred", "rank", "path", "place", "similarity", "dist_km"],
+                                                 aliases=["neighbour of prediction", "rank", "photo", "place",
+                                                          "similarity", "km from the prediction"])
                        ).add_to(group)
     truth = points[points["true_lat"].notna()]
     if len(truth):
@@ -202,9 +202,10 @@ def _add_predictions(fmap: folium.Map, predictions: pd.DataFrame) -> None:
     shown = points.drop(columns=["layer", "lat_deg", "lon_deg"]).round(4)
     folium.GeoJson(_escaped(shown.to_json()),
                    marker=folium.CircleMarker(radius=7, color="#c0392b", fill=True, fill_opacity=0.95),
-                   popup=folium.GeoJsonPopup(fields=["path", "region", "reg_prob", "radius_km", "coverage", "error_km",
-                                                     "familiar"],
-                                             aliases=["photo", "region", "region probability",
+                   tooltip=folium.GeoJsonTooltip(fields=["place"], labels=False),
+                   popup=folium.GeoJsonPopup(fields=["path", "place", "region", "reg_prob", "radius_km", "coverage",
+                                                     "error_km", "familiar"],
+                                             aliases=["photo", "place", "region", "region probability",
                                                       "uncertainty radius (km)", "coverage",
                                                       "error (km, where the truth is known)",
                                                       "familiarity"])).add_to(group)

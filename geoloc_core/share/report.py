@@ -41,10 +41,10 @@ def write_report(run: Run, path: Path, tiles: bool = True, thumb_px: int = 64) -
 
 
 def report_html(run: Run, tiles: bool = True, thumb_px: int = 64) -> str:
-    """The report's HTML: sections Data, Regions, Experiment, Compare (each only where the run has it)."""
+    """The report's HTML: Data, Photos without GPS, Regions, Experiment, Compare (each only where the run has it)."""
     charts = _Charts()
-    sections = [_data_section(run), _regions_section(run, tiles, thumb_px), _experiment_section(run, charts),
-                _compare_section(run, charts)]
+    sections = [_data_section(run), _located_section(run), _regions_section(run, tiles, thumb_px),
+                _experiment_section(run, charts), _compare_section(run, charts)]
     title = f"geoloc report: {html.escape(run.root.name)}"
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}</head><body>"
@@ -73,6 +73,21 @@ def _data_section(run: Run) -> str:
                 f"<details><summary>all {len(rejected)} rejected files</summary>",
                 _table(rejected), "</details>"]
     return "".join(out)
+
+
+def _located_section(run: Run) -> str:
+    """The photos that came without a location and the run's answers for them, each named by its nearest town."""
+    if not run.located.exists():
+        return ""
+    title = "<h2>Photos without GPS, located</h2>"
+    if stale := _stale(run, [run.located]):
+        return title + stale
+    located = pd.read_csv(run.located, keep_default_na=False, na_values=[""])
+    shown = [c for c in ("path", "place", "lat_deg", "lon_deg", "radius_km", "coverage", "region", "error")
+             if c in located]
+    return (title + f"<p>{len(located)} photos, located by the run's default predictor (the town named is the one "
+            "nearest the predicted location, from GeoNames' towns of 1,000+ people):</p>"
+            + _table(located[shown].round({"lat_deg": 5, "lon_deg": 5})))
 
 
 def _regions_section(run: Run, tiles: bool, thumb_px: int) -> str:

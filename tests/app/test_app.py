@@ -491,3 +491,36 @@ def test_a_viewer_is_offered_no_stage_to_queue(tiny_run, monkeypatch):
         path.unlink()
     at = page("views/regions.py", tiny_run)
     assert not at.exception and "has no regions_dt.csv yet" in at.info[0].value.replace("\\", "") and not at.button
+
+
+def test_predict_page_names_each_prediction_its_neighbours_and_region_by_their_towns(tiny_run):
+    """Issue 26: the answer read "45.37625, 13.71084 · Within 262.95 km ..." with no place. Location L15's photo
+    (Osekovo) is in the page's database (it is a training photo of the tiny run) or held out; either way every shown
+    answer and neighbour is named from its coordinates, the region by its photos' towns."""
+    from geoloc_core.base.places import place_labels
+
+    at = page("views/predict.py", tiny_run)
+    at.multiselect[0].set_value(at.multiselect[0].options[:2]).run()
+    assert not at.exception and len(at.subheader) == 2
+    coords = [tuple(float(x) for x in m.value.split(", ")) for m in at.metric if m.label == "Predicted location"]
+    expected = place_labels(np.array([c[0] for c in coords]), np.array([c[1] for c in coords]))[0]
+    answers = [m.value.replace("\\", "") for m in at.markdown if "calibration photos" in m.value]
+    assert len(answers) == 2 and all(a.startswith(f"**{e}** · within ") for a, e in zip(answers, expected))
+    assert all(e.startswith("near ") and e.endswith(" km)") for e in expected)
+    assert all("(HR) " in a.split("): ")[-1] or "(BA) " in a or "(SI) " in a for a in answers)  # the region's towns
+    captions = [c.replace("\\", "") for i in at.image for c in i.captions if c.startswith("sim ")]
+    assert len(captions) >= 2 and all(" km · near " in c for c in captions)
+
+
+def test_forms_that_start_work_do_not_submit_on_enter(tiny_run):
+    """Issue 26: Enter in the Train page's number fields queued a fine-tuning run each time. AppTest cannot press Enter
+    (the browser submits a form on Enter, where the form's proto allows it); it checks that flag as the browser gets it,
+    and that only the button starts the work."""
+    train = page("views/train.py", tiny_run)
+    data = page("views/data.py", tiny_run)
+    assert not train.exception and not data.exception
+    for at, form in ((train, "start"), (data, "new")):
+        [block] = [f for f in at.get("form") if f.proto.form.form_id == form]
+        assert block.proto.form.enter_to_submit is False, form
+    train.number_input[0].set_value(1).run()  # a value typed, not sent: no run
+    assert not Run(tiny_run).finetune_dirs() and not jobqueue.all_jobs()

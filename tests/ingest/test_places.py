@@ -224,6 +224,13 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     located = pd.read_csv(r.located)
     assert sorted(located["path"]) == [f"nogps_{n}" for n in names[10:]]
     assert located[["lat_deg", "lon_deg", "radius_km"]].notna().all().all()
+    # each answer named: on Mount Hood's slopes, the nearest towns of 1,000+ people are 25 km away
+    assert sorted(located["place"]) == ["near Mount Hood Village, Oregon, US (26 km)", "near Odell, Oregon, US (25 km)"]
+    assert located["place_km"].between(25, 26).all()
+    from geoloc_core.share.report import report_html
+
+    report = report_html(r, tiles=False, thumb_px=0)
+    assert "Photos without GPS, located" in report and "near Odell, Oregon, US (25 km)" in report
     db = r.photo_table().frame
     assert located["lat_deg"].between(db["lat_deg"].min() - 0.05, db["lat_deg"].max() + 0.05).all()  # from the roll
     assert located["lon_deg"].between(db["lon_deg"].min() - 0.05, db["lon_deg"].max() + 0.05).all()
@@ -238,11 +245,13 @@ def test_one_run_builds_from_the_tagged_photos_and_locates_the_rest(mthood, tmp_
     assert metrics["Places"] == str(db["group"].nunique())
     shown = next(d.value for d in at.dataframe if "radius_km" in d.value)
     assert sorted(shown["path"]) == sorted(located["path"]) and shown["lat_deg"].notna().all()
+    assert sorted(shown["place"]) == sorted(located["place"])
     at = AppTest.from_file(str(REPO / "views" / "predict.py"), default_timeout=120)
     at.session_state["run_dir"] = str(run)
     at.run()
     assert not at.exception and at.expander[0].label == "This run's 2 photos without GPS, located when it was built"
     assert sorted(at.dataframe[0].value["path"]) == sorted(located["path"])
+    assert sorted(at.dataframe[0].value["place"]) == sorted(located["place"])
     assert main(["graph", "--run", str(run), "--test-frac", "0.3", "--split-seed", "1"]) == 0  # another split
     at.run()  # the answers of the old split's predictor are not shown as the run's
     assert not at.exception and not any("without GPS" in e.label for e in at.expander)

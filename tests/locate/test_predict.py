@@ -14,7 +14,7 @@ from geoloc_core.cli import main
 from geoloc_core.config import SOURCES, CompareConfig, CrossValConfig, PredictConfig, PredictorConfig, RegionConfig
 from geoloc_core.evaluate.metrics import recall_at_k
 from geoloc_core.locate.build import build_predictor
-from geoloc_core.locate.predict import predict, predictions_frame
+from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson, read_predictions
 from geoloc_core.locate.predictor import candidates, locate, vote
 from geoloc_core.locate.store import load_predictor, open_predictor, predictor_store, save_predictor
 from geoloc_core.runs import stages
@@ -266,3 +266,27 @@ def test_a_predictor_that_depends_on_the_graph_is_saved_per_graph(tmp_path):
         assert predictor_store(tmp_path, cfg, "all", "dt").root != predictor_store(tmp_path, cfg, "all", "gg").root
     plain = PredictorConfig(region_weight=0.0)  # no regions, no fine-tuning: one store whatever the graph
     assert predictor_store(tmp_path, plain, "all", "dt").root == predictor_store(tmp_path, plain, "all", "gg").root
+
+
+def test_a_prediction_its_neighbours_and_its_region_are_named_by_their_nearest_towns(tiny_run, tmp_path, capsys):
+    """Location L15 of the tiny set (45.5161 N, 16.6159 E) lies in Osekovo: the photo's own neighbour (itself) is named
+    so in the prediction, its exports and the CLI's line; an older predictions file is named when read back."""
+    predictor = open_predictor(tiny_run, CPU)
+    photo = Path(predictor.db["path"][predictor.db["path"].str.endswith("l15_0.jpg")].iat[0])
+    [p], _ = predict([photo], predictor)
+    osekovo = "near Osekovo, Sisacko-Moslavacka, HR (under 0.1 km)"
+    assert p.neighbours[0].path == str(photo) and p.neighbours[0].place == osekovo
+    assert (p.lat_deg, p.lon_deg) == pytest.approx((45.5161, 16.6159), abs=1e-4) and p.place == osekovo
+    assert p.place_km == pytest.approx(0.072, abs=0.001)
+    frame = predictions_frame([p])
+    assert frame["place"].tolist() == [osekovo] and json.loads(frame["neighbours"].iat[0])[0]["place"] == osekovo
+    assert json.loads(predictions_geojson([p]))["features"][0]["properties"]["place"] == osekovo
+    older = tmp_path / "older.csv"
+    frame.drop(columns=["place", "place_km"]).to_csv(older, index=False)
+    assert read_predictions(older)["place"].tolist() == [osekovo]
+    assert main(["predict", str(photo), "--run", str(tiny_run), "--out", str(tmp_path / "out"), "--device",
+                 "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"{photo}: 45.51607, 16.61587 {osekovo} (±" in out
+    assert f"  region {p.region}: " in out and "Osekovo (HR)" in out  # the region's towns
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv")["place"].tolist() == [osekovo]

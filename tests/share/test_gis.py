@@ -67,6 +67,10 @@ def test_cli_export_and_predict_write_every_format(tiny_run, exif_folder, tmp_pa
     frame = read_predictions(out / "predictions.geojson")
     layers = prediction_layers(frame)
     assert len(layers["predictions"]) == 24 and len(layers["neighbours"]) == 24 * 3
+    csv = pd.read_csv(out / "predictions.csv")
+    assert layers["predictions"]["place"].tolist() == csv["place"].tolist()  # named once, carried in every format
+    assert layers["predictions"]["place_km"].tolist() == pytest.approx(csv["place_km"].tolist())
+    assert all(p.startswith("near ") and p.endswith(" km)") for p in layers["neighbours"]["place"])
     assert_same_layers(layers, read_layers(out / "predictions.gpkg", "gpkg"), "gpkg")
     circle = layers["uncertainty"].to_crs("+proj=aeqd +lat_0=45.8 +lon_0=16 +units=m").geometry.iloc[0]
     r_km = layers["predictions"]["radius_km"].iloc[0]

@@ -1,5 +1,6 @@
 """Shareable maps: one HTML file with every partition as a layer, the photos clustered, opening without a network."""
 
+import json
 import re
 
 import pytest
@@ -42,6 +43,10 @@ def test_cli_map_draws_predictions_with_their_circles_and_neighbours(tiny_run, e
     html = page.read_text()
     assert "predictions (1)" in html and "uncertainty radius (km)" in html and "neighbour of prediction" in html
     assert "truth of" in html  # the EXIF truth, with the error line
+    frame = read_predictions(out / "predictions.csv")
+    named = json.loads(frame["neighbours"].iat[0])[0]["place"]
+    assert frame["place"].iat[0].startswith("near ") and named.startswith("near ")
+    assert html.count(frame["place"].iat[0]) >= 1 and named in html  # in the popups and the prediction's tooltip
     assert "GG w/o" not in html and external_references(html) == []
     assert "opens offline" in capsys.readouterr().out
     batch = standalone_html(prediction_map(read_predictions(out / "predictions.csv"),
