@@ -226,7 +226,7 @@ def predictor(run: Run, cfg: PredictConfig):
 def _predictor(run: Run, cfg: PredictConfig, version: str):
     """Read-only once loaded. Its database leaves out the run's held-out locations,
     so their photos are honest examples."""
-    return open_predictor(run.root, cfg, database="train")
+    return open_predictor(run.root, cfg, database="train", build=False)  # building is a job's (`offer_predictor`)
 
 
 def held_out_photos(run: Run) -> pd.DataFrame:

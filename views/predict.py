@@ -15,6 +15,7 @@ from geoloc_core.locate.explain import explain_prediction
 from geoloc_core.locate.predict import predict, predictions_frame, predictions_geojson, region_names
 from geoloc_core.locate.together import photo_groups
 from geoloc_core.runs.folders import fingerprint
+from geoloc_core.runs.provenance import Stale
 from geoloc_core.share.gis import MIME, SUFFIX, layers_bytes, prediction_layers
 from geoloc_core.share.maps import prediction_map, standalone_html
 from geoloc_core.share.pictures import match_figure
@@ -89,13 +90,17 @@ if not uploads and not picked:
 
 settings = PredictorConfig(descriptor=descriptor, ft_round=ft_round,
                            region_weight=PredictorConfig.region_weight if prior else 0.0, tta=tta)
-predict_cfg = PredictConfig(predictor=settings, region_from="classifier" if use_head else "nearest")
-if not predictor_built(run, predict_cfg):  # building one takes minutes: a job's, never this page's
+predict_cfg = PredictConfig(predictor=settings, graph=run.labelled_graph() or PredictConfig.graph,
+                            region_from="classifier" if use_head else "nearest")
+try:  # building one takes minutes: a job's, never this page's (an input changed since the check: not built either)
+    model = predictor(run, predict_cfg) if predictor_built(run, predict_cfg) else None
+except (Stale, FileNotFoundError):
+    model = None
+if model is None:
     st.info("The predictor for these settings is not built yet (`geoloc predictor --database train` with them builds "
             "it; `geoloc run` builds the default one). Meanwhile, the settings it was built with answer at once.")
     offer_predictor(run, predict_cfg)
     st.stop()
-model = predictor(run, predict_cfg)
 with tempfile.TemporaryDirectory() as tmp, st.spinner(f"Locating {len(uploads) + len(picked)} photo(s) ..."):
     shown_as = {}
     for i, up in enumerate(uploads):

@@ -26,7 +26,8 @@ from geoloc_core.features.descriptors import describe
 from geoloc_core.locate.calibration import calibrate_bandwidth, leave_location_out
 from geoloc_core.locate.index import build_index
 from geoloc_core.locate.predictor import vote
-from geoloc_core.runs.folders import Run
+from geoloc_core.runs import provenance
+from geoloc_core.runs.folders import Run, table_record
 
 SQRT3 = np.sqrt(3.0)
 CELLS_ACROSS = 25  # the automatic hexagon size: the photos' extent over this many cells
@@ -88,9 +89,12 @@ def loo_errors(run: Run, build: bool = True, k: int = PredictorConfig.k) -> pd.D
     files = [run.loo_answers]
     if not build and not run.loo_answers.exists():
         raise FileNotFoundError(f"{run.root} has no leave-location-out answers yet: `geoloc coverage` makes them")
-    if build and run.stale_table(files) is not None:
+    kept_k = (provenance.read(table_record(run.loo_answers)) or {"inputs": {}})["inputs"].get("settings")
+    if build and (run.stale_table(files) is not None or kept_k != provenance.settings({"k": k})):
         storage.write_csv(run.loo_answers, loo_answers(run, k))
         run.record_table(files, ["photos", "embeddings"], {"k": k})
+    elif kept_k != provenance.settings({"k": k}):
+        raise provenance.Stale(run.loo_answers.name, ["settings"], f"`geoloc coverage` computes them for k={k}")
     run.check_table(files)
     return pd.read_csv(run.loo_answers)
 

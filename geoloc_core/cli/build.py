@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 
 from geoloc_core.base.errors import UserError
@@ -21,6 +22,8 @@ from geoloc_core.config import (
 from geoloc_core.runs import stages
 from geoloc_core.runs.folders import Run
 from geoloc_core.server.access import check_source
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(command: Command) -> None:
@@ -115,10 +118,16 @@ def _cmd_run(a) -> None:
     from geoloc_core.locate.store import open_predictor
     from geoloc_core.locate.untagged import locate_untagged
 
+    cfg = _pipeline_config(a)
     with Run(a.run).job():
-        rows = stages.run_all(a.run, _pipeline_config(a), check_source)
+        rows = stages.run_all(a.run, cfg, check_source)
         located = locate_untagged(a.run)
-        open_predictor(a.run, PredictConfig(), database="train")  # the app's default: its first answer needs no build
+        graph = Run(a.run).labelled_graph()
+        try:  # the app's default predictor, so that its first answer needs no build; the page builds it otherwise
+            open_predictor(a.run, PredictConfig(graph=graph or PredictConfig.graph, device=cfg.embed.device),
+                           database="train")
+        except (ValueError, FileNotFoundError) as exc:  # a run too small or without regions: the run still stands
+            log.warning("the Predict page's default predictor was not built (%s); the page offers to build it", exc)
     print(f"\n{a.run}: w/o (pretrained features, no fine-tuning), held-out locations")
     print_table(rows)
     if len(located):

@@ -172,14 +172,23 @@ def predictor_version(run_dir: Path, cfg: PredictConfig) -> str:
     return provenance.settings(parts)
 
 
-def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all") -> Predictor:
+def open_predictor(run_dir: Path, cfg: PredictConfig = PredictConfig(), database: str = "all",
+                   build: bool = True) -> Predictor:
     """The run's saved predictor for `cfg` (`database="train"`: without the held-out locations), built first if there is
     none or its provenance record says it was built from anything (settings included) other than the run has now.
     Checked, built and saved under the store's exclusive lock, so two processes opening one store build it once; then
-    loaded under its shared lock."""
+    loaded under its shared lock. Without `build` (a page), one that is missing or stale raises
+    (`provenance.Stale`, FileNotFoundError) instead: building is a job's work."""
+    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
+    if not build:
+        if not store.record.exists():  # nothing saved: said before the lock, which would make the store's folder
+            raise FileNotFoundError(f"{store.root}: no saved predictor for these settings")
+        with locked(store, shared=True):
+            provenance.check(store.root.name, store.record, store.files,
+                             predictor_inputs(run_dir, cfg.predictor, database, cfg.graph))
+        return load_predictor(store, run_dir, cfg)  # a build in between saves a whole predictor: it is read whole
     if cfg.predictor.tta != "none":
         tta_embeddings(run_dir, cfg.predictor.tta)  # the augmentations' passes are inputs: made (or made again) first
-    store = predictor_store(run_dir, cfg.predictor, database, cfg.graph)
     inputs = predictor_inputs(run_dir, cfg.predictor, database, cfg.graph)
     with locked(store, shared=False):
         try:

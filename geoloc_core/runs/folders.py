@@ -578,6 +578,11 @@ class Run(Folder):
         """The proximity graphs this run has built, in the usual order."""
         return [k for k in GRAPHS if self.graph(k).exists()]
 
+    def labelled_graph(self) -> str | None:
+        """The graph whose regions label predictions by default: DT where the run has its regions, else the first
+        graph that has them; None before any regions."""
+        return next((k for k in GRAPHS if self.regions(k).csv.exists()), None)
+
     # regions
     def regions(self, kind: str) -> RegionFiles:
         """The w/o regions: Louvain on the pretrained features (every read checks their provenance)."""

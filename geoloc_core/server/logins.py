@@ -8,7 +8,7 @@ The file is streamlit-authenticator's YAML, bcrypt hashes only, kept outside the
           name: Ana Horvat
           password: $2b$12$...   # `geoloc logins add ana` writes it; a plaintext password is refused
 
-The app checks passwords and keeps the login cookie with streamlit-authenticator (`views/logins.py`); what needs no
+The app checks passwords and keeps the login cookie with streamlit-authenticator (`views/login.py`); what needs no
 Streamlit lives here: reading and checking the file, writing it, and `LoginLimiter`.
 """
 
@@ -53,18 +53,18 @@ def cookie_key(cfg: ServerConfig | None = None) -> str | None:
 def read_logins(path: Path) -> dict[str, Any]:
     """The file's credentials, as streamlit-authenticator takes them (`{"usernames": {name: {"name", "password"}}}`).
 
-    Raises `UserError` saying what to fix for a file that is missing, inside the repository, writable by others,
-    malformed, or that holds a password that is not a bcrypt hash (the library would hash it in memory and log in
-    with the plaintext left on disk)."""
+    Raises `UserError` saying what to fix for a file that is missing, inside the repository, readable or writable by
+    others, malformed, or that holds a password that is not a bcrypt hash (the library would hash it in memory and log
+    in with the plaintext left on disk)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"the logins file {path} does not exist", "`geoloc logins add NAME` makes it")
     if path.resolve().is_relative_to(PROJECT_DIR):
         raise UserError(f"the logins file {path} lies inside the repository, where it could be committed",
                         "keep it outside (e.g. /etc/geoloc/logins.yaml) and point the server setting logins at it")
-    if path.stat().st_mode & 0o022:
-        raise UserError(f"the logins file {path} may be written by other users, who could add a login of their own",
-                        f"`chmod 600 {path}`")
+    if path.stat().st_mode & 0o077:
+        raise UserError(f"the logins file {path} may be read or written by other users (who could guess the passwords "
+                        "from their hashes offline, or add a login of their own)", f"`chmod 600 {path}`")
     try:
         data = yaml.safe_load(path.read_text()) or {}
         users = data["credentials"]["usernames"] or {}

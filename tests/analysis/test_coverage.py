@@ -62,6 +62,8 @@ def test_the_leave_location_out_answers_are_kept_while_the_embeddings_are_and_a_
     assert not run.loo_answers.exists()
     first = loo_errors(run)
     assert run.loo_answers.exists() and loo_errors(run, build=False).equals(first)
+    with pytest.raises(Stale, match="k=5"):
+        loo_errors(run, build=False, k=5)  # kept for k=10: answers for other settings are not these
     emb, _ = run.read_embeddings()
     storage.write_npy(run.embeddings, np.roll(emb, 1, axis=0))  # other embeddings (as a re-embed would give)
     run.record("embeddings")

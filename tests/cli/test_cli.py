@@ -20,6 +20,7 @@ from geoloc_core.config import (
     RegionConfig,
     config_argv,
 )
+from geoloc_core.locate.store import predictor_store
 from geoloc_core.runs.folders import Folder, Run
 
 
@@ -54,6 +55,16 @@ def test_run_writes_every_artefact_and_a_consistent_config(manifest_folder, tiny
                for r in evals)
     cfg = PipelineConfig.from_dict(storage.read_json(run / "config.json"))
     assert cfg.embed.model == TINY.name and cfg.graph.test_frac == 0.25
+
+
+def test_a_run_without_dt_is_done_and_builds_the_apps_predictor_over_the_graph_it_has(manifest_folder, tiny_checkpoint,
+                                                                                    isolated_cache, tmp_path):
+    """`geoloc run --graphs gg`: the Predict page's default predictor is labelled by GG's regions (before: DT's, which
+    a run without DT lacks, so the finished run was marked failed at its last step)."""
+    run = tmp_path / "run"
+    assert main(["run", str(manifest_folder), "--run", str(run), "--graphs", "gg", *tiny_args(tiny_checkpoint)]) == 0
+    assert Run(run).state() == "done" and Run(run).labelled_graph() == "gg"
+    assert predictor_store(run, PredictorConfig(), "train", "gg").record.exists()
 
 
 def test_stage_commands_chain_through_the_run_directory(manifest_folder, tiny_checkpoint, isolated_cache, tmp_path):

@@ -62,12 +62,13 @@ def test_adding_an_editor_writes_a_bcrypt_hash_readable_by_the_server_alone(tmp_
             add_login(path, user, password, rounds=4)
 
 
-def test_a_logins_file_others_may_write_or_that_is_not_the_format_is_refused(tmp_path):
+def test_a_logins_file_others_may_read_or_write_or_that_is_not_the_format_is_refused(tmp_path):
     path = tmp_path / "logins.yaml"
     add_login(path, "ana", "correct horse 1", rounds=4)
-    path.chmod(0o620)
-    with pytest.raises(UserError, match="may be written by other users"):
-        read_logins(path)
+    for mode in (0o620, 0o640, 0o604):  # written by others: a login of their own; read: the hashes, to crack offline
+        path.chmod(mode)
+        with pytest.raises(UserError, match="may be read or written by other users"):
+            read_logins(path)
     path.chmod(0o600)
     for text in ("usernames: {}", "credentials: [1, 2]", "credentials: {usernames: {ana: hash}}", ": ["):
         path.write_text(text)
