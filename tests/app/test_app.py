@@ -209,6 +209,7 @@ def test_regions_page_explains_the_partition_signatures_confusion_and_stability(
 
 
 def test_evaluate_page_coverage_hexagons_hold_every_photo(tiny_run):
+    assert main(["coverage", "--run", str(tiny_run)]) == 0  # the job an editor queues: the answers the page reads
     at = page("views/evaluate.py", tiny_run)
     [size] = [n for n in at.number_input if n.label.startswith("Hexagon size")]
     size.set_value(15.0).run()
