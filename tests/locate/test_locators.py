@@ -70,7 +70,8 @@ def test_saving_a_locator_writes_each_file_through_a_temp_file_of_its_own(tmp_pa
     another.write_bytes(b"another writer's weights, half written")
     written = []
     real = storage.atomic_write
-    monkeypatch.setattr(storage, "atomic_write", lambda path, write: written.append(path.name) or real(path, write))
+    monkeypatch.setattr(storage, "atomic_write",
+                        lambda path, write, *mode: written.append(path.name) or real(path, write, *mode))
     meta = locator_meta("verifier", verifier.cfg, 32, extent_rad=verifier.extent_rad)
     save_locator(verifier, tmp_path / "v.safetensors", meta)
     assert another.read_bytes() == b"another writer's weights, half written"  # not taken over, not renamed away
